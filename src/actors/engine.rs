@@ -1,0 +1,542 @@
+//! `Engine`: what the HTTP layer calls. It starts everything (store, recovery,
+//! WAL writer, arbiters, registry), routes each request to the right actor and
+//! owns product creation. It holds no rules of its own: those are in `domain`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::product::{Product, ValidProduct};
+use crate::domain::stock::{
+    CommitOutcome, ReleaseOutcome, ReservationView, ReserveCmd, ReserveOutcome, StockError,
+    StockView,
+};
+use crate::domain::{BuyerId, ReservationId, SkuCode, SkuId, TenantId, WarehouseId};
+use crate::persistence::{
+    self, EntityKey, RecordBody, RecoveryMode, RecoveryStats, SnapshotBody, Store, WalHandle,
+    WalOp, WalRecord,
+};
+
+use super::registry::{Registry, SendError, SkuInfo};
+use super::sku::{Reply, SkuCommand, SkuDeps};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Stock(#[from] StockError),
+    #[error("unknown SKU")]
+    UnknownSku,
+    #[error("SKU codes already in use: {}", .0.join(", "))]
+    SkuExists(Vec<String>),
+    #[error("the SKU is overloaded; retry shortly")]
+    Overloaded,
+    #[error("the engine cannot serve this request now")]
+    Unavailable,
+}
+
+impl From<SendError> for EngineError {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::UnknownSku => EngineError::UnknownSku,
+            SendError::Overloaded => EngineError::Overloaded,
+            SendError::Unavailable => EngineError::Unavailable,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the data directory {path}: {source}")]
+    Open {
+        path: String,
+        source: persistence::StoreError,
+    },
+    #[error("recovery failed: {0}")]
+    Recovery(persistence::StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    store: Arc<Store>,
+    wal: WalHandle,
+    wal_thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    registry: Arc<Registry>,
+    products: DashMap<u128, Arc<Product>>,
+    /// Serialises product creation so SKU codes stay unique.
+    create_lock: parking_lot::Mutex<()>,
+    next_sku_id: AtomicU64,
+    arbiters: Vec<Arbiter>,
+    recovery: RecoveryStats,
+}
+
+impl Engine {
+    /// Opens the store, recovers, and starts the WAL writer and the arbiters.
+    /// Must run inside an actix `System`.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        let config = Arc::new(config);
+        let limits = config.ledger_limits();
+        let data_dir = config.storage.data_dir.clone();
+        let cache_bytes = config.storage.cache_capacity_mb * 1024 * 1024;
+        let sync = config.wal.sync;
+        let store = blocking(move || Store::open(&data_dir, cache_bytes, sync))
+            .await?
+            .map_err(|source| StartError::Open {
+                path: config.storage.data_dir.display().to_string(),
+                source,
+            })?;
+        let store = Arc::new(store);
+
+        let recovery_store = store.clone();
+        let recovery_limits = limits.clone();
+        let recovered = blocking(move || {
+            persistence::recover(&recovery_store, &recovery_limits, RecoveryMode::Snapshots)
+        })
+        .await?
+        .map_err(StartError::Recovery)?;
+        let stats = recovered.stats.clone();
+        tracing::info!(
+            batches = stats.batches,
+            records = stats.records,
+            applied = stats.applied,
+            products = recovered.products.len(),
+            ms = stats.elapsed.as_millis() as u64,
+            "recovered from snapshots + WAL"
+        );
+        metrics::gauge!("flashdrop_recovery_seconds").set(stats.elapsed.as_secs_f64());
+        metrics::counter!("flashdrop_recovery_records_total").increment(stats.records);
+
+        let dirty_products: Vec<u128> = recovered
+            .start
+            .dirty
+            .iter()
+            .filter_map(|(entity, _)| match entity {
+                EntityKey::Product(id) => Some(*id),
+                EntityKey::Sku(_) => None,
+            })
+            .collect();
+        let (wal, wal_thread) =
+            persistence::wal::start(store.clone(), config.wal_settings(), recovered.start);
+
+        let arbiters: Vec<Arbiter> = (0..config.actor_shards()).map(|_| Arbiter::new()).collect();
+        let handles = arbiters.iter().map(Arbiter::handle).collect();
+        let deps_wal = wal.clone();
+        let deps_store = store.clone();
+        let deps_clock = clock.clone();
+        let snapshots = config.snapshots.clone();
+        let idle_timeout = Duration::from_secs(config.actors.idle_timeout_s);
+        let registry = Registry::new(
+            handles,
+            config.actors.mailbox_capacity as u32,
+            move |registry| SkuDeps {
+                wal: deps_wal,
+                store: deps_store,
+                clock: deps_clock,
+                limits,
+                snapshot_every_records: snapshots.every_records,
+                snapshot_interval: Duration::from_secs(snapshots.interval_s),
+                idle_timeout,
+                registry,
+            },
+        );
+
+        // Every SKU is registered; the ones the WAL changed keep their rebuilt
+        // ledger in memory until a fresh snapshot of it is durable.
+        let mut ledgers = recovered.ledgers;
+        let mut max_sku = 0;
+        let mut checkpoint = Vec::new();
+        let mut open_reservations = Vec::new();
+        let products = DashMap::new();
+        for (id, product) in recovered.products {
+            let product = Arc::new(product);
+            for (index, sku) in product.skus.iter().enumerate() {
+                let sku_id = SkuId(sku.id);
+                max_sku = max_sku.max(sku.id);
+                let ledger = ledgers.remove(&sku_id);
+                if let Some(ledger) = &ledger {
+                    checkpoint.push((sku_id, SnapshotBody::Ledger(ledger.snapshot())));
+                    if ledger.open_reservations() > 0 {
+                        open_reservations.push(sku_id);
+                    }
+                }
+                registry.insert(
+                    SkuInfo {
+                        id: sku_id,
+                        product: product.clone(),
+                        index,
+                    },
+                    ledger,
+                );
+            }
+            products.insert(id, product);
+        }
+        if !ledgers.is_empty() {
+            return Err(StartError::Internal(format!(
+                "the WAL holds stock of {} SKUs that belong to no product",
+                ledgers.len()
+            )));
+        }
+
+        let engine = Arc::new(Self {
+            config,
+            clock,
+            store,
+            wal,
+            wal_thread: parking_lot::Mutex::new(Some(wal_thread)),
+            registry,
+            products,
+            create_lock: parking_lot::Mutex::new(()),
+            next_sku_id: AtomicU64::new(max_sku + 1),
+            arbiters,
+            recovery: stats,
+        });
+        engine
+            .checkpoint_recovered(checkpoint, dirty_products)
+            .await?;
+        for sku in open_reservations {
+            engine.registry.ensure_active(sku);
+        }
+        Ok(engine)
+    }
+
+    /// Snapshots everything recovery rebuilt, so the WAL behind it can go.
+    async fn checkpoint_recovered(
+        &self,
+        ledgers: Vec<(SkuId, SnapshotBody)>,
+        products: Vec<u128>,
+    ) -> Result<(), StartError> {
+        let lost = |e: persistence::WalError| StartError::Internal(e.to_string());
+        for (sku, body) in ledgers {
+            let registry = Arc::downgrade(&self.registry);
+            let ack: persistence::Ack = Box::new(move || {
+                if let Some(registry) = registry.upgrade() {
+                    registry.parked_durable(sku, 0);
+                }
+            });
+            self.wal
+                .snapshot(EntityKey::Sku(sku.0), &body, Some(ack))
+                .map_err(lost)?;
+        }
+        for id in products {
+            if let Some(product) = self.product(id) {
+                let body = SnapshotBody::Product((*product).clone());
+                self.wal
+                    .snapshot(EntityKey::Product(id), &body, None)
+                    .map_err(lost)?;
+            }
+        }
+        let barrier = self.wal.barrier().map_err(lost)?;
+        barrier
+            .await
+            .map_err(|_| StartError::Internal("the WAL writer stopped".into()))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn recovery_stats(&self) -> &RecoveryStats {
+        &self.recovery
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn wal(&self) -> &WalHandle {
+        &self.wal
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        sku: SkuId,
+        command: impl FnOnce(Reply<Result<T, StockError>>) -> SkuCommand,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.registry.send(sku, command(tx))?;
+        match rx.await {
+            Ok(result) => result.map_err(EngineError::from),
+            // The actor stopped before answering (restart or shutdown): nothing
+            // it did for this request is acknowledged.
+            Err(_) => Err(EngineError::Unavailable),
+        }
+    }
+
+    pub fn sku(&self, code: &SkuCode) -> Result<Arc<SkuInfo>, EngineError> {
+        self.registry
+            .id_of(code.as_str())
+            .and_then(|id| self.registry.info(id))
+            .ok_or(EngineError::UnknownSku)
+    }
+
+    /// A SKU as its seller sees it; another tenant's SKU is unknown.
+    fn owned_sku(&self, code: &SkuCode, tenant: &TenantId) -> Result<Arc<SkuInfo>, EngineError> {
+        let info = self.sku(code)?;
+        if info.tenant() != tenant.as_str() {
+            return Err(EngineError::UnknownSku);
+        }
+        Ok(info)
+    }
+
+    pub async fn reserve(
+        &self,
+        code: &SkuCode,
+        cmd: ReserveCmd,
+    ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
+        let info = self.sku(code)?;
+        let result = self
+            .call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
+            .await;
+        let outcome = match &result {
+            Ok(o) if o.replayed => "replayed",
+            Ok(_) => "created",
+            Err(EngineError::Stock(StockError::OutOfStock { .. })) => "out_of_stock",
+            Err(EngineError::Overloaded) => "overloaded",
+            Err(EngineError::Unavailable) => "unavailable",
+            Err(_) => "rejected",
+        };
+        metrics::counter!("flashdrop_reservations_total", "outcome" => outcome).increment(1);
+        result.map(|outcome| (info, outcome))
+    }
+
+    pub async fn release(
+        &self,
+        id: ReservationId,
+        buyer: BuyerId,
+    ) -> Result<ReleaseOutcome, EngineError> {
+        self.call(id.sku, |reply| SkuCommand::Release {
+            seq: id.seq,
+            buyer,
+            reply,
+        })
+        .await
+        .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    pub async fn commit(
+        &self,
+        id: ReservationId,
+        buyer: BuyerId,
+    ) -> Result<CommitOutcome, EngineError> {
+        self.call(id.sku, |reply| SkuCommand::Commit {
+            seq: id.seq,
+            buyer,
+            reply,
+        })
+        .await
+        .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    pub async fn reservation(
+        &self,
+        id: ReservationId,
+        buyer: BuyerId,
+    ) -> Result<ReservationView, EngineError> {
+        self.call(id.sku, |reply| SkuCommand::Reservation {
+            seq: id.seq,
+            buyer,
+            reply,
+        })
+        .await
+        .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    pub async fn stock(&self, code: &SkuCode) -> Result<(Arc<SkuInfo>, StockView), EngineError> {
+        let info = self.sku(code)?;
+        let view = self.call(info.id, SkuCommand::Stock).await?;
+        Ok((info, view))
+    }
+
+    pub async fn set_stock(
+        &self,
+        code: &SkuCode,
+        tenant: &TenantId,
+        warehouses: Vec<(WarehouseId, u64)>,
+        low_stock_threshold: Option<u64>,
+    ) -> Result<(Arc<SkuInfo>, StockView), EngineError> {
+        let info = self.owned_sku(code, tenant)?;
+        let view = self
+            .call(info.id, |reply| SkuCommand::SetStock {
+                warehouses,
+                low_stock_threshold,
+                reply,
+            })
+            .await?;
+        Ok((info, view))
+    }
+
+    pub async fn adjust_stock(
+        &self,
+        code: &SkuCode,
+        tenant: &TenantId,
+        warehouse: WarehouseId,
+        delta: i64,
+        reason: String,
+    ) -> Result<(Arc<SkuInfo>, StockView), EngineError> {
+        let info = self.owned_sku(code, tenant)?;
+        let view = self
+            .call(info.id, |reply| SkuCommand::Adjust {
+                warehouse,
+                delta,
+                reason,
+                reply,
+            })
+            .await?;
+        Ok((info, view))
+    }
+
+    /// Drops a SKU's memory and rebuilds it from snapshot + WAL (operations).
+    pub async fn restart_sku(&self, code: &SkuCode) -> Result<(), EngineError> {
+        let info = self.sku(code)?;
+        self.call(info.id, SkuCommand::Restart).await
+    }
+
+    /// Stores a product and registers its SKUs; answers once it is durable.
+    pub async fn create_product(
+        &self,
+        tenant: &TenantId,
+        product: ValidProduct,
+    ) -> Result<Arc<Product>, EngineError> {
+        let (durable, product) = {
+            let _creating = self.create_lock.lock();
+            let taken: Vec<String> = product
+                .skus
+                .iter()
+                .filter(|sku| self.registry.contains_code(sku.code.as_str()))
+                .map(|sku| sku.code.to_string())
+                .collect();
+            if !taken.is_empty() {
+                return Err(EngineError::SkuExists(taken));
+            }
+            let ids: Vec<SkuId> = product
+                .skus
+                .iter()
+                .map(|_| SkuId(self.next_sku_id.fetch_add(1, Ordering::Relaxed)))
+                .collect();
+            let id = uuid::Uuid::now_v7().as_u128();
+            let product = Arc::new(product.into_product(
+                id,
+                tenant,
+                &ids,
+                self.config.stock.low_stock_threshold,
+                self.clock.now_ms(),
+            ));
+            let (tx, rx) = oneshot::channel();
+            let entity = EntityKey::Product(id);
+            let record = WalRecord {
+                entity,
+                body: RecordBody::ProductCreated((*product).clone()),
+            };
+            let ack: persistence::Ack = Box::new(move || {
+                let _ = tx.send(());
+            });
+            self.wal
+                .append(&record, Some(ack))
+                .map_err(|_| EngineError::Unavailable)?;
+            // Products never change here, so their snapshot is the record itself;
+            // it lets the WAL be truncated past the creation.
+            self.wal
+                .snapshot(entity, &SnapshotBody::Product((*product).clone()), None)
+                .map_err(|_| EngineError::Unavailable)?;
+            // Registered after the record is queued, so any stock record of these
+            // SKUs is ordered after the product's in the WAL.
+            for (index, sku) in ids.iter().enumerate() {
+                self.registry.insert(
+                    SkuInfo {
+                        id: *sku,
+                        product: product.clone(),
+                        index,
+                    },
+                    None,
+                );
+            }
+            (rx, product)
+        };
+        durable.await.map_err(|_| EngineError::Unavailable)?;
+        self.products.insert(product.id, product.clone());
+        metrics::counter!("flashdrop_products_created_total").increment(1);
+        Ok(product)
+    }
+
+    pub fn product(&self, id: u128) -> Option<Arc<Product>> {
+        self.products.get(&id).map(|p| p.clone())
+    }
+
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
+    /// Live stock of every SKU of a product, in the product's order.
+    pub async fn product_stock(&self, product: &Product) -> Result<Vec<StockView>, EngineError> {
+        let calls = product
+            .skus
+            .iter()
+            .map(|sku| self.call(SkuId(sku.id), SkuCommand::Stock));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Commits everything queued, completes pending snapshots, stops the WAL
+    /// writer and the arbiters. Requests after this fail with `Unavailable`.
+    pub async fn shutdown(&self) {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let ack: persistence::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        if self.wal.send(WalOp::Shutdown { ack }).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(thread) = self.wal_thread.lock().take() {
+            let _ = blocking(move || thread.join()).await;
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "WAL flushed and closed"
+        );
+    }
+
+    /// SKUs by actor state, for the memory benchmark and operators.
+    pub fn census(&self) -> HashMap<&'static str, usize> {
+        let (cold, parked, active) = self.registry.census();
+        HashMap::from([("cold", cold), ("parked", parked), ("active", active)])
+    }
+}
+
+fn unknown_sku_is_unknown_reservation(error: EngineError) -> EngineError {
+    match error {
+        EngineError::UnknownSku => EngineError::Stock(StockError::UnknownReservation),
+        other => other,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StartError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StartError::Internal(e.to_string()))
+}

@@ -1,0 +1,513 @@
+//! `SkuActor`: the single owner of one SKU's `StockLedger`. It decides with the
+//! domain, hands the events to the WAL and answers only once they are durable.
+//! It also expires reservations on its own timer, snapshots itself, and parks
+//! its ledger in the registry when idle.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::domain::stock::{
+    CommitOutcome, LedgerLimits, ReleaseOutcome, ReservationView, ReserveCmd, ReserveOutcome,
+    StockError, StockEvent, StockLedger, StockView,
+};
+use crate::domain::{SkuId, WarehouseId};
+use crate::persistence::{
+    load_ledger, rebuild_ledger, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalOp,
+    WalRecord,
+};
+
+use super::registry::Registry;
+
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// Everything a SKU actor is asked. Each carries its own reply channel so the
+/// answer can be sent from the WAL thread the moment it is durable.
+pub enum SkuCommand {
+    Reserve(ReserveCmd, Reply<Result<ReserveOutcome, StockError>>),
+    Release {
+        seq: u64,
+        buyer: crate::domain::BuyerId,
+        reply: Reply<Result<ReleaseOutcome, StockError>>,
+    },
+    Commit {
+        seq: u64,
+        buyer: crate::domain::BuyerId,
+        reply: Reply<Result<CommitOutcome, StockError>>,
+    },
+    Reservation {
+        seq: u64,
+        buyer: crate::domain::BuyerId,
+        reply: Reply<Result<ReservationView, StockError>>,
+    },
+    SetStock {
+        warehouses: Vec<(WarehouseId, u64)>,
+        low_stock_threshold: Option<u64>,
+        reply: Reply<Result<StockView, StockError>>,
+    },
+    Adjust {
+        warehouse: WarehouseId,
+        delta: i64,
+        reason: String,
+        reply: Reply<Result<StockView, StockError>>,
+    },
+    Stock(Reply<Result<StockView, StockError>>),
+    /// Drop memory and rebuild from snapshot + WAL through the supervisor.
+    Restart(Reply<Result<(), StockError>>),
+}
+
+impl Message for SkuCommand {
+    type Result = ();
+}
+
+/// Bounds one actor's mailbox. actix's own capacity is per sender and cannot
+/// bound a mailbox shared by every request, so senders pass this gate first.
+#[derive(Debug)]
+pub struct Gate {
+    depth: AtomicU32,
+    capacity: u32,
+}
+
+impl Gate {
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            depth: AtomicU32::new(0),
+            capacity,
+        }
+    }
+
+    pub fn try_enter(&self) -> bool {
+        let before = self.depth.fetch_add(1, Ordering::AcqRel);
+        if before >= self.capacity {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn leave(&self) {
+        self.depth.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn depth(&self) -> u32 {
+        self.depth.load(Ordering::Acquire)
+    }
+}
+
+/// What every SKU actor shares.
+pub struct SkuDeps {
+    pub wal: WalHandle,
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: LedgerLimits,
+    pub snapshot_every_records: u64,
+    pub snapshot_interval: Duration,
+    pub idle_timeout: Duration,
+    pub registry: Weak<Registry>,
+}
+
+/// How a new actor gets its ledger.
+pub enum Init {
+    /// Handed over from the registry (parked, or fresh from recovery).
+    Ledger(Box<StockLedger>),
+    /// Its snapshot is the latest state (or it has none: a new SKU).
+    Load,
+    /// Its previous incarnation died: wait for its WAL records, then snapshot + WAL.
+    Rebuild,
+}
+
+pub struct SkuActor {
+    sku: SkuId,
+    /// Threshold the SKU starts with when it has no stock history (from its product).
+    initial_threshold: u64,
+    generation: u64,
+    deps: Arc<SkuDeps>,
+    gate: Arc<Gate>,
+    init: Option<Init>,
+    ledger: Option<StockLedger>,
+    /// Records sent to the WAL and not yet durable.
+    unacked: Arc<AtomicU64>,
+    records_since_snapshot: u64,
+    last_snapshot: Instant,
+    last_activity: Instant,
+    expiry_timer: Option<(u64, SpawnHandle)>,
+}
+
+impl SkuActor {
+    pub fn new(
+        sku: SkuId,
+        initial_threshold: u64,
+        generation: u64,
+        deps: Arc<SkuDeps>,
+        gate: Arc<Gate>,
+        init: Init,
+    ) -> Self {
+        Self {
+            sku,
+            initial_threshold,
+            generation,
+            deps,
+            gate,
+            init: Some(init),
+            ledger: None,
+            unacked: Arc::new(AtomicU64::new(0)),
+            records_since_snapshot: 0,
+            last_snapshot: Instant::now(),
+            last_activity: Instant::now(),
+            expiry_timer: None,
+        }
+    }
+
+    fn housekeeping_period(&self) -> Duration {
+        (self.deps.idle_timeout / 4)
+            .min(self.deps.snapshot_interval / 2)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        match self.init.take().unwrap_or(Init::Load) {
+            Init::Ledger(ledger) => self.ledger = Some(*ledger),
+            Init::Load => {
+                let loaded = load_ledger(
+                    &self.deps.store,
+                    self.sku,
+                    &self.deps.limits,
+                    self.initial_threshold,
+                );
+                match loaded {
+                    Ok(ledger) => self.ledger = Some(ledger),
+                    Err(error) => {
+                        tracing::error!(sku = self.sku.0, %error, "cannot load SKU state");
+                        ctx.stop();
+                        return;
+                    }
+                }
+            }
+            Init::Rebuild => {
+                self.rebuild(ctx);
+                return;
+            }
+        }
+        self.arm_expiry(ctx);
+    }
+
+    /// Waits until everything this SKU sent is complete, then reads snapshot + WAL.
+    /// The mailbox is paused meanwhile (`ctx.wait`).
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        let (sku, initial) = (self.sku, self.initial_threshold);
+        let work = async move {
+            let barrier = deps.wal.barrier().map_err(|e| e.to_string())?;
+            barrier.await.map_err(|_| "the WAL stopped".to_string())?;
+            tokio::task::spawn_blocking(move || {
+                rebuild_ledger(&deps.store, sku, &deps.limits, initial).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        ctx.wait(
+            actix::fut::wrap_future::<_, Self>(work).map(|result, act, ctx| match result {
+                Ok(ledger) => {
+                    tracing::info!(sku = act.sku.0, "SKU actor rebuilt from snapshot + WAL");
+                    act.ledger = Some(ledger);
+                    act.arm_expiry(ctx);
+                }
+                Err(error) => {
+                    tracing::error!(sku = act.sku.0, %error, "SKU rebuild failed");
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+
+    /// Runs one decision: expire what is due, then `decide`. Returns the
+    /// outcome and every event it produced (expiries included).
+    fn run<T>(
+        &mut self,
+        decide: impl FnOnce(&mut StockLedger, u64, &mut Vec<StockEvent>) -> Result<T, StockError>,
+    ) -> (Result<T, StockError>, Vec<StockEvent>) {
+        let Some(ledger) = self.ledger.as_mut() else {
+            return (
+                Err(StockError::Invariant(crate::domain::InvariantViolation(
+                    "ledger not loaded".into(),
+                ))),
+                Vec::new(),
+            );
+        };
+        let now = self.deps.clock.now_ms();
+        let mut events = Vec::new();
+        let result = match ledger.expire_due(now, &mut events) {
+            Ok(()) => decide(ledger, now, &mut events),
+            Err(error) => Err(error),
+        };
+        let result = match result {
+            Ok(value) => ledger
+                .check_invariants(false)
+                .map(|()| value)
+                .map_err(StockError::from),
+            Err(error) => Err(error),
+        };
+        (result, events)
+    }
+
+    /// Answers once `events` (and anything this SKU logged before) are durable.
+    fn answer<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: Vec<StockEvent>,
+        reply: Reply<Result<T, StockError>>,
+        result: Result<T, StockError>,
+    ) {
+        let failed = matches!(result, Err(StockError::Invariant(_)));
+        if failed {
+            // Answer the caller now; the events of a broken ledger are not logged.
+            let _ = reply.send(result);
+            self.fail(ctx);
+            return;
+        }
+        self.persist(
+            ctx,
+            events,
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            })),
+        );
+        self.arm_expiry(ctx);
+    }
+
+    fn persist(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: Vec<StockEvent>,
+        ack: Option<Box<dyn FnOnce() + Send>>,
+    ) {
+        let sent = if events.is_empty() {
+            match ack {
+                None => Ok(()),
+                Some(ack) if self.unacked.load(Ordering::Acquire) == 0 => {
+                    ack();
+                    Ok(())
+                }
+                // Something this answer saw is not durable yet: wait for it.
+                Some(ack) => self.deps.wal.send(WalOp::Fence { ack }),
+            }
+        } else {
+            let record = WalRecord {
+                entity: EntityKey::Sku(self.sku.0),
+                body: RecordBody::Stock(events),
+            };
+            let unacked = self.unacked.clone();
+            unacked.fetch_add(1, Ordering::AcqRel);
+            self.records_since_snapshot += 1;
+            self.deps.wal.append(
+                &record,
+                Some(Box::new(move || {
+                    unacked.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(ack) = ack {
+                        ack();
+                    }
+                })),
+            )
+        };
+        if let Err(error) = sent {
+            // Memory is now ahead of disk; this ledger must not answer again.
+            tracing::error!(sku = self.sku.0, %error, "WAL unavailable; stopping SKU actor");
+            self.ledger = None;
+            ctx.stop();
+            return;
+        }
+        if self.records_since_snapshot >= self.deps.snapshot_every_records {
+            self.snapshot();
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let Some(ledger) = &self.ledger else { return };
+        let body = SnapshotBody::Ledger(ledger.snapshot());
+        if let Err(error) = self
+            .deps
+            .wal
+            .snapshot(EntityKey::Sku(self.sku.0), &body, None)
+        {
+            tracing::warn!(sku = self.sku.0, %error, "snapshot not written");
+            return;
+        }
+        self.records_since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+    }
+
+    /// The ledger is inconsistent: stop, and let the supervisor rebuild it.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        tracing::error!(
+            sku = self.sku.0,
+            "SKU ledger failed an invariant; restarting"
+        );
+        self.restart(ctx, "invariant");
+    }
+
+    /// Drops the in-memory ledger and stops; the supervisor starts this actor
+    /// again, which rebuilds from snapshot + WAL before taking messages.
+    fn restart(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
+        metrics::counter!("flashdrop_sku_actor_restarts_total", "reason" => reason).increment(1);
+        self.ledger = None;
+        ctx.stop();
+    }
+
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
+        let next = self.ledger.as_ref().and_then(StockLedger::next_expiry_ms);
+        let Some(next) = next else {
+            if let Some((_, handle)) = self.expiry_timer.take() {
+                ctx.cancel_future(handle);
+            }
+            return;
+        };
+        if let Some((armed_at, handle)) = self.expiry_timer {
+            if armed_at <= next {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay_ms = next.saturating_sub(self.deps.clock.now_ms()).max(1);
+        let handle = ctx.run_later(Duration::from_millis(delay_ms), |act, ctx| {
+            act.expiry_timer = None;
+            let (result, events) = act.run(|_, _, _| Ok(()));
+            if matches!(result, Err(StockError::Invariant(_))) {
+                act.fail(ctx);
+                return;
+            }
+            act.persist(ctx, events, None);
+            act.arm_expiry(ctx);
+        });
+        self.expiry_timer = Some((next, handle));
+    }
+
+    fn housekeeping(&mut self, ctx: &mut Context<Self>) {
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
+        ledger.prune(self.deps.clock.now_ms());
+        let open = ledger.open_reservations();
+        if self.records_since_snapshot > 0
+            && self.last_snapshot.elapsed() >= self.deps.snapshot_interval
+        {
+            self.snapshot();
+        }
+        if open == 0 && self.last_activity.elapsed() >= self.deps.idle_timeout {
+            self.passivate(ctx);
+        }
+    }
+
+    /// Hands the ledger back to the registry and stops, unless a message is queued.
+    fn passivate(&mut self, ctx: &mut Context<Self>) {
+        let Some(registry) = self.deps.registry.upgrade() else {
+            return;
+        };
+        let Some(ledger) = &self.ledger else { return };
+        let body = SnapshotBody::Ledger(ledger.snapshot());
+        if !registry.park(self.sku, self.generation, &mut self.ledger, &self.gate) {
+            return;
+        }
+        // Same arbiter thread as any successor, so this snapshot is queued before
+        // anything a successor logs.
+        let weak = Arc::downgrade(&registry);
+        let (sku, generation) = (self.sku, self.generation);
+        let ack: Box<dyn FnOnce() + Send> = Box::new(move || {
+            if let Some(registry) = weak.upgrade() {
+                registry.parked_durable(sku, generation);
+            }
+        });
+        if let Err(error) = self
+            .deps
+            .wal
+            .snapshot(EntityKey::Sku(sku.0), &body, Some(ack))
+        {
+            tracing::warn!(sku = sku.0, %error, "passivation snapshot not written");
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for SkuActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics::gauge!("flashdrop_sku_actors_active").increment(1.0);
+        self.load(ctx);
+        let period = self.housekeeping_period();
+        ctx.run_interval(period, |act, ctx| act.housekeeping(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        metrics::gauge!("flashdrop_sku_actors_active").decrement(1.0);
+    }
+}
+
+impl Supervised for SkuActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.ledger = None;
+        self.expiry_timer = None;
+        self.init = Some(Init::Rebuild);
+    }
+}
+
+impl Handler<SkuCommand> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, command: SkuCommand, ctx: &mut Context<Self>) {
+        self.gate.leave();
+        self.last_activity = Instant::now();
+        match command {
+            SkuCommand::Reserve(cmd, reply) => {
+                let (result, events) = self.run(|l, now, out| l.reserve(cmd, now, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Release { seq, buyer, reply } => {
+                let (result, events) = self.run(|l, now, out| l.release(seq, &buyer, now, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Commit { seq, buyer, reply } => {
+                let (result, events) = self.run(|l, now, out| l.commit(seq, &buyer, now, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Reservation { seq, buyer, reply } => {
+                let (result, events) = self.run(|l, now, _| l.reservation(seq, &buyer, now));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::SetStock {
+                warehouses,
+                low_stock_threshold,
+                reply,
+            } => {
+                let (result, events) = self.run(|l, _, out| {
+                    l.set_stock(warehouses, low_stock_threshold, out)
+                        .map(|()| l.view())
+                });
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Adjust {
+                warehouse,
+                delta,
+                reason,
+                reply,
+            } => {
+                let (result, events) = self
+                    .run(|l, _, out| l.adjust(warehouse, delta, reason, out).map(|()| l.view()));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Stock(reply) => {
+                let (result, events) = self.run(|l, _, _| Ok(l.view()));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Restart(reply) => {
+                // The rebuild pauses the mailbox, so anything sent after this
+                // reply is served by the rebuilt ledger.
+                let _ = reply.send(Ok(()));
+                self.restart(ctx, "requested");
+            }
+        }
+    }
+}

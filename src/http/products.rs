@@ -1,0 +1,190 @@
+//! Product routes: a seller creates a product with its SKUs; anyone reads it
+//! with live availability.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339_ms;
+use crate::domain::product::{NewProduct, NewSku, Product};
+use crate::domain::StockView;
+
+use super::error::{ApiError, ErrorKind, Problem};
+use super::extract::{AppState, Live, Seller};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyBody {
+    /// Minor units (cents for USD).
+    pub amount: i64,
+    /// ISO 4217 code, e.g. "USD".
+    pub currency: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSkuBody {
+    /// Marketplace-unique SKU code: letters, digits, `. _ : @ -`, at most 64.
+    pub sku: String,
+    pub price: MoneyBody,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Defaults to `stock.low_stock_threshold`.
+    #[serde(default)]
+    pub low_stock_threshold: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProductBody {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub skus: Vec<NewSkuBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkuStockBody {
+    pub available: u64,
+    pub reserved: u64,
+    pub sold: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkuBody {
+    pub sku: String,
+    pub price: MoneyBody,
+    pub attributes: BTreeMap<String, String>,
+    pub low_stock_threshold: u64,
+    pub stock: SkuStockBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductBody {
+    pub id: String,
+    pub tenant_id: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub attributes: BTreeMap<String, String>,
+    pub created_at: String,
+    pub skus: Vec<SkuBody>,
+}
+
+impl ProductBody {
+    fn new(product: &Product, stock: Vec<StockView>) -> Self {
+        let skus = product
+            .skus
+            .iter()
+            .zip(stock)
+            .map(|(sku, view)| SkuBody {
+                sku: sku.code.clone(),
+                price: MoneyBody {
+                    amount: sku.price.amount,
+                    currency: sku.price.currency.clone(),
+                },
+                attributes: sku.attributes.iter().cloned().collect(),
+                low_stock_threshold: view.low_stock_threshold,
+                stock: SkuStockBody {
+                    available: view.available,
+                    reserved: view.reserved,
+                    sold: view.sold,
+                },
+            })
+            .collect();
+        Self {
+            id: uuid::Uuid::from_u128(product.id).to_string(),
+            tenant_id: product.tenant.clone(),
+            title: product.title.clone(),
+            description: product.description.clone(),
+            category: product.category.clone(),
+            attributes: product.attributes.iter().cloned().collect(),
+            created_at: rfc3339_ms(product.created_at_ms),
+            skus,
+        }
+    }
+}
+
+/// Create a product with its SKUs (seller).
+#[utoipa::path(
+    post, path = "/v1/products", tag = "products",
+    params(("X-Tenant-Id" = String, Header, description = "the seller")),
+    request_body = NewProductBody,
+    responses(
+        (status = 201, body = ProductBody, headers(("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sku_exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_product(
+    seller: Seller,
+    engine: Live,
+    state: web::Data<AppState>,
+    body: web::Json<NewProductBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let draft = NewProduct {
+        title: body.title,
+        description: body.description,
+        category: body.category,
+        attributes: body.attributes,
+        skus: body
+            .skus
+            .into_iter()
+            .map(|sku| NewSku {
+                code: sku.sku,
+                price_amount: sku.price.amount,
+                price_currency: sku.price.currency,
+                attributes: sku.attributes,
+                low_stock_threshold: sku.low_stock_threshold,
+            })
+            .collect(),
+    };
+    let valid = draft
+        .validate(state.config.stock.units_max)
+        .map_err(ApiError::invalid)?;
+    let product = engine.0.create_product(&seller.0, valid).await?;
+    // A new SKU holds nothing yet.
+    let stock = product
+        .skus
+        .iter()
+        .map(|sku| StockView {
+            available: 0,
+            reserved: 0,
+            sold: 0,
+            warehouses: BTreeMap::new(),
+            low_stock_threshold: sku.low_stock_threshold,
+        })
+        .collect();
+    let body = ProductBody::new(&product, stock);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/products/{}", body.id)))
+        .json(body))
+}
+
+/// A product with live availability of each SKU.
+#[utoipa::path(
+    get, path = "/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "product id (UUID)")),
+    responses(
+        (status = 200, body = ProductBody),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
+    let product = engine.0.product(id.as_u128()).ok_or_else(not_found)?;
+    let stock = engine.0.product_stock(&product).await?;
+    Ok(HttpResponse::Ok().json(ProductBody::new(&product, stock)))
+}

@@ -1,0 +1,221 @@
+//! Reservation routes: hold units of a SKU for a while, release them, or commit
+//! them into a sale. Creation honours `Idempotency-Key`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339_ms;
+use crate::domain::stock::{CommitOutcome, Receipt, ReservationState, ReservationView, ReserveCmd};
+use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
+
+use super::error::{ApiError, ErrorKind, Problem};
+use super::extract::{AppState, Buyer, IdempotencyHeader, Live};
+use super::stock::sku_code;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    /// Units to hold, 1..=`reservations.max_quantity`.
+    pub quantity: u32,
+    /// How long to hold them; `reservations.default_ttl_s` when absent.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationBody {
+    pub reservation_id: String,
+    pub sku: String,
+    pub quantity: u32,
+    #[schema(value_type = String, example = "held")]
+    pub state: ReservationState,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl ReservationBody {
+    fn from_receipt(sku_id: SkuId, sku: &str, receipt: &Receipt) -> Self {
+        Self {
+            reservation_id: ReservationId {
+                sku: sku_id,
+                seq: receipt.seq,
+            }
+            .to_string(),
+            sku: sku.to_owned(),
+            quantity: receipt.quantity,
+            state: ReservationState::Held,
+            created_at: rfc3339_ms(receipt.created_at_ms),
+            expires_at: rfc3339_ms(receipt.expires_at_ms),
+        }
+    }
+
+    fn from_view(sku_id: SkuId, sku: &str, view: &ReservationView) -> Self {
+        Self {
+            reservation_id: ReservationId {
+                sku: sku_id,
+                seq: view.seq,
+            }
+            .to_string(),
+            sku: sku.to_owned(),
+            quantity: view.quantity,
+            state: view.state,
+            created_at: rfc3339_ms(view.created_at_ms),
+            expires_at: rfc3339_ms(view.expires_at_ms),
+        }
+    }
+}
+
+fn reservation_id(raw: &str) -> Result<ReservationId, ApiError> {
+    ReservationId::parse(raw)
+        .ok_or_else(|| ApiError::new(ErrorKind::ReservationNotFound, "no such reservation"))
+}
+
+fn sku_code_of(engine: &Live, sku: SkuId) -> String {
+    engine
+        .0
+        .registry()
+        .info(sku)
+        .map(|info| info.code().to_owned())
+        .unwrap_or_default()
+}
+
+/// Hold units of a SKU.
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/reservations", tag = "reservations",
+    params(
+        ("sku" = String, Path, description = "SKU code"),
+        ("X-Buyer-Id" = String, Header, description = "the buyer"),
+        ("Idempotency-Key" = Option<String>, Header, description = "same key + same body: the first answer again; same key + another body: 409"),
+    ),
+    request_body = ReserveBody,
+    responses(
+        (status = 201, body = ReservationBody, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "true when this is a replayed answer"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "out_of_stock, idempotency_key_reused, too_many_reservations", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reserve(
+    buyer: Buyer,
+    engine: Live,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    key: IdempotencyHeader,
+    body: web::Json<ReserveBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = sku_code(&path)?;
+    let limits = &state.config.reservations;
+    let mut errors = Vec::new();
+    if body.quantity == 0 || body.quantity > limits.max_quantity {
+        errors.push(InvalidField::new(
+            "quantity",
+            format!("must be 1..={}", limits.max_quantity),
+        ));
+    }
+    if let Some(ttl) = body.ttl_s {
+        if ttl < limits.min_ttl_s || ttl > limits.max_ttl_s {
+            errors.push(InvalidField::new(
+                "ttl_s",
+                format!("must be {}..={}", limits.min_ttl_s, limits.max_ttl_s),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let ttl_s = body.ttl_s.unwrap_or(limits.default_ttl_s);
+    let fingerprint = stable_hash(&[
+        &body.quantity.to_le_bytes(),
+        &body.ttl_s.map_or([0xff; 8], u64::to_le_bytes),
+    ]);
+    let cmd = ReserveCmd {
+        buyer: buyer.0,
+        quantity: body.quantity,
+        ttl_ms: ttl_s * 1000,
+        idempotency: key.0.map(|k| (k, fingerprint)),
+    };
+    let (info, outcome) = engine.0.reserve(&code, cmd).await?;
+    let body = ReservationBody::from_receipt(info.id, info.code(), &outcome.receipt);
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/reservations/{}", body.reservation_id),
+        ))
+        .insert_header((
+            "Idempotent-Replayed",
+            if outcome.replayed { "true" } else { "false" },
+        ))
+        .json(body))
+}
+
+/// A reservation, as its buyer sees it.
+#[utoipa::path(
+    get, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_reservation(
+    buyer: Buyer,
+    engine: Live,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    let view = engine.0.reservation(id, buyer.0).await?;
+    let code = sku_code_of(&engine, id.sku);
+    Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
+}
+
+/// Give the units back. Releasing twice is not an error.
+#[utoipa::path(
+    delete, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    responses(
+        (status = 204, description = "released (now or before)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "reservation_committed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn release(
+    buyer: Buyer,
+    engine: Live,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    engine.0.release(id, buyer.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Turn the held units into a sale. Committing twice answers the same.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/commit", tag = "reservations",
+    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "reservation_released or reservation_expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn commit(
+    buyer: Buyer,
+    engine: Live,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    let view = match engine.0.commit(id, buyer.0).await? {
+        CommitOutcome::Committed(view) | CommitOutcome::AlreadyCommitted(view) => view,
+    };
+    let code = sku_code_of(&engine, id.sku);
+    Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
+}

@@ -1,0 +1,176 @@
+//! Stock routes: a seller sets or corrects on-hand per warehouse; anyone reads
+//! live counts.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{InvalidField, SkuCode, StockView, WarehouseId};
+
+use super::error::{ApiError, ErrorKind, Problem};
+use super::extract::{Live, Seller};
+
+pub const REASON_MAX_CHARS: usize = 200;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockBody {
+    pub sku: String,
+    /// Units that can be reserved now.
+    pub available: u64,
+    /// Units held by open reservations.
+    pub reserved: u64,
+    /// Units sold (committed reservations).
+    pub sold: u64,
+    /// Unsold units on hand per warehouse.
+    pub warehouses: BTreeMap<String, u64>,
+    /// `available` below this emits a low-stock event; 0 = off.
+    pub low_stock_threshold: u64,
+}
+
+impl StockBody {
+    pub fn new(sku: &str, view: StockView) -> Self {
+        Self {
+            sku: sku.to_owned(),
+            available: view.available,
+            reserved: view.reserved,
+            sold: view.sold,
+            warehouses: view.warehouses,
+            low_stock_threshold: view.low_stock_threshold,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStockBody {
+    /// On-hand per warehouse; replaces every warehouse (unlisted ones hold nothing).
+    pub warehouses: BTreeMap<String, u64>,
+    /// Optional new low-stock threshold; 0 turns it off.
+    #[serde(default)]
+    pub low_stock_threshold: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustBody {
+    pub warehouse: String,
+    /// Units to add (positive) or remove (negative); never 0.
+    pub delta: i64,
+    /// Why: a count, damage, a return... (1..=200 characters).
+    pub reason: String,
+}
+
+pub(super) fn sku_code(raw: &str) -> Result<SkuCode, ApiError> {
+    SkuCode::parse(raw).map_err(|_| ApiError::new(ErrorKind::SkuNotFound, "no such SKU"))
+}
+
+/// Live stock of a SKU.
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/stock", tag = "stock",
+    params(("sku" = String, Path, description = "SKU code")),
+    responses(
+        (status = 200, body = StockBody),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_stock(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let code = sku_code(&path)?;
+    let (info, view) = engine.0.stock(&code).await?;
+    Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
+}
+
+/// Set on-hand per warehouse (seller of the SKU's product).
+#[utoipa::path(
+    put, path = "/v1/skus/{sku}/stock", tag = "stock",
+    params(
+        ("sku" = String, Path, description = "SKU code"),
+        ("X-Tenant-Id" = String, Header, description = "the seller"),
+    ),
+    request_body = SetStockBody,
+    responses(
+        (status = 200, body = StockBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown SKU, or another tenant's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "stock_below_reserved", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_stock(
+    seller: Seller,
+    engine: Live,
+    path: web::Path<String>,
+    body: web::Json<SetStockBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = sku_code(&path)?;
+    let body = body.into_inner();
+    let mut errors = Vec::new();
+    let mut warehouses = Vec::with_capacity(body.warehouses.len());
+    for (name, units) in body.warehouses {
+        match WarehouseId::parse(&name) {
+            Ok(id) => warehouses.push((id, units)),
+            Err(e) => errors.push(InvalidField::new(
+                "warehouses",
+                format!("{name:?}: {}", e.reason),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let (info, view) = engine
+        .0
+        .set_stock(&code, &seller.0, warehouses, body.low_stock_threshold)
+        .await?;
+    Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
+}
+
+/// Correct one warehouse's on-hand by a signed amount (seller).
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/stock/adjust", tag = "stock",
+    params(
+        ("sku" = String, Path, description = "SKU code"),
+        ("X-Tenant-Id" = String, Header, description = "the seller"),
+    ),
+    request_body = AdjustBody,
+    responses(
+        (status = 200, body = StockBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "insufficient_on_hand or stock_below_reserved", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn adjust_stock(
+    seller: Seller,
+    engine: Live,
+    path: web::Path<String>,
+    body: web::Json<AdjustBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = sku_code(&path)?;
+    let body = body.into_inner();
+    let mut errors = Vec::new();
+    let warehouse = WarehouseId::parse(&body.warehouse)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if body.delta == 0 {
+        errors.push(InvalidField::new("delta", "must not be 0"));
+    }
+    let reason_chars = body.reason.chars().count();
+    if reason_chars == 0 || reason_chars > REASON_MAX_CHARS {
+        errors.push(InvalidField::new(
+            "reason",
+            format!("must be 1..={REASON_MAX_CHARS} characters"),
+        ));
+    }
+    let Some(warehouse) = warehouse.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let (info, view) = engine
+        .0
+        .adjust_stock(&code, &seller.0, warehouse, body.delta, body.reason)
+        .await?;
+    Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
+}

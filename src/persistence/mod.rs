@@ -1,0 +1,13 @@
+//! Durability: the group-commit WAL in sled, chunked snapshots, recovery, and
+//! the rkyv encoding of everything stored. Nothing above this module touches sled.
+
+pub mod batch;
+pub mod record;
+pub mod recovery;
+pub mod store;
+pub mod wal;
+
+pub use record::{EntityKey, RecordBody, SnapshotBody, WalRecord};
+pub use recovery::{load_ledger, rebuild_ledger, recover, Recovered, RecoveryMode, RecoveryStats};
+pub use store::{Store, StoreError, SyncMode};
+pub use wal::{Ack, WalError, WalHandle, WalOp, WalSettings, WalStats, WriterStart};

@@ -1,0 +1,255 @@
+//! Rebuilding state from disk: latest snapshot per entity, then every WAL record
+//! with a higher LSN, in LSN order. Used at start-up for everything and by a
+//! restarting actor for its own SKU.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::domain::product::Product;
+use crate::domain::stock::{LedgerLimits, StockLedger};
+use crate::domain::SkuId;
+
+use super::batch::decode_batch;
+use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody};
+use super::store::{corrupt, Store, StoreError};
+use super::wal::WriterStart;
+
+/// Whether to start from snapshots (normal) or replay the WAL from its first
+/// batch alone (only meaningful when nothing was ever truncated; used by tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    Snapshots,
+    FullReplay,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryStats {
+    pub batches: u64,
+    pub records: u64,
+    pub applied: u64,
+    pub snapshots_loaded: u64,
+    pub elapsed: Duration,
+}
+
+impl RecoveryStats {
+    pub fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub struct Recovered {
+    pub products: HashMap<u128, Product>,
+    /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
+    pub ledgers: HashMap<SkuId, StockLedger>,
+    pub start: WriterStart,
+    pub stats: RecoveryStats,
+}
+
+fn ledger_from_snapshot(
+    store: &Store,
+    sku: SkuId,
+    limits: &LedgerLimits,
+    mode: RecoveryMode,
+    initial_threshold: u64,
+) -> Result<(u64, StockLedger), StoreError> {
+    if mode == RecoveryMode::Snapshots {
+        if let Some((covers, body)) = store.read_snapshot(EntityKey::Sku(sku.0))? {
+            let SnapshotBody::Ledger(snapshot) = body else {
+                return Err(corrupt("snapshot", format!("{sku:?} is not a ledger")));
+            };
+            let ledger = StockLedger::restore(snapshot, limits.clone())
+                .map_err(|e| corrupt("snapshot", e))?;
+            return Ok((covers, ledger));
+        }
+    }
+    Ok((
+        0,
+        StockLedger::with_threshold(sku, limits.clone(), initial_threshold),
+    ))
+}
+
+/// The low-stock threshold each SKU of `products` starts with.
+fn initial_thresholds<'a>(products: impl Iterator<Item = &'a Product>) -> HashMap<u64, u64> {
+    products
+        .flat_map(|p| p.skus.iter().map(|s| (s.id, s.low_stock_threshold)))
+        .collect()
+}
+
+/// Loads an entity-kind's snapshot of a product.
+fn load_products(store: &Store) -> Result<HashMap<u128, (u64, Product)>, StoreError> {
+    let mut products = HashMap::new();
+    for item in store
+        .snapshots
+        .scan_prefix(EntityKey::kind_prefix_product())
+    {
+        let (key, _) = item?;
+        let entity = EntityKey::from_bytes(&key).ok_or_else(|| corrupt("snapshot key", "bad"))?;
+        let EntityKey::Product(id) = entity else {
+            continue;
+        };
+        if let Some((covers, SnapshotBody::Product(product))) = store.read_snapshot(entity)? {
+            products.insert(id, (covers, product));
+        }
+    }
+    Ok(products)
+}
+
+/// Rebuilds everything at start-up.
+pub fn recover(
+    store: &Store,
+    limits: &LedgerLimits,
+    mode: RecoveryMode,
+) -> Result<Recovered, StoreError> {
+    let started = Instant::now();
+    let mut stats = RecoveryStats::default();
+    let mut cursor = store.cursor()?;
+    let mut products = if mode == RecoveryMode::Snapshots {
+        load_products(store)?
+    } else {
+        HashMap::new()
+    };
+    stats.snapshots_loaded = products.len() as u64;
+    let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
+    let mut ledgers: HashMap<SkuId, (u64, StockLedger)> = HashMap::new();
+    let mut first_seen: HashMap<EntityKey, u64> = HashMap::new();
+    let mut retained = VecDeque::new();
+
+    for item in store.wal.iter() {
+        let (key, value) = item?;
+        let batch_seq = u64::from_be_bytes(
+            key.as_ref()
+                .try_into()
+                .map_err(|_| corrupt("wal key", "not 8 bytes"))?,
+        );
+        let batch = decode_batch(&value).map_err(|e| corrupt("wal batch", e))?;
+        stats.batches += 1;
+        for frame in batch.frames() {
+            let (lsn, payload) = frame.map_err(|e| corrupt("wal frame", e))?;
+            let record = decode_record(payload).map_err(|e| corrupt("wal record", e))?;
+            stats.records += 1;
+            first_seen.entry(record.entity).or_insert(lsn);
+            match (record.entity, record.body) {
+                (EntityKey::Sku(id), RecordBody::Stock(events)) => {
+                    let sku = SkuId(id);
+                    let (covers, ledger) = match ledgers.entry(sku) {
+                        std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            let initial = thresholds.get(&id).copied().unwrap_or(0);
+                            let loaded = ledger_from_snapshot(store, sku, limits, mode, initial)?;
+                            if loaded.0 > 0 {
+                                stats.snapshots_loaded += 1;
+                            }
+                            slot.insert(loaded)
+                        }
+                    };
+                    if lsn > *covers {
+                        for event in &events {
+                            ledger
+                                .apply(event)
+                                .map_err(|e| corrupt("wal replay", format!("lsn {lsn}: {e}")))?;
+                        }
+                        stats.applied += 1;
+                    }
+                }
+                (EntityKey::Product(id), RecordBody::ProductCreated(product)) => {
+                    let newer = products.get(&id).is_none_or(|(covers, _)| lsn > *covers);
+                    if newer {
+                        thresholds.extend(initial_thresholds(std::iter::once(&product)));
+                        products.insert(id, (lsn, product));
+                        stats.applied += 1;
+                    }
+                }
+                (entity, _) => {
+                    return Err(corrupt(
+                        "wal record",
+                        format!("lsn {lsn}: body does not match {entity:?}"),
+                    ))
+                }
+            }
+        }
+        retained.push_back((batch_seq, batch.last_lsn()));
+        cursor.next_lsn = cursor.next_lsn.max(batch.last_lsn() + 1);
+        cursor.next_batch = cursor.next_batch.max(batch_seq + 1);
+    }
+
+    for (sku, (_, ledger)) in &ledgers {
+        ledger
+            .check_invariants(true)
+            .map_err(|e| corrupt("recovered ledger", format!("{sku:?}: {e}")))?;
+    }
+    stats.elapsed = started.elapsed();
+    Ok(Recovered {
+        products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
+        ledgers: ledgers.into_iter().map(|(sku, (_, l))| (sku, l)).collect(),
+        start: WriterStart {
+            cursor,
+            retained,
+            dirty: first_seen.into_iter().map(|(e, lsn)| (e, lsn)).collect(),
+        },
+        stats,
+    })
+}
+
+/// Loads one SKU from its snapshot alone (a new ledger when it has none). Right
+/// only when no WAL record of the SKU is newer than its snapshot: a parked SKU.
+pub fn load_ledger(
+    store: &Store,
+    sku: SkuId,
+    limits: &LedgerLimits,
+    initial_threshold: u64,
+) -> Result<StockLedger, StoreError> {
+    ledger_from_snapshot(
+        store,
+        sku,
+        limits,
+        RecoveryMode::Snapshots,
+        initial_threshold,
+    )
+    .map(|(_, ledger)| ledger)
+}
+
+/// Rebuilds one SKU from its snapshot and the WAL. The caller must first make
+/// sure everything the SKU sent to the WAL is complete (a barrier).
+pub fn rebuild_ledger(
+    store: &Store,
+    sku: SkuId,
+    limits: &LedgerLimits,
+    initial_threshold: u64,
+) -> Result<StockLedger, StoreError> {
+    let (covers, mut ledger) = ledger_from_snapshot(
+        store,
+        sku,
+        limits,
+        RecoveryMode::Snapshots,
+        initial_threshold,
+    )?;
+    let wanted = EntityKey::Sku(sku.0);
+    for item in store.wal.iter() {
+        let (_, value) = item?;
+        let batch = decode_batch(&value).map_err(|e| corrupt("wal batch", e))?;
+        if batch.last_lsn() <= covers {
+            continue;
+        }
+        for frame in batch.frames() {
+            let (lsn, payload) = frame.map_err(|e| corrupt("wal frame", e))?;
+            if lsn <= covers {
+                continue;
+            }
+            let record = decode_record(payload).map_err(|e| corrupt("wal record", e))?;
+            if record.entity != wanted {
+                continue;
+            }
+            if let RecordBody::Stock(events) = record.body {
+                for event in &events {
+                    ledger
+                        .apply(event)
+                        .map_err(|e| corrupt("wal replay", format!("lsn {lsn}: {e}")))?;
+                }
+            }
+        }
+    }
+    ledger
+        .check_invariants(true)
+        .map_err(|e| corrupt("rebuilt ledger", e))?;
+    Ok(ledger)
+}

@@ -1,0 +1,300 @@
+//! The sled database behind flashdrop: its trees, how it is opened and synced,
+//! and the chunked snapshot format (headers in one tree, chunks in another).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::record::{decode_snapshot, EntityKey, SnapshotBody};
+
+/// sled writes any log item larger than a quarter of a segment to a separate
+/// blob file that it never fsyncs. Leaves hold up to 17 values, so with 16 MiB
+/// segments every batch and chunk we write stays well inside the log.
+pub const SLED_SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest WAL batch value accepted in configuration (17 of them fit a segment quarter).
+pub const BATCH_BYTES_HARD_MAX: usize = 192 * 1024;
+/// Snapshots are split into values of at most this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+
+const CURSOR_KEY: &[u8] = b"cursor";
+const HEADER_LEN: usize = 32;
+
+/// How far a commit goes before the WAL acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// sled flush, then `fdatasync` of its data file: survives power loss.
+    Fdatasync,
+    /// sled flush only: survives a killed process.
+    Flush,
+    /// Acknowledge without flushing. For benchmarks only.
+    None,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Fdatasync => "fdatasync",
+            SyncMode::Flush => "flush",
+            SyncMode::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+pub fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+/// Where the WAL's counters stand; written with every commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub next_lsn: u64,
+    pub next_batch: u64,
+    pub next_generation: u64,
+}
+
+impl Cursor {
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&self.next_lsn.to_be_bytes());
+        out[8..16].copy_from_slice(&self.next_batch.to_be_bytes());
+        out[16..24].copy_from_slice(&self.next_generation.to_be_bytes());
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            next_lsn: u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?),
+            next_batch: u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?),
+            next_generation: u64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?),
+        })
+    }
+}
+
+/// Points at the chunks of an entity's current snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The snapshot holds every record of its entity up to this LSN.
+    pub covers_lsn: u64,
+    pub generation: u64,
+    pub chunks: u32,
+    pub len: u64,
+    pub crc: u32,
+}
+
+impl SnapshotHeader {
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..8].copy_from_slice(&self.covers_lsn.to_be_bytes());
+        out[8..16].copy_from_slice(&self.generation.to_be_bytes());
+        out[16..20].copy_from_slice(&self.chunks.to_be_bytes());
+        out[20..28].copy_from_slice(&self.len.to_be_bytes());
+        out[28..32].copy_from_slice(&self.crc.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != HEADER_LEN {
+            return None;
+        }
+        Some(Self {
+            covers_lsn: u64::from_be_bytes(bytes[0..8].try_into().ok()?),
+            generation: u64::from_be_bytes(bytes[8..16].try_into().ok()?),
+            chunks: u32::from_be_bytes(bytes[16..20].try_into().ok()?),
+            len: u64::from_be_bytes(bytes[20..28].try_into().ok()?),
+            crc: u32::from_be_bytes(bytes[28..32].try_into().ok()?),
+        })
+    }
+}
+
+pub fn chunk_key(entity: EntityKey, generation: u64, index: u32) -> Vec<u8> {
+    let mut key = entity.to_bytes();
+    key.extend_from_slice(&generation.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub struct Store {
+    pub db: sled::Db,
+    /// batch sequence (big-endian u64) → batch value
+    pub wal: sled::Tree,
+    /// entity key → snapshot header
+    pub snapshots: sled::Tree,
+    /// entity key ++ generation ++ index → snapshot chunk
+    pub chunks: sled::Tree,
+    pub meta: sled::Tree,
+    data_file: File,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: &Path, cache_capacity_bytes: u64, sync: SyncMode) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_capacity_bytes)
+            .segment_size(SLED_SEGMENT_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            // Our writer flushes every commit; sled's own timer only matters without it.
+            .flush_every_ms(if sync == SyncMode::None {
+                Some(1_000)
+            } else {
+                None
+            })
+            .open()?;
+        let data_file = File::open(path.join("db"))?;
+        Ok(Self {
+            wal: db.open_tree("wal")?,
+            snapshots: db.open_tree("snapshots")?,
+            chunks: db.open_tree("snapshot_chunks")?,
+            meta: db.open_tree("meta")?,
+            db,
+            data_file,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable to the level `mode` promises.
+    pub fn sync(&self, mode: SyncMode) -> Result<(), StoreError> {
+        match mode {
+            SyncMode::None => Ok(()),
+            SyncMode::Flush => {
+                self.db.flush()?;
+                Ok(())
+            }
+            SyncMode::Fdatasync => {
+                self.db.flush()?;
+                self.data_file.sync_data()?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Cursor, StoreError> {
+        match self.meta.get(CURSOR_KEY)? {
+            None => Ok(Cursor {
+                next_lsn: 1,
+                next_batch: 1,
+                next_generation: 1,
+            }),
+            Some(raw) => Cursor::from_bytes(&raw).ok_or_else(|| corrupt("cursor", "bad length")),
+        }
+    }
+
+    pub fn put_cursor(&self, cursor: Cursor) -> Result<(), StoreError> {
+        self.meta.insert(CURSOR_KEY, &cursor.to_bytes()[..])?;
+        Ok(())
+    }
+
+    pub fn snapshot_header(&self, entity: EntityKey) -> Result<Option<SnapshotHeader>, StoreError> {
+        match self.snapshots.get(entity.to_bytes())? {
+            None => Ok(None),
+            Some(raw) => SnapshotHeader::from_bytes(&raw)
+                .map(Some)
+                .ok_or_else(|| corrupt("snapshot header", format!("{entity:?}"))),
+        }
+    }
+
+    /// Reads an entity's latest durable snapshot and the LSN it covers.
+    pub fn read_snapshot(
+        &self,
+        entity: EntityKey,
+    ) -> Result<Option<(u64, SnapshotBody)>, StoreError> {
+        let Some(header) = self.snapshot_header(entity)? else {
+            return Ok(None);
+        };
+        self.read_snapshot_at(entity, header).map(Some)
+    }
+
+    pub fn read_snapshot_at(
+        &self,
+        entity: EntityKey,
+        header: SnapshotHeader,
+    ) -> Result<(u64, SnapshotBody), StoreError> {
+        let mut bytes = Vec::with_capacity(header.len as usize);
+        for index in 0..header.chunks {
+            let chunk = self
+                .chunks
+                .get(chunk_key(entity, header.generation, index))?
+                .ok_or_else(|| corrupt("snapshot", format!("{entity:?} misses chunk {index}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != header.len || crc32fast::hash(&bytes) != header.crc {
+            return Err(corrupt(
+                "snapshot",
+                format!("{entity:?} fails its checksum"),
+            ));
+        }
+        let body = decode_snapshot(&bytes).map_err(|e| corrupt("snapshot", e))?;
+        Ok((header.covers_lsn, body))
+    }
+
+    /// Writes the chunks of a snapshot under a fresh generation; the header
+    /// that makes them current must be written only once they are durable.
+    pub fn write_chunks(
+        &self,
+        entity: EntityKey,
+        generation: u64,
+        bytes: &[u8],
+        covers_lsn: u64,
+    ) -> Result<SnapshotHeader, StoreError> {
+        let mut chunks = 0u32;
+        for (index, chunk) in bytes.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+            self.chunks
+                .insert(chunk_key(entity, generation, index as u32), chunk)?;
+            chunks += 1;
+        }
+        Ok(SnapshotHeader {
+            covers_lsn,
+            generation,
+            chunks,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        })
+    }
+
+    /// Removes chunks of `entity` older than `generation`.
+    pub fn delete_chunks_before(
+        &self,
+        entity: EntityKey,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        let prefix = entity.to_bytes();
+        let mut stale = Vec::new();
+        for item in self.chunks.scan_prefix(&prefix).keys() {
+            let key = item?;
+            let generation_bytes = key
+                .get(prefix.len()..prefix.len() + 8)
+                .ok_or_else(|| corrupt("chunk key", "short"))?;
+            let key_generation = u64::from_be_bytes(
+                generation_bytes
+                    .try_into()
+                    .map_err(|_| corrupt("chunk key", "short"))?,
+            );
+            if key_generation < generation {
+                stale.push(key);
+            }
+        }
+        for key in stale {
+            self.chunks.remove(key)?;
+        }
+        Ok(())
+    }
+}

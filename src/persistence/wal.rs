@@ -1,0 +1,520 @@
+//! The WAL writer: one thread, fed by a bounded channel, that group-commits every
+//! record of a commit window into ONE sled value, syncs, then acknowledges.
+//!
+//! Snapshots travel the same channel so they are ordered after the records they
+//! cover. A snapshot is written in two steps: its chunks in one commit, the
+//! header that makes them current in the next, once the chunks are durable.
+//! Batches are deleted once every entity with records in them has a durable
+//! snapshot past those records. Any write or sync failure ends the process.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use rkyv::util::AlignedVec;
+
+use super::batch::BatchBuilder;
+use super::record::{encode_record, encode_snapshot, EntityKey, SnapshotBody, WalRecord};
+use super::store::{Cursor, SnapshotHeader, Store, StoreError, SyncMode};
+
+/// Work to run once the op it belongs to is durable. Runs on the writer thread: keep it short.
+pub type Ack = Box<dyn FnOnce() + Send>;
+
+pub enum WalOp {
+    Record {
+        entity: EntityKey,
+        bytes: AlignedVec,
+        ack: Option<Ack>,
+    },
+    Snapshot {
+        entity: EntityKey,
+        bytes: AlignedVec,
+        ack: Option<Ack>,
+    },
+    /// Acknowledged once every record sent before it is durable. Lets an answer
+    /// that changed nothing wait for the state it observed.
+    Fence { ack: Ack },
+    /// Acknowledged once every op sent before it is complete, snapshots included.
+    Barrier { ack: Ack },
+    /// Commits what was sent before it, completes pending snapshots, then stops.
+    Shutdown { ack: Ack },
+}
+
+#[derive(Debug, Clone)]
+pub struct WalSettings {
+    pub sync: SyncMode,
+    pub commit_window_us: u64,
+    pub batch_records_max: usize,
+    pub batch_bytes_max: usize,
+    pub channel_capacity: usize,
+}
+
+impl Default for WalSettings {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Fdatasync,
+            commit_window_us: 0,
+            batch_records_max: 4096,
+            batch_bytes_max: 128 * 1024,
+            channel_capacity: 65_536,
+        }
+    }
+}
+
+/// Where the writer starts: counters, batches still in the WAL and entities
+/// whose records in them are not yet covered by a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct WriterStart {
+    pub cursor: Cursor,
+    /// `(batch sequence, last LSN)` of every batch in the WAL, oldest first.
+    pub retained: VecDeque<(u64, u64)>,
+    /// `(entity, first LSN not covered by its snapshot)`.
+    pub dirty: Vec<(EntityKey, u64)>,
+}
+
+/// Counters the writer publishes.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// Every record with an LSN at or below this is durable.
+    pub durable_lsn: AtomicU64,
+    pub commits: AtomicU64,
+    pub retained_batches: AtomicU64,
+    pub stopped: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("the WAL writer has stopped")]
+    Closed,
+    #[error(transparent)]
+    Codec(#[from] super::record::CodecError),
+}
+
+/// The sending side; cheap to clone, one per actor.
+#[derive(Clone)]
+pub struct WalHandle {
+    tx: Sender<WalOp>,
+    stats: Arc<WalStats>,
+}
+
+impl WalHandle {
+    /// Sends an op; blocks while the channel is full, which is the backpressure
+    /// that reaches mailboxes and then clients as 503.
+    pub fn send(&self, op: WalOp) -> Result<(), WalError> {
+        match self.tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(op)) => {
+                metrics::counter!("flashdrop_wal_channel_full_total").increment(1);
+                self.tx.send(op).map_err(|_| WalError::Closed)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(WalError::Closed),
+        }
+    }
+
+    pub fn append(&self, record: &WalRecord, ack: Option<Ack>) -> Result<(), WalError> {
+        let bytes = encode_record(record)?;
+        self.send(WalOp::Record {
+            entity: record.entity,
+            bytes,
+            ack,
+        })
+    }
+
+    pub fn snapshot(
+        &self,
+        entity: EntityKey,
+        body: &SnapshotBody,
+        ack: Option<Ack>,
+    ) -> Result<(), WalError> {
+        let bytes = encode_snapshot(body)?;
+        self.send(WalOp::Snapshot { entity, bytes, ack })
+    }
+
+    /// Resolves once everything sent before it is durable.
+    pub fn barrier(&self) -> Result<tokio::sync::oneshot::Receiver<()>, WalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WalOp::Barrier {
+            ack: Box::new(move || {
+                let _ = tx.send(());
+            }),
+        })?;
+        Ok(rx)
+    }
+
+    pub fn stats(&self) -> &Arc<WalStats> {
+        &self.stats
+    }
+}
+
+/// Starts the writer thread.
+pub fn start(
+    store: Arc<Store>,
+    settings: WalSettings,
+    start: WriterStart,
+) -> (WalHandle, JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded(settings.channel_capacity);
+    let stats = Arc::new(WalStats::default());
+    stats
+        .durable_lsn
+        .store(start.cursor.next_lsn.saturating_sub(1), Ordering::Release);
+    let mut writer = Writer::new(store, settings, rx, stats.clone(), start);
+    let thread = std::thread::Builder::new()
+        .name("flashdrop-wal".into())
+        .spawn(move || writer.run())
+        .unwrap_or_else(|e| fatal("spawning the WAL writer", &e));
+    (WalHandle { tx, stats }, thread)
+}
+
+/// A WAL failure leaves memory ahead of disk: the only safe move is to stop.
+fn fatal(context: &str, error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(%error, "fatal WAL failure while {context}; exiting");
+    eprintln!("flashdrop: fatal WAL failure while {context}: {error}");
+    std::process::exit(74)
+}
+
+struct PendingHeader {
+    entity: EntityKey,
+    header: SnapshotHeader,
+}
+
+struct Dirty {
+    first_lsn: u64,
+    /// LSN covered by a snapshot on its way to disk.
+    pending_covers: Option<u64>,
+    /// First record after `pending_covers`.
+    first_after_pending: Option<u64>,
+}
+
+struct Writer {
+    store: Arc<Store>,
+    settings: WalSettings,
+    rx: Receiver<WalOp>,
+    stats: Arc<WalStats>,
+    cursor: Cursor,
+    builder: BatchBuilder,
+    /// Fired after the commit being gathered.
+    acks_now: Vec<Ack>,
+    /// Fired after the commit following the one being gathered.
+    acks_next: Vec<Ack>,
+    acks_carried: Vec<Ack>,
+    /// Snapshots whose chunks go into the commit being gathered.
+    chunks_this_commit: Vec<PendingHeader>,
+    /// Headers to write in the commit being gathered (their chunks are durable).
+    headers_due: Vec<PendingHeader>,
+    /// Old chunks to delete (their replacement header is durable).
+    deletes_due: Vec<(EntityKey, u64)>,
+    dirty: HashMap<EntityKey, Dirty>,
+    dirty_order: BTreeSet<(u64, EntityKey)>,
+    retained: VecDeque<(u64, u64)>,
+    shutdown_acks: Vec<Ack>,
+    stopping: bool,
+    deletes_written: bool,
+}
+
+impl Writer {
+    fn new(
+        store: Arc<Store>,
+        settings: WalSettings,
+        rx: Receiver<WalOp>,
+        stats: Arc<WalStats>,
+        start: WriterStart,
+    ) -> Self {
+        let mut dirty = HashMap::new();
+        let mut dirty_order = BTreeSet::new();
+        for (entity, first_lsn) in start.dirty {
+            dirty.insert(
+                entity,
+                Dirty {
+                    first_lsn,
+                    pending_covers: None,
+                    first_after_pending: None,
+                },
+            );
+            dirty_order.insert((first_lsn, entity));
+        }
+        Self {
+            builder: BatchBuilder::with_capacity(settings.batch_bytes_max),
+            store,
+            settings,
+            rx,
+            stats,
+            cursor: start.cursor,
+            acks_now: Vec::new(),
+            acks_next: Vec::new(),
+            acks_carried: Vec::new(),
+            chunks_this_commit: Vec::new(),
+            headers_due: Vec::new(),
+            deletes_due: Vec::new(),
+            dirty,
+            dirty_order,
+            retained: start.retained,
+            shutdown_acks: Vec::new(),
+            stopping: false,
+            deletes_written: false,
+        }
+    }
+
+    fn has_pending_phases(&self) -> bool {
+        !self.headers_due.is_empty()
+            || !self.acks_carried.is_empty()
+            || !self.deletes_due.is_empty()
+    }
+
+    fn run(&mut self) {
+        loop {
+            self.builder.reset(self.cursor.next_lsn);
+            let first = if self.has_pending_phases() || self.stopping {
+                match self.rx.try_recv() {
+                    Ok(op) => Some(op),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        self.stopping = true;
+                        None
+                    }
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => {
+                        self.stopping = true;
+                        None
+                    }
+                }
+            };
+            if let Some(op) = first {
+                self.take(op);
+                self.gather();
+            }
+            self.commit();
+            if self.stopping && !self.has_pending_phases() && self.rx.is_empty() {
+                break;
+            }
+        }
+        self.stats.stopped.store(true, Ordering::Release);
+        for ack in self.shutdown_acks.drain(..) {
+            ack();
+        }
+    }
+
+    /// Takes ops until the window closes, the channel is empty after the window,
+    /// or the batch is full.
+    fn gather(&mut self) {
+        let deadline = Instant::now() + Duration::from_micros(self.settings.commit_window_us);
+        loop {
+            if self.builder.count() as usize >= self.settings.batch_records_max
+                || self.builder.len_bytes() >= self.settings.batch_bytes_max
+            {
+                return;
+            }
+            let op = match self.rx.try_recv() {
+                Ok(op) => op,
+                Err(TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return;
+                    }
+                    match self.rx.recv_timeout(deadline - now) {
+                        Ok(op) => op,
+                        Err(RecvTimeoutError::Timeout) => return,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            self.stopping = true;
+                            return;
+                        }
+                    }
+                }
+            };
+            self.take(op);
+        }
+    }
+
+    fn take(&mut self, op: WalOp) {
+        match op {
+            WalOp::Record { entity, bytes, ack } => {
+                let lsn = self.cursor.next_lsn;
+                self.cursor.next_lsn += 1;
+                self.builder.push(&bytes);
+                self.mark_dirty(entity, lsn);
+                if let Some(ack) = ack {
+                    self.acks_now.push(ack);
+                }
+            }
+            WalOp::Snapshot { entity, bytes, ack } => {
+                let covers_lsn = self.cursor.next_lsn - 1;
+                let generation = self.cursor.next_generation;
+                self.cursor.next_generation += 1;
+                let header = self
+                    .store
+                    .write_chunks(entity, generation, &bytes, covers_lsn)
+                    .unwrap_or_else(|e| fatal("writing snapshot chunks", &e));
+                if let Some(dirty) = self.dirty.get_mut(&entity) {
+                    dirty.pending_covers = Some(covers_lsn);
+                    dirty.first_after_pending = None;
+                }
+                self.chunks_this_commit
+                    .push(PendingHeader { entity, header });
+                if let Some(ack) = ack {
+                    self.acks_next.push(ack);
+                }
+            }
+            WalOp::Fence { ack } => self.acks_now.push(ack),
+            WalOp::Barrier { ack } => self.acks_next.push(ack),
+            WalOp::Shutdown { ack } => {
+                self.stopping = true;
+                self.shutdown_acks.push(ack);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, entity: EntityKey, lsn: u64) {
+        match self.dirty.get_mut(&entity) {
+            None => {
+                self.dirty.insert(
+                    entity,
+                    Dirty {
+                        first_lsn: lsn,
+                        pending_covers: None,
+                        first_after_pending: None,
+                    },
+                );
+                self.dirty_order.insert((lsn, entity));
+            }
+            Some(dirty) => {
+                if dirty.pending_covers.is_some() && dirty.first_after_pending.is_none() {
+                    dirty.first_after_pending = Some(lsn);
+                }
+            }
+        }
+    }
+
+    /// A snapshot header is durable: its entity needs the WAL only after it.
+    fn snapshot_durable(&mut self, entity: EntityKey, covers_lsn: u64) {
+        let Some(dirty) = self.dirty.get_mut(&entity) else {
+            return;
+        };
+        if dirty.pending_covers != Some(covers_lsn) {
+            // A newer snapshot is on its way; it will settle this entity.
+            return;
+        }
+        self.dirty_order.remove(&(dirty.first_lsn, entity));
+        match dirty.first_after_pending {
+            Some(first_after) => {
+                dirty.first_lsn = first_after;
+                dirty.pending_covers = None;
+                dirty.first_after_pending = None;
+                self.dirty_order.insert((first_after, entity));
+            }
+            None => {
+                self.dirty.remove(&entity);
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let records = self.builder.count();
+        let bytes = self.builder.len_bytes();
+        if !self.builder.is_empty() {
+            let batch_seq = self.cursor.next_batch;
+            self.cursor.next_batch += 1;
+            let last_lsn = self.cursor.next_lsn - 1;
+            store
+                .wal
+                .insert(batch_seq.to_be_bytes(), self.builder.finish())
+                .unwrap_or_else(|e| fatal("writing a WAL batch", &e));
+            self.retained.push_back((batch_seq, last_lsn));
+        }
+        // Step two of earlier snapshots: their chunks are durable, publish them.
+        let headers: Vec<PendingHeader> = std::mem::take(&mut self.headers_due);
+        for pending in &headers {
+            store
+                .snapshots
+                .insert(pending.entity.to_bytes(), &pending.header.to_bytes()[..])
+                .unwrap_or_else(|e| fatal("writing a snapshot header", &e));
+        }
+        // Step three of older snapshots: the header replacing them is durable.
+        for (entity, generation) in std::mem::take(&mut self.deletes_due) {
+            self.deletes_written = true;
+            store
+                .delete_chunks_before(entity, generation)
+                .unwrap_or_else(|e| fatal("deleting old snapshot chunks", &e));
+        }
+        let truncated = self.truncate();
+        // A commit that only carries fences has nothing new to make durable.
+        let wrote = records > 0
+            || !headers.is_empty()
+            || !self.chunks_this_commit.is_empty()
+            || truncated
+            || self.deletes_written;
+        self.deletes_written = false;
+        if wrote {
+            store
+                .put_cursor(self.cursor)
+                .unwrap_or_else(|e| fatal("writing the WAL cursor", &e));
+            store
+                .sync(self.settings.sync)
+                .unwrap_or_else(|e: StoreError| fatal("syncing the WAL", &e));
+        }
+
+        // Durable from here on.
+        self.stats
+            .durable_lsn
+            .store(self.cursor.next_lsn - 1, Ordering::Release);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        for pending in &headers {
+            self.snapshot_durable(pending.entity, pending.header.covers_lsn);
+            self.deletes_due
+                .push((pending.entity, pending.header.generation));
+        }
+        self.headers_due = std::mem::take(&mut self.chunks_this_commit);
+        for ack in self.acks_now.drain(..) {
+            ack();
+        }
+        for ack in self.acks_carried.drain(..) {
+            ack();
+        }
+        self.acks_carried = std::mem::take(&mut self.acks_next);
+
+        if records > 0 {
+            metrics::histogram!("flashdrop_wal_batch_records").record(f64::from(records));
+            metrics::histogram!("flashdrop_wal_batch_bytes").record(bytes as f64);
+            metrics::counter!("flashdrop_wal_records_total").increment(u64::from(records));
+        }
+        metrics::histogram!("flashdrop_wal_commit_seconds", "sync" => self.settings.sync.as_str())
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("flashdrop_wal_retained_batches").set(self.retained.len() as f64);
+        metrics::gauge!("flashdrop_wal_dirty_entities").set(self.dirty.len() as f64);
+        self.stats
+            .retained_batches
+            .store(self.retained.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Deletes batches whose every record is covered by a durable snapshot.
+    fn truncate(&mut self) -> bool {
+        let needed_from = self
+            .dirty_order
+            .first()
+            .map(|&(lsn, _)| lsn)
+            .unwrap_or(self.cursor.next_lsn);
+        let mut truncated = false;
+        while let Some(&(batch_seq, last_lsn)) = self.retained.front() {
+            if last_lsn >= needed_from {
+                break;
+            }
+            truncated = true;
+            self.store
+                .wal
+                .remove(batch_seq.to_be_bytes())
+                .unwrap_or_else(|e| fatal("truncating the WAL", &e));
+            self.retained.pop_front();
+        }
+        truncated
+    }
+}

@@ -1,0 +1,120 @@
+//! Building and running the application: bind first (port 0 in tests), answer
+//! `/healthz` and a 503 `/readyz` while recovery runs, then serve everything.
+//! On SIGTERM: stop accepting, let in-flight requests finish, flush the WAL.
+
+use std::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::{Engine, StartError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http::{self, extract::AppState};
+use crate::telemetry;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: Arc<OnceLock<Arc<Engine>>>,
+    starting: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Binds the listener and starts serving; recovery continues in the background.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))?;
+        let port = listener.local_addr()?.port();
+        let engine = Arc::new(OnceLock::new());
+        let state = web::Data::new(AppState {
+            engine: engine.clone(),
+            config: config.clone(),
+            metrics: telemetry::metrics_handle(),
+        });
+        let max_body_bytes = config.server.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(http::observe))
+                .configure(|cfg| http::routes(cfg, max_body_bytes))
+        })
+        .workers(config.http_workers())
+        .max_connections(config.server.max_connections)
+        .keep_alive(Duration::from_secs(config.server.keep_alive_s))
+        .shutdown_timeout(config.server.shutdown_timeout_s)
+        .listen(listener)?
+        .run();
+
+        let slot = engine.clone();
+        let engine_config = (*config).clone();
+        let starting = actix_web::rt::spawn(async move {
+            let started = Engine::start(engine_config, clock).await?;
+            let _ = slot.set(started);
+            tracing::info!("ready");
+            Ok(())
+        });
+        Ok(Self {
+            port,
+            server,
+            engine,
+            starting,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Set once recovery has finished.
+    pub fn engine(&self) -> Arc<OnceLock<Arc<Engine>>> {
+        self.engine.clone()
+    }
+
+    /// Serves until the server stops (SIGTERM, SIGINT or a handle), then
+    /// flushes the WAL. A failed start-up stops the server and is returned.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            engine,
+            mut starting,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        let mut started = false;
+        loop {
+            tokio::select! {
+                result = &mut server => {
+                    result?;
+                    break;
+                }
+                joined = &mut starting, if !started => {
+                    started = true;
+                    let failure = match joined {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(error)) => anyhow::Error::new(error),
+                        Err(join) => anyhow::anyhow!("start-up task failed: {join}"),
+                    };
+                    handle.stop(false).await;
+                    return Err(failure);
+                }
+            }
+        }
+        if let Some(engine) = engine.get() {
+            engine.shutdown().await;
+        }
+        Ok(())
+    }
+}
