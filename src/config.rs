@@ -425,6 +425,7 @@ mod tests {
 
     /// Loads `contents` as the config file inside a figment jail, which
     /// serialises tests that read the process environment.
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn load_with(
         contents: &str,
         env: &[(&str, &str)],

@@ -94,6 +94,7 @@ impl Application {
         let handle = server.handle();
         let mut server = std::pin::pin!(server);
         let mut started = false;
+        let mut failure = None;
         loop {
             tokio::select! {
                 result = &mut server => {
@@ -102,15 +103,18 @@ impl Application {
                 }
                 joined = &mut starting, if !started => {
                     started = true;
-                    let failure = match joined {
+                    failure = match joined {
                         Ok(Ok(())) => continue,
-                        Ok(Err(error)) => anyhow::Error::new(error),
-                        Err(join) => anyhow::anyhow!("start-up task failed: {join}"),
+                        Ok(Err(error)) => Some(anyhow::Error::new(error)),
+                        Err(join) => Some(anyhow::anyhow!("start-up task failed: {join}")),
                     };
-                    handle.stop(false).await;
-                    return Err(failure);
+                    // Only ask: the server future polled by this loop carries out the stop.
+                    drop(handle.stop(false));
                 }
             }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
         }
         if let Some(engine) = engine.get() {
             engine.shutdown().await;

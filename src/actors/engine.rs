@@ -265,6 +265,11 @@ impl Engine {
         &self.store
     }
 
+    /// The arbiters SKU actors run on (placement is a hash of the SKU id).
+    pub fn arbiter_handles(&self) -> Vec<actix::ArbiterHandle> {
+        self.arbiters.iter().map(Arbiter::handle).collect()
+    }
+
     async fn call<T: Send + 'static>(
         &self,
         sku: SkuId,
@@ -507,7 +512,9 @@ impl Engine {
         if self.wal.send(WalOp::Shutdown { ack }).is_ok() {
             let _ = rx.await;
         }
-        if let Some(thread) = self.wal_thread.lock().take() {
+        // Taken in its own statement: the guard must not live across the await.
+        let thread = self.wal_thread.lock().take();
+        if let Some(thread) = thread {
             let _ = blocking(move || thread.join()).await;
         }
         for arbiter in &self.arbiters {

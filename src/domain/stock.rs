@@ -244,6 +244,9 @@ pub struct LedgerSnapshot {
     idempotency: Vec<(String, String, IdemEntry)>,
 }
 
+/// An idempotency key is scoped to its buyer: `(buyer, key)`.
+type ScopedKey = (Arc<str>, Arc<str>);
+
 /// Stock of one SKU. See the module comment.
 #[derive(Debug, Clone)]
 pub struct StockLedger {
@@ -261,8 +264,9 @@ pub struct StockLedger {
     expiries: BTreeSet<(u64, u64)>,
     finished: HashMap<u64, Finished>,
     finished_order: VecDeque<u64>,
-    idempotency: HashMap<(Arc<str>, Arc<str>), IdemEntry>,
-    idempotency_order: VecDeque<((Arc<str>, Arc<str>), u64)>,
+    idempotency: HashMap<ScopedKey, IdemEntry>,
+    /// Insertion order, for forgetting the oldest key first.
+    idempotency_order: VecDeque<(ScopedKey, u64)>,
 }
 
 impl StockLedger {
@@ -803,7 +807,7 @@ impl StockLedger {
     }
 
     fn remember_key(&mut self, buyer: &str, key: &str, entry: IdemEntry) {
-        let map_key: (Arc<str>, Arc<str>) = (Arc::from(buyer), Arc::from(key));
+        let map_key: ScopedKey = (Arc::from(buyer), Arc::from(key));
         self.idempotency.insert(map_key.clone(), entry);
         self.idempotency_order.push_back((map_key, entry.seq));
         while self.idempotency_order.len() > self.limits.idempotency_keys_max {

@@ -184,7 +184,7 @@ pub fn recover(
         start: WriterStart {
             cursor,
             retained,
-            dirty: first_seen.into_iter().map(|(e, lsn)| (e, lsn)).collect(),
+            dirty: first_seen.into_iter().collect(),
         },
         stats,
     })

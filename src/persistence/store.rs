@@ -16,6 +16,8 @@ pub const BATCH_BYTES_HARD_MAX: usize = 192 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 const CURSOR_KEY: &[u8] = b"cursor";
+/// How long start-up waits for a previous instance to let go of the data directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const HEADER_LEN: usize = 32;
 
 /// How far a commit goes before the WAL acknowledges it.
@@ -140,9 +142,32 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (or creates) the store. Another process holding the directory is
+    /// waited for up to `LOCK_WAIT`, then refused.
     pub fn open(dir: &Path, cache_capacity_bytes: u64, sync: SyncMode) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("sled");
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(&path, cache_capacity_bytes, sync) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(path = %path.display(), "data directory is locked by another instance; waiting");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(
+        path: &Path,
+        cache_capacity_bytes: u64,
+        sync: SyncMode,
+    ) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity_bytes)

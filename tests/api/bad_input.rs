@@ -1,0 +1,403 @@
+//! Bad input of every kind gets the right status and problem+json code, changes
+//! nothing, and the server keeps serving.
+
+use actix_web::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{send, spawn_app, Response, TestApp};
+
+async fn raw_reserve(app: &TestApp, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut request = app.client.post(app.url("/v1/skus/BAD-1/reservations"));
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    let mut response = request.send_body(body.to_owned()).await.unwrap();
+    let bytes = response.body().await.unwrap();
+    Response {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn assert_problem(response: &Response, status: StatusCode, code: &str) {
+    assert_eq!(response.status, status, "{:?}", response.body);
+    assert_eq!(response.code(), code, "{:?}", response.body);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json")
+    );
+    for member in ["type", "title", "status", "detail", "code"] {
+        assert!(!response.body[member].is_null(), "problem lacks {member}");
+    }
+    assert_eq!(response.body["status"], status.as_u16());
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const BUYER: (&str, &str) = ("x-buyer-id", "ana");
+
+#[actix_web::test]
+async fn bad_reservation_requests_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    app.stocked_sku("seller", "BAD-1", 10).await;
+    let before = app.stock("BAD-1").await;
+
+    // (case, headers, body, status, code)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            vec![JSON, BUYER],
+            "{\"quantity\": ".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "not JSON at all",
+            vec![JSON, BUYER],
+            "quantity=1".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "wrong type",
+            vec![JSON, BUYER],
+            r#"{"quantity": "two"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "float",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1.5}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "missing quantity",
+            vec![JSON, BUYER],
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "unknown field",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1, "discount": 50}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "zero",
+            vec![JSON, BUYER],
+            r#"{"quantity": 0}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "negative",
+            vec![JSON, BUYER],
+            r#"{"quantity": -1}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "above the per-request maximum",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1001}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "beyond u32",
+            vec![JSON, BUYER],
+            r#"{"quantity": 4294967296}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "huge",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1e300}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "ttl too long",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1, "ttl_s": 99999999}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "ttl zero",
+            vec![JSON, BUYER],
+            r#"{"quantity": 1, "ttl_s": 0}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "no identity",
+            vec![JSON],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "bad identity",
+            vec![JSON, ("x-buyer-id", "ana smith")],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "not JSON content type",
+            vec![("content-type", "text/plain"), BUYER],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "bad idempotency key",
+            vec![JSON, BUYER, ("idempotency-key", "has space")],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "oversized body",
+            vec![JSON, BUYER],
+            format!(r#"{{"quantity": 1, "pad": "{}"}}"#, "x".repeat(70_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (name, headers, body, status, code) in cases {
+        let response = raw_reserve(&app, &headers, &body).await;
+        assert_eq!(response.status, status, "case {name}: {:?}", response.body);
+        assert_problem(&response, status, code);
+    }
+
+    assert_eq!(app.stock("BAD-1").await, before, "state unchanged");
+    let health = send(app.client.get(app.url("/healthz")), None).await;
+    assert_eq!(health.status, StatusCode::OK, "still serving");
+    let ok = app
+        .reserve("ana", "BAD-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "still reserving");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn unknown_skus_and_reservations_are_not_found() {
+    let app = spawn_app().await;
+    app.stocked_sku("seller", "KNOWN-1", 3).await;
+
+    let unknown = app
+        .reserve("ana", "NOPE-1", json!({"quantity": 1}), None)
+        .await;
+    assert_problem(&unknown, StatusCode::NOT_FOUND, "sku_not_found");
+    let invalid_code = app
+        .reserve("ana", "not%20a%20code", json!({"quantity": 1}), None)
+        .await;
+    assert_problem(&invalid_code, StatusCode::NOT_FOUND, "sku_not_found");
+    let stock = send(app.client.get(app.url("/v1/skus/NOPE-1/stock")), None).await;
+    assert_problem(&stock, StatusCode::NOT_FOUND, "sku_not_found");
+
+    // Well-formed ids of nothing, ids of an unknown SKU, and garbage.
+    for id in [
+        "00000000000000010000000000000999",
+        "00000000ffffffff0000000000000001",
+        "xyz",
+    ] {
+        let get = app.reservation("ana", id).await;
+        assert_problem(&get, StatusCode::NOT_FOUND, "reservation_not_found");
+        let delete = send(
+            app.client
+                .delete(app.url(&format!("/v1/reservations/{id}")))
+                .insert_header(BUYER),
+            None,
+        )
+        .await;
+        assert_problem(&delete, StatusCode::NOT_FOUND, "reservation_not_found");
+        let commit = send(
+            app.client
+                .post(app.url(&format!("/v1/reservations/{id}/commit")))
+                .insert_header(BUYER),
+            None,
+        )
+        .await;
+        assert_problem(&commit, StatusCode::NOT_FOUND, "reservation_not_found");
+    }
+    let product = send(app.client.get(app.url("/v1/products/not-a-uuid")), None).await;
+    assert_problem(&product, StatusCode::NOT_FOUND, "product_not_found");
+    let product = send(
+        app.client
+            .get(app.url("/v1/products/01936b2e-7d2f-7000-8000-000000000000")),
+        None,
+    )
+    .await;
+    assert_problem(&product, StatusCode::NOT_FOUND, "product_not_found");
+    let route = send(app.client.get(app.url("/v1/nothing-here")), None).await;
+    assert_problem(&route, StatusCode::NOT_FOUND, "not_found");
+    let method = send(app.client.patch(app.url("/v1/skus/KNOWN-1/stock")), None).await;
+    assert_problem(
+        &method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    assert_eq!(app.stock("KNOWN-1").await["available"], 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn seller_routes_need_the_products_tenant() {
+    let app = spawn_app().await;
+    app.stocked_sku("tenant-a", "OWN-1", 5).await;
+    let before = app.stock("OWN-1").await;
+
+    let no_tenant = send(
+        app.client.put(app.url("/v1/skus/OWN-1/stock")),
+        Some(json!({"warehouses": {"main": 1}})),
+    )
+    .await;
+    assert_problem(&no_tenant, StatusCode::UNAUTHORIZED, "unauthenticated");
+
+    // Another tenant cannot tell the SKU exists.
+    let other = app.set_stock("tenant-b", "OWN-1", json!({"main": 1})).await;
+    assert_problem(&other, StatusCode::NOT_FOUND, "sku_not_found");
+    let other_adjust = send(
+        app.client
+            .post(app.url("/v1/skus/OWN-1/stock/adjust"))
+            .insert_header(("x-tenant-id", "tenant-b")),
+        Some(json!({"warehouse": "main", "delta": -5, "reason": "theft"})),
+    )
+    .await;
+    assert_problem(&other_adjust, StatusCode::NOT_FOUND, "sku_not_found");
+
+    let no_tenant_product = send(
+        app.client.post(app.url("/v1/products")),
+        Some(json!({"title": "x", "skus": [{"sku": "X-1", "price": {"amount": 1, "currency": "USD"}}]})),
+    )
+    .await;
+    assert_problem(
+        &no_tenant_product,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    assert_eq!(app.stock("OWN-1").await, before);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_stock_changes_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    app.stocked_sku("t", "STK-1", 10).await;
+    let held = app
+        .reserve("ana", "STK-1", json!({"quantity": 6}), None)
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    let before = app.stock("STK-1").await;
+
+    let below = app.set_stock("t", "STK-1", json!({"main": 5})).await;
+    assert_problem(&below, StatusCode::CONFLICT, "stock_below_reserved");
+    let bad_name = app.set_stock("t", "STK-1", json!({"main hall": 50})).await;
+    assert_problem(
+        &bad_name,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let negative = app.set_stock("t", "STK-1", json!({"main": -5})).await;
+    assert_problem(
+        &negative,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let too_many = app
+        .set_stock("t", "STK-1", json!({"main": 2_000_000_000_000u64}))
+        .await;
+    assert_problem(
+        &too_many,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "limit_exceeded",
+    );
+
+    let adjust = |body: Value| {
+        let app = &app;
+        async move {
+            send(
+                app.client
+                    .post(app.url("/v1/skus/STK-1/stock/adjust"))
+                    .insert_header(("x-tenant-id", "t")),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = adjust(json!({"warehouse": "main", "delta": -11, "reason": "count"})).await;
+    assert_problem(&r, StatusCode::CONFLICT, "insufficient_on_hand");
+    let r = adjust(json!({"warehouse": "main", "delta": -5, "reason": "count"})).await;
+    assert_problem(&r, StatusCode::CONFLICT, "stock_below_reserved");
+    let r = adjust(json!({"warehouse": "main", "delta": 0, "reason": "count"})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = adjust(json!({"warehouse": "main", "delta": 1, "reason": ""})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = adjust(json!({"warehouse": "main", "delta": "1", "reason": "x"})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+
+    assert_eq!(app.stock("STK-1").await, before);
+    let ok = adjust(json!({"warehouse": "east", "delta": 4, "reason": "transfer in"})).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body["warehouses"]["east"], 4);
+    assert_eq!(ok.body["available"], 8);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_products_are_refused() {
+    let app = spawn_app().await;
+    app.create_product("t", &["DUP-1"]).await;
+    let create = |body: Value| {
+        let app = &app;
+        async move {
+            send(
+                app.client
+                    .post(app.url("/v1/products"))
+                    .insert_header(("x-tenant-id", "t")),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let price = json!({"amount": 100, "currency": "USD"});
+    let r = create(json!({"title": "x", "skus": []})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = create(json!({"title": "", "skus": [{"sku": "A-1", "price": price}]})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "title");
+    let r = create(
+        json!({"title": "x", "skus": [{"sku": "A-1", "price": {"amount": 1, "currency": "usd"}}]}),
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = create(
+        json!({"title": "x", "skus": [{"sku": "A-1", "price": {"amount": -1, "currency": "USD"}}]}),
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = create(json!({"title": "x", "skus": [{"sku": "A-1", "price": price}, {"sku": "A-1", "price": price}]})).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = create(json!({"title": "x", "skus": [{"sku": "DUP-1", "price": price}]})).await;
+    assert_problem(&r, StatusCode::CONFLICT, "sku_exists");
+    assert_eq!(r.body["skus"], json!(["DUP-1"]));
+    // The refused product's codes were not taken.
+    let r = create(json!({"title": "x", "skus": [{"sku": "A-1", "price": price}]})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    app.stop().await;
+}

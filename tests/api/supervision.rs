@@ -1,0 +1,198 @@
+//! Actor lifecycle: supervised restart rebuilds from durable state, idle actors
+//! are passivated and come back intact, and a full mailbox pushes back with 503.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use futures_util::future::join_all;
+use serde_json::json;
+
+use flashdrop::domain::SkuCode;
+
+use crate::helpers::{eventually, send, spawn_app, spawn_with};
+
+#[actix_web::test]
+async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
+    // Snapshots every 3 records, so the rebuild needs a snapshot and a WAL tail.
+    let app = spawn_with(|c| c.snapshots.every_records = 3).await;
+    app.stocked_sku("t", "SUP-1", 20).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let r = app
+            .reserve(
+                "ana",
+                "SUP-1",
+                json!({"quantity": 1 + i % 2}),
+                Some(&format!("k{i}")),
+            )
+            .await;
+        ids.push(r.body["reservation_id"].as_str().unwrap().to_owned());
+    }
+    send(
+        app.client
+            .post(app.url(&format!("/v1/reservations/{}/commit", ids[0])))
+            .insert_header(("x-buyer-id", "ana")),
+        None,
+    )
+    .await;
+    send(
+        app.client
+            .delete(app.url(&format!("/v1/reservations/{}", ids[1])))
+            .insert_header(("x-buyer-id", "ana")),
+        None,
+    )
+    .await;
+    let before = app.stock("SUP-1").await;
+
+    app.engine
+        .restart_sku(&SkuCode::parse("SUP-1").unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        app.stock("SUP-1").await,
+        before,
+        "same counts after the rebuild"
+    );
+    assert_eq!(
+        app.reservation("ana", &ids[0]).await.body["state"],
+        "committed"
+    );
+    assert_eq!(
+        app.reservation("ana", &ids[1]).await.body["state"],
+        "released"
+    );
+    assert_eq!(app.reservation("ana", &ids[6]).await.body["state"], "held");
+    // The idempotency memory came back too.
+    let replay = app
+        .reserve("ana", "SUP-1", json!({"quantity": 1}), Some("k6"))
+        .await;
+    assert_eq!(replay.body["reservation_id"], ids[6].as_str());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_idle_sku_is_passivated_and_comes_back_with_its_state() {
+    let app = spawn_with(|c| c.actors.idle_timeout_s = 1).await;
+    app.stocked_sku("t", "IDLE-1", 8).await;
+    let r = app
+        .reserve("ana", "IDLE-1", json!({"quantity": 3}), Some("idle-key"))
+        .await;
+    let id = r.body["reservation_id"].as_str().unwrap().to_owned();
+    send(
+        app.client
+            .post(app.url(&format!("/v1/reservations/{id}/commit")))
+            .insert_header(("x-buyer-id", "ana")),
+        None,
+    )
+    .await;
+    let before = app.stock("IDLE-1").await;
+
+    let parked = eventually(Duration::from_secs(10), || async {
+        let census = app.engine.census();
+        (census["active"] == 0).then_some(census)
+    })
+    .await;
+    assert!(parked.is_some(), "the idle actor was passivated");
+
+    assert_eq!(app.stock("IDLE-1").await, before);
+    let replay = app
+        .reserve("ana", "IDLE-1", json!({"quantity": 3}), Some("idle-key"))
+        .await;
+    assert_eq!(replay.body["reservation_id"], id.as_str());
+    assert_eq!(app.engine.census()["active"], 1, "reactivated on use");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_full_mailbox_answers_503_with_retry_after() {
+    let app = spawn_with(|c| {
+        c.actors.shards = 1;
+        c.actors.mailbox_capacity = 4;
+    })
+    .await;
+    app.stocked_sku("t", "FULL-1", 100).await;
+
+    // Block the only arbiter so nothing leaves the mailbox.
+    let blocked = Arc::new(AtomicBool::new(false));
+    let flag = blocked.clone();
+    app.engine.arbiter_handles()[0].spawn_fn(move || {
+        flag.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let started = eventually(Duration::from_secs(5), || {
+        let blocked = blocked.clone();
+        async move { blocked.load(Ordering::SeqCst).then_some(()) }
+    })
+    .await;
+    assert!(started.is_some());
+
+    let attempts = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            app.reserve(&format!("b{i}"), "FULL-1", json!({"quantity": 1}), None)
+                .await
+        }
+    });
+    let responses = join_all(attempts).await;
+    let created = responses
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    let overloaded: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!(created, 4, "the mailbox held exactly its capacity");
+    assert_eq!(overloaded.len(), 16);
+    for response in overloaded {
+        assert_eq!(response.code(), "overloaded");
+        assert_eq!(response.header("retry-after"), Some("1"));
+    }
+    assert_eq!(app.stock("FULL-1").await["reserved"], 4);
+    let metrics = send(app.client.get(app.url("/metrics")), None).await;
+    assert!(metrics
+        .body
+        .as_str()
+        .unwrap()
+        .contains("flashdrop_mailbox_full_total"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn many_skus_spread_over_arbiters_keep_their_own_counts() {
+    let app = spawn_app().await;
+    let codes: Vec<String> = (0..24).map(|i| format!("SPREAD-{i}")).collect();
+    let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    app.create_product("t", &refs).await;
+    for code in &codes {
+        app.set_stock("t", code, json!({"main": 5})).await;
+    }
+    let attempts = (0..24 * 7).map(|i| {
+        let app = &app;
+        let code = codes[i % 24].clone();
+        async move {
+            app.reserve(&format!("b{i}"), &code, json!({"quantity": 1}), None)
+                .await
+        }
+    });
+    let responses = join_all(attempts).await;
+    assert_eq!(
+        responses
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .count(),
+        24 * 5
+    );
+    for code in &codes {
+        let stock = app.stock(code).await;
+        assert_eq!(
+            (stock["available"].as_u64(), stock["reserved"].as_u64()),
+            (Some(0), Some(5))
+        );
+    }
+    app.stop().await;
+}
