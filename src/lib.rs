@@ -9,3 +9,8 @@ pub mod http;
 pub mod persistence;
 pub mod startup;
 pub mod telemetry;
+
+/// mimalloc: replies are allocated on actor threads and freed on others, which
+/// glibc's allocator handles poorly (15% of CPU in the reserve profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -262,6 +262,9 @@ pub struct StockLedger {
     next_seq: u64,
     open: HashMap<u64, Held>,
     expiries: BTreeSet<(u64, u64)>,
+    /// No open reservation expires before this (a lower bound, so the common
+    /// "nothing is due" check costs no tree walk).
+    expiry_floor_ms: u64,
     finished: HashMap<u64, Finished>,
     finished_order: VecDeque<u64>,
     idempotency: HashMap<ScopedKey, IdemEntry>,
@@ -284,6 +287,7 @@ impl StockLedger {
             next_seq: 1,
             open: HashMap::new(),
             expiries: BTreeSet::new(),
+            expiry_floor_ms: u64::MAX,
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             idempotency: HashMap::new(),
@@ -310,6 +314,11 @@ impl StockLedger {
         self.open.len()
     }
 
+    /// Entries a snapshot carries (reservations and remembered keys), a proxy for its size.
+    pub fn state_entries(&self) -> usize {
+        self.open.len() + self.finished.len() + self.idempotency.len()
+    }
+
     /// Earliest expiry among open reservations, for the owner's timer.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.expiries.first().map(|&(at, _)| at)
@@ -334,6 +343,9 @@ impl StockLedger {
 
     /// Releases every reservation whose expiry is at or before `now_ms`.
     pub fn expire_due(&mut self, now_ms: u64, out: &mut Vec<StockEvent>) -> Result<(), StockError> {
+        if now_ms < self.expiry_floor_ms {
+            return Ok(());
+        }
         while let Some(&(at, seq)) = self.expiries.first() {
             if at > now_ms {
                 break;
@@ -347,6 +359,7 @@ impl StockLedger {
                 out,
             )?;
         }
+        self.expiry_floor_ms = self.next_expiry_ms().unwrap_or(u64::MAX);
         self.emit_threshold_crossing(out)
     }
 
@@ -725,6 +738,7 @@ impl StockLedger {
                     },
                 );
                 self.expiries.insert((*expires_at_ms, *seq));
+                self.expiry_floor_ms = self.expiry_floor_ms.min(*expires_at_ms);
                 self.next_seq = self.next_seq.max(seq + 1);
                 if let Some((key, fingerprint)) = idempotency {
                     self.remember_key(
@@ -930,6 +944,7 @@ impl StockLedger {
         ledger.next_seq = snapshot.next_seq;
         for (seq, held) in snapshot.open {
             ledger.expiries.insert((held.expires_at_ms, seq));
+            ledger.expiry_floor_ms = ledger.expiry_floor_ms.min(held.expires_at_ms);
             ledger.open.insert(seq, held);
         }
         for (seq, finished) in snapshot.finished {

@@ -1,0 +1,179 @@
+//! Shared by the benchmarks: an engine on a temp dir with products and stock,
+//! a driver that keeps many reservations in flight, and process memory.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::json;
+
+use flashdrop::actors::Engine;
+use flashdrop::clock::SystemClock;
+use flashdrop::config::Config;
+use flashdrop::domain::product::{NewProduct, NewSku};
+use flashdrop::domain::stock::ReserveCmd;
+use flashdrop::domain::{BuyerId, SkuCode, TenantId, WarehouseId};
+use flashdrop::persistence::SyncMode;
+
+pub const TENANT: &str = "bench-seller";
+
+/// A bench config: everything default except where a benchmark needs room.
+pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_path_buf();
+    config.wal.sync = sync;
+    config.server.port = 0;
+    // Millions of reservations stay open for the whole run.
+    config.reservations.open_max_per_sku = 50_000_000;
+    config.log.level = "warn".into();
+    config
+}
+
+/// Creates `count` SKUs (100 per product) and gives each `units` in "main".
+pub async fn stock_skus(engine: &Engine, prefix: &str, count: usize, units: u64) -> Vec<SkuCode> {
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let codes: Vec<SkuCode> = (0..count)
+        .map(|i| SkuCode::parse(&format!("{prefix}-{i}")).unwrap())
+        .collect();
+    let creations = codes.chunks(100).map(|chunk| {
+        let draft = NewProduct {
+            title: format!("bench {prefix}"),
+            description: String::new(),
+            category: "bench".into(),
+            attributes: Default::default(),
+            skus: chunk
+                .iter()
+                .map(|code| NewSku {
+                    code: code.to_string(),
+                    price_amount: 1000,
+                    price_currency: "USD".into(),
+                    attributes: Default::default(),
+                    low_stock_threshold: None,
+                })
+                .collect(),
+        };
+        let valid = draft.validate(u64::MAX).unwrap();
+        let tenant = tenant.clone();
+        async move { engine.create_product(&tenant, valid).await.unwrap() }
+    });
+    run_bounded(creations, 64).await;
+    if units > 0 {
+        let sets = codes.iter().map(|code| {
+            let tenant = tenant.clone();
+            async move {
+                let warehouse = vec![(WarehouseId::parse("main").unwrap(), units)];
+                engine
+                    .set_stock(code, &tenant, warehouse, None)
+                    .await
+                    .unwrap();
+            }
+        });
+        run_bounded(sets, 512).await;
+    }
+    codes
+}
+
+/// Polls futures with at most `limit` in flight.
+pub async fn run_bounded<F: std::future::Future>(futures: impl Iterator<Item = F>, limit: usize) {
+    let mut futures = futures;
+    let mut pending = FuturesUnordered::new();
+    loop {
+        while pending.len() < limit {
+            match futures.next() {
+                Some(f) => pending.push(f),
+                None => break,
+            }
+        }
+        if pending.next().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// `n` one-unit reservations round-robin over `codes` from `in_flight` tasks,
+/// each awaiting its own reply as an HTTP handler does.
+pub async fn reserve_many(
+    engine: &Arc<Engine>,
+    codes: &Arc<Vec<SkuCode>>,
+    n: u64,
+    in_flight: usize,
+) -> Duration {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..in_flight.min(n as usize).max(1))
+        .map(|_| {
+            let (engine, codes, next) = (engine.clone(), codes.clone(), next.clone());
+            actix_rt::spawn(async move {
+                let buyer = BuyerId::parse("bench-buyer").unwrap();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let cmd = ReserveCmd {
+                        buyer: buyer.clone(),
+                        quantity: 1,
+                        ttl_ms: 600_000,
+                        idempotency: None,
+                    };
+                    let code = &codes[i as usize % codes.len()];
+                    engine.reserve(code, cmd).await.expect("reserved");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("driver task");
+    }
+    started.elapsed()
+}
+
+pub async fn start_engine(config: Config) -> Arc<Engine> {
+    Engine::start(config, Arc::new(SystemClock)).await.unwrap()
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What machine a figure was taken on.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| {
+                    r.split_whitespace()
+                        .next()
+                        .and_then(|k| k.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({cpu}), {:.0} GiB RAM",
+        mem_kb as f64 / 1048576.0
+    )
+}
+
+pub fn json_line(value: serde_json::Value) {
+    println!("{}", json!({ "bench": value }));
+}
