@@ -19,9 +19,11 @@ use flashdrop::persistence::SyncMode;
 
 pub const TENANT: &str = "bench-seller";
 
-/// A bench config: everything default except where a benchmark needs room.
+/// A bench config: defaults, then `FLASHDROP__SECTION__KEY` overrides from the
+/// environment (to try knobs), then what the benchmark itself needs.
 pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
-    let mut config = Config::default();
+    let mut config = Config::load(None, &flashdrop::config::Overrides::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     config.storage.data_dir = dir.to_path_buf();
     config.wal.sync = sync;
     config.server.port = 0;

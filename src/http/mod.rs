@@ -12,16 +12,18 @@ pub mod stock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
+use actix_web::dev::Service;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use tracing::Instrument;
 
 use error::{ApiError, ErrorKind};
 use extract::CORRELATION_HEADER;
 
-/// Routes every resource; `max_body_bytes` bounds JSON bodies.
+/// Routes every resource; `max_body_bytes` bounds JSON bodies. The hot routes
+/// come first: actix tries resources in order, each dynamic one with a regex.
 pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -30,14 +32,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     )
     .app_data(web::PayloadConfig::default().limit(max_body_bytes))
     .app_data(web::PathConfig::default().error_handler(extract::path_error))
-    .service(resource("/v1/products").route(web::post().to(products::create_product)))
-    .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
-    .service(
-        resource("/v1/skus/{sku}/stock")
-            .route(web::get().to(stock::get_stock))
-            .route(web::put().to(stock::set_stock)),
-    )
-    .service(resource("/v1/skus/{sku}/stock/adjust").route(web::post().to(stock::adjust_stock)))
     .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::reserve)))
     .service(
         resource("/v1/reservations/{id}")
@@ -45,6 +39,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::delete().to(reservations::release)),
     )
     .service(resource("/v1/reservations/{id}/commit").route(web::post().to(reservations::commit)))
+    .service(
+        resource("/v1/skus/{sku}/stock")
+            .route(web::get().to(stock::get_stock))
+            .route(web::put().to(stock::set_stock)),
+    )
+    .service(resource("/v1/skus/{sku}/stock/adjust").route(web::post().to(stock::adjust_stock)))
+    .service(resource("/v1/products").route(web::post().to(products::create_product)))
+    .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics)))
@@ -52,8 +54,28 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .default_service(web::to(not_found));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// The route pattern a request matched, for metrics and logs. Set by the
+/// resource itself, so the middleware need not match the path a second time.
+#[derive(Clone, Copy)]
+struct RouteLabel(&'static str);
+
+fn resource(
+    path: &'static str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path)
+        .default_service(web::to(method_not_allowed))
+        .wrap_fn(move |req, service| {
+            req.extensions_mut().insert(RouteLabel(path));
+            service.call(req)
+        })
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -70,7 +92,8 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     ))
 }
 
-/// A client's `X-Correlation-ID` when sane, else a fresh one.
+/// A client's `X-Correlation-ID` when sane, else a fresh random one (128 bits
+/// from a thread-local generator: no system call per request).
 fn correlation_id(req: &ServiceRequest) -> HeaderValue {
     req.headers()
         .get(CORRELATION_HEADER)
@@ -82,7 +105,7 @@ fn correlation_id(req: &ServiceRequest) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
                 .unwrap_or_else(|_| HeaderValue::from_static("-"))
         })
 }
@@ -94,16 +117,20 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let correlation = correlation_id(&req);
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         method = %method,
-        route = %route,
+        path = req.path(),
         correlation_id = correlation.to_str().unwrap_or("-"),
     );
     let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status();
+    let route = response
+        .request()
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("unmatched", |label| label.0);
     response
         .headers_mut()
         .insert(HeaderName::from_static(CORRELATION_HEADER), correlation);
@@ -111,7 +138,7 @@ pub async fn observe(
     metrics::histogram!(
         "flashdrop_http_request_duration_seconds",
         "route" => route,
-        "method" => method,
+        "method" => method.as_str().to_owned(),
         "status" => status.as_str().to_owned(),
     )
     .record(elapsed.as_secs_f64());

@@ -1,0 +1,478 @@
+//! Flash-sale load over loopback HTTP: many keep-alive clients hammer
+//! `POST /v1/skus/{sku}/reservations` on one hot SKU and spread over 1,000
+//! SKUs, against flashdrop (fdatasync) and, in the same run, against a trivial
+//! actix-web endpoint that parses the same body and answers 201 (the ceiling).
+//! A sell-out phase checks that exactly the stock is sold (oversell must be 0).
+//!
+//! Run: `cargo bench --bench flash_sale`
+//! Knobs (environment): FLASH_CONNECTIONS (256), FLASH_SECONDS (10),
+//! FLASH_CLIENT_THREADS (1), FLASH_SELLOUT_UNITS (20000), FLASH_ONLY=flashdrop
+//! (skip the ceiling and sell-out runs, for profiling).
+
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use flashdrop::actors::Engine;
+use flashdrop::persistence::SyncMode;
+use flashdrop::startup::Application;
+
+use support::{bench_config, machine, stock_skus};
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Target {
+    port: u16,
+    stop: Box<dyn FnOnce()>,
+}
+
+/// flashdrop on its own threads, with `skus` SKUs named `{prefix}-{i}`.
+fn start_flashdrop(
+    dir: &std::path::Path,
+    prefix: &str,
+    skus: usize,
+    units: u64,
+) -> (Target, Arc<Engine>) {
+    let config = bench_config(dir, SyncMode::Fdatasync);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_owned();
+    let thread = std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let app = Application::build(config).await.unwrap();
+            let port = app.port();
+            let slot: Arc<OnceLock<Arc<Engine>>> = app.engine();
+            let handle = app.server_handle();
+            let running = actix_rt::spawn(app.run_until_stopped());
+            let engine = loop {
+                if let Some(engine) = slot.get() {
+                    break engine.clone();
+                }
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            };
+            stock_skus(&engine, &prefix, skus, units).await;
+            tx.send((port, handle, engine)).unwrap();
+            let _ = running.await;
+        });
+    });
+    let (port, handle, engine) = rx.recv().unwrap();
+    let stop = Box::new(move || {
+        actix_rt::System::new().block_on(handle.stop(true));
+        thread.join().unwrap();
+    });
+    (Target { port, stop }, engine)
+}
+
+#[derive(serde::Deserialize)]
+struct ReserveBody {
+    quantity: u32,
+}
+
+/// The ceiling: same route shape, same body parsing, a fixed 201 answer.
+async fn trivial_reserve(path: web::Path<String>, body: web::Json<ReserveBody>) -> HttpResponse {
+    HttpResponse::Created().json(json!({
+        "reservation_id": "00000000000000010000000000000001",
+        "sku": path.into_inner(),
+        "quantity": body.quantity,
+        "state": "held",
+        "created_at": "2026-11-24T00:00:00.000Z",
+        "expires_at": "2026-11-24T00:10:00.000Z",
+    }))
+}
+
+/// flashdrop's HTTP layer without the engine: its middleware, identity,
+/// idempotency and JSON extractors, and a response built the same way. The
+/// gap between this and flashdrop is the actor + WAL path.
+async fn http_layer_reserve(
+    _buyer: flashdrop::http::extract::Buyer,
+    path: web::Path<String>,
+    _key: flashdrop::http::extract::IdempotencyHeader,
+    body: web::Json<ReserveBody>,
+) -> HttpResponse {
+    let id = format!("{:016x}{:016x}", 1u64, 1u64);
+    HttpResponse::Created()
+        .insert_header(("location", format!("/v1/reservations/{id}")))
+        .insert_header(("idempotent-replayed", "false"))
+        .json(json!({
+            "reservation_id": id,
+            "sku": path.into_inner(),
+            "quantity": body.quantity,
+            "state": "held",
+            "created_at": flashdrop::clock::rfc3339_ms(1_795_000_000_000),
+            "expires_at": flashdrop::clock::rfc3339_ms(1_795_000_600_000),
+        }))
+}
+
+fn start_http_layer(workers: usize) -> Target {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let server = HttpServer::new(|| {
+                App::new()
+                    .wrap(actix_web::middleware::from_fn(flashdrop::http::observe))
+                    .app_data(
+                        web::JsonConfig::default()
+                            .error_handler(flashdrop::http::extract::json_error),
+                    )
+                    .route(
+                        "/v1/skus/{sku}/reservations",
+                        web::post().to(http_layer_reserve),
+                    )
+            })
+            .workers(workers)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            tx.send((port, server.handle())).unwrap();
+            let _ = server.await;
+        });
+    });
+    let (port, handle) = rx.recv().unwrap();
+    Target {
+        port,
+        stop: Box::new(move || {
+            actix_rt::System::new().block_on(handle.stop(true));
+            thread.join().unwrap();
+        }),
+    }
+}
+
+fn start_trivial(workers: usize) -> Target {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let server = HttpServer::new(|| {
+                App::new().route(
+                    "/v1/skus/{sku}/reservations",
+                    web::post().to(trivial_reserve),
+                )
+            })
+            .workers(workers)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            tx.send((port, server.handle())).unwrap();
+            let _ = server.await;
+        });
+    });
+    let (port, handle) = rx.recv().unwrap();
+    Target {
+        port,
+        stop: Box::new(move || {
+            actix_rt::System::new().block_on(handle.stop(true));
+            thread.join().unwrap();
+        }),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    created: u64,
+    sold_out: u64,
+    errors: u64,
+}
+
+struct Outcome {
+    tally: Tally,
+    latency_us: Histogram<u64>,
+    elapsed: Duration,
+}
+
+/// `connections` keep-alive clients per client thread, each sending one request
+/// at a time, for `warmup` then `measure`. Only the measured part is counted.
+/// Stops early once `stop_after_sold_out` sold-out answers are seen.
+fn load(
+    port: u16,
+    skus: &[String],
+    connections: usize,
+    threads: usize,
+    warmup: Duration,
+    measure: Duration,
+    stop_after_sold_out: Option<u64>,
+) -> Outcome {
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let deadline = measure_from + measure;
+    let sold_out_seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let skus = skus.to_vec();
+            let sold_out_seen = sold_out_seen.clone();
+            std::thread::spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let client = awc::Client::builder()
+                        .connector(awc::Connector::new().limit(connections))
+                        .timeout(Duration::from_secs(30))
+                        .finish();
+                    let shared = Rc::new(RefCell::new((
+                        Tally::default(),
+                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+                    )));
+                    let tasks: Vec<_> = (0..connections)
+                        .map(|c| {
+                            let client = client.clone();
+                            let skus = skus.clone();
+                            let shared = shared.clone();
+                            let sold_out_seen = sold_out_seen.clone();
+                            actix_rt::spawn(async move {
+                                let buyer = format!("buyer-{t}-{c}");
+                                let mut i = c;
+                                loop {
+                                    let now = Instant::now();
+                                    if now >= deadline {
+                                        return;
+                                    }
+                                    if let Some(limit) = stop_after_sold_out {
+                                        if sold_out_seen.load(std::sync::atomic::Ordering::Relaxed)
+                                            >= limit
+                                        {
+                                            return;
+                                        }
+                                    }
+                                    let sku = &skus[i % skus.len()];
+                                    i += connections;
+                                    let sent = Instant::now();
+                                    let result = client
+                                        .post(format!(
+                                            "http://127.0.0.1:{port}/v1/skus/{sku}/reservations"
+                                        ))
+                                        .insert_header(("x-buyer-id", buyer.as_str()))
+                                        .insert_header(("content-type", "application/json"))
+                                        .send_body(r#"{"quantity":1}"#)
+                                        .await;
+                                    let status = match result {
+                                        Ok(mut response) => match response.body().await {
+                                            Ok(_) => Some(response.status().as_u16()),
+                                            Err(_) => None,
+                                        },
+                                        Err(_) => None,
+                                    };
+                                    let done = Instant::now();
+                                    if status == Some(409) {
+                                        sold_out_seen
+                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                    // The sell-out phase counts everything; timed phases skip warm-up.
+                                    if sent < measure_from && stop_after_sold_out.is_none() {
+                                        continue;
+                                    }
+                                    let mut shared = shared.borrow_mut();
+                                    match status {
+                                        Some(201) => shared.0.created += 1,
+                                        Some(409) => shared.0.sold_out += 1,
+                                        _ => shared.0.errors += 1,
+                                    }
+                                    let us = (done - sent).as_micros().max(1) as u64;
+                                    let _ = shared.1.record(us.min(60_000_000));
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                    Rc::try_unwrap(shared).ok().unwrap().into_inner()
+                })
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for handle in handles {
+        let (t, h) = handle.join().unwrap();
+        tally.created += t.created;
+        tally.sold_out += t.sold_out;
+        tally.errors += t.errors;
+        latency_us.add(h).unwrap();
+    }
+    let elapsed = if stop_after_sold_out.is_some() {
+        started.elapsed()
+    } else {
+        measure
+    };
+    Outcome {
+        tally,
+        latency_us,
+        elapsed,
+    }
+}
+
+fn row(
+    target: &str,
+    scenario: &str,
+    outcome: &Outcome,
+    ceiling: Option<f64>,
+    oversell: &str,
+) -> String {
+    let answered = outcome.tally.created + outcome.tally.sold_out;
+    let rate = answered as f64 / outcome.elapsed.as_secs_f64();
+    let ms = |q: f64| outcome.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let ratio = ceiling.map_or("-".to_owned(), |c| format!("{:.2}", rate / c));
+    format!(
+        "| {target} | {scenario} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {oversell} | {ratio} |",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        outcome.tally.errors
+    )
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: stay quick then.
+    let full = std::env::args().any(|a| a == "--bench");
+    let connections = knob("FLASH_CONNECTIONS", 256) as usize;
+    let seconds = knob("FLASH_SECONDS", if full { 10 } else { 1 });
+    let threads = knob("FLASH_CLIENT_THREADS", 1) as usize;
+    let sellout_units = knob("FLASH_SELLOUT_UNITS", 20_000);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let warmup = Duration::from_secs(2.min(seconds));
+    let measure = Duration::from_secs(seconds);
+
+    let hot = vec!["HOT-0".to_owned()];
+    let spread: Vec<String> = (0..1000).map(|i| format!("SPREAD-{i}")).collect();
+    let mut rows = Vec::new();
+
+    let only_flashdrop = std::env::var("FLASH_ONLY").is_ok_and(|v| v == "flashdrop");
+    for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
+        if only_flashdrop {
+            let dir = tempfile::tempdir().unwrap();
+            let prefix = skus[0].split('-').next().unwrap();
+            let (target, engine) =
+                start_flashdrop(dir.path(), prefix, skus.len(), 1_000_000_000_000);
+            let outcome = load(
+                target.port,
+                skus,
+                connections,
+                threads,
+                warmup,
+                measure,
+                None,
+            );
+            drop(engine);
+            (target.stop)();
+            println!(
+                "{}",
+                row("flashdrop (fdatasync)", scenario, &outcome, None, "-")
+            );
+            continue;
+        }
+        let trivial = start_trivial(workers);
+        let ceiling = load(
+            trivial.port,
+            skus,
+            connections,
+            threads,
+            warmup,
+            measure,
+            None,
+        );
+        (trivial.stop)();
+        let ceiling_rate =
+            (ceiling.tally.created + ceiling.tally.sold_out) as f64 / ceiling.elapsed.as_secs_f64();
+        rows.push(row("trivial actix-web", scenario, &ceiling, None, "-"));
+
+        let layer = start_http_layer(workers);
+        let outcome = load(
+            layer.port,
+            skus,
+            connections,
+            threads,
+            warmup,
+            measure,
+            None,
+        );
+        (layer.stop)();
+        rows.push(row(
+            "flashdrop HTTP layer, no engine",
+            scenario,
+            &outcome,
+            Some(ceiling_rate),
+            "-",
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = skus[0].split('-').next().unwrap();
+        let (target, engine) = start_flashdrop(dir.path(), prefix, skus.len(), 1_000_000_000_000);
+        let outcome = load(
+            target.port,
+            skus,
+            connections,
+            threads,
+            warmup,
+            measure,
+            None,
+        );
+        drop(engine);
+        (target.stop)();
+        rows.push(row(
+            "flashdrop (fdatasync)",
+            scenario,
+            &outcome,
+            Some(ceiling_rate),
+            "-",
+        ));
+    }
+
+    if only_flashdrop {
+        return;
+    }
+    // Sell-out: a hot SKU with little stock; clients keep going until the
+    // answers are sold out. Exactly the stock must be reserved.
+    let dir = tempfile::tempdir().unwrap();
+    let (target, engine) = start_flashdrop(dir.path(), "SELL", 1, sellout_units);
+    let outcome = load(
+        target.port,
+        &["SELL-0".to_owned()],
+        connections,
+        threads,
+        Duration::ZERO,
+        Duration::from_secs(120),
+        Some(connections as u64 * 4),
+    );
+    let stock = actix_rt::System::new().block_on(async {
+        let code = flashdrop::domain::SkuCode::parse("SELL-0").unwrap();
+        engine.stock(&code).await.unwrap().1
+    });
+    drop(engine);
+    (target.stop)();
+    let oversell = outcome.tally.created.saturating_sub(sellout_units);
+    let consistent = stock.available == sellout_units - outcome.tally.created.min(sellout_units)
+        && stock.reserved == outcome.tally.created;
+    rows.push(row(
+        "flashdrop (fdatasync)",
+        &format!("sell-out of {sellout_units}"),
+        &outcome,
+        None,
+        &format!(
+            "{oversell} ({} sold, stock reads {} reserved)",
+            outcome.tally.created, stock.reserved
+        ),
+    ));
+
+    println!("\nFlash-sale load over loopback HTTP on {}", machine());
+    println!("{connections} keep-alive connections on {threads} client thread(s), {seconds} s measured after {} s warm-up, {workers} server workers", warmup.as_secs());
+    println!("| server | scenario | requests/s | p50 ms | p99 ms | p999 ms | errors | oversell | ratio to trivial |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|");
+    for row in &rows {
+        println!("{row}");
+    }
+    assert_eq!(oversell, 0, "oversold");
+    assert!(consistent, "stock disagrees with the answers: {stock:?}");
+}
