@@ -151,12 +151,13 @@ impl Engine {
         );
 
         // Every SKU is registered; the ones the WAL changed keep their rebuilt
-        // ledger in memory until a fresh snapshot of it is durable.
+        // ledger in memory until a fresh snapshot of it is durable. Snapshots
+        // are encoded one at a time, so recovery never holds two copies of state.
         let mut ledgers = recovered.ledgers;
         let mut max_sku = 0;
-        let mut checkpoint = Vec::new();
         let mut open_reservations = Vec::new();
         let products = DashMap::new();
+        let lost = |e: persistence::WalError| StartError::Internal(e.to_string());
         for (id, product) in recovered.products {
             let product = Arc::new(product);
             for (index, sku) in product.skus.iter().enumerate() {
@@ -164,7 +165,15 @@ impl Engine {
                 max_sku = max_sku.max(sku.id);
                 let ledger = ledgers.remove(&sku_id);
                 if let Some(ledger) = &ledger {
-                    checkpoint.push((sku_id, SnapshotBody::Ledger(ledger.snapshot())));
+                    let weak = Arc::downgrade(&registry);
+                    let ack: persistence::Ack = Box::new(move || {
+                        if let Some(registry) = weak.upgrade() {
+                            registry.parked_durable(sku_id, 0);
+                        }
+                    });
+                    let body = SnapshotBody::Ledger(ledger.snapshot());
+                    wal.snapshot(EntityKey::Sku(sku.id), &body, Some(ack))
+                        .map_err(lost)?;
                     if ledger.open_reservations() > 0 {
                         open_reservations.push(sku_id);
                     }
@@ -200,33 +209,17 @@ impl Engine {
             arbiters,
             recovery: stats,
         });
-        engine
-            .checkpoint_recovered(checkpoint, dirty_products)
-            .await?;
+        engine.checkpoint_products(dirty_products).await?;
         for sku in open_reservations {
             engine.registry.ensure_active(sku);
         }
         Ok(engine)
     }
 
-    /// Snapshots everything recovery rebuilt, so the WAL behind it can go.
-    async fn checkpoint_recovered(
-        &self,
-        ledgers: Vec<(SkuId, SnapshotBody)>,
-        products: Vec<u128>,
-    ) -> Result<(), StartError> {
+    /// Snapshots the products recovery found only in the WAL, then waits until
+    /// every recovery snapshot is durable, so the WAL behind them can go.
+    async fn checkpoint_products(&self, products: Vec<u128>) -> Result<(), StartError> {
         let lost = |e: persistence::WalError| StartError::Internal(e.to_string());
-        for (sku, body) in ledgers {
-            let registry = Arc::downgrade(&self.registry);
-            let ack: persistence::Ack = Box::new(move || {
-                if let Some(registry) = registry.upgrade() {
-                    registry.parked_durable(sku, 0);
-                }
-            });
-            self.wal
-                .snapshot(EntityKey::Sku(sku.0), &body, Some(ack))
-                .map_err(lost)?;
-        }
         for id in products {
             if let Some(product) = self.product(id) {
                 let body = SnapshotBody::Product((*product).clone());
@@ -448,7 +441,7 @@ impl Engine {
             let entity = EntityKey::Product(id);
             let record = WalRecord {
                 entity,
-                body: RecordBody::ProductCreated((*product).clone()),
+                body: RecordBody::ProductCreated(Box::new((*product).clone())),
             };
             let ack: persistence::Ack = Box::new(move || {
                 let _ = tx.send(());

@@ -1,12 +1,11 @@
 //! The byte layout of one WAL batch: the single sled value a group commit writes.
-//! A 32-byte header (magic, CRC32, first LSN, record count), then 16-byte-aligned frames.
-
-use rkyv::util::AlignedVec;
+//! A 32-byte header (magic, CRC32, first LSN, record count), then frames of a
+//! little-endian u32 length and the record. Records use rkyv's unaligned
+//! format, so frames need no padding and decode in place.
 
 const MAGIC: [u8; 4] = *b"FDW1";
 const HEADER_LEN: usize = 32;
-const FRAME_HEADER_LEN: usize = 16;
-const ALIGN: usize = 16;
+const FRAME_HEADER_LEN: usize = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
@@ -18,10 +17,6 @@ pub enum BatchError {
     BadChecksum,
     #[error("frame {index} runs past the end of the batch")]
     BadFrame { index: u32 },
-}
-
-fn padded(len: usize) -> usize {
-    len.div_ceil(ALIGN) * ALIGN
 }
 
 /// Accumulates records into one batch value; reused across commits.
@@ -51,7 +46,7 @@ impl BatchBuilder {
 
     /// Bytes the batch would take with a payload of `len` more bytes.
     pub fn size_with(&self, len: usize) -> usize {
-        self.buf.len() + FRAME_HEADER_LEN + padded(len)
+        self.buf.len() + FRAME_HEADER_LEN + len
     }
 
     pub fn len_bytes(&self) -> usize {
@@ -71,12 +66,9 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, payload: &[u8]) {
-        let mut frame_header = [0u8; FRAME_HEADER_LEN];
-        frame_header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&frame_header);
+        self.buf
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(payload);
-        let pad = padded(payload.len()) - payload.len();
-        self.buf.resize(self.buf.len() + pad, 0);
         self.count += 1;
     }
 
@@ -91,14 +83,14 @@ impl BatchBuilder {
     }
 }
 
-/// A batch read back, checked and copied to aligned memory so frames decode in place.
-pub struct DecodedBatch {
-    data: AlignedVec<ALIGN>,
+/// A batch read back and checked; frames borrow from the stored value.
+pub struct DecodedBatch<'a> {
+    data: &'a [u8],
     pub first_lsn: u64,
     pub count: u32,
 }
 
-pub fn decode_batch(value: &[u8]) -> Result<DecodedBatch, BatchError> {
+pub fn decode_batch(value: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
     if value.len() < HEADER_LEN {
         return Err(BatchError::Truncated);
     }
@@ -115,16 +107,14 @@ pub fn decode_batch(value: &[u8]) -> Result<DecodedBatch, BatchError> {
             .try_into()
             .map_err(|_| BatchError::Truncated)?,
     );
-    let mut data = AlignedVec::<ALIGN>::with_capacity(value.len());
-    data.extend_from_slice(value);
     Ok(DecodedBatch {
-        data,
+        data: value,
         first_lsn,
         count,
     })
 }
 
-impl DecodedBatch {
+impl DecodedBatch<'_> {
     pub fn last_lsn(&self) -> u64 {
         self.first_lsn + u64::from(self.count) - 1
     }
@@ -144,7 +134,7 @@ impl DecodedBatch {
                 .data
                 .get(start..start + len)
                 .ok_or(BatchError::BadFrame { index })?;
-            offset = start + padded(len);
+            offset = start + len;
             Ok((self.first_lsn + u64::from(index), payload))
         })
     }
@@ -168,9 +158,22 @@ mod tests {
         assert_eq!(frames[0], (100, &b"abc"[..]));
         assert_eq!(frames[1], (101, &[7u8; 17][..]));
         assert_eq!(frames[2], (102, &b""[..]));
-        for (_, payload) in frames {
-            assert_eq!(payload.as_ptr() as usize % ALIGN, 0);
-        }
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_batch_is_refused() {
+        let mut builder = BatchBuilder::with_capacity(64);
+        builder.reset(1);
+        builder.push(b"abc");
+        let mut value = builder.finish().to_vec();
+        value[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&1000u32.to_le_bytes());
+        let crc = crc32fast::hash(&value[8..]);
+        value[4..8].copy_from_slice(&crc.to_le_bytes());
+        let batch = decode_batch(&value).unwrap();
+        assert_eq!(
+            batch.frames().next(),
+            Some(Err(BatchError::BadFrame { index: 0 }))
+        );
     }
 
     #[test]

@@ -154,8 +154,8 @@ pub fn recover(
                 (EntityKey::Product(id), RecordBody::ProductCreated(product)) => {
                     let newer = products.get(&id).is_none_or(|(covers, _)| lsn > *covers);
                     if newer {
-                        thresholds.extend(initial_thresholds(std::iter::once(&product)));
-                        products.insert(id, (lsn, product));
+                        thresholds.extend(initial_thresholds(std::iter::once(&*product)));
+                        products.insert(id, (lsn, *product));
                         stats.applied += 1;
                     }
                 }

@@ -212,7 +212,12 @@ struct Writer {
     shutdown_acks: Vec<Ack>,
     stopping: bool,
     deletes_written: bool,
+    /// Bytes committed since sled last flushed (matters in `none` mode only).
+    unflushed_bytes: usize,
 }
+
+/// In `none` mode, sled is flushed after this much WAL.
+const NONE_MODE_FLUSH_BYTES: usize = 4 * 1024 * 1024;
 
 impl Writer {
     fn new(
@@ -254,6 +259,7 @@ impl Writer {
             shutdown_acks: Vec::new(),
             stopping: false,
             deletes_written: false,
+            unflushed_bytes: 0,
         }
     }
 
@@ -458,9 +464,20 @@ impl Writer {
             store
                 .put_cursor(self.cursor)
                 .unwrap_or_else(|e| fatal("writing the WAL cursor", &e));
+            self.unflushed_bytes += bytes;
+            // `none` acknowledges without flushing, but still flushes now and then:
+            // sled 0.34 can hang reading a page back while much is unflushed
+            // (spacejam/sled#1412).
+            let sync = match self.settings.sync {
+                SyncMode::None if self.unflushed_bytes >= NONE_MODE_FLUSH_BYTES => SyncMode::Flush,
+                mode => mode,
+            };
             store
-                .sync(self.settings.sync)
+                .sync(sync)
                 .unwrap_or_else(|e: StoreError| fatal("syncing the WAL", &e));
+            if sync != SyncMode::None {
+                self.unflushed_bytes = 0;
+            }
         }
 
         // Durable from here on.
