@@ -55,9 +55,9 @@ impl Drop for Rig {
 
 fn reserve(c: &mut Criterion) {
     let mut group = c.benchmark_group("reserve");
-    group.sample_size(10);
+    group.sample_size(15);
     group.warm_up_time(std::time::Duration::from_secs(2));
-    group.measurement_time(std::time::Duration::from_secs(8));
+    group.measurement_time(std::time::Duration::from_secs(12));
     group.throughput(Throughput::Elements(1));
     for (scenario, skus) in SCENARIOS {
         for mode in MODES {
@@ -73,34 +73,44 @@ fn reserve(c: &mut Criterion) {
     group.finish();
 }
 
-/// Reads criterion's estimates and prints reservations/s with the ratio to `none`.
+/// Reads criterion's estimates and prints reservations/s (mean, with its 95%
+/// confidence interval) and the ratio to `none` in the same run.
 fn summary() {
     let root = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let mean_ns = |scenario: &str, mode: SyncMode| -> Option<f64> {
+    let estimate = |scenario: &str, mode: SyncMode| -> Option<(f64, f64, f64)> {
         let path = format!(
             "{root}/criterion/reserve/{scenario}/{}/new/estimates.json",
             mode.as_str()
         );
         let text = std::fs::read_to_string(path).ok()?;
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-        value["mean"]["point_estimate"].as_f64()
+        let mean = &value["mean"];
+        Some((
+            mean["point_estimate"].as_f64()?,
+            mean["confidence_interval"]["lower_bound"].as_f64()?,
+            mean["confidence_interval"]["upper_bound"].as_f64()?,
+        ))
     };
     println!("\nDurable reservations/s on {}:", support::machine());
-    println!("| scenario | sync | reservations/s | ratio to none | WAL cost |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| scenario | sync | reservations/s (mean) | 95% interval | ratio to none | WAL cost |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
     for (scenario, _) in SCENARIOS {
-        let Some(none) = mean_ns(scenario, SyncMode::None) else {
+        let Some((none, _, _)) = estimate(scenario, SyncMode::None) else {
             continue;
         };
         for mode in MODES {
-            let Some(ns) = mean_ns(scenario, mode) else {
+            let Some((ns, low_ns, high_ns)) = estimate(scenario, mode) else {
                 continue;
             };
             let ratio = none / ns;
             println!(
-                "| {scenario} | {} | {:.0} | {:.2} | {:.0}% |",
+                "| {scenario} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.0}% |",
                 mode.as_str(),
                 1e9 / ns,
+                1e9 / high_ns,
+                1e9 / low_ns,
                 ratio,
                 (1.0 - ratio) * 100.0
             );
