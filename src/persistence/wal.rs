@@ -306,10 +306,12 @@ impl Writer {
     }
 
     /// Takes ops until the window closes, the channel is empty after the window,
-    /// or the batch is full.
+    /// or the batch is full. Ops without records (fences, snapshots) count too,
+    /// so one commit's work stays bounded.
     fn gather(&mut self) {
         let deadline = Instant::now() + Duration::from_micros(self.settings.commit_window_us);
-        loop {
+        let ops_max = self.settings.batch_records_max * 4;
+        for _ in 1..ops_max {
             if self.builder.count() as usize >= self.settings.batch_records_max
                 || self.builder.len_bytes() >= self.settings.batch_bytes_max
             {
