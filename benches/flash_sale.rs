@@ -115,26 +115,27 @@ async fn http_layer_reserve(
         }))
 }
 
-fn start_http_layer(workers: usize) -> Target {
+/// An actix-web server on its own threads, built by `app` on every worker.
+fn start_server<F, A, B>(workers: usize, app: F) -> Target
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let system = actix_rt::System::new();
         system.block_on(async move {
-            let server = HttpServer::new(|| {
-                App::new()
-                    .wrap(actix_web::middleware::from_fn(flashdrop::http::observe))
-                    .app_data(
-                        web::JsonConfig::default()
-                            .error_handler(flashdrop::http::extract::json_error),
-                    )
-                    .route(
-                        "/v1/skus/{sku}/reservations",
-                        web::post().to(http_layer_reserve),
-                    )
-            })
-            .workers(workers)
-            .bind(("127.0.0.1", 0))
-            .unwrap();
+            let server = HttpServer::new(app)
+                .workers(workers)
+                .bind(("127.0.0.1", 0))
+                .unwrap();
             let port = server.addrs()[0].port();
             let server = server.run();
             tx.send((port, server.handle())).unwrap();
@@ -151,34 +152,27 @@ fn start_http_layer(workers: usize) -> Target {
     }
 }
 
+fn start_http_layer(workers: usize) -> Target {
+    start_server(workers, || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(flashdrop::http::observe))
+            .app_data(
+                web::JsonConfig::default().error_handler(flashdrop::http::extract::json_error),
+            )
+            .route(
+                "/v1/skus/{sku}/reservations",
+                web::post().to(http_layer_reserve),
+            )
+    })
+}
+
 fn start_trivial(workers: usize) -> Target {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let system = actix_rt::System::new();
-        system.block_on(async move {
-            let server = HttpServer::new(|| {
-                App::new().route(
-                    "/v1/skus/{sku}/reservations",
-                    web::post().to(trivial_reserve),
-                )
-            })
-            .workers(workers)
-            .bind(("127.0.0.1", 0))
-            .unwrap();
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            tx.send((port, server.handle())).unwrap();
-            let _ = server.await;
-        });
-    });
-    let (port, handle) = rx.recv().unwrap();
-    Target {
-        port,
-        stop: Box::new(move || {
-            actix_rt::System::new().block_on(handle.stop(true));
-            thread.join().unwrap();
-        }),
-    }
+    start_server(workers, || {
+        App::new().route(
+            "/v1/skus/{sku}/reservations",
+            web::post().to(trivial_reserve),
+        )
+    })
 }
 
 #[derive(Default)]

@@ -15,7 +15,7 @@ use flashdrop::domain::stock::{LedgerLimits, ReserveCmd, StockLedger};
 use flashdrop::domain::{BuyerId, SkuId, TenantId, WarehouseId};
 use flashdrop::persistence::wal::{self, WalSettings, WriterStart};
 use flashdrop::persistence::{
-    recover, EntityKey, RecordBody, RecoveryMode, Store, SyncMode, WalOp, WalRecord,
+    recover, EntityKey, RecordBody, RecoveryMode, Store, SyncMode, WalRecord,
 };
 
 const SKUS: u64 = 1_000;
@@ -118,15 +118,7 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
         };
         wal.append(&record, None).unwrap();
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    wal.send(WalOp::Shutdown {
-        ack: Box::new(move || {
-            let _ = tx.send(());
-        }),
-    })
-    .unwrap();
-    rx.recv().unwrap();
-    thread.join().unwrap();
+    wal.shutdown_blocking(thread).unwrap();
     store.sync(SyncMode::Fdatasync).unwrap();
     store
         .wal

@@ -144,6 +144,19 @@ impl WalHandle {
         Ok(rx)
     }
 
+    /// Commits everything sent so far, stops the writer and waits for it (for
+    /// tools and tests; the engine's async shutdown does the same).
+    pub fn shutdown_blocking(&self, thread: JoinHandle<()>) -> Result<(), WalError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(WalOp::Shutdown {
+            ack: Box::new(move || {
+                let _ = tx.send(());
+            }),
+        })?;
+        rx.recv().map_err(|_| WalError::Closed)?;
+        thread.join().map_err(|_| WalError::Closed)
+    }
+
     pub fn stats(&self) -> &Arc<WalStats> {
         &self.stats
     }

@@ -9,7 +9,7 @@ use flashdrop::domain::{BuyerId, IdempotencyKey, SkuId, WarehouseId};
 use flashdrop::persistence::wal::{self, WalSettings, WriterStart};
 use flashdrop::persistence::{
     load_ledger, recover, EntityKey, RecordBody, RecoveryMode, SnapshotBody, Store, SyncMode,
-    WalHandle, WalOp, WalRecord,
+    WalHandle, WalRecord,
 };
 
 fn limits() -> LedgerLimits {
@@ -38,15 +38,7 @@ fn start(store: &Arc<Store>) -> (WalHandle, std::thread::JoinHandle<()>) {
 }
 
 fn stop(wal: &WalHandle, thread: std::thread::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    wal.send(WalOp::Shutdown {
-        ack: Box::new(move || {
-            let _ = tx.send(());
-        }),
-    })
-    .unwrap();
-    rx.recv().unwrap();
-    thread.join().unwrap();
+    wal.shutdown_blocking(thread).unwrap();
 }
 
 /// Random commands on a few SKUs; every record goes to both WALs, snapshots
