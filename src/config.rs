@@ -113,7 +113,9 @@ impl Default for SnapshotConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorConfig {
-    /// Arbiter threads SKU actors are spread over; 0 means one per core.
+    /// Where SKU actors run: their own arbiters, or the HTTP workers' threads.
+    pub placement: Placement,
+    /// Arbiter threads SKU actors are spread over (`placement = "arbiters"`); 0 means one per core.
     pub shards: usize,
     pub mailbox_capacity: usize,
     /// An actor idle this long with no open reservation is passivated.
@@ -123,11 +125,23 @@ pub struct ActorConfig {
 impl Default for ActorConfig {
     fn default() -> Self {
         Self {
+            placement: Placement::HttpWorkers,
             shards: 0,
             mailbox_capacity: 4096,
             idle_timeout_s: 300,
         }
     }
+}
+
+/// Where SKU actors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// `actors.shards` arbiter threads of their own.
+    Arbiters,
+    /// The HTTP workers' threads: no extra threads, and no thread hop when the
+    /// worker that received a request owns the SKU.
+    HttpWorkers,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,9 +12,31 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::{Engine, StartError};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Placement};
 use crate::http::{self, extract::AppState};
 use crate::telemetry;
+
+type WorkerArbiters = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, actix::ArbiterHandle)>>>;
+
+/// The HTTP workers' arbiters, once every worker has started.
+async fn worker_arbiters(
+    workers: &WorkerArbiters,
+    expected: usize,
+) -> Result<Vec<actix::ArbiterHandle>, StartError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let registered = workers.lock();
+            if registered.len() >= expected {
+                return Ok(registered.iter().map(|(_, a)| a.clone()).collect());
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StartError::Internal("HTTP workers did not start".into()));
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 pub struct Application {
     port: u16,
@@ -40,7 +62,16 @@ impl Application {
             metrics: telemetry::metrics_handle(),
         });
         let max_body_bytes = config.server.max_body_bytes;
+        // Each worker registers its arbiter, for `placement = "http_workers"`.
+        let workers: WorkerArbiters = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let registering = workers.clone();
         let server = HttpServer::new(move || {
+            let thread = std::thread::current().id();
+            let mut seen = registering.lock();
+            if !seen.iter().any(|(t, _)| *t == thread) {
+                seen.push((thread, actix::Arbiter::current()));
+            }
+            drop(seen);
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(http::observe))
@@ -55,8 +86,13 @@ impl Application {
 
         let slot = engine.clone();
         let engine_config = (*config).clone();
+        let expected_workers = config.http_workers();
         let starting = actix_web::rt::spawn(async move {
-            let started = Engine::start(engine_config, clock).await?;
+            let placement = match engine_config.actors.placement {
+                Placement::Arbiters => None,
+                Placement::HttpWorkers => Some(worker_arbiters(&workers, expected_workers).await?),
+            };
+            let started = Engine::start_on(engine_config, clock, placement).await?;
             let _ = slot.set(started);
             tracing::info!("ready");
             Ok(())

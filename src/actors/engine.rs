@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use actix::Arbiter;
+use actix::{Arbiter, ArbiterHandle};
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
@@ -76,7 +76,9 @@ pub struct Engine {
     /// Serialises product creation so SKU codes stay unique.
     create_lock: parking_lot::Mutex<()>,
     next_sku_id: AtomicU64,
+    /// Arbiters the engine started itself (none when actors live on HTTP workers).
     arbiters: Vec<Arbiter>,
+    placement: Vec<ArbiterHandle>,
     recovery: RecoveryStats,
 }
 
@@ -84,6 +86,16 @@ impl Engine {
     /// Opens the store, recovers, and starts the WAL writer and the arbiters.
     /// Must run inside an actix `System`.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        Self::start_on(config, clock, None).await
+    }
+
+    /// Like `start`, with SKU actors placed on `arbiters` (the HTTP workers')
+    /// instead of arbiters of the engine's own.
+    pub async fn start_on(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        arbiters: Option<Vec<ArbiterHandle>>,
+    ) -> Result<Arc<Self>, StartError> {
         let config = Arc::new(config);
         let limits = config.ledger_limits();
         let data_dir = config.storage.data_dir.clone();
@@ -128,13 +140,21 @@ impl Engine {
         let (wal, wal_thread) =
             persistence::wal::start(store.clone(), config.wal_settings(), recovered.start);
 
-        let arbiters: Vec<Arbiter> = (0..config.actor_shards()).map(|_| Arbiter::new()).collect();
-        let handles = arbiters.iter().map(Arbiter::handle).collect();
+        let (arbiters, handles): (Vec<Arbiter>, Vec<ArbiterHandle>) = match arbiters {
+            Some(handles) if !handles.is_empty() => (Vec::new(), handles),
+            _ => {
+                let own: Vec<Arbiter> =
+                    (0..config.actor_shards()).map(|_| Arbiter::new()).collect();
+                let handles = own.iter().map(Arbiter::handle).collect();
+                (own, handles)
+            }
+        };
         let deps_wal = wal.clone();
         let deps_store = store.clone();
         let deps_clock = clock.clone();
         let snapshots = config.snapshots.clone();
         let idle_timeout = Duration::from_secs(config.actors.idle_timeout_s);
+        let handles_for_engine = handles.clone();
         let registry = Registry::new(
             handles,
             config.actors.mailbox_capacity as u32,
@@ -207,6 +227,7 @@ impl Engine {
             create_lock: parking_lot::Mutex::new(()),
             next_sku_id: AtomicU64::new(max_sku + 1),
             arbiters,
+            placement: handles_for_engine,
             recovery: stats,
         });
         engine.checkpoint_products(dirty_products).await?;
@@ -259,8 +280,8 @@ impl Engine {
     }
 
     /// The arbiters SKU actors run on (placement is a hash of the SKU id).
-    pub fn arbiter_handles(&self) -> Vec<actix::ArbiterHandle> {
-        self.arbiters.iter().map(Arbiter::handle).collect()
+    pub fn arbiter_handles(&self) -> Vec<ArbiterHandle> {
+        self.placement.clone()
     }
 
     async fn call<T: Send + 'static>(
@@ -268,6 +289,12 @@ impl Engine {
         sku: SkuId,
         command: impl FnOnce(Reply<Result<T, StockError>>) -> SkuCommand,
     ) -> Result<T, EngineError> {
+        if self.wal.congested() {
+            // Sending now could block an actor's thread (an HTTP worker's, with
+            // `placement = "http_workers"`) until the WAL drains: refuse instead.
+            metrics::counter!("flashdrop_wal_congested_total").increment(1);
+            return Err(EngineError::Overloaded);
+        }
         let (tx, rx) = oneshot::channel();
         self.registry.send(sku, command(tx))?;
         match rx.await {

@@ -114,6 +114,13 @@ impl WalHandle {
         }
     }
 
+    /// The writer's queue is at least 90% full: new work should be refused
+    /// (503) rather than block the thread that would send it.
+    pub fn congested(&self) -> bool {
+        let capacity = self.tx.capacity().unwrap_or(usize::MAX);
+        self.tx.len() >= capacity - capacity / 10
+    }
+
     pub fn append(&self, record: &WalRecord, ack: Option<Ack>) -> Result<(), WalError> {
         let bytes = encode_record(record)?;
         self.send(WalOp::Record {

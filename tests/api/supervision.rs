@@ -110,6 +110,7 @@ async fn an_idle_sku_is_passivated_and_comes_back_with_its_state() {
 #[actix_web::test]
 async fn a_full_mailbox_answers_503_with_retry_after() {
     let app = spawn_with(|c| {
+        c.actors.placement = flashdrop::config::Placement::Arbiters;
         c.actors.shards = 1;
         c.actors.mailbox_capacity = 4;
     })
