@@ -377,6 +377,9 @@ impl SkuActor {
         let delay_ms = next.saturating_sub(self.deps.clock.now_ms()).max(1);
         let handle = ctx.run_later(Duration::from_millis(delay_ms), |act, ctx| {
             act.expiry_timer = None;
+            if act.ledger.is_none() {
+                return; // being rebuilt; the rebuilt ledger arms its own timer
+            }
             let (result, events) = act.run(|_, _, _| Ok(()));
             if matches!(result, Err(StockError::Invariant(_))) {
                 act.fail(ctx);
@@ -463,6 +466,12 @@ impl Handler<SkuCommand> for SkuActor {
     fn handle(&mut self, command: SkuCommand, ctx: &mut Context<Self>) {
         self.gate.leave();
         self.last_activity = Instant::now();
+        if self.ledger.is_none() {
+            // Between a failure and the supervised rebuild: dropping the reply
+            // tells the caller "unavailable, retry" (503), and nothing changed.
+            drop(command);
+            return;
+        }
         match command {
             SkuCommand::Reserve(cmd, reply) => {
                 let (result, events) = self.run(|l, now, out| l.reserve(cmd, now, out));
