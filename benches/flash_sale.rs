@@ -345,86 +345,42 @@ fn main() {
 
     let only_flashdrop = std::env::var("FLASH_ONLY").is_ok_and(|v| v == "flashdrop");
     for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
-        if only_flashdrop {
-            let dir = tempfile::tempdir().unwrap();
-            let prefix = skus[0].split('-').next().unwrap();
-            let (target, engine) =
-                start_flashdrop(dir.path(), prefix, skus.len(), 1_000_000_000_000);
-            let outcome = load(
-                target.port,
-                skus,
-                connections,
-                threads,
-                warmup,
-                measure,
-                None,
-            );
-            drop(engine);
-            (target.stop)();
-            println!(
-                "{}",
-                row("flashdrop (fdatasync)", scenario, &outcome, None, "-")
-            );
-            continue;
-        }
-        let trivial = start_trivial(workers);
-        let ceiling = load(
-            trivial.port,
-            skus,
-            connections,
-            threads,
-            warmup,
-            measure,
-            None,
-        );
-        (trivial.stop)();
-        let ceiling_rate =
-            (ceiling.tally.created + ceiling.tally.sold_out) as f64 / ceiling.elapsed.as_secs_f64();
-        rows.push(row("trivial actix-web", scenario, &ceiling, None, "-"));
+        let timed = |port| load(port, skus, connections, threads, warmup, measure, None);
+        let mut ceiling_rate = None;
+        if !only_flashdrop {
+            let trivial = start_trivial(workers);
+            let ceiling = timed(trivial.port);
+            (trivial.stop)();
+            let answered = ceiling.tally.created + ceiling.tally.sold_out;
+            ceiling_rate = Some(answered as f64 / ceiling.elapsed.as_secs_f64());
+            rows.push(row("trivial actix-web", scenario, &ceiling, None, "-"));
 
-        let layer = start_http_layer(workers);
-        let outcome = load(
-            layer.port,
-            skus,
-            connections,
-            threads,
-            warmup,
-            measure,
-            None,
-        );
-        (layer.stop)();
-        rows.push(row(
-            "flashdrop HTTP layer, no engine",
-            scenario,
-            &outcome,
-            Some(ceiling_rate),
-            "-",
-        ));
+            let layer = start_http_layer(workers);
+            let outcome = timed(layer.port);
+            (layer.stop)();
+            let name = "flashdrop HTTP layer, no engine";
+            rows.push(row(name, scenario, &outcome, ceiling_rate, "-"));
+        }
 
         let dir = tempfile::tempdir().unwrap();
         let prefix = skus[0].split('-').next().unwrap();
         let (target, engine) = start_flashdrop(dir.path(), prefix, skus.len(), 1_000_000_000_000);
-        let outcome = load(
-            target.port,
-            skus,
-            connections,
-            threads,
-            warmup,
-            measure,
-            None,
-        );
+        let outcome = timed(target.port);
         drop(engine);
         (target.stop)();
         rows.push(row(
             "flashdrop (fdatasync)",
             scenario,
             &outcome,
-            Some(ceiling_rate),
+            ceiling_rate,
             "-",
         ));
     }
 
     if only_flashdrop {
+        for row in &rows {
+            println!("{row}");
+        }
         return;
     }
     // Sell-out: a hot SKU with little stock; clients keep going until the
