@@ -2,6 +2,7 @@
 //! Data flows `http -> actors -> domain` and `actors -> persistence`.
 
 pub mod actors;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;

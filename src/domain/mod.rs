@@ -1,7 +1,9 @@
 //! The rules of flashdrop as plain Rust: no I/O, no actix, no async.
 //! Everything here is deterministic given its inputs (time is passed in).
 
+pub mod identity;
 pub mod ids;
+pub mod limiter;
 pub mod product;
 pub mod stock;
 

@@ -1,0 +1,887 @@
+//! Accounts, roles, tenants (stores), refresh-token sessions, staff invitations
+//! and follows: the validated values and the `Directory` state they live in.
+//!
+//! Every change is a full new state of one entity (`Entity`); `Directory::apply`
+//! is the only mutation, used live and by recovery alike. Crypto stays outside:
+//! callers pass in hashes and whether a presented secret was genuine.
+
+use std::collections::{HashMap, HashSet};
+
+use super::InvalidField;
+
+/// A 128-bit id (UUIDv7 when minted), shown as a hyphenated UUID.
+pub fn id_text(id: u128) -> String {
+    uuid::Uuid::from_u128(id).hyphenated().to_string()
+}
+
+pub fn parse_id(raw: &str) -> Option<u128> {
+    uuid::Uuid::try_parse(raw).ok().map(|u| u.as_u128())
+}
+
+/// A normalised (trimmed, lower-cased) e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        let value = raw.trim().to_ascii_lowercase();
+        let bad = |reason: &str| InvalidField::new("email", reason);
+        if value.is_empty() || value.len() > Self::MAX_LEN {
+            return Err(bad("must be 3..=254 characters"));
+        }
+        if !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(bad("must be printable ASCII without spaces"));
+        }
+        let Some((local, domain)) = value.split_once('@') else {
+            return Err(bad("must look like name@example.com"));
+        };
+        let domain_ok = !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..");
+        if local.is_empty() || local.len() > 64 || !domain_ok {
+            return Err(bad("must look like name@example.com"));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a password must satisfy before it is hashed.
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    pub min_chars: usize,
+    pub max_chars: usize,
+}
+
+/// Passwords every cracking list starts with; refused whatever their length.
+const COMMON_PASSWORDS: &[&str] = &[
+    "123456789012",
+    "password1234",
+    "passwordpassword",
+    "qwertyuiopas",
+    "iloveyou1234",
+    "letmeinletmein",
+    "111111111111",
+    "000000000000",
+    "abcdefghijkl",
+    "correcthorsebatterystaple",
+];
+
+impl PasswordPolicy {
+    pub fn check(&self, password: &str, email: &Email) -> Result<(), InvalidField> {
+        let bad = |reason: String| InvalidField::new("password", reason);
+        let chars = password.chars().count();
+        if chars < self.min_chars || chars > self.max_chars {
+            return Err(bad(format!(
+                "must be {}..={} characters",
+                self.min_chars, self.max_chars
+            )));
+        }
+        if password.chars().any(char::is_control) {
+            return Err(bad("must not contain control characters".into()));
+        }
+        let distinct: HashSet<char> = password.chars().collect();
+        if distinct.len() < 5 {
+            return Err(bad("must use at least 5 different characters".into()));
+        }
+        let lower = password.to_lowercase();
+        if COMMON_PASSWORDS.contains(&lower.as_str()) {
+            return Err(bad("is on the list of common passwords".into()));
+        }
+        let local = email.as_str().split('@').next().unwrap_or_default();
+        if local.len() >= 4 && lower.contains(local) {
+            return Err(bad("must not contain the e-mail address".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Buyer,
+    SellerAdmin,
+    SellerStaff,
+    PlatformAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Buyer => "buyer",
+            Role::SellerAdmin => "seller_admin",
+            Role::SellerStaff => "seller_staff",
+            Role::PlatformAdmin => "platform_admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Role::Buyer,
+            Role::SellerAdmin,
+            Role::SellerStaff,
+            Role::PlatformAdmin,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == raw)
+    }
+
+    pub fn is_seller(self) -> bool {
+        matches!(self, Role::SellerAdmin | Role::SellerStaff)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct User {
+    pub id: u128,
+    pub email: String,
+    /// PHC string (argon2id); never leaves the process.
+    pub password_hash: String,
+    pub role: Role,
+    pub tenant: Option<u128>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "active" => Some(TenantStatus::Active),
+            "suspended" => Some(TenantStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Branding {
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
+    pub accent_color: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TaxSettings {
+    pub prices_include_tax: bool,
+    /// Default rate in basis points (2000 = 20%).
+    pub default_rate_bp: u32,
+    pub tax_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ShippingSettings {
+    /// ISO 3166-1 alpha-2.
+    pub origin_country: Option<String>,
+    pub ships_to: Vec<String>,
+    pub handling_days: u32,
+    /// Orders at or above this amount (minor units) ship free.
+    pub free_shipping_over_minor: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub requests_per_minute: u32,
+    pub max_products: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Tenant {
+    pub id: u128,
+    pub name: String,
+    pub branding: Branding,
+    pub tax: TaxSettings,
+    pub shipping: ShippingSettings,
+    pub status: TenantStatus,
+    pub plan: Plan,
+    pub created_by: u128,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Everything a tenant update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub branding: Option<Branding>,
+    pub tax: Option<TaxSettings>,
+    pub shipping: Option<ShippingSettings>,
+    pub status: Option<TenantStatus>,
+    pub plan: Option<Plan>,
+}
+
+pub fn check_store_name(raw: &str) -> Result<String, InvalidField> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > 100 || name.chars().any(char::is_control) {
+        return Err(InvalidField::new(
+            "name",
+            "must be 1..=100 characters without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_color(field: &'static str, raw: &str) -> Result<(), InvalidField> {
+    let ok =
+        raw.len() == 7 && raw.starts_with('#') && raw[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidField::new(field, "must be a colour like #1a2b3c"))
+    }
+}
+
+fn check_country(field: &'static str, raw: &str) -> Result<(), InvalidField> {
+    if raw.len() == 2 && raw.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(InvalidField::new(
+            field,
+            "must be an ISO 3166-1 alpha-2 code like DE",
+        ))
+    }
+}
+
+impl Branding {
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let Some(url) = &self.logo_url {
+            let ok = url.starts_with("https://")
+                && url.len() > "https://".len()
+                && url.len() <= 2048
+                && url.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if !ok {
+                return Err(InvalidField::new(
+                    "branding.logo_url",
+                    "must be an https:// URL of at most 2048 characters",
+                ));
+            }
+        }
+        if let Some(c) = &self.primary_color {
+            check_color("branding.primary_color", c)?;
+        }
+        if let Some(c) = &self.accent_color {
+            check_color("branding.accent_color", c)?;
+        }
+        Ok(())
+    }
+}
+
+impl TaxSettings {
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if self.default_rate_bp > 10_000 {
+            return Err(InvalidField::new(
+                "tax.default_rate_bp",
+                "must be 0..=10000 (basis points)",
+            ));
+        }
+        if let Some(id) = &self.tax_id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return Err(InvalidField::new(
+                    "tax.tax_id",
+                    "must be 1..=64 printable characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShippingSettings {
+    pub const MAX_HANDLING_DAYS: u32 = 60;
+
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let Some(c) = &self.origin_country {
+            check_country("shipping.origin_country", c)?;
+        }
+        if self.ships_to.len() > 250 {
+            return Err(InvalidField::new(
+                "shipping.ships_to",
+                "may list at most 250 countries",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for c in &self.ships_to {
+            check_country("shipping.ships_to", c)?;
+            if !seen.insert(c) {
+                return Err(InvalidField::new(
+                    "shipping.ships_to",
+                    format!("lists {c} twice"),
+                ));
+            }
+        }
+        if self.handling_days > Self::MAX_HANDLING_DAYS {
+            return Err(InvalidField::new(
+                "shipping.handling_days",
+                "must be 0..=60",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    pub fn check(&self) -> Result<(), InvalidField> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 32
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(InvalidField::new(
+                "plan.name",
+                "must be 1..=32 letters, digits, _ or -",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.requests_per_minute) {
+            return Err(InvalidField::new(
+                "plan.requests_per_minute",
+                "must be 1..=1000000",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.max_products) {
+            return Err(InvalidField::new(
+                "plan.max_products",
+                "must be 1..=10000000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TenantPatch {
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let Some(name) = &self.name {
+            check_store_name(name)?;
+        }
+        if let Some(b) = &self.branding {
+            b.check()?;
+        }
+        if let Some(t) = &self.tax {
+            t.check()?;
+        }
+        if let Some(s) = &self.shipping {
+            s.check()?;
+        }
+        if let Some(p) = &self.plan {
+            p.check()?;
+        }
+        Ok(())
+    }
+
+    /// Status and plan are the platform's to set, not the seller's.
+    pub fn touches_platform_fields(&self) -> bool {
+        self.status.is_some() || self.plan.is_some()
+    }
+
+    pub fn applied_to(&self, tenant: &Tenant, now_ms: u64) -> Tenant {
+        let mut next = tenant.clone();
+        if let Some(name) = &self.name {
+            next.name = name.trim().to_owned();
+        }
+        if let Some(b) = &self.branding {
+            next.branding = b.clone();
+        }
+        if let Some(t) = &self.tax {
+            next.tax = t.clone();
+        }
+        if let Some(s) = &self.shipping {
+            next.shipping = s.clone();
+        }
+        if let Some(s) = self.status {
+            next.status = s;
+        }
+        if let Some(p) = &self.plan {
+            next.plan = p.clone();
+        }
+        next.updated_at_ms = now_ms;
+        next
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum RevokeReason {
+    Logout,
+    /// An already-rotated refresh token came back: the family is stolen.
+    Reuse,
+    /// The account lost its role or tenant.
+    AccessChanged,
+}
+
+/// A refresh-token family. Token `g` of the family is genuine iff its secret
+/// is the keyed hash of (id, salt, g); only the current generation rotates.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Session {
+    pub id: u128,
+    pub user: u128,
+    pub salt: [u8; 16],
+    pub generation: u32,
+    pub created_at_ms: u64,
+    pub rotated_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked: Option<(RevokeReason, u64)>,
+}
+
+/// What presenting refresh token `generation` of a session means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshDecision {
+    /// Current and genuine: issue generation + 1.
+    Rotate,
+    /// Genuine but already rotated: revoke the whole family.
+    Reuse,
+    /// Forged, expired or revoked: refuse and change nothing.
+    Refuse,
+}
+
+impl Session {
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.revoked.is_none() && now_ms < self.expires_at_ms
+    }
+
+    pub fn decide(&self, generation: u32, genuine: bool, now_ms: u64) -> RefreshDecision {
+        if !genuine || !self.is_live(now_ms) {
+            return RefreshDecision::Refuse;
+        }
+        match generation.cmp(&self.generation) {
+            std::cmp::Ordering::Equal => RefreshDecision::Rotate,
+            std::cmp::Ordering::Less => RefreshDecision::Reuse,
+            std::cmp::Ordering::Greater => RefreshDecision::Refuse,
+        }
+    }
+
+    pub fn rotated(&self, now_ms: u64) -> Session {
+        Session {
+            generation: self.generation + 1,
+            rotated_at_ms: now_ms,
+            ..self.clone()
+        }
+    }
+
+    pub fn revoked(&self, reason: RevokeReason, now_ms: u64) -> Session {
+        Session {
+            revoked: Some((reason, now_ms)),
+            ..self.clone()
+        }
+    }
+}
+
+/// A seller admin's invitation for someone to join the store with a role.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Invitation {
+    pub id: u128,
+    pub tenant: u128,
+    pub email: String,
+    pub role: Role,
+    pub salt: [u8; 16],
+    pub invited_by: u128,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub accepted_by: Option<u128>,
+}
+
+/// `follower` follows the creator (store) `creator`; `active = false` is an
+/// unfollow. One id per (creator, follower) pair, kept across unfollows.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Follow {
+    pub id: u128,
+    pub creator: u128,
+    pub follower: u128,
+    pub active: bool,
+    pub at_ms: u64,
+}
+
+/// Who did something: the account and the role it acted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Actor {
+    pub user: u128,
+    pub role: Role,
+    pub tenant: Option<u128>,
+}
+
+/// One line of the audit log: who, when, what, before and after.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// `None` for an anonymous request (registration, a failed login).
+    pub actor: Option<Actor>,
+    /// The tenant whose data changed, if any: seller admins see these.
+    pub tenant: Option<u128>,
+    /// `product.create`, `stock.set`, `tenant.update`, ...
+    pub action: String,
+    /// `product:ID`, `sku:CODE`, `user:ID`, ...
+    pub target: String,
+    /// Compact JSON summaries; secrets never appear here.
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// One entity's new full state.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Entity {
+    User(User),
+    Tenant(Tenant),
+    Session(Session),
+    Invitation(Invitation),
+    Follow(Follow),
+    Audit(AuditEntry),
+}
+
+/// Every account, store, session, invitation and follow, in memory. The audit
+/// log is not held here: it lives in the store and is read by page.
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: HashMap<u128, User>,
+    by_email: HashMap<String, u128>,
+    tenants: HashMap<u128, Tenant>,
+    staff: HashMap<u128, HashSet<u128>>,
+    sessions: HashMap<u128, Session>,
+    invitations: HashMap<u128, Invitation>,
+    followers: HashMap<u128, HashSet<u128>>,
+    following: HashMap<u128, HashSet<u128>>,
+    /// (creator, follower) -> the id of their `Follow`.
+    follow_ids: HashMap<(u128, u128), u128>,
+}
+
+impl Directory {
+    /// The only way state changes.
+    pub fn apply(&mut self, entity: &Entity) {
+        match entity {
+            Entity::User(user) => {
+                if let Some(old) = self.users.get(&user.id) {
+                    if let Some(t) = old.tenant {
+                        if let Some(set) = self.staff.get_mut(&t) {
+                            set.remove(&user.id);
+                        }
+                    }
+                    self.by_email.remove(&old.email);
+                }
+                if let Some(t) = user.tenant {
+                    self.staff.entry(t).or_default().insert(user.id);
+                }
+                self.by_email.insert(user.email.clone(), user.id);
+                self.users.insert(user.id, user.clone());
+            }
+            Entity::Tenant(tenant) => {
+                self.tenants.insert(tenant.id, tenant.clone());
+            }
+            Entity::Session(session) => {
+                self.sessions.insert(session.id, session.clone());
+            }
+            Entity::Invitation(invitation) => {
+                self.invitations.insert(invitation.id, invitation.clone());
+            }
+            Entity::Follow(follow) => {
+                self.follow_ids
+                    .insert((follow.creator, follow.follower), follow.id);
+                if follow.active {
+                    self.followers
+                        .entry(follow.creator)
+                        .or_default()
+                        .insert(follow.follower);
+                    self.following
+                        .entry(follow.follower)
+                        .or_default()
+                        .insert(follow.creator);
+                } else {
+                    if let Some(set) = self.followers.get_mut(&follow.creator) {
+                        set.remove(&follow.follower);
+                    }
+                    if let Some(set) = self.following.get_mut(&follow.follower) {
+                        set.remove(&follow.creator);
+                    }
+                }
+            }
+            Entity::Audit(_) => {}
+        }
+    }
+
+    pub fn user(&self, id: u128) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    pub fn user_by_email(&self, email: &Email) -> Option<&User> {
+        self.by_email
+            .get(email.as_str())
+            .and_then(|id| self.users.get(id))
+    }
+
+    pub fn tenant(&self, id: u128) -> Option<&Tenant> {
+        self.tenants.get(&id)
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
+    pub fn session(&self, id: u128) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// Live sessions of an account.
+    pub fn sessions_of(&self, user: u128, now_ms: u64) -> Vec<&Session> {
+        self.sessions
+            .values()
+            .filter(|s| s.user == user && s.is_live(now_ms))
+            .collect()
+    }
+
+    /// Sessions revoked after `since_ms`: their access tokens may still be unexpired.
+    pub fn revoked_since(&self, since_ms: u64) -> impl Iterator<Item = (u128, u64)> + '_ {
+        self.sessions.values().filter_map(move |s| match s.revoked {
+            Some((_, at)) if at >= since_ms => Some((s.id, at)),
+            _ => None,
+        })
+    }
+
+    pub fn invitation(&self, id: u128) -> Option<&Invitation> {
+        self.invitations.get(&id)
+    }
+
+    /// Accounts attached to a tenant, sorted by id (creation order).
+    pub fn staff_of(&self, tenant: u128) -> Vec<&User> {
+        let mut staff: Vec<&User> = self
+            .staff
+            .get(&tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.users.get(id))
+            .collect();
+        staff.sort_by_key(|u| u.id);
+        staff
+    }
+
+    pub fn follower_count(&self, creator: u128) -> usize {
+        self.followers.get(&creator).map_or(0, HashSet::len)
+    }
+
+    /// Followers of a creator, in id order, from `after` (exclusive), at most `limit`.
+    pub fn followers(&self, creator: u128, after: Option<u128>, limit: usize) -> Vec<u128> {
+        let mut ids: Vec<u128> = self
+            .followers
+            .get(&creator)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|id| after.is_none_or(|a| *id > a))
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids
+    }
+
+    pub fn follows(&self, follower: u128, creator: u128) -> bool {
+        self.following
+            .get(&follower)
+            .is_some_and(|set| set.contains(&creator))
+    }
+
+    /// The id of the (creator, follower) pair's `Follow`, if one was ever made.
+    pub fn follow_id(&self, creator: u128, follower: u128) -> Option<u128> {
+        self.follow_ids.get(&(creator, follower)).copied()
+    }
+
+    pub fn following_count(&self, follower: u128) -> usize {
+        self.following.get(&follower).map_or(0, HashSet::len)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PasswordPolicy {
+        PasswordPolicy {
+            min_chars: 12,
+            max_chars: 128,
+        }
+    }
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse("  Ana@Example.COM ").unwrap().as_str(),
+            "ana@example.com"
+        );
+        for bad in [
+            "",
+            "ana",
+            "@example.com",
+            "ana@",
+            "ana@example",
+            "a b@example.com",
+            "ana@@example.com",
+            "ana@.example.com",
+            "ana@example..com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn password_policy_refuses_short_repetitive_common_and_email_passwords() {
+        let email = Email::parse("ana.lopez@example.com").unwrap();
+        assert!(policy().check("tangerine-Orbit-42", &email).is_ok());
+        for bad in [
+            "short-1A",
+            "aaaaaaaaaaaaaaaa",
+            "abababababababab",
+            "Password1234",
+            "my-ana.lopez-secret",
+            "tab\tinside-password",
+        ] {
+            assert!(policy().check(bad, &email).is_err(), "{bad:?} accepted");
+        }
+        assert!(policy().check(&"xy1-Z".repeat(26), &email).is_err());
+    }
+
+    #[test]
+    fn tenant_settings_are_validated_field_by_field() {
+        let branding = Branding {
+            logo_url: Some("http://insecure.example/logo.png".into()),
+            ..Branding::default()
+        };
+        assert_eq!(branding.check().unwrap_err().field, "branding.logo_url");
+        let branding = Branding {
+            primary_color: Some("#12345g".into()),
+            ..Branding::default()
+        };
+        assert_eq!(
+            branding.check().unwrap_err().field,
+            "branding.primary_color"
+        );
+        let tax = TaxSettings {
+            default_rate_bp: 10_001,
+            ..TaxSettings::default()
+        };
+        assert!(tax.check().is_err());
+        let shipping = ShippingSettings {
+            ships_to: vec!["DE".into(), "DE".into()],
+            ..ShippingSettings::default()
+        };
+        assert!(shipping.check().is_err());
+        let shipping = ShippingSettings {
+            origin_country: Some("de".into()),
+            ..ShippingSettings::default()
+        };
+        assert!(shipping.check().is_err());
+        let plan = Plan {
+            name: "pro".into(),
+            requests_per_minute: 0,
+            max_products: 10,
+        };
+        assert!(plan.check().is_err());
+        assert!(check_store_name("  ").is_err());
+        assert_eq!(check_store_name(" Ana's Shop ").unwrap(), "Ana's Shop");
+    }
+
+    fn session() -> Session {
+        Session {
+            id: 7,
+            user: 1,
+            salt: [0; 16],
+            generation: 3,
+            created_at_ms: 0,
+            rotated_at_ms: 0,
+            expires_at_ms: 1_000,
+            revoked: None,
+        }
+    }
+
+    #[test]
+    fn refresh_rotates_the_current_generation_and_treats_an_older_one_as_theft() {
+        let s = session();
+        assert_eq!(s.decide(3, true, 10), RefreshDecision::Rotate);
+        assert_eq!(s.decide(2, true, 10), RefreshDecision::Reuse);
+        assert_eq!(s.decide(4, true, 10), RefreshDecision::Refuse);
+        assert_eq!(s.decide(3, false, 10), RefreshDecision::Refuse);
+        assert_eq!(s.decide(2, false, 10), RefreshDecision::Refuse);
+        assert_eq!(s.decide(3, true, 1_000), RefreshDecision::Refuse);
+        let revoked = s.revoked(RevokeReason::Logout, 5);
+        assert_eq!(revoked.decide(3, true, 10), RefreshDecision::Refuse);
+        assert_eq!(s.rotated(9).generation, 4);
+    }
+
+    #[test]
+    fn directory_indexes_staff_and_follows_through_apply() {
+        let mut dir = Directory::default();
+        let user = User {
+            id: 1,
+            email: "a@example.com".into(),
+            password_hash: String::new(),
+            role: Role::Buyer,
+            tenant: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        dir.apply(&Entity::User(user.clone()));
+        dir.apply(&Entity::User(User {
+            role: Role::SellerStaff,
+            tenant: Some(9),
+            ..user.clone()
+        }));
+        assert_eq!(dir.staff_of(9).len(), 1);
+        dir.apply(&Entity::User(User {
+            tenant: None,
+            ..user
+        }));
+        assert!(dir.staff_of(9).is_empty());
+        let follow = Follow {
+            id: 3,
+            creator: 9,
+            follower: 1,
+            active: true,
+            at_ms: 0,
+        };
+        dir.apply(&Entity::Follow(follow.clone()));
+        dir.apply(&Entity::Follow(follow.clone()));
+        assert_eq!(dir.follower_count(9), 1);
+        assert!(dir.follows(1, 9));
+        dir.apply(&Entity::Follow(Follow {
+            active: false,
+            ..follow
+        }));
+        assert_eq!(dir.follower_count(9), 0);
+        assert_eq!(dir.following_count(1), 0);
+        assert_eq!(dir.follow_id(9, 1), Some(3));
+    }
+}

@@ -1,0 +1,224 @@
+//! Keyed token buckets for abuse limits (login attempts per account and per
+//! client address). Time is passed in; the key table is bounded.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Tokens a key may spend at once.
+    pub burst: u32,
+    /// One token returns every `refill_ms`.
+    pub refill_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed { remaining: u32 },
+    Limited { retry_after_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Tokens available at `at_ms`.
+    tokens: u32,
+    at_ms: u64,
+}
+
+/// One bucket per key; a key at full burst carries no information and is the
+/// first to go when the table reaches `max_keys`.
+#[derive(Debug)]
+pub struct KeyedLimiter<K> {
+    rate: Rate,
+    max_keys: usize,
+    buckets: HashMap<K, Bucket>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(rate: Rate, max_keys: usize) -> Self {
+        Self {
+            rate: Rate {
+                burst: rate.burst.max(1),
+                refill_ms: rate.refill_ms.max(1),
+            },
+            max_keys: max_keys.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn refilled(&self, bucket: Bucket, now_ms: u64) -> Bucket {
+        let elapsed = now_ms.saturating_sub(bucket.at_ms);
+        let gained = elapsed / self.rate.refill_ms;
+        if gained == 0 {
+            return bucket;
+        }
+        let tokens = (u64::from(bucket.tokens) + gained).min(u64::from(self.rate.burst)) as u32;
+        Bucket {
+            tokens,
+            at_ms: if tokens == self.rate.burst {
+                now_ms
+            } else {
+                bucket.at_ms + gained * self.rate.refill_ms
+            },
+        }
+    }
+
+    /// What spending one token now would do, without spending it.
+    pub fn peek(&self, key: &K, now_ms: u64) -> Verdict {
+        match self.buckets.get(key) {
+            None => Verdict::Allowed {
+                remaining: self.rate.burst,
+            },
+            Some(bucket) => self.verdict(self.refilled(*bucket, now_ms), now_ms),
+        }
+    }
+
+    fn verdict(&self, bucket: Bucket, now_ms: u64) -> Verdict {
+        if bucket.tokens > 0 {
+            Verdict::Allowed {
+                remaining: bucket.tokens,
+            }
+        } else {
+            Verdict::Limited {
+                retry_after_ms: (bucket.at_ms + self.rate.refill_ms).saturating_sub(now_ms),
+            }
+        }
+    }
+
+    /// Spends one token of `key`, or says how long until one returns.
+    pub fn take(&mut self, key: K, now_ms: u64) -> Verdict {
+        let rate = self.rate;
+        self.take_with(key, rate, now_ms)
+    }
+
+    /// Like `take`, at a rate of this key's own (a tenant's plan, say).
+    pub fn take_with(&mut self, key: K, rate: Rate, now_ms: u64) -> Verdict {
+        let saved = self.rate;
+        self.rate = Rate {
+            burst: rate.burst.max(1),
+            refill_ms: rate.refill_ms.max(1),
+        };
+        let verdict = self.take_inner(key, now_ms);
+        self.rate = saved;
+        verdict
+    }
+
+    fn take_inner(&mut self, key: K, now_ms: u64) -> Verdict {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
+            self.evict(now_ms);
+        }
+        let fresh = Bucket {
+            tokens: self.rate.burst,
+            at_ms: now_ms,
+        };
+        let mut current = self
+            .buckets
+            .get(&key)
+            .map_or(fresh, |b| self.refilled(*b, now_ms));
+        // A key whose rate shrank (a store moved to a smaller plan) keeps no more than the new burst.
+        current.tokens = current.tokens.min(self.rate.burst);
+        match self.verdict(current, now_ms) {
+            Verdict::Allowed { remaining } => {
+                self.buckets.insert(
+                    key,
+                    Bucket {
+                        tokens: current.tokens - 1,
+                        at_ms: current.at_ms,
+                    },
+                );
+                Verdict::Allowed {
+                    remaining: remaining - 1,
+                }
+            }
+            limited => {
+                self.buckets.insert(key, current);
+                limited
+            }
+        }
+    }
+
+    /// Drops every refilled key; if none is, the one closest to refilled.
+    fn evict(&mut self, now_ms: u64) {
+        let full = self.rate.burst;
+        let rate = self.rate;
+        self.buckets.retain(|_, b| {
+            let gained = now_ms.saturating_sub(b.at_ms) / rate.refill_ms;
+            u64::from(b.tokens) + gained < u64::from(full)
+        });
+        if self.buckets.len() >= self.max_keys {
+            if let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.at_ms)
+                .map(|(k, _)| k.clone())
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: Rate = Rate {
+        burst: 3,
+        refill_ms: 1_000,
+    };
+
+    #[test]
+    fn a_key_spends_its_burst_then_waits_for_refill() {
+        let mut limiter = KeyedLimiter::new(RATE, 10);
+        assert_eq!(limiter.take("a", 0), Verdict::Allowed { remaining: 2 });
+        limiter.take("a", 0);
+        assert_eq!(limiter.take("a", 0), Verdict::Allowed { remaining: 0 });
+        assert_eq!(
+            limiter.take("a", 400),
+            Verdict::Limited {
+                retry_after_ms: 600
+            }
+        );
+        assert_eq!(limiter.take("a", 1_000), Verdict::Allowed { remaining: 0 });
+        assert_eq!(limiter.take("b", 1_000), Verdict::Allowed { remaining: 2 });
+        assert_eq!(
+            limiter.peek(&"a", 10_000),
+            Verdict::Allowed { remaining: 3 }
+        );
+    }
+
+    #[test]
+    fn the_key_table_never_exceeds_its_bound() {
+        let mut limiter = KeyedLimiter::new(RATE, 100);
+        for i in 0..10_000u32 {
+            limiter.take(i, u64::from(i));
+            assert!(limiter.len() <= 100);
+        }
+    }
+
+    #[test]
+    fn a_limited_key_is_not_evicted_before_refilled_keys() {
+        let mut limiter = KeyedLimiter::new(RATE, 2);
+        limiter.take("other", 0);
+        for _ in 0..3 {
+            limiter.take("attacker", 1_000);
+        }
+        // At 1.5 s "other" is full again and goes; "attacker" stays limited.
+        limiter.take("newcomer", 1_500);
+        assert_eq!(limiter.len(), 2);
+        assert!(matches!(
+            limiter.peek(&"attacker", 1_500),
+            Verdict::Limited {
+                retry_after_ms: 500
+            }
+        ));
+    }
+}
