@@ -61,9 +61,30 @@ pub fn rfc3339_ms(epoch_ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
 }
 
+/// Epoch milliseconds of an RFC 3339 timestamp (any offset); `None` if it is
+/// not one or lies before 1970.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_renders_and_offsets() {
+        for ms in [0, 951_782_400_123, 1_795_486_038_000] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-24T03:07:18+01:00"),
+            Some(1_795_486_038_000)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), None);
+    }
 
     #[test]
     fn renders_rfc3339_utc() {

@@ -25,8 +25,10 @@ use crate::persistence::{
     WalOp, WalRecord,
 };
 
+use super::directory::{DirectoryDeps, DirectoryService};
 use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
+use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -40,6 +42,10 @@ pub enum EngineError {
     Overloaded,
     #[error("the engine cannot serve this request now")]
     Unavailable,
+    #[error("this store is suspended; its SKUs cannot be reserved or bought")]
+    TenantSuspended,
+    #[error("the store's plan allows at most {0} products")]
+    ProductQuota(u32),
 }
 
 impl From<SendError> for EngineError {
@@ -80,6 +86,9 @@ pub struct Engine {
     arbiters: Vec<Arbiter>,
     placement: Vec<ArbiterHandle>,
     recovery: RecoveryStats,
+    directory: Arc<DirectoryService>,
+    /// Products per store (tenant id text), for the plan's product quota.
+    tenant_products: DashMap<String, u32>,
 }
 
 impl Engine {
@@ -134,11 +143,40 @@ impl Engine {
             .iter()
             .filter_map(|(entity, _)| match entity {
                 EntityKey::Product(id) => Some(*id),
-                EntityKey::Sku(_) => None,
+                _ => None,
             })
             .collect();
         let (wal, wal_thread) =
             persistence::wal::start(store.clone(), config.wal_settings(), recovered.start);
+        let directory = Arc::new(DirectoryService::new(
+            recovered.directory,
+            recovered.next_audit_seq,
+            DirectoryDeps {
+                wal: wal.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                config: config.clone(),
+                keys: Arc::new(token_keys(&config)?),
+                hasher: PasswordHasher::new(
+                    PasswordParams {
+                        memory_kib: config.auth.argon2_memory_kib,
+                        iterations: config.auth.argon2_iterations,
+                        parallelism: config.auth.argon2_parallelism,
+                    },
+                    config.hash_concurrency(),
+                )
+                .map_err(|e| StartError::Internal(e.to_string()))?,
+            },
+        ));
+        let lost_directory = |e: persistence::WalError| StartError::Internal(e.to_string());
+        for entity in recovered.directory_unsnapshotted {
+            wal.snapshot(
+                EntityKey::of(&entity),
+                &SnapshotBody::Directory(entity),
+                None,
+            )
+            .map_err(lost_directory)?;
+        }
 
         let (arbiters, handles): (Vec<Arbiter>, Vec<ArbiterHandle>) = match arbiters {
             Some(handles) if !handles.is_empty() => (Vec::new(), handles),
@@ -177,6 +215,7 @@ impl Engine {
         let mut max_sku = 0;
         let mut open_reservations = Vec::new();
         let products = DashMap::new();
+        let tenant_products: DashMap<String, u32> = DashMap::new();
         let lost = |e: persistence::WalError| StartError::Internal(e.to_string());
         for (id, product) in recovered.products {
             let product = Arc::new(product);
@@ -207,6 +246,7 @@ impl Engine {
                     ledger,
                 );
             }
+            *tenant_products.entry(product.tenant.clone()).or_default() += 1;
             products.insert(id, product);
         }
         if !ledgers.is_empty() {
@@ -229,8 +269,21 @@ impl Engine {
             arbiters,
             placement: handles_for_engine,
             recovery: stats,
+            directory,
+            tenant_products,
         });
         engine.checkpoint_products(dirty_products).await?;
+        let auth = &engine.config.auth;
+        if !auth.bootstrap_admin_email.is_empty() {
+            let created = engine
+                .directory
+                .bootstrap_admin(&auth.bootstrap_admin_email, &auth.bootstrap_admin_password)
+                .await
+                .map_err(|e| StartError::Internal(format!("auth.bootstrap_admin_email: {e}")))?;
+            if created {
+                tracing::info!(email = %auth.bootstrap_admin_email, "created the first platform admin");
+            }
+        }
         for sku in open_reservations {
             engine.registry.ensure_active(sku);
         }
@@ -265,6 +318,10 @@ impl Engine {
 
     pub fn recovery_stats(&self) -> &RecoveryStats {
         &self.recovery
+    }
+
+    pub fn directory(&self) -> &Arc<DirectoryService> {
+        &self.directory
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -327,9 +384,12 @@ impl Engine {
         cmd: ReserveCmd,
     ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
         let info = self.sku(code)?;
-        let result = self
-            .call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
-            .await;
+        let result = if self.directory.tenant_suspended(info.tenant()) {
+            Err(EngineError::TenantSuspended)
+        } else {
+            self.call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
+                .await
+        };
         let outcome = match &result {
             Ok(o) if o.replayed => "replayed",
             Ok(_) => "created",
@@ -361,6 +421,11 @@ impl Engine {
         id: ReservationId,
         buyer: BuyerId,
     ) -> Result<CommitOutcome, EngineError> {
+        if let Some(info) = self.registry.info(id.sku) {
+            if self.directory.tenant_suspended(info.tenant()) {
+                return Err(EngineError::TenantSuspended);
+            }
+        }
         self.call(id.sku, |reply| SkuCommand::Commit {
             seq: id.seq,
             buyer,
@@ -370,10 +435,11 @@ impl Engine {
         .map_err(unknown_sku_is_unknown_reservation)
     }
 
+    /// A reservation as its buyer (`Some`) or its SKU's seller (`None`) sees it.
     pub async fn reservation(
         &self,
         id: ReservationId,
-        buyer: BuyerId,
+        buyer: Option<BuyerId>,
     ) -> Result<ReservationView, EngineError> {
         self.call(id.sku, |reply| SkuCommand::Reservation {
             seq: id.seq,
@@ -434,14 +500,20 @@ impl Engine {
         self.call(info.id, SkuCommand::Restart).await
     }
 
-    /// Stores a product and registers its SKUs; answers once it is durable.
+    /// Stores a product and registers its SKUs, within the store's quota of
+    /// `max_products`; answers once it is durable.
     pub async fn create_product(
         &self,
         tenant: &TenantId,
         product: ValidProduct,
+        max_products: u32,
     ) -> Result<Arc<Product>, EngineError> {
         let (durable, product) = {
             let _creating = self.create_lock.lock();
+            let owned = self.tenant_products.get(tenant.as_str()).map_or(0, |n| *n);
+            if owned >= max_products {
+                return Err(EngineError::ProductQuota(max_products));
+            }
             let taken: Vec<String> = product
                 .skus
                 .iter()
@@ -493,6 +565,10 @@ impl Engine {
                     None,
                 );
             }
+            *self
+                .tenant_products
+                .entry(tenant.as_str().to_owned())
+                .or_default() += 1;
             (rx, product)
         };
         durable.await.map_err(|_| EngineError::Unavailable)?;
@@ -550,6 +626,52 @@ impl Engine {
     pub fn census(&self) -> HashMap<&'static str, usize> {
         let (cold, parked, active) = self.registry.census();
         HashMap::from([("cold", cold), ("parked", parked), ("active", active)])
+    }
+}
+
+/// The token keys from `auth.*`; in dev mode without a secret, a random one.
+fn token_keys(config: &Config) -> Result<TokenKeys, StartError> {
+    let secret = match config
+        .jwt_secret()
+        .map_err(|e| StartError::Internal(e.to_string()))?
+    {
+        Some(secret) => secret,
+        None => {
+            tracing::warn!(
+                "auth.dev_mode: no auth.jwt_secret set, using a random one; \
+                 tokens stop working at restart. Never run production like this."
+            );
+            crate::auth::tokens::random_salt()
+                .into_iter()
+                .chain(crate::auth::tokens::random_salt())
+                .collect()
+        }
+    };
+    let a = &config.auth;
+    Ok(TokenKeys::new(
+        &secret,
+        &a.issuer,
+        &a.audience,
+        a.access_ttl_s,
+        a.refresh_ttl_s,
+    ))
+}
+
+/// Products a store owns, for the plan's quota.
+impl Engine {
+    pub fn products_of(&self, tenant: &str) -> Vec<Arc<Product>> {
+        let mut out: Vec<Arc<Product>> = self
+            .products
+            .iter()
+            .filter(|p| p.tenant == tenant)
+            .map(|p| p.clone())
+            .collect();
+        out.sort_unstable_by_key(|p| p.id);
+        out
+    }
+
+    pub fn product_count_of(&self, tenant: &str) -> u32 {
+        self.tenant_products.get(tenant).map_or(0, |n| *n)
     }
 }
 

@@ -1,9 +1,14 @@
 //! actix actors and what starts them: SKU actors (one per SKU, supervised,
-//! placed by hash on N arbiters), the registry that finds them, and `Engine`.
+//! placed by hash on N arbiters), the registry that finds them, the directory
+//! of accounts and stores, and `Engine`.
 
+pub mod directory;
 pub mod engine;
 pub mod registry;
 pub mod sku;
 
+pub use directory::{
+    AuditDraft, AuditFilter, DirectoryService, IdentityError, IssuedTokens, Missing,
+};
 pub use engine::{Engine, EngineError, StartError};
 pub use registry::{Registry, SendError, SkuInfo};

@@ -41,7 +41,8 @@ pub enum SkuCommand {
     },
     Reservation {
         seq: u64,
-        buyer: crate::domain::BuyerId,
+        /// `None`: the seller's view, any buyer's reservation.
+        buyer: Option<crate::domain::BuyerId>,
         reply: Reply<Result<ReservationView, StockError>>,
     },
     SetStock {
@@ -486,7 +487,8 @@ impl Handler<SkuCommand> for SkuActor {
                 self.answer(ctx, events, reply, result);
             }
             SkuCommand::Reservation { seq, buyer, reply } => {
-                let (result, events) = self.run(|l, now, _| l.reservation(seq, &buyer, now));
+                let (result, events) =
+                    self.run(|l, now, _| l.reservation(seq, buyer.as_ref(), now));
                 self.answer(ctx, events, reply, result);
             }
             SkuCommand::SetStock {

@@ -584,13 +584,20 @@ impl StockLedger {
     }
 
     /// A reservation as its owner sees it; another buyer's is unknown.
+    /// A reservation as its owner sees it (`Some(buyer)`: another buyer's is
+    /// unknown), or as the SKU's seller sees it (`None`).
     pub fn reservation(
         &self,
         seq: u64,
-        buyer: &BuyerId,
+        buyer: Option<&BuyerId>,
         now_ms: u64,
     ) -> Result<ReservationView, StockError> {
-        self.owned_view(seq, buyer, now_ms)
+        match buyer {
+            Some(buyer) => self.owned_view(seq, buyer, now_ms),
+            None => self
+                .view_of(seq, now_ms)
+                .ok_or(StockError::UnknownReservation),
+        }
     }
 
     fn owned_view(

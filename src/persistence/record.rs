@@ -4,6 +4,7 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use crate::domain::identity::Entity;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerSnapshot, StockEvent};
 
@@ -24,37 +25,102 @@ use crate::domain::stock::{LedgerSnapshot, StockEvent};
 pub enum EntityKey {
     Sku(u64),
     Product(u128),
+    User(u128),
+    Tenant(u128),
+    Session(u128),
+    Invitation(u128),
+    Follow(u128),
+    Audit(u64),
 }
 
 const TAG_SKU: u8 = b's';
 const TAG_PRODUCT: u8 = b'p';
+const TAG_USER: u8 = b'u';
+const TAG_TENANT: u8 = b't';
+const TAG_SESSION: u8 = b'e';
+const TAG_INVITATION: u8 = b'i';
+const TAG_FOLLOW: u8 = b'f';
+const TAG_AUDIT: u8 = b'a';
+
+/// Kinds of directory entities recovery loads into memory (audit entries stay on disk).
+pub const DIRECTORY_TAGS: [u8; 5] = [
+    TAG_USER,
+    TAG_TENANT,
+    TAG_SESSION,
+    TAG_INVITATION,
+    TAG_FOLLOW,
+];
 
 impl EntityKey {
     pub fn to_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17);
         match self {
             EntityKey::Sku(id) => {
-                let mut out = Vec::with_capacity(9);
                 out.push(TAG_SKU);
                 out.extend_from_slice(&id.to_be_bytes());
-                out
             }
-            EntityKey::Product(id) => {
-                let mut out = Vec::with_capacity(17);
-                out.push(TAG_PRODUCT);
+            EntityKey::Audit(seq) => {
+                out.push(TAG_AUDIT);
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
+            EntityKey::Product(id)
+            | EntityKey::User(id)
+            | EntityKey::Tenant(id)
+            | EntityKey::Session(id)
+            | EntityKey::Invitation(id)
+            | EntityKey::Follow(id) => {
+                out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
-                out
             }
+        }
+        out
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            EntityKey::Sku(_) => TAG_SKU,
+            EntityKey::Product(_) => TAG_PRODUCT,
+            EntityKey::User(_) => TAG_USER,
+            EntityKey::Tenant(_) => TAG_TENANT,
+            EntityKey::Session(_) => TAG_SESSION,
+            EntityKey::Invitation(_) => TAG_INVITATION,
+            EntityKey::Follow(_) => TAG_FOLLOW,
+            EntityKey::Audit(_) => TAG_AUDIT,
         }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        match bytes.split_first()? {
-            (&TAG_SKU, rest) => Some(EntityKey::Sku(u64::from_be_bytes(rest.try_into().ok()?))),
-            (&TAG_PRODUCT, rest) => Some(EntityKey::Product(u128::from_be_bytes(
-                rest.try_into().ok()?,
-            ))),
-            _ => None,
+        let (tag, rest) = bytes.split_first()?;
+        let u64_of = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+        let u128_of = |b: &[u8]| b.try_into().ok().map(u128::from_be_bytes);
+        Some(match *tag {
+            TAG_SKU => EntityKey::Sku(u64_of(rest)?),
+            TAG_AUDIT => EntityKey::Audit(u64_of(rest)?),
+            TAG_PRODUCT => EntityKey::Product(u128_of(rest)?),
+            TAG_USER => EntityKey::User(u128_of(rest)?),
+            TAG_TENANT => EntityKey::Tenant(u128_of(rest)?),
+            TAG_SESSION => EntityKey::Session(u128_of(rest)?),
+            TAG_INVITATION => EntityKey::Invitation(u128_of(rest)?),
+            TAG_FOLLOW => EntityKey::Follow(u128_of(rest)?),
+            _ => return None,
+        })
+    }
+
+    /// The key a directory entity is stored under.
+    pub fn of(entity: &Entity) -> Self {
+        match entity {
+            Entity::User(u) => EntityKey::User(u.id),
+            Entity::Tenant(t) => EntityKey::Tenant(t.id),
+            Entity::Session(s) => EntityKey::Session(s.id),
+            Entity::Invitation(i) => EntityKey::Invitation(i.id),
+            Entity::Follow(f) => EntityKey::Follow(f.id),
+            Entity::Audit(a) => EntityKey::Audit(a.seq),
         }
+    }
+
+    /// Byte prefix of the audit log's keys (oldest first).
+    pub fn kind_prefix_audit() -> &'static [u8] {
+        &[TAG_AUDIT]
     }
 
     /// Byte prefix shared by every key of this kind, for scans.
@@ -75,6 +141,8 @@ pub enum RecordBody {
     Stock(Vec<StockEvent>),
     /// Boxed: archived inline, this rare variant would size every record.
     ProductCreated(Box<Product>),
+    /// The new full state of an account, store, session, invitation, follow or audit entry.
+    Directory(Box<Entity>),
 }
 
 /// The full state of one entity at some LSN.
@@ -82,6 +150,7 @@ pub enum RecordBody {
 pub enum SnapshotBody {
     Ledger(LedgerSnapshot),
     Product(Product),
+    Directory(Entity),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +180,16 @@ mod tests {
 
     #[test]
     fn entity_keys_round_trip_and_sort_by_kind_then_id() {
-        for key in [EntityKey::Sku(5), EntityKey::Product(u128::MAX - 3)] {
+        for key in [
+            EntityKey::Sku(5),
+            EntityKey::Product(u128::MAX - 3),
+            EntityKey::User(7),
+            EntityKey::Tenant(8),
+            EntityKey::Session(9),
+            EntityKey::Invitation(10),
+            EntityKey::Follow(u128::MAX),
+            EntityKey::Audit(12),
+        ] {
             assert_eq!(EntityKey::from_bytes(&key.to_bytes()), Some(key));
         }
         assert!(EntityKey::Sku(1).to_bytes() < EntityKey::Sku(256).to_bytes());

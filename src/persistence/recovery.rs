@@ -5,12 +5,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::domain::identity::Entity;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerLimits, StockLedger};
 use crate::domain::SkuId;
 
 use super::batch::decode_batch;
-use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody};
+use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody, DIRECTORY_TAGS};
 use super::store::{corrupt, Store, StoreError};
 use super::wal::WriterStart;
 
@@ -39,6 +40,12 @@ impl RecoveryStats {
 
 pub struct Recovered {
     pub products: HashMap<u128, Product>,
+    /// Every account, store, session, invitation and follow (audit entries stay on disk).
+    pub directory: Vec<Entity>,
+    /// Directory entities (audit entries included) whose latest state is only
+    /// in the WAL: they need a snapshot before the WAL behind them can go.
+    pub directory_unsnapshotted: Vec<Entity>,
+    pub next_audit_seq: u64,
     /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
     pub ledgers: HashMap<SkuId, StockLedger>,
     pub start: WriterStart,
@@ -94,6 +101,42 @@ fn load_products(store: &Store) -> Result<HashMap<u128, (u64, Product)>, StoreEr
     Ok(products)
 }
 
+/// Loads the snapshots of every directory entity (accounts, stores, ...).
+fn load_directory(store: &Store) -> Result<HashMap<EntityKey, (u64, Entity)>, StoreError> {
+    let mut out = HashMap::new();
+    for tag in DIRECTORY_TAGS {
+        for item in store.snapshots.scan_prefix([tag]) {
+            let (key, _) = item?;
+            let entity =
+                EntityKey::from_bytes(&key).ok_or_else(|| corrupt("snapshot key", "bad"))?;
+            match store.read_snapshot(entity)? {
+                Some((covers, SnapshotBody::Directory(state))) => {
+                    out.insert(entity, (covers, state));
+                }
+                Some(_) => return Err(corrupt("snapshot", format!("{entity:?} has another body"))),
+                None => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The audit sequence after the newest audit entry with a snapshot.
+fn next_audit_seq_on_disk(store: &Store) -> Result<u64, StoreError> {
+    match store
+        .snapshots
+        .scan_prefix(EntityKey::kind_prefix_audit())
+        .keys()
+        .next_back()
+    {
+        Some(key) => match EntityKey::from_bytes(&key?) {
+            Some(EntityKey::Audit(seq)) => Ok(seq + 1),
+            _ => Err(corrupt("snapshot key", "bad audit key")),
+        },
+        None => Ok(1),
+    }
+}
+
 /// Rebuilds everything at start-up.
 pub fn recover(
     store: &Store,
@@ -108,7 +151,18 @@ pub fn recover(
     } else {
         HashMap::new()
     };
-    stats.snapshots_loaded = products.len() as u64;
+    let mut directory = if mode == RecoveryMode::Snapshots {
+        load_directory(store)?
+    } else {
+        HashMap::new()
+    };
+    let mut next_audit_seq = if mode == RecoveryMode::Snapshots {
+        next_audit_seq_on_disk(store)?
+    } else {
+        1
+    };
+    let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
+    stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
     let mut ledgers: HashMap<SkuId, (u64, StockLedger)> = HashMap::new();
     let mut first_seen: HashMap<EntityKey, u64> = HashMap::new();
@@ -159,6 +213,25 @@ pub fn recover(
                         stats.applied += 1;
                     }
                 }
+                (key, RecordBody::Directory(state)) if key == EntityKey::of(&state) => {
+                    let covers = match directory.get(&key) {
+                        Some((covers, _)) => *covers,
+                        None if matches!(key, EntityKey::Audit(_))
+                            && mode == RecoveryMode::Snapshots =>
+                        {
+                            store.snapshot_header(key)?.map_or(0, |h| h.covers_lsn)
+                        }
+                        None => 0,
+                    };
+                    if let EntityKey::Audit(seq) = key {
+                        next_audit_seq = next_audit_seq.max(seq + 1);
+                    }
+                    if lsn > covers {
+                        directory.insert(key, (lsn, *state));
+                        from_wal.insert(key);
+                        stats.applied += 1;
+                    }
+                }
                 (entity, _) => {
                     return Err(corrupt(
                         "wal record",
@@ -178,8 +251,21 @@ pub fn recover(
             .map_err(|e| corrupt("recovered ledger", format!("{sku:?}: {e}")))?;
     }
     stats.elapsed = started.elapsed();
+    let mut directory_unsnapshotted = Vec::new();
+    let mut directory_states = Vec::with_capacity(directory.len());
+    for (key, (_, state)) in directory {
+        if from_wal.contains(&key) {
+            directory_unsnapshotted.push(state.clone());
+        }
+        if !matches!(key, EntityKey::Audit(_)) {
+            directory_states.push(state);
+        }
+    }
     Ok(Recovered {
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
+        directory: directory_states,
+        directory_unsnapshotted,
+        next_audit_seq,
         ledgers: ledgers.into_iter().map(|(sku, (_, l))| (sku, l)).collect(),
         start: WriterStart {
             cursor,
