@@ -21,6 +21,8 @@ pub struct Config {
     pub actors: ActorConfig,
     pub reservations: ReservationConfig,
     pub stock: StockConfig,
+    pub auth: AuthConfig,
+    pub tenants: TenantConfig,
     pub log: LogConfig,
 }
 
@@ -195,6 +197,98 @@ impl Default for StockConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Allows a missing or short secret (a random one per start) and says so loudly.
+    pub dev_mode: bool,
+    /// HS256 key for access tokens, at least 32 bytes; or `jwt_secret_file`.
+    pub jwt_secret: String,
+    pub jwt_secret_file: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+    pub invitation_ttl_s: u64,
+    pub password_min_chars: usize,
+    pub password_max_chars: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Password hashes running at once; 0 means one per core.
+    pub hash_concurrency: usize,
+    pub login_burst_per_account: u32,
+    pub login_refill_per_account_s: u64,
+    pub login_burst_per_address: u32,
+    pub login_refill_per_address_s: u64,
+    pub limiter_keys_max: usize,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// The first platform admin, created at start-up when both are set and the account does not exist.
+    pub bootstrap_admin_email: String,
+    pub bootstrap_admin_password: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            dev_mode: false,
+            jwt_secret: String::new(),
+            jwt_secret_file: PathBuf::new(),
+            issuer: "flashdrop".into(),
+            audience: "flashdrop-api".into(),
+            access_ttl_s: 900,
+            refresh_ttl_s: 30 * 86_400,
+            invitation_ttl_s: 7 * 86_400,
+            password_min_chars: 12,
+            password_max_chars: 128,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: 0,
+            login_burst_per_account: 5,
+            login_refill_per_account_s: 60,
+            login_burst_per_address: 20,
+            login_refill_per_address_s: 6,
+            limiter_keys_max: 100_000,
+            trust_forwarded_for: false,
+            bootstrap_admin_email: String::new(),
+            bootstrap_admin_password: String::new(),
+        }
+    }
+}
+
+/// The shortest HS256 secret accepted outside dev mode.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// The plan a new store starts on.
+    pub default_plan: String,
+    pub default_requests_per_minute: u32,
+    pub default_max_products: u32,
+    /// Accounts (admins and staff) per store.
+    pub staff_max: usize,
+    /// Creators one account may follow.
+    pub following_max: usize,
+    /// Audit entries one page request may examine before it returns a cursor.
+    pub audit_scan_max: usize,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            default_plan: "starter".into(),
+            default_requests_per_minute: 6_000,
+            default_max_products: 10_000,
+            staff_max: 100,
+            following_max: 5_000,
+            audit_scan_max: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter, e.g. "info" or "flashdrop=debug,actix_web=info".
     pub level: String,
@@ -237,6 +331,8 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub port: Option<u16>,
+    /// `--dev`: `auth.dev_mode = true`.
+    pub dev: bool,
 }
 
 impl Config {
@@ -271,6 +367,9 @@ impl Config {
         }
         if let Some(port) = overrides.port {
             config.server.port = port;
+        }
+        if overrides.dev {
+            config.auth.dev_mode = true;
         }
         config.validate()?;
         Ok(config)
@@ -323,6 +422,93 @@ impl Config {
             1 << 40,
         )?;
         range("snapshots.interval_s", self.snapshots.interval_s, 1, 86_400)?;
+        let au = &self.auth;
+        for (key, value) in [("auth.issuer", &au.issuer), ("auth.audience", &au.audience)] {
+            if value.is_empty() || value.len() > 256 {
+                return Err(invalid(key, "must be 1..=256 characters"));
+            }
+        }
+        range("auth.access_ttl_s", au.access_ttl_s, 10, 86_400)?;
+        range(
+            "auth.refresh_ttl_s",
+            au.refresh_ttl_s,
+            au.access_ttl_s,
+            365 * 86_400,
+        )?;
+        range(
+            "auth.invitation_ttl_s",
+            au.invitation_ttl_s,
+            60,
+            90 * 86_400,
+        )?;
+        range("auth.password_min_chars", au.password_min_chars, 8, 128)?;
+        range(
+            "auth.password_max_chars",
+            au.password_max_chars,
+            au.password_min_chars,
+            1024,
+        )?;
+        let argon_min_memory = if au.dev_mode { 8 } else { 7 * 1024 };
+        range(
+            "auth.argon2_memory_kib",
+            au.argon2_memory_kib,
+            argon_min_memory,
+            4 * 1024 * 1024,
+        )?;
+        range("auth.argon2_iterations", au.argon2_iterations, 1, 100)?;
+        range("auth.argon2_parallelism", au.argon2_parallelism, 1, 16)?;
+        range("auth.hash_concurrency", au.hash_concurrency, 0, 256)?;
+        range(
+            "auth.login_burst_per_account",
+            au.login_burst_per_account,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "auth.login_refill_per_account_s",
+            au.login_refill_per_account_s,
+            1,
+            86_400,
+        )?;
+        range(
+            "auth.login_burst_per_address",
+            au.login_burst_per_address,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "auth.login_refill_per_address_s",
+            au.login_refill_per_address_s,
+            1,
+            86_400,
+        )?;
+        range("auth.limiter_keys_max", au.limiter_keys_max, 16, 10_000_000)?;
+        if au.bootstrap_admin_email.is_empty() != au.bootstrap_admin_password.is_empty() {
+            return Err(invalid(
+                "auth.bootstrap_admin_email",
+                "set both bootstrap_admin_email and bootstrap_admin_password, or neither",
+            ));
+        }
+        self.jwt_secret()?;
+        let t = &self.tenants;
+        if t.default_plan.is_empty() || t.default_plan.len() > 32 {
+            return Err(invalid("tenants.default_plan", "must be 1..=32 characters"));
+        }
+        range(
+            "tenants.default_requests_per_minute",
+            t.default_requests_per_minute,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "tenants.default_max_products",
+            t.default_max_products,
+            1,
+            10_000_000,
+        )?;
+        range("tenants.staff_max", t.staff_max, 1, 100_000)?;
+        range("tenants.following_max", t.following_max, 1, 1_000_000)?;
+        range("tenants.audit_scan_max", t.audit_scan_max, 100, 10_000_000)?;
         let a = &self.actors;
         range("actors.shards", a.shards, 0, 1024)?;
         range("actors.mailbox_capacity", a.mailbox_capacity, 1, 1 << 20)?;
@@ -413,6 +599,52 @@ impl Config {
         }
     }
 
+    /// The HS256 secret: `auth.jwt_secret`, else the file `auth.jwt_secret_file`;
+    /// `None` when neither is set in dev mode (the caller makes a random one).
+    pub fn jwt_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let a = &self.auth;
+        let (key, secret) = if !a.jwt_secret.is_empty() {
+            ("auth.jwt_secret", a.jwt_secret.as_bytes().to_vec())
+        } else if !a.jwt_secret_file.as_os_str().is_empty() {
+            let raw = std::fs::read(&a.jwt_secret_file).map_err(|e| {
+                invalid(
+                    "auth.jwt_secret_file",
+                    format!("{}: {e}", a.jwt_secret_file.display()),
+                )
+            })?;
+            let trimmed = String::from_utf8_lossy(&raw).trim().as_bytes().to_vec();
+            ("auth.jwt_secret_file", trimmed)
+        } else if a.dev_mode {
+            return Ok(None);
+        } else {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!(
+                    "is not set: give a secret of at least {JWT_SECRET_MIN_BYTES} bytes \
+                     (auth.jwt_secret, auth.jwt_secret_file or FLASHDROP__AUTH__JWT_SECRET), \
+                     or run with --dev for a throw-away one"
+                ),
+            ));
+        };
+        if secret.len() < JWT_SECRET_MIN_BYTES && !a.dev_mode {
+            return Err(invalid(
+                key,
+                format!(
+                    "is {} bytes; at least {JWT_SECRET_MIN_BYTES} are required outside dev mode",
+                    secret.len()
+                ),
+            ));
+        }
+        Ok(Some(secret))
+    }
+
+    pub fn hash_concurrency(&self) -> usize {
+        match self.auth.hash_concurrency {
+            0 => cores(),
+            n => n,
+        }
+    }
+
     pub fn ledger_limits(&self) -> LedgerLimits {
         let r = &self.reservations;
         LedgerLimits {
@@ -448,6 +680,10 @@ mod tests {
         let mut result = None;
         figment::Jail::expect_with(|jail| {
             jail.create_file("flashdrop.toml", contents)?;
+            jail.set_env(
+                "FLASHDROP__AUTH__JWT_SECRET",
+                "a-test-secret-of-at-least-32-bytes!",
+            );
             for (key, value) in env {
                 jail.set_env(key, value);
             }
@@ -506,6 +742,7 @@ mod tests {
         let overrides = Overrides {
             port: Some(9100),
             data_dir: Some("/tmp/x".into()),
+            dev: false,
         };
         let config = load_with(
             "[server]\nport = 9000\n[wal]\nsync = \"none\"\n",
@@ -539,5 +776,61 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "wal.sync");
         assert!(err.reason.contains("FLASHDROP__WAL__SYNC"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_short_secret_refuses_to_start_outside_dev_mode() {
+        let missing = load_with(
+            "",
+            &[("FLASHDROP__AUTH__JWT_SECRET", "")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(missing.key, "auth.jwt_secret");
+        assert!(missing.reason.contains("--dev"), "{}", missing.reason);
+        let short = load_with(
+            "",
+            &[("FLASHDROP__AUTH__JWT_SECRET", "too-short")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(short.key, "auth.jwt_secret");
+        assert!(short.reason.contains("9 bytes"), "{}", short.reason);
+        let dev = Overrides {
+            dev: true,
+            ..Overrides::default()
+        };
+        let config = load_with("", &[("FLASHDROP__AUTH__JWT_SECRET", "")], dev).unwrap();
+        assert!(config.auth.dev_mode);
+        assert_eq!(config.jwt_secret().unwrap(), None, "dev mode makes its own");
+    }
+
+    #[test]
+    fn the_secret_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "a-file-secret-that-is-long-enough-for-hs256\n").unwrap();
+        let toml = format!(
+            "[auth]\njwt_secret_file = {:?}\n",
+            path.display().to_string()
+        );
+        let config = load_with(
+            &toml,
+            &[("FLASHDROP__AUTH__JWT_SECRET", "")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.jwt_secret().unwrap().unwrap(),
+            b"a-file-secret-that-is-long-enough-for-hs256".to_vec()
+        );
+        let toml = "[auth]\njwt_secret_file = \"/nonexistent/secret\"\n";
+        let error = load_with(
+            toml,
+            &[("FLASHDROP__AUTH__JWT_SECRET", "")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "auth.jwt_secret_file");
     }
 }

@@ -1,10 +1,16 @@
-//! The `flashdrop` command: `flashdrop serve [--config FILE] [--data-dir DIR] [--port N]`.
+//! The `flashdrop` command: `flashdrop serve [--config FILE] [--data-dir DIR]
+//! [--port N] [--dev]` and `flashdrop admin create --email ADDRESS` (the first
+//! platform admin; password from `FLASHDROP_ADMIN_PASSWORD` or stdin).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use flashdrop::actors::Engine;
+use flashdrop::clock::SystemClock;
 use flashdrop::config::{Config, Overrides};
 use flashdrop::startup::Application;
 use flashdrop::telemetry;
@@ -33,24 +39,79 @@ enum Command {
         /// Port to listen on (0 picks a free one; the chosen port is printed).
         #[arg(long)]
         port: Option<u16>,
+        /// Dev mode: without `auth.jwt_secret`, a random one per start (tokens
+        /// die at restart). Never for production.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Administration that runs against a stopped server's data directory.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a platform admin account (password from FLASHDROP_ADMIN_PASSWORD, else stdin).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        dev: bool,
     },
 }
 
 fn main() -> ExitCode {
-    let Cli {
-        command:
-            Command::Serve {
-                config,
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            data_dir,
+            port,
+            dev,
+        } => serve(
+            config,
+            Overrides {
                 data_dir,
                 port,
+                dev,
             },
-    } = Cli::parse();
-    let config = match Config::load(config.as_deref(), &Overrides { data_dir, port }) {
+        ),
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    config,
+                    data_dir,
+                    dev,
+                },
+        } => create_admin(
+            config,
+            Overrides {
+                data_dir,
+                port: None,
+                dev,
+            },
+            email,
+        ),
+    }
+}
+
+fn load(config: Option<PathBuf>, overrides: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(config.as_deref(), overrides).map_err(|error| {
+        eprintln!("flashdrop: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(config: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    let config = match load(config, &overrides) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("flashdrop: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     telemetry::init_logs(&config.log);
     let host = config.server.host.clone();
@@ -68,6 +129,51 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             tracing::error!(%error, "flashdrop stopped with an error");
+            eprintln!("flashdrop: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn create_admin(config: Option<PathBuf>, overrides: Overrides, email: String) -> ExitCode {
+    let config = match load(config, &overrides) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    telemetry::init_logs(&config.log);
+    let password = match std::env::var("FLASHDROP_ADMIN_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("flashdrop: no password on stdin");
+                return ExitCode::from(2);
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let address = email.clone();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let engine = Engine::start(config, Arc::new(SystemClock)).await?;
+        let created = engine
+            .directory()
+            .bootstrap_admin(&address, &password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"));
+        engine.shutdown().await;
+        match created? {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(
+                "an account with that address exists already"
+            )),
+        }
+    });
+    match result {
+        Ok(()) => {
+            println!("created platform admin {email}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
             eprintln!("flashdrop: {error:#}");
             ExitCode::FAILURE
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::actors::EngineError;
+use crate::actors::{EngineError, IdentityError, Missing};
 use crate::domain::{InvalidField, StockError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.
@@ -40,7 +40,19 @@ error_table! {
     ValidationFailed => ("validation_failed", UNPROCESSABLE_ENTITY, "The request is not valid"),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The body must be application/json"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "The body is too large"),
-    Unauthenticated => ("unauthenticated", UNAUTHORIZED, "Identity is missing or invalid"),
+    Unauthenticated => ("unauthenticated", UNAUTHORIZED, "A valid bearer token is required"),
+    InvalidCredentials => ("invalid_credentials", UNAUTHORIZED, "The e-mail address or the password is wrong"),
+    InvalidRefreshToken => ("invalid_refresh_token", UNAUTHORIZED, "The refresh token is not valid"),
+    RefreshTokenReused => ("refresh_token_reused", UNAUTHORIZED, "A rotated refresh token was used again; its sessions are revoked"),
+    Forbidden => ("forbidden", FORBIDDEN, "Your role does not allow this"),
+    RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "Too many requests"),
+    TenantNotFound => ("tenant_not_found", NOT_FOUND, "No such store"),
+    UserNotFound => ("user_not_found", NOT_FOUND, "No such account"),
+    CreatorNotFound => ("creator_not_found", NOT_FOUND, "No such creator"),
+    InvitationNotFound => ("invitation_not_found", NOT_FOUND, "No such invitation, or it was used or expired"),
+    TenantSuspended => ("tenant_suspended", CONFLICT, "The store is suspended"),
+    QuotaExceeded => ("quota_exceeded", CONFLICT, "The store's plan does not allow more"),
+    LastSellerAdmin => ("last_seller_admin", CONFLICT, "A store keeps at least one seller admin"),
     NotFound => ("not_found", NOT_FOUND, "No such route"),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "The route does not accept this method"),
     SkuNotFound => ("sku_not_found", NOT_FOUND, "No such SKU"),
@@ -90,6 +102,10 @@ pub struct ApiError {
     pub detail: String,
     /// Extra members of the problem object (e.g. `available` for out_of_stock).
     pub extensions: Map<String, Value>,
+    /// `Retry-After` for 429s (503s always say 1 s).
+    pub retry_after_s: Option<u64>,
+    /// `X-RateLimit-Remaining` for 429s.
+    pub rate_limit_remaining: Option<u32>,
 }
 
 impl ApiError {
@@ -98,7 +114,16 @@ impl ApiError {
             kind,
             detail: detail.into(),
             extensions: Map::new(),
+            retry_after_s: None,
+            rate_limit_remaining: None,
         }
+    }
+
+    pub fn rate_limited(detail: impl Into<String>, retry_after_s: u64, remaining: u32) -> Self {
+        let mut error = Self::new(ErrorKind::RateLimited, detail);
+        error.retry_after_s = Some(retry_after_s.max(1));
+        error.rate_limit_remaining = Some(remaining);
+        error
     }
 
     pub fn with(mut self, key: &str, value: Value) -> Self {
@@ -119,10 +144,10 @@ impl ApiError {
         Self::new(ErrorKind::ValidationFailed, detail).with("errors", Value::Array(errors))
     }
 
-    fn retry_after_s(&self) -> Option<u32> {
+    fn retry_after_s(&self) -> Option<u64> {
         match self.kind {
             ErrorKind::Overloaded | ErrorKind::NotReady | ErrorKind::Unavailable => Some(1),
-            _ => None,
+            _ => self.retry_after_s,
         }
     }
 }
@@ -158,6 +183,15 @@ impl ResponseError for ApiError {
         ));
         if let Some(seconds) = self.retry_after_s() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(remaining) = self.rate_limit_remaining {
+            response.insert_header(("x-ratelimit-remaining", remaining.to_string()));
+        }
+        if self.kind.status() == StatusCode::UNAUTHORIZED {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flashdrop\""),
+            ));
         }
         response.body(Value::Object(body).to_string())
     }
@@ -233,6 +267,53 @@ impl From<EngineError> for ApiError {
                 ErrorKind::Unavailable,
                 "the request was not carried out; retry shortly",
             ),
+            EngineError::TenantSuspended => ApiError::new(
+                ErrorKind::TenantSuspended,
+                "this store is suspended; its SKUs cannot be reserved or bought",
+            ),
+            EngineError::ProductQuota(max) => ApiError::new(
+                ErrorKind::QuotaExceeded,
+                format!("the store's plan allows at most {max} products"),
+            )
+            .with("max_products", Value::from(max)),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        let detail = error.to_string();
+        match error {
+            IdentityError::Invalid(field) => field.into(),
+            IdentityError::InvalidCredentials => {
+                ApiError::new(ErrorKind::InvalidCredentials, detail)
+            }
+            IdentityError::RefreshInvalid => ApiError::new(ErrorKind::InvalidRefreshToken, detail),
+            IdentityError::RefreshReused => ApiError::new(ErrorKind::RefreshTokenReused, detail),
+            IdentityError::InvitationInvalid => {
+                ApiError::new(ErrorKind::InvitationNotFound, detail)
+            }
+            IdentityError::NotFound(missing) => match missing {
+                Missing::Account => ApiError::new(
+                    ErrorKind::Unauthenticated,
+                    "the account of this token no longer exists",
+                ),
+                Missing::Tenant => ApiError::new(ErrorKind::TenantNotFound, "no such store"),
+                Missing::StaffMember => ApiError::new(
+                    ErrorKind::UserNotFound,
+                    "no such staff account in this store",
+                ),
+                Missing::Creator => ApiError::new(ErrorKind::CreatorNotFound, "no such creator"),
+            },
+            IdentityError::Forbidden(why) => ApiError::new(ErrorKind::Forbidden, why),
+            IdentityError::Conflict(why) => ApiError::new(ErrorKind::LastSellerAdmin, why),
+            IdentityError::LimitReached(why) => ApiError::new(ErrorKind::LimitExceeded, why),
+            IdentityError::RateLimited {
+                retry_after_s,
+                remaining,
+            } => ApiError::rate_limited(detail, retry_after_s, remaining),
+            IdentityError::Overloaded => ApiError::new(ErrorKind::Overloaded, detail),
+            IdentityError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }
 }

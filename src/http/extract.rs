@@ -1,22 +1,28 @@
 //! Extractors shared by every route: the live engine (503 until recovery is
-//! done), caller identity from headers, the Idempotency-Key, and the error
-//! handlers that turn bad JSON or paths into problem+json.
+//! done), the caller from a bearer token (any account, shopper, seller), the
+//! client address, the Idempotency-Key, and the error handlers that turn bad
+//! JSON or paths into problem+json.
 
 use std::future::{ready, Ready};
 use std::sync::{Arc, OnceLock};
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, FromRequest, HttpRequest};
 
+use std::net::IpAddr;
+
+use actix_web::http::header;
+use actix_web::HttpMessage;
+
 use crate::actors::Engine;
+use crate::auth::{Caller, TokenError};
 use crate::config::Config;
+use crate::domain::identity::id_text;
 use crate::domain::{BuyerId, IdempotencyKey, TenantId};
 
 use super::error::{ApiError, ErrorKind};
 
-pub const BUYER_HEADER: &str = "x-buyer-id";
-pub const TENANT_HEADER: &str = "x-tenant-id";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
@@ -53,59 +59,150 @@ impl FromRequest for Live {
     }
 }
 
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match req.headers().get(name) {
-        None => Ok(None),
-        Some(value) => value.to_str().map(Some).map_err(|_| {
-            ApiError::new(
-                ErrorKind::Unauthenticated,
-                format!("{name} is not valid text"),
-            )
-        }),
-    }
-}
+/// The correlation id of this request (set by the `observe` middleware).
+#[derive(Clone)]
+pub struct CorrelationId(pub String);
 
-/// The buying shopper, from `X-Buyer-Id` (until tokens replace it).
-pub struct Buyer(pub BuyerId);
+/// The request's correlation id, for audit lines.
+pub struct Correlation(pub Option<String>);
 
-impl FromRequest for Buyer {
+impl FromRequest for Correlation {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(header(req, BUYER_HEADER).and_then(|raw| {
-            let raw = raw.ok_or_else(|| {
-                ApiError::new(ErrorKind::Unauthenticated, "X-Buyer-Id header is required")
-            })?;
-            BuyerId::parse(raw).map(Buyer).map_err(|e| {
-                ApiError::new(
-                    ErrorKind::Unauthenticated,
-                    format!("X-Buyer-Id: {}", e.reason),
-                )
-            })
+        ready(Ok(Correlation(
+            req.extensions().get::<CorrelationId>().map(|c| c.0.clone()),
+        )))
+    }
+}
+
+fn unauthenticated(detail: &str) -> ApiError {
+    ApiError::new(ErrorKind::Unauthenticated, detail)
+}
+
+/// Verifies `Authorization: Bearer <access token>`: signature, algorithm,
+/// issuer, audience, expiry, and that its session is not revoked.
+fn authenticate(req: &HttpRequest) -> Result<(Arc<Engine>, Caller), ApiError> {
+    let engine = state(req)?
+        .engine
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorKind::NotReady, "recovery is still running"))?;
+    let raw = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthenticated("send Authorization: Bearer <access token>"))?;
+    let token = raw
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthenticated("the Authorization header must be Bearer <access token>"))?;
+    let directory = engine.directory();
+    let caller = directory
+        .keys()
+        .verify_access(token, engine.clock().now_ms())
+        .map_err(|e| match e {
+            TokenError::Expired => unauthenticated("the access token has expired; refresh it"),
+            TokenError::Invalid => unauthenticated("the access token is not valid"),
+        })?;
+    if directory.session_revoked(caller.session) {
+        return Err(unauthenticated("the session of this token was ended"));
+    }
+    Ok((engine, caller))
+}
+
+/// Any signed-in account.
+pub struct Authenticated(pub Caller);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(|(_, caller)| Authenticated(caller)))
+    }
+}
+
+/// A signed-in account acting as a shopper (any role may buy); reservations
+/// are owned by its account id.
+pub struct Shopper {
+    pub caller: Caller,
+    pub buyer: BuyerId,
+}
+
+impl FromRequest for Shopper {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|(_, caller)| {
+            let buyer = BuyerId::parse(&id_text(caller.user))
+                .map_err(|_| unauthenticated("the access token is not valid"))?;
+            Ok(Shopper { caller, buyer })
         }))
     }
 }
 
-/// The selling tenant, from `X-Tenant-Id` (until tokens replace it).
-pub struct Seller(pub TenantId);
+/// A seller admin or staff member, scoped to their store, within the store's
+/// plan quota of requests per minute.
+pub struct Seller {
+    pub caller: Caller,
+    pub tenant: u128,
+    pub tenant_id: TenantId,
+}
 
 impl FromRequest for Seller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(header(req, TENANT_HEADER).and_then(|raw| {
-            let raw = raw.ok_or_else(|| {
-                ApiError::new(ErrorKind::Unauthenticated, "X-Tenant-Id header is required")
-            })?;
-            TenantId::parse(raw).map(Seller).map_err(|e| {
-                ApiError::new(
-                    ErrorKind::Unauthenticated,
-                    format!("X-Tenant-Id: {}", e.reason),
-                )
+        ready(authenticate(req).and_then(|(engine, caller)| {
+            let tenant = match (caller.role.is_seller(), caller.tenant) {
+                (true, Some(tenant)) => tenant,
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorKind::Forbidden,
+                        "this route is for a store's seller admins and staff",
+                    ))
+                }
+            };
+            engine.directory().charge_tenant_request(tenant)?;
+            let tenant_id = TenantId::parse(&id_text(tenant))
+                .map_err(|_| unauthenticated("the access token is not valid"))?;
+            Ok(Seller {
+                caller,
+                tenant,
+                tenant_id,
             })
         }))
+    }
+}
+
+/// The client's address: the peer, or the first `X-Forwarded-For` hop when
+/// `auth.trust_forwarded_for` says a trusted proxy sets it.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequest for ClientAddress {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let trust = state(req).is_ok_and(|s| s.config.auth.trust_forwarded_for);
+        let forwarded = trust
+            .then(|| req.headers().get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        ready(Ok(ClientAddress(
+            forwarded.or_else(|| req.peer_addr().map(|a| a.ip())),
+        )))
     }
 }
 
@@ -154,6 +251,11 @@ pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Err
         other => ApiError::new(ErrorKind::MalformedJson, other.to_string()),
     };
     api.into()
+}
+
+/// A query string that does not fit its route's parameters is a validation error.
+pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(ErrorKind::ValidationFailed, format!("query: {error}")).into()
 }
 
 /// A path segment that cannot name anything is simply not found.

@@ -1,13 +1,17 @@
 //! actix-web: the route table, the request middleware (correlation id, latency
 //! metrics, access log) and the JSON and path error handlers.
 
+pub mod audit;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod products;
 pub mod reservations;
+pub mod social;
 pub mod stock;
+pub mod tenants;
 
 use std::time::Instant;
 
@@ -32,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     )
     .app_data(web::PayloadConfig::default().limit(max_body_bytes))
     .app_data(web::PathConfig::default().error_handler(extract::path_error))
+    .app_data(web::QueryConfig::default().error_handler(extract::query_error))
     .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::reserve)))
     .service(
         resource("/v1/reservations/{id}")
@@ -47,6 +52,38 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/v1/skus/{sku}/stock/adjust").route(web::post().to(stock::adjust_stock)))
     .service(resource("/v1/products").route(web::post().to(products::create_product)))
     .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
+    .service(resource("/v1/auth/register").route(web::post().to(auth::register)))
+    .service(resource("/v1/auth/login").route(web::post().to(auth::login)))
+    .service(resource("/v1/auth/refresh").route(web::post().to(auth::refresh)))
+    .service(resource("/v1/auth/logout").route(web::post().to(auth::logout)))
+    .service(resource("/v1/auth/me").route(web::get().to(auth::me)))
+    .service(
+        resource("/v1/tenants")
+            .route(web::post().to(tenants::onboard))
+            .route(web::get().to(tenants::list_tenants)),
+    )
+    .service(
+        resource("/v1/tenants/{id}")
+            .route(web::get().to(tenants::get_tenant))
+            .route(web::put().to(tenants::update_tenant)),
+    )
+    .service(
+        resource("/v1/tenants/{id}/staff")
+            .route(web::post().to(tenants::invite))
+            .route(web::get().to(tenants::list_staff)),
+    )
+    .service(
+        resource("/v1/tenants/{id}/staff/{user_id}").route(web::delete().to(tenants::remove_staff)),
+    )
+    .service(resource("/v1/invitations/accept").route(web::post().to(tenants::accept_invitation)))
+    .service(
+        resource("/v1/users/{id}/follow")
+            .route(web::post().to(social::follow))
+            .route(web::delete().to(social::unfollow)),
+    )
+    .service(resource("/v1/creators/{id}").route(web::get().to(social::get_creator)))
+    .service(resource("/v1/creators/{id}/products").route(web::get().to(social::creator_products)))
+    .service(resource("/v1/admin/audit").route(web::get().to(audit::list_audit)))
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics)))
@@ -117,6 +154,9 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let correlation = correlation_id(&req);
+    req.extensions_mut().insert(extract::CorrelationId(
+        correlation.to_str().unwrap_or("-").to_owned(),
+    ));
     let method = req.method().clone();
     let span = tracing::info_span!(
         "request",

@@ -2,7 +2,31 @@
 
 use utoipa::OpenApi;
 
-use super::{error, ops, products, reservations, stock};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::Modify;
+
+use super::{audit, auth, error, ops, products, reservations, social, stock, tenants};
+
+/// Declares the bearer-token scheme the routes refer to as `bearer`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from /v1/auth/login, /refresh, /v1/tenants or /v1/invitations/accept",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -10,7 +34,26 @@ use super::{error, ops, products, reservations, stock};
         title = "flashdrop",
         description = "Commerce engine for high-traffic product drops. Errors are application/problem+json with a stable `code`.",
     ),
+    modifiers(&BearerAuth),
     paths(
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::me,
+        tenants::onboard,
+        tenants::list_tenants,
+        tenants::get_tenant,
+        tenants::update_tenant,
+        tenants::invite,
+        tenants::list_staff,
+        tenants::remove_staff,
+        tenants::accept_invitation,
+        social::follow,
+        social::unfollow,
+        social::get_creator,
+        social::creator_products,
+        audit::list_audit,
         products::create_product,
         products::get_product,
         stock::get_stock,
@@ -27,6 +70,10 @@ use super::{error, ops, products, reservations, stock};
     ),
     components(schemas(error::Problem, error::FieldError)),
     tags(
+        (name = "auth", description = "Accounts, sessions and tokens"),
+        (name = "tenants", description = "Stores, their settings, plan and staff"),
+        (name = "social", description = "Creators and follows"),
+        (name = "audit", description = "Who changed what, when"),
         (name = "products", description = "Products and their SKUs"),
         (name = "stock", description = "On-hand, available, reserved and sold units"),
         (name = "reservations", description = "Holding units for a buyer"),

@@ -13,7 +13,9 @@ use crate::domain::product::{NewProduct, NewSku, Product};
 use crate::domain::StockView;
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{AppState, Live, Seller};
+use super::extract::{AppState, Correlation, Live, Seller};
+use crate::actors::directory::actor_of_caller;
+use crate::actors::AuditDraft;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +81,7 @@ pub struct ProductBody {
 }
 
 impl ProductBody {
-    fn new(product: &Product, stock: Vec<StockView>) -> Self {
+    pub fn new(product: &Product, stock: Vec<StockView>) -> Self {
         let skus = product
             .skus
             .iter()
@@ -115,13 +117,14 @@ impl ProductBody {
 /// Create a product with its SKUs (seller).
 #[utoipa::path(
     post, path = "/v1/products", tag = "products",
-    params(("X-Tenant-Id" = String, Header, description = "the seller")),
+    security(("bearer" = [])),
     request_body = NewProductBody,
     responses(
         (status = 201, body = ProductBody, headers(("Location" = String))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "sku_exists", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sku_exists, quota_exceeded", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
@@ -129,6 +132,7 @@ impl ProductBody {
 pub async fn create_product(
     seller: Seller,
     engine: Live,
+    correlation: Correlation,
     state: web::Data<AppState>,
     body: web::Json<NewProductBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -153,7 +157,28 @@ pub async fn create_product(
     let valid = draft
         .validate(state.config.stock.units_max)
         .map_err(ApiError::invalid)?;
-    let product = engine.0.create_product(&seller.0, valid).await?;
+    let directory = engine.0.directory();
+    let max_products = directory.max_products(seller.tenant);
+    let product = engine
+        .0
+        .create_product(&seller.tenant_id, valid, max_products)
+        .await?;
+    directory
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(&seller.caller)),
+            "product.create",
+            format!("product:{}", uuid::Uuid::from_u128(product.id)),
+        )
+        .tenant(Some(seller.tenant))
+        .after(
+            serde_json::json!({
+                "title": product.title,
+                "skus": product.skus.iter().map(|s| s.code.as_str()).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        )
+        .correlation(correlation.0)])
+        .await?;
     // A new SKU holds nothing yet.
     let stock = product
         .skus

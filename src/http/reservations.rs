@@ -11,8 +11,9 @@ use crate::domain::stock::{CommitOutcome, Receipt, ReservationState, Reservation
 use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{AppState, Buyer, IdempotencyHeader, Live};
+use super::extract::{AppState, IdempotencyHeader, Live, Shopper};
 use super::stock::sku_code;
+use crate::domain::identity::{id_text, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +29,8 @@ pub struct ReserveBody {
 pub struct ReservationBody {
     pub reservation_id: String,
     pub sku: String,
+    /// The account that holds it.
+    pub buyer_id: String,
     pub quantity: u32,
     #[schema(value_type = String, example = "held")]
     pub state: ReservationState,
@@ -36,7 +39,7 @@ pub struct ReservationBody {
 }
 
 impl ReservationBody {
-    fn from_receipt(sku_id: SkuId, sku: &str, receipt: &Receipt) -> Self {
+    fn from_receipt(sku_id: SkuId, sku: &str, buyer: &str, receipt: &Receipt) -> Self {
         Self {
             reservation_id: ReservationId {
                 sku: sku_id,
@@ -44,6 +47,7 @@ impl ReservationBody {
             }
             .to_string(),
             sku: sku.to_owned(),
+            buyer_id: buyer.to_owned(),
             quantity: receipt.quantity,
             state: ReservationState::Held,
             created_at: rfc3339_ms(receipt.created_at_ms),
@@ -59,6 +63,7 @@ impl ReservationBody {
             }
             .to_string(),
             sku: sku.to_owned(),
+            buyer_id: view.buyer.clone(),
             quantity: view.quantity,
             state: view.state,
             created_at: rfc3339_ms(view.created_at_ms),
@@ -86,23 +91,23 @@ fn sku_code_of(engine: &Live, sku: SkuId) -> String {
     post, path = "/v1/skus/{sku}/reservations", tag = "reservations",
     params(
         ("sku" = String, Path, description = "SKU code"),
-        ("X-Buyer-Id" = String, Header, description = "the buyer"),
         ("Idempotency-Key" = Option<String>, Header, description = "same key + same body: the first answer again; same key + another body: 409"),
     ),
+    security(("bearer" = [])),
     request_body = ReserveBody,
     responses(
         (status = 201, body = ReservationBody, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "true when this is a replayed answer"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "out_of_stock, idempotency_key_reused, too_many_reservations", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "out_of_stock, idempotency_key_reused, too_many_reservations, tenant_suspended", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded (Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn reserve(
-    buyer: Buyer,
+    shopper: Shopper,
     engine: Live,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -134,14 +139,15 @@ pub async fn reserve(
         &body.quantity.to_le_bytes(),
         &body.ttl_s.map_or([0xff; 8], u64::to_le_bytes),
     ]);
+    let buyer = shopper.buyer.as_str().to_owned();
     let cmd = ReserveCmd {
-        buyer: buyer.0,
+        buyer: shopper.buyer,
         quantity: body.quantity,
         ttl_ms: ttl_s * 1000,
         idempotency: key.0.map(|k| (k, fingerprint)),
     };
     let (info, outcome) = engine.0.reserve(&code, cmd).await?;
-    let body = ReservationBody::from_receipt(info.id, info.code(), &outcome.receipt);
+    let body = ReservationBody::from_receipt(info.id, info.code(), &buyer, &outcome.receipt);
     Ok(HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -154,10 +160,11 @@ pub async fn reserve(
         .json(body))
 }
 
-/// A reservation, as its buyer sees it.
+/// A reservation, as its buyer sees it; the SKU's seller and platform admins see any.
 #[utoipa::path(
     get, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
     responses(
         (status = 200, body = ReservationBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -165,12 +172,19 @@ pub async fn reserve(
     )
 )]
 pub async fn get_reservation(
-    buyer: Buyer,
+    shopper: Shopper,
     engine: Live,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    let view = engine.0.reservation(id, buyer.0).await?;
+    let caller = &shopper.caller;
+    let sells_it = engine.0.registry().info(id.sku).is_some_and(|info| {
+        caller.role == Role::PlatformAdmin
+            || (caller.role.is_seller()
+                && caller.tenant.map(id_text).as_deref() == Some(info.tenant()))
+    });
+    let owner = (!sells_it).then_some(shopper.buyer);
+    let view = engine.0.reservation(id, owner).await?;
     let code = sku_code_of(&engine, id.sku);
     Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
 }
@@ -178,7 +192,8 @@ pub async fn get_reservation(
 /// Give the units back. Releasing twice is not an error.
 #[utoipa::path(
     delete, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "released (now or before)"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -187,33 +202,34 @@ pub async fn get_reservation(
     )
 )]
 pub async fn release(
-    buyer: Buyer,
+    shopper: Shopper,
     engine: Live,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    engine.0.release(id, buyer.0).await?;
+    engine.0.release(id, shopper.buyer).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Turn the held units into a sale. Committing twice answers the same.
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/commit", tag = "reservations",
-    params(("id" = String, Path), ("X-Buyer-Id" = String, Header)),
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
     responses(
         (status = 200, body = ReservationBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "reservation_released or reservation_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "reservation_released, reservation_expired or tenant_suspended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn commit(
-    buyer: Buyer,
+    shopper: Shopper,
     engine: Live,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    let view = match engine.0.commit(id, buyer.0).await? {
+    let view = match engine.0.commit(id, shopper.buyer).await? {
         CommitOutcome::Committed(view) | CommitOutcome::AlreadyCommitted(view) => view,
     };
     let code = sku_code_of(&engine, id.sku);

@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use crate::domain::{InvalidField, SkuCode, StockView, WarehouseId};
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{Live, Seller};
+use super::extract::{Correlation, Live, Seller};
+use crate::actors::directory::actor_of_caller;
+use crate::actors::AuditDraft;
 
 pub const REASON_MAX_CHARS: usize = 200;
 
@@ -87,12 +89,13 @@ pub async fn get_stock(engine: Live, path: web::Path<String>) -> Result<HttpResp
     put, path = "/v1/skus/{sku}/stock", tag = "stock",
     params(
         ("sku" = String, Path, description = "SKU code"),
-        ("X-Tenant-Id" = String, Header, description = "the seller"),
     ),
+    security(("bearer" = [])),
     request_body = SetStockBody,
     responses(
         (status = 200, body = StockBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown SKU, or another tenant's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "stock_below_reserved", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -101,6 +104,7 @@ pub async fn get_stock(engine: Live, path: web::Path<String>) -> Result<HttpResp
 pub async fn set_stock(
     seller: Seller,
     engine: Live,
+    correlation: Correlation,
     path: web::Path<String>,
     body: web::Json<SetStockBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -120,10 +124,26 @@ pub async fn set_stock(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    let before = engine.0.stock(&code).await.ok().map(|(_, v)| v);
     let (info, view) = engine
         .0
-        .set_stock(&code, &seller.0, warehouses, body.low_stock_threshold)
+        .set_stock(
+            &code,
+            &seller.tenant_id,
+            warehouses,
+            body.low_stock_threshold,
+        )
         .await?;
+    audit_stock(
+        &engine,
+        &seller,
+        "stock.set",
+        info.code(),
+        before,
+        &view,
+        correlation,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
 }
 
@@ -132,12 +152,13 @@ pub async fn set_stock(
     post, path = "/v1/skus/{sku}/stock/adjust", tag = "stock",
     params(
         ("sku" = String, Path, description = "SKU code"),
-        ("X-Tenant-Id" = String, Header, description = "the seller"),
     ),
+    security(("bearer" = [])),
     request_body = AdjustBody,
     responses(
         (status = 200, body = StockBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "insufficient_on_hand or stock_below_reserved", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -146,6 +167,7 @@ pub async fn set_stock(
 pub async fn adjust_stock(
     seller: Seller,
     engine: Live,
+    correlation: Correlation,
     path: web::Path<String>,
     body: web::Json<AdjustBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -168,9 +190,53 @@ pub async fn adjust_stock(
     let Some(warehouse) = warehouse.filter(|_| errors.is_empty()) else {
         return Err(ApiError::invalid(errors));
     };
+    let before = engine.0.stock(&code).await.ok().map(|(_, v)| v);
     let (info, view) = engine
         .0
-        .adjust_stock(&code, &seller.0, warehouse, body.delta, body.reason)
+        .adjust_stock(&code, &seller.tenant_id, warehouse, body.delta, body.reason)
         .await?;
+    audit_stock(
+        &engine,
+        &seller,
+        "stock.adjust",
+        info.code(),
+        before,
+        &view,
+        correlation,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
+}
+
+fn stock_summary(view: &StockView) -> String {
+    serde_json::json!({
+        "available": view.available,
+        "reserved": view.reserved,
+        "sold": view.sold,
+        "warehouses": view.warehouses,
+    })
+    .to_string()
+}
+
+/// Records a stock change with the stock before and after it.
+async fn audit_stock(
+    engine: &Live,
+    seller: &Seller,
+    action: &'static str,
+    code: &str,
+    before: Option<StockView>,
+    after: &StockView,
+    correlation: Correlation,
+) -> Result<(), ApiError> {
+    let draft = AuditDraft::new(
+        Some(actor_of_caller(&seller.caller)),
+        action,
+        format!("sku:{code}"),
+    )
+    .tenant(Some(seller.tenant))
+    .before(before.as_ref().map(stock_summary))
+    .after(stock_summary(after))
+    .correlation(correlation.0);
+    engine.0.directory().audit(vec![draft]).await?;
+    Ok(())
 }
