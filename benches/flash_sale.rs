@@ -3,6 +3,9 @@
 //! SKUs, against flashdrop (fdatasync) and, in the same run, against a trivial
 //! actix-web endpoint that parses the same body and answers 201 (the ceiling).
 //! A sell-out phase checks that exactly the stock is sold (oversell must be 0).
+//! Every request carries both identities, so every server reads the same bytes:
+//! the HTTP-layer rows compare header identity (the engine core's, pre-auth)
+//! with bearer-token verification, the cost issue 3 asks for.
 //!
 //! Run: `cargo bench --bench flash_sale`
 //! Knobs (environment): FLASH_CONNECTIONS (256), FLASH_SECONDS (10),
@@ -92,11 +95,65 @@ async fn trivial_reserve(path: web::Path<String>, body: web::Json<ReserveBody>) 
     }))
 }
 
-/// flashdrop's HTTP layer without the engine: its middleware, identity,
-/// idempotency and JSON extractors, and a response built the same way. The
-/// gap between this and flashdrop is the actor + WAL path.
-async fn http_layer_reserve(
-    _buyer: flashdrop::http::extract::Buyer,
+/// The engine core's identity before tokens: a buyer id read from a header.
+struct HeaderBuyer;
+
+impl actix_web::FromRequest for HeaderBuyer {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let parsed = req
+            .headers()
+            .get("x-buyer-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| flashdrop::domain::BuyerId::parse(v).ok());
+        std::future::ready(
+            parsed
+                .map(|_| HeaderBuyer)
+                .ok_or_else(|| actix_web::error::ErrorUnauthorized("x-buyer-id")),
+        )
+    }
+}
+
+/// Identity from a bearer token, verified exactly as flashdrop's `Shopper`
+/// extractor does (signature, claims, expiry, buyer id) minus the engine.
+struct TokenBuyer;
+
+static KEYS: OnceLock<flashdrop::auth::TokenKeys> = OnceLock::new();
+
+impl actix_web::FromRequest for TokenBuyer {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let keys = KEYS.get().expect("keys set before the server starts");
+        let now_ms = flashdrop::clock::Clock::now_ms(&flashdrop::clock::SystemClock);
+        let verified = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| keys.verify_access(t, now_ms).ok())
+            .and_then(|caller| {
+                flashdrop::domain::BuyerId::parse(&flashdrop::domain::identity::id_text(
+                    caller.user,
+                ))
+                .ok()
+            });
+        std::future::ready(
+            verified
+                .map(|_| TokenBuyer)
+                .ok_or_else(|| actix_web::error::ErrorUnauthorized("token")),
+        )
+    }
+}
+
+/// flashdrop's HTTP layer without the engine: its middleware, identity
+/// (`I`: header or token), idempotency and JSON extractors, and a response
+/// built the same way. The gap between this and flashdrop is the actor + WAL path.
+async fn http_layer_reserve<I>(
+    _buyer: I,
     path: web::Path<String>,
     _key: flashdrop::http::extract::IdempotencyHeader,
     body: web::Json<ReserveBody>,
@@ -152,7 +209,7 @@ where
     }
 }
 
-fn start_http_layer(workers: usize) -> Target {
+fn start_http_layer<I: actix_web::FromRequest + 'static>(workers: usize) -> Target {
     start_server(workers, || {
         App::new()
             .wrap(actix_web::middleware::from_fn(flashdrop::http::observe))
@@ -161,7 +218,7 @@ fn start_http_layer(workers: usize) -> Target {
             )
             .route(
                 "/v1/skus/{sku}/reservations",
-                web::post().to(http_layer_reserve),
+                web::post().to(http_layer_reserve::<I>),
             )
     })
 }
@@ -227,6 +284,10 @@ fn load(
                             let sold_out_seen = sold_out_seen.clone();
                             actix_rt::spawn(async move {
                                 let buyer = format!("buyer-{t}-{c}");
+                                let bearer = format!(
+                                    "Bearer {}",
+                                    support::buyer_token((t * 100_000 + c) as u64)
+                                );
                                 let mut i = c;
                                 loop {
                                     let now = Instant::now();
@@ -248,6 +309,7 @@ fn load(
                                             "http://127.0.0.1:{port}/v1/skus/{sku}/reservations"
                                         ))
                                         .insert_header(("x-buyer-id", buyer.as_str()))
+                                        .insert_header(("authorization", bearer.as_str()))
                                         .insert_header(("content-type", "application/json"))
                                         .send_body(r#"{"quantity":1}"#)
                                         .await;
@@ -342,6 +404,15 @@ fn main() {
     let hot = vec!["HOT-0".to_owned()];
     let spread: Vec<String> = (0..1000).map(|i| format!("SPREAD-{i}")).collect();
     let mut rows = Vec::new();
+    let mut auth_ratios = Vec::new();
+    let a = flashdrop::config::AuthConfig::default();
+    let _ = KEYS.set(flashdrop::auth::TokenKeys::new(
+        support::BENCH_SECRET.as_bytes(),
+        &a.issuer,
+        &a.audience,
+        3600,
+        3600,
+    ));
 
     let only_flashdrop = std::env::var("FLASH_ONLY").is_ok_and(|v| v == "flashdrop");
     for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
@@ -355,11 +426,25 @@ fn main() {
             ceiling_rate = Some(answered as f64 / ceiling.elapsed.as_secs_f64());
             rows.push(row("trivial actix-web", scenario, &ceiling, None, "-"));
 
-            let layer = start_http_layer(workers);
-            let outcome = timed(layer.port);
+            let layer = start_http_layer::<HeaderBuyer>(workers);
+            let header = timed(layer.port);
             (layer.stop)();
-            let name = "flashdrop HTTP layer, no engine";
-            rows.push(row(name, scenario, &outcome, ceiling_rate, "-"));
+            let name = "flashdrop HTTP layer, no engine, header identity (pre-auth)";
+            rows.push(row(name, scenario, &header, ceiling_rate, "-"));
+
+            let layer = start_http_layer::<TokenBuyer>(workers);
+            let token = timed(layer.port);
+            (layer.stop)();
+            let name = "flashdrop HTTP layer, no engine, bearer token";
+            rows.push(row(name, scenario, &token, ceiling_rate, "-"));
+            let rate =
+                |o: &Outcome| (o.tally.created + o.tally.sold_out) as f64 / o.elapsed.as_secs_f64();
+            auth_ratios.push(format!(
+                "{scenario}: bearer token / header identity = {:.3} ({:.0} vs {:.0} req/s)",
+                rate(&token) / rate(&header),
+                rate(&token),
+                rate(&header)
+            ));
         }
 
         let dir = tempfile::tempdir().unwrap();
@@ -422,6 +507,10 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|---|---:|");
     for row in &rows {
         println!("{row}");
+    }
+    println!("\nCost of token verification on the reserve path (same run):");
+    for line in &auth_ratios {
+        println!("- {line}");
     }
     assert_eq!(oversell, 0, "oversold");
     assert!(consistent, "stock disagrees with the answers: {stock:?}");

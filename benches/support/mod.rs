@@ -18,18 +18,51 @@ use flashdrop::domain::{BuyerId, SkuCode, TenantId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 pub const TENANT: &str = "bench-seller";
+/// The HS256 secret of bench servers, so the load can mint buyer tokens.
+pub const BENCH_SECRET: &str = "flashdrop-bench-secret-0123456789abcdef";
+
+/// A bearer token for buyer number `n` (access tokens need no account).
+pub fn buyer_token(n: u64) -> String {
+    let a = flashdrop::config::AuthConfig::default();
+    let keys = flashdrop::auth::TokenKeys::new(
+        BENCH_SECRET.as_bytes(),
+        &a.issuer,
+        &a.audience,
+        3600,
+        3600,
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let user = (1u128 << 100) | u128::from(n);
+    keys.issue_access(
+        user,
+        flashdrop::domain::identity::Role::Buyer,
+        None,
+        user,
+        now_ms,
+    )
+    .0
+}
 
 /// A bench config: defaults, then `FLASHDROP__SECTION__KEY` overrides from the
 /// environment (to try knobs), then what the benchmark itself needs.
 pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
-    let mut config = Config::load(None, &flashdrop::config::Overrides::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Loaded in dev mode so a missing secret passes; the bench sets its own below.
+    let dev = flashdrop::config::Overrides {
+        dev: true,
+        ..Default::default()
+    };
+    let mut config = Config::load(None, &dev).unwrap_or_else(|e| panic!("{e}"));
+    config.auth.dev_mode = false;
     config.storage.data_dir = dir.to_path_buf();
     config.wal.sync = sync;
     config.server.port = 0;
     // Millions of reservations stay open for the whole run.
     config.reservations.open_max_per_sku = 50_000_000;
     config.log.level = "warn".into();
+    config.auth.jwt_secret = BENCH_SECRET.into();
     config
 }
 
@@ -58,7 +91,12 @@ pub async fn stock_skus(engine: &Engine, prefix: &str, count: usize, units: u64)
         };
         let valid = draft.validate(u64::MAX).unwrap();
         let tenant = tenant.clone();
-        async move { engine.create_product(&tenant, valid).await.unwrap() }
+        async move {
+            engine
+                .create_product(&tenant, valid, u32::MAX)
+                .await
+                .unwrap()
+        }
     });
     run_bounded(creations, 64).await;
     if units > 0 {

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{send, spawn_app, Response, TestApp};
+use crate::helpers::{bearer, send, spawn_app, Response, TestApp};
 
 async fn raw_reserve(app: &TestApp, headers: &[(&str, &str)], body: &str) -> Response {
     let mut request = app.client.post(app.url("/v1/skus/BAD-1/reservations"));
@@ -34,13 +34,14 @@ fn assert_problem(response: &Response, status: StatusCode, code: &str) {
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
-const BUYER: (&str, &str) = ("x-buyer-id", "ana");
 
 #[actix_web::test]
 async fn bad_reservation_requests_are_refused_and_change_nothing() {
     let app = spawn_app().await;
     app.stocked_sku("seller", "BAD-1", 10).await;
     let before = app.stock("BAD-1").await;
+    let token = format!("Bearer {}", app.buyer("ana").await.access_token);
+    let buyer = ("authorization", token.as_str());
 
     // (case, headers, body, status, code)
     type Case<'a> = (
@@ -53,91 +54,91 @@ async fn bad_reservation_requests_are_refused_and_change_nothing() {
     let cases: Vec<Case> = vec![
         (
             "malformed JSON",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             "{\"quantity\": ".into(),
             StatusCode::BAD_REQUEST,
             "malformed_json",
         ),
         (
             "not JSON at all",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             "quantity=1".into(),
             StatusCode::BAD_REQUEST,
             "malformed_json",
         ),
         (
             "wrong type",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": "two"}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "float",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1.5}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "missing quantity",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             "{}".into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "unknown field",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1, "discount": 50}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "zero",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 0}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "negative",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": -1}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "above the per-request maximum",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1001}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "beyond u32",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 4294967296}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "huge",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1e300}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "ttl too long",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1, "ttl_s": 99999999}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "ttl zero",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             r#"{"quantity": 1, "ttl_s": 0}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
@@ -150,29 +151,43 @@ async fn bad_reservation_requests_are_refused_and_change_nothing() {
             "unauthenticated",
         ),
         (
-            "bad identity",
-            vec![JSON, ("x-buyer-id", "ana smith")],
+            "garbage token",
+            vec![JSON, ("authorization", "Bearer not-a-token")],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "not a bearer scheme",
+            vec![JSON, ("authorization", "Basic YW5hOnB3")],
+            r#"{"quantity": 1}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "the old header identity",
+            vec![JSON, ("x-buyer-id", "ana")],
             r#"{"quantity": 1}"#.into(),
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
         ),
         (
             "not JSON content type",
-            vec![("content-type", "text/plain"), BUYER],
+            vec![("content-type", "text/plain"), buyer],
             r#"{"quantity": 1}"#.into(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
         ),
         (
             "bad idempotency key",
-            vec![JSON, BUYER, ("idempotency-key", "has space")],
+            vec![JSON, buyer, ("idempotency-key", "has space")],
             r#"{"quantity": 1}"#.into(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         (
             "oversized body",
-            vec![JSON, BUYER],
+            vec![JSON, buyer],
             format!(r#"{{"quantity": 1, "pad": "{}"}}"#, "x".repeat(70_000)),
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -198,6 +213,7 @@ async fn bad_reservation_requests_are_refused_and_change_nothing() {
 async fn unknown_skus_and_reservations_are_not_found() {
     let app = spawn_app().await;
     app.stocked_sku("seller", "KNOWN-1", 3).await;
+    let ana = app.buyer("ana").await.access_token;
 
     let unknown = app
         .reserve("ana", "NOPE-1", json!({"quantity": 1}), None)
@@ -221,7 +237,7 @@ async fn unknown_skus_and_reservations_are_not_found() {
         let delete = send(
             app.client
                 .delete(app.url(&format!("/v1/reservations/{id}")))
-                .insert_header(BUYER),
+                .insert_header(bearer(&ana)),
             None,
         )
         .await;
@@ -229,7 +245,7 @@ async fn unknown_skus_and_reservations_are_not_found() {
         let commit = send(
             app.client
                 .post(app.url(&format!("/v1/reservations/{id}/commit")))
-                .insert_header(BUYER),
+                .insert_header(bearer(&ana)),
             None,
         )
         .await;
@@ -275,7 +291,7 @@ async fn seller_routes_need_the_products_tenant() {
     let other_adjust = send(
         app.client
             .post(app.url("/v1/skus/OWN-1/stock/adjust"))
-            .insert_header(("x-tenant-id", "tenant-b")),
+            .insert_header(bearer(&app.seller("tenant-b").await.access_token)),
         Some(json!({"warehouse": "main", "delta": -5, "reason": "theft"})),
     )
     .await;
@@ -328,13 +344,15 @@ async fn bad_stock_changes_are_refused_and_change_nothing() {
         "limit_exceeded",
     );
 
+    let token = app.seller("t").await.access_token;
     let adjust = |body: Value| {
         let app = &app;
+        let token = &token;
         async move {
             send(
                 app.client
                     .post(app.url("/v1/skus/STK-1/stock/adjust"))
-                    .insert_header(("x-tenant-id", "t")),
+                    .insert_header(bearer(token)),
                 Some(body),
             )
             .await
@@ -363,13 +381,15 @@ async fn bad_stock_changes_are_refused_and_change_nothing() {
 async fn bad_products_are_refused() {
     let app = spawn_app().await;
     app.create_product("t", &["DUP-1"]).await;
+    let token = app.seller("t").await.access_token;
     let create = |body: Value| {
         let app = &app;
+        let token = &token;
         async move {
             send(
                 app.client
                     .post(app.url("/v1/products"))
-                    .insert_header(("x-tenant-id", "t")),
+                    .insert_header(bearer(token)),
                 Some(body),
             )
             .await

@@ -17,11 +17,15 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+use flashdrop::auth::TokenKeys;
+use flashdrop::domain::identity::Role;
+
 use crate::helpers::{client, send};
 
 const CYCLES: usize = 20;
 const WORKERS: usize = 48;
-const TENANT: &str = "crash-seller";
+/// The server's HS256 secret, so the test can mint buyer tokens.
+const SECRET: &str = "crash-test-secret-that-is-long-enough-0123";
 /// (SKU, units set once at the start). The scarce one sells out on the way.
 const SKUS: &[(&str, u64)] = &[
     ("CRASH-A", 1_000_000),
@@ -42,6 +46,9 @@ fn start(dir: &Path, run: usize) -> Server {
         .arg(dir.join("data"))
         .env("FLASHDROP__LOG__LEVEL", "warn")
         .env("FLASHDROP__SNAPSHOTS__EVERY_RECORDS", "500")
+        .env("FLASHDROP__AUTH__JWT_SECRET", SECRET)
+        .env("FLASHDROP__AUTH__ARGON2_MEMORY_KIB", "8192")
+        .env("FLASHDROP__AUTH__ARGON2_ITERATIONS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -73,6 +80,55 @@ async fn wait_ready(http: &awc::Client, base: &str) {
         assert!(Instant::now() < deadline, "server never became ready");
         actix_web::rt::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `Authorization` for a buyer named `name`: a token signed with the server's
+/// secret (access tokens are checked without a lookup, so no account is needed;
+/// registering a thousand buyers would only slow the kill loop down).
+fn buyer_auth(name: &str) -> (&'static str, String) {
+    let keys = TokenKeys::new(SECRET.as_bytes(), "flashdrop", "flashdrop-api", 3600, 3600);
+    let user = u128::from(flashdrop::domain::stable_hash(&[name.as_bytes()])) << 64 | 1;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (token, _) = keys.issue_access(user, Role::Buyer, None, user, now_ms);
+    ("authorization", format!("Bearer {token}"))
+}
+
+/// A real seller: account, login, store; answers its access token.
+async fn open_store(http: &awc::Client, base: &str) -> String {
+    let credentials =
+        json!({"email": "crash-seller@test.example", "password": "crash-Test-password-1"});
+    let registered = send(
+        http.post(format!("{base}/v1/auth/register")),
+        Some(credentials.clone()),
+    )
+    .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        registered.body
+    );
+    let login = send(
+        http.post(format!("{base}/v1/auth/login")),
+        Some(credentials),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    let token = login.body["access_token"].as_str().unwrap();
+    let store = send(
+        http.post(format!("{base}/v1/tenants"))
+            .insert_header(("authorization", format!("Bearer {token}"))),
+        Some(json!({"name": "Crash store"})),
+    )
+    .await;
+    assert_eq!(store.status, StatusCode::CREATED, "{:?}", store.body);
+    store.body["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +167,7 @@ async fn worker(
     stop: Rc<Cell<bool>>,
 ) {
     let buyer = format!("crash-buyer-{id}");
+    let auth = buyer_auth(&buyer);
     let mut rng = fastrand::Rng::with_seed(id as u64 ^ 0x5eed);
     let mut mine: Vec<String> = Vec::new();
     let mut n = 0u64;
@@ -123,7 +180,7 @@ async fn worker(
             let key = rng.bool().then(|| format!("{buyer}-{n}"));
             let mut request = http
                 .post(format!("{base}/v1/skus/{sku}/reservations"))
-                .insert_header(("x-buyer-id", buyer.as_str()))
+                .insert_header(auth.clone())
                 .insert_header(("content-type", "application/json"));
             if let Some(key) = &key {
                 request = request.insert_header(("idempotency-key", key.as_str()));
@@ -173,11 +230,7 @@ async fn worker(
             } else {
                 http.delete(format!("{base}/v1/reservations/{rid}"))
             };
-            let Ok(mut response) = request
-                .insert_header(("x-buyer-id", buyer.as_str()))
-                .send()
-                .await
-            else {
+            let Ok(mut response) = request.insert_header(auth.clone()).send().await else {
                 break;
             };
             if response.body().await.is_err() {
@@ -215,7 +268,7 @@ async fn verify(http: &awc::Client, base: &str, book: Book, ids: Vec<String>) {
         async move {
             let response = send(
                 http.get(format!("{base}/v1/reservations/{id}"))
-                    .insert_header(("x-buyer-id", tracked.buyer.as_str())),
+                    .insert_header(buyer_auth(&tracked.buyer)),
                 None,
             )
             .await;
@@ -311,9 +364,13 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
                 .iter()
                 .map(|(s, _)| json!({"sku": s, "price": {"amount": 500, "currency": "USD"}}))
                 .collect();
+            let seller = (
+                "authorization",
+                format!("Bearer {}", open_store(&http, &server.base).await),
+            );
             let created = send(
                 http.post(format!("{}/v1/products", server.base))
-                    .insert_header(("x-tenant-id", TENANT)),
+                    .insert_header(seller.clone()),
                 Some(json!({"title": "crash test", "skus": skus})),
             )
             .await;
@@ -321,7 +378,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
             for (sku, units) in SKUS {
                 let set = send(
                     http.put(format!("{}/v1/skus/{sku}/stock", server.base))
-                        .insert_header(("x-tenant-id", TENANT)),
+                        .insert_header(seller.clone()),
                     Some(json!({"warehouses": {"main": units}})),
                 )
                 .await;
@@ -348,7 +405,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
             for (buyer, sku, key, quantity) in unanswered {
                 let response = send(
                     http.post(format!("{}/v1/skus/{sku}/reservations", server.base))
-                        .insert_header(("x-buyer-id", buyer.as_str()))
+                        .insert_header(buyer_auth(&buyer))
                         .insert_header(("idempotency-key", key.as_str())),
                     Some(json!({"quantity": quantity})),
                 )
@@ -357,7 +414,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
                     let rid = response.body["reservation_id"].as_str().unwrap().to_owned();
                     let again = send(
                         http.post(format!("{}/v1/skus/{sku}/reservations", server.base))
-                            .insert_header(("x-buyer-id", buyer.as_str()))
+                            .insert_header(buyer_auth(&buyer))
                             .insert_header(("idempotency-key", key.as_str())),
                         Some(json!({"quantity": quantity})),
                     )
@@ -417,7 +474,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
     verify(&http, &server.base, acknowledged, all.clone()).await;
     let status = send(
         http.post(format!("{}/v1/skus/CRASH-A/reservations", server.base))
-            .insert_header(("x-buyer-id", "last")),
+            .insert_header(buyer_auth("last")),
         Some(json!({"quantity": 1})),
     )
     .await;
@@ -436,7 +493,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
     wait_ready(&http, &server.base).await;
     let after = send(
         http.get(format!("{}/v1/reservations/{last}", server.base))
-            .insert_header(("x-buyer-id", "last")),
+            .insert_header(buyer_auth("last")),
         None,
     )
     .await;

@@ -13,7 +13,7 @@ use flashdrop::persistence::batch::decode_batch;
 use flashdrop::persistence::record::decode_record;
 use flashdrop::persistence::{EntityKey, RecordBody};
 
-use crate::helpers::{eventually, spawn_app, spawn_clocked};
+use crate::helpers::{bearer, eventually, spawn_app, spawn_clocked};
 
 /// Every stock event of one SKU still in the WAL, in order.
 fn wal_events(app: &crate::helpers::TestApp, sku: u64) -> Vec<StockEvent> {
@@ -71,7 +71,7 @@ async fn expired_reservation_returns_its_units_and_the_wal_holds_the_release() {
     let commit = crate::helpers::send(
         app.client
             .post(app.url(&format!("/v1/reservations/{id}/commit")))
-            .insert_header(("x-buyer-id", "ana")),
+            .insert_header(bearer(&app.buyer("ana").await.access_token)),
         None,
     )
     .await;
@@ -79,7 +79,7 @@ async fn expired_reservation_returns_its_units_and_the_wal_holds_the_release() {
     let release = crate::helpers::send(
         app.client
             .delete(app.url(&format!("/v1/reservations/{id}")))
-            .insert_header(("x-buyer-id", "ana")),
+            .insert_header(bearer(&app.buyer("ana").await.access_token)),
         None,
     )
     .await;

@@ -1,6 +1,7 @@
 //! One isolated flashdrop per test: temp data dir, port 0, real HTTP client.
 //! Logs only when TEST_LOG is set.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,45 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     server: ServerHandle,
     _dir: Option<tempfile::TempDir>,
+    /// Accounts the helpers made, by role and name.
+    identities: parking_lot::Mutex<HashMap<(Kind, String), Identity>>,
+}
+
+/// The HS256 secret of every test app (tests may mint tokens with it).
+pub const TEST_SECRET: &str = "flashdrop-test-secret-of-more-than-32-bytes";
+pub const PASSWORD: &str = "correct-Horse-7-battery";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Buyer,
+    Seller,
+}
+
+/// Accounts made by the helpers, carried across a restart.
+pub struct Identities(HashMap<(Kind, String), Identity>);
+
+/// A signed-in account made by the helpers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub email: String,
+    pub user_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub tenant_id: Option<String>,
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+/// A test e-mail address for a helper name (names may hold `:` or `@`).
+pub fn email_for(name: &str) -> String {
+    let local: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{}-{:08x}@test.example", local, fastrand::u32(..))
 }
 
 pub struct Response {
@@ -54,6 +94,14 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.server.workers = 2;
     config.storage.data_dir = dir.to_path_buf();
     config.storage.cache_capacity_mb = 16;
+    config.auth.jwt_secret = TEST_SECRET.into();
+    // Dev mode only to allow a cheap argon2 cost: tests hash hundreds of passwords.
+    config.auth.dev_mode = true;
+    config.auth.argon2_memory_kib = 64;
+    config.auth.argon2_iterations = 1;
+    config.auth.login_burst_per_account = 1_000_000;
+    config.auth.login_burst_per_address = 1_000_000;
+    config.tenants.default_requests_per_minute = 1_000_000;
     config
 }
 
@@ -104,6 +152,7 @@ pub async fn spawn_clocked(
         engine,
         server,
         _dir: dir,
+        identities: parking_lot::Mutex::new(HashMap::new()),
     }
 }
 
@@ -142,8 +191,108 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    /// Creates a product for `tenant` with the given SKU codes; returns its body.
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        let mut request = self.client.post(self.url(path));
+        if let Some(token) = token {
+            request = request.insert_header(bearer(token));
+        }
+        send(request, Some(body)).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.insert_header(bearer(token));
+        }
+        send(request, None).await
+    }
+
+    /// Registers and logs in a fresh account; answers the login body.
+    pub async fn sign_up(&self, email: &str) -> Value {
+        let credentials = json!({"email": email, "password": PASSWORD});
+        let registered = self
+            .post_json("/v1/auth/register", None, credentials.clone())
+            .await;
+        assert_eq!(
+            registered.status,
+            StatusCode::ACCEPTED,
+            "{:?}",
+            registered.body
+        );
+        let login = self.post_json("/v1/auth/login", None, credentials).await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        login.body
+    }
+
+    fn identity_of(tokens: &Value, email: &str) -> Identity {
+        Identity {
+            email: email.to_owned(),
+            user_id: tokens["account"]["id"].as_str().unwrap().to_owned(),
+            access_token: tokens["access_token"].as_str().unwrap().to_owned(),
+            refresh_token: tokens["refresh_token"].as_str().unwrap().to_owned(),
+            tenant_id: tokens["account"]["tenant_id"].as_str().map(str::to_owned),
+        }
+    }
+
+    /// The accounts the helpers made, to adopt in an app restarted on the same data.
+    pub fn identities(&self) -> Identities {
+        Identities(self.identities.lock().clone())
+    }
+
+    pub fn adopt(&self, identities: Identities) {
+        self.identities.lock().extend(identities.0);
+    }
+
+    /// The buyer account named `name` (made on first use).
+    pub async fn buyer(&self, name: &str) -> Identity {
+        let key = (Kind::Buyer, name.to_owned());
+        if let Some(found) = self.identities.lock().get(&key) {
+            return found.clone();
+        }
+        let email = email_for(name);
+        let tokens = self.sign_up(&email).await;
+        let identity = Self::identity_of(&tokens, &email);
+        self.identities
+            .lock()
+            .entry(key)
+            .or_insert(identity)
+            .clone()
+    }
+
+    /// The seller admin of the store named `name` (account and store made on first use).
+    pub async fn seller(&self, name: &str) -> Identity {
+        let key = (Kind::Seller, name.to_owned());
+        if let Some(found) = self.identities.lock().get(&key) {
+            return found.clone();
+        }
+        let email = email_for(name);
+        let tokens = self.sign_up(&email).await;
+        let token = tokens["access_token"].as_str().unwrap().to_owned();
+        let onboarded = self
+            .post_json(
+                "/v1/tenants",
+                Some(&token),
+                json!({"name": format!("Store {name}")}),
+            )
+            .await;
+        assert_eq!(
+            onboarded.status,
+            StatusCode::CREATED,
+            "{:?}",
+            onboarded.body
+        );
+        let identity = Self::identity_of(&onboarded.body["tokens"], &email);
+        assert!(identity.tenant_id.is_some());
+        self.identities
+            .lock()
+            .entry(key)
+            .or_insert(identity)
+            .clone()
+    }
+
+    /// Creates a product for the store named `tenant` with the given SKU codes; returns its body.
     pub async fn create_product(&self, tenant: &str, skus: &[&str]) -> Value {
+        let seller = self.seller(tenant).await;
         let skus: Vec<Value> = skus
             .iter()
             .map(|s| json!({"sku": s, "price": {"amount": 1999, "currency": "USD"}}))
@@ -151,7 +300,7 @@ impl TestApp {
         let response = send(
             self.client
                 .post(self.url("/v1/products"))
-                .insert_header(("x-tenant-id", tenant)),
+                .insert_header(bearer(&seller.access_token)),
             Some(json!({"title": "Drop tee", "category": "apparel", "skus": skus})),
         )
         .await;
@@ -160,10 +309,11 @@ impl TestApp {
     }
 
     pub async fn set_stock(&self, tenant: &str, sku: &str, warehouses: Value) -> Response {
+        let seller = self.seller(tenant).await;
         send(
             self.client
                 .put(self.url(&format!("/v1/skus/{sku}/stock")))
-                .insert_header(("x-tenant-id", tenant)),
+                .insert_header(bearer(&seller.access_token)),
             Some(json!({ "warehouses": warehouses })),
         )
         .await
@@ -183,10 +333,11 @@ impl TestApp {
         body: Value,
         key: Option<&str>,
     ) -> Response {
+        let token = self.buyer(buyer).await.access_token;
         let mut request = self
             .client
             .post(self.url(&format!("/v1/skus/{sku}/reservations")))
-            .insert_header(("x-buyer-id", buyer));
+            .insert_header(bearer(&token));
         if let Some(key) = key {
             request = request.insert_header(("idempotency-key", key));
         }
@@ -204,10 +355,11 @@ impl TestApp {
     }
 
     pub async fn reservation(&self, buyer: &str, id: &str) -> Response {
+        let token = self.buyer(buyer).await.access_token;
         send(
             self.client
                 .get(self.url(&format!("/v1/reservations/{id}")))
-                .insert_header(("x-buyer-id", buyer)),
+                .insert_header(bearer(&token)),
             None,
         )
         .await

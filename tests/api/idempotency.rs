@@ -83,9 +83,11 @@ async fn the_same_key_survives_a_restart() {
     let first = app
         .reserve("ana", "IDEM-3", json!({"quantity": 1}), Some("k"))
         .await;
+    let accounts = app.identities();
     app.stop().await;
 
     let app = crate::helpers::spawn_config(config, None).await;
+    app.adopt(accounts);
     let again = app
         .reserve("ana", "IDEM-3", json!({"quantity": 1}), Some("k"))
         .await;

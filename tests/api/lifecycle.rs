@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{send, spawn_app, Response, TestApp};
+use crate::helpers::{bearer, send, spawn_app, Response, TestApp};
 
 async fn act(app: &TestApp, method: &str, buyer: &str, id: &str) -> Response {
     let request = match method {
@@ -15,7 +15,8 @@ async fn act(app: &TestApp, method: &str, buyer: &str, id: &str) -> Response {
             .client
             .post(app.url(&format!("/v1/reservations/{id}/commit"))),
     };
-    send(request.insert_header(("x-buyer-id", buyer)), None).await
+    let token = app.buyer(buyer).await.access_token;
+    send(request.insert_header(bearer(&token)), None).await
 }
 
 #[actix_web::test]

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{send, spawn_app};
+use crate::helpers::{bearer, send, spawn_app};
 
 #[actix_web::test]
 async fn a_product_shows_live_availability_of_each_sku() {
@@ -11,7 +11,7 @@ async fn a_product_shows_live_availability_of_each_sku() {
     let created = send(
         app.client
             .post(app.url("/v1/products"))
-            .insert_header(("x-tenant-id", "studio-9")),
+            .insert_header(bearer(&app.seller("studio-9").await.access_token)),
         Some(json!({
             "title": "Launch sneaker",
             "description": "Limited run",
@@ -30,7 +30,8 @@ async fn a_product_shows_live_availability_of_each_sku() {
         created.header("location"),
         Some(format!("/v1/products/{id}").as_str())
     );
-    assert_eq!(created.body["tenant_id"], "studio-9");
+    let store = app.seller("studio-9").await.tenant_id.unwrap();
+    assert_eq!(created.body["tenant_id"], store.as_str());
     assert_eq!(created.body["skus"][1]["low_stock_threshold"], 3);
 
     app.set_stock("studio-9", "SNK-42", json!({"main": 10}))
@@ -79,7 +80,7 @@ async fn products_and_stock_survive_a_restart() {
     let again = send(
         app.client
             .post(app.url("/v1/products"))
-            .insert_header(("x-tenant-id", "t")),
+            .insert_header(bearer(&app.seller("t").await.access_token)),
         Some(json!({"title": "x", "skus": [{"sku": "KEEP-1", "price": {"amount": 1, "currency": "USD"}}]})),
     )
     .await;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use flashdrop::domain::SkuCode;
 
-use crate::helpers::{eventually, send, spawn_app, spawn_with};
+use crate::helpers::{bearer, eventually, send, spawn_app, spawn_with};
 
 #[actix_web::test]
 async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
@@ -33,14 +33,14 @@ async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
     send(
         app.client
             .post(app.url(&format!("/v1/reservations/{}/commit", ids[0])))
-            .insert_header(("x-buyer-id", "ana")),
+            .insert_header(bearer(&app.buyer("ana").await.access_token)),
         None,
     )
     .await;
     send(
         app.client
             .delete(app.url(&format!("/v1/reservations/{}", ids[1])))
-            .insert_header(("x-buyer-id", "ana")),
+            .insert_header(bearer(&app.buyer("ana").await.access_token)),
         None,
     )
     .await;
@@ -85,7 +85,7 @@ async fn an_idle_sku_is_passivated_and_comes_back_with_its_state() {
     send(
         app.client
             .post(app.url(&format!("/v1/reservations/{id}/commit")))
-            .insert_header(("x-buyer-id", "ana")),
+            .insert_header(bearer(&app.buyer("ana").await.access_token)),
         None,
     )
     .await;

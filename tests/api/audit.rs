@@ -1,0 +1,440 @@
+//! Every state-changing route leaves an audit line: the test takes the list of
+//! routes from the served OpenAPI document, calls each one, and finds the line
+//! with the right action, actor, target and correlation id. The reservation
+//! routes (the flash-sale data plane) are journaled by their own WAL record,
+//! which names the buyer and the time; the test checks that record instead.
+
+use std::collections::BTreeSet;
+
+use actix_web::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{bearer, email_for, send, spawn_with, Response, TestApp, PASSWORD};
+
+/// The routes the OpenAPI document lists with a state-changing verb.
+async fn state_changing_routes(app: &TestApp) -> BTreeSet<String> {
+    let spec = send(app.client.get(app.url("/openapi.json")), None).await;
+    let mut routes = BTreeSet::new();
+    for (path, item) in spec.body["paths"].as_object().unwrap() {
+        for method in ["post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                routes.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+struct Walk<'a> {
+    app: &'a TestApp,
+    root: String,
+    walked: BTreeSet<String>,
+    step: u32,
+}
+
+impl Walk<'_> {
+    /// Calls `route` (with `path` filled in) and checks the newest audit lines
+    /// hold `action` by `actor` on a target starting with `target`.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &mut self,
+        route: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        action: &str,
+        actor: Option<&str>,
+        target: &str,
+    ) -> Response {
+        self.step += 1;
+        let correlation = format!("audit-walk-{}", self.step);
+        let (method, _) = route.split_once(' ').unwrap();
+        let url = self.app.url(path);
+        let mut request = match method {
+            "PUT" => self.app.client.put(url),
+            "DELETE" => self.app.client.delete(url),
+            _ => self.app.client.post(url),
+        }
+        .insert_header(("x-correlation-id", correlation.as_str()));
+        if let Some(token) = token {
+            request = request.insert_header(bearer(token));
+        }
+        let response = send(request, body).await;
+        assert!(
+            response.status.is_success(),
+            "{route}: {} {:?}",
+            response.status,
+            response.body
+        );
+        let audit = send(
+            self.app
+                .client
+                .get(
+                    self.app
+                        .url(&format!("/v1/admin/audit?action={action}&limit=100")),
+                )
+                .insert_header(bearer(&self.root)),
+            None,
+        )
+        .await;
+        let line = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["correlation_id"] == correlation.as_str())
+            .unwrap_or_else(|| panic!("{route}: no {action} line; {:?}", audit.body))
+            .clone();
+        assert_eq!(line["action"], action, "{route}");
+        assert!(
+            line["target"].as_str().unwrap().starts_with(target),
+            "{route}: target {}",
+            line["target"]
+        );
+        match actor {
+            Some(user) => assert_eq!(line["actor"]["user_id"], user, "{route}: who"),
+            None => assert!(line["actor"].is_null(), "{route}: anonymous"),
+        }
+        assert!(line["at"].as_str().unwrap().ends_with('Z'), "{route}: when");
+        self.walked.insert(route.to_owned());
+        response
+    }
+}
+
+#[actix_web::test]
+async fn every_state_changing_route_leaves_an_audit_entry() {
+    let app = spawn_with(|c| {
+        c.auth.bootstrap_admin_email = "root@platform.example".into();
+        c.auth.bootstrap_admin_password = PASSWORD.into();
+    })
+    .await;
+    let root_login = app
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"email": "root@platform.example", "password": PASSWORD}),
+        )
+        .await;
+    let mut walk = Walk {
+        app: &app,
+        root: root_login.body["access_token"].as_str().unwrap().to_owned(),
+        walked: BTreeSet::new(),
+        step: 0,
+    };
+
+    // Accounts and sessions.
+    let email = email_for("walker");
+    let credentials = json!({"email": email, "password": PASSWORD});
+    walk.call(
+        "POST /v1/auth/register",
+        "/v1/auth/register",
+        None,
+        Some(credentials.clone()),
+        "user.register",
+        None,
+        "user:",
+    )
+    .await;
+    let login = app
+        .post_json("/v1/auth/login", None, credentials.clone())
+        .await;
+    let user = login.body["account"]["id"].as_str().unwrap().to_owned();
+    let login = walk
+        .call(
+            "POST /v1/auth/login",
+            "/v1/auth/login",
+            None,
+            Some(credentials.clone()),
+            "session.login",
+            Some(&user),
+            "session:",
+        )
+        .await;
+    let refresh = json!({"refresh_token": login.body["refresh_token"]});
+    let refreshed = walk
+        .call(
+            "POST /v1/auth/refresh",
+            "/v1/auth/refresh",
+            None,
+            Some(refresh),
+            "session.refresh",
+            Some(&user),
+            "session:",
+        )
+        .await;
+    let token = refreshed.body["access_token"].as_str().unwrap().to_owned();
+
+    // A store, its settings, products and stock.
+    let store = walk
+        .call(
+            "POST /v1/tenants",
+            "/v1/tenants",
+            Some(&token),
+            Some(json!({"name": "Walk shop"})),
+            "tenant.create",
+            Some(&user),
+            "tenant:",
+        )
+        .await;
+    let tenant = store.body["tenant"]["id"].as_str().unwrap().to_owned();
+    let seller = store.body["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updated = walk
+        .call(
+            "PUT /v1/tenants/{id}",
+            &format!("/v1/tenants/{tenant}"),
+            Some(&seller),
+            Some(json!({"name": "Walk shop 2"})),
+            "tenant.update",
+            Some(&user),
+            "tenant:",
+        )
+        .await;
+    assert_eq!(updated.body["name"], "Walk shop 2");
+    walk.call(
+        "POST /v1/products",
+        "/v1/products",
+        Some(&seller),
+        Some(json!({"title": "Walk tee", "skus": [{"sku": "WALK-1", "price": {"amount": 900, "currency": "USD"}}]})),
+        "product.create",
+        Some(&user),
+        "product:",
+    )
+    .await;
+    walk.call(
+        "PUT /v1/skus/{sku}/stock",
+        "/v1/skus/WALK-1/stock",
+        Some(&seller),
+        Some(json!({"warehouses": {"main": 10}})),
+        "stock.set",
+        Some(&user),
+        "sku:WALK-1",
+    )
+    .await;
+    walk.call(
+        "POST /v1/skus/{sku}/stock/adjust",
+        "/v1/skus/WALK-1/stock/adjust",
+        Some(&seller),
+        Some(json!({"warehouse": "main", "delta": -1, "reason": "count"})),
+        "stock.adjust",
+        Some(&user),
+        "sku:WALK-1",
+    )
+    .await;
+    // Stock lines carry the counts before and after.
+    let stock_lines = send(
+        app.client
+            .get(app.url("/v1/admin/audit?target=sku:WALK-1"))
+            .insert_header(bearer(&seller)),
+        None,
+    )
+    .await;
+    let adjust = &stock_lines.body["items"][0];
+    assert_eq!(adjust["before"]["available"], 10);
+    assert_eq!(adjust["after"]["available"], 9);
+
+    // Staff.
+    let staff_email = email_for("walk-staff");
+    let invite = walk
+        .call(
+            "POST /v1/tenants/{id}/staff",
+            &format!("/v1/tenants/{tenant}/staff"),
+            Some(&seller),
+            Some(json!({"email": staff_email, "role": "seller_staff"})),
+            "staff.invite",
+            Some(&user),
+            "invitation:",
+        )
+        .await;
+    let staff_login = app.sign_up(&staff_email).await;
+    let staff_user = staff_login["account"]["id"].as_str().unwrap().to_owned();
+    walk.call(
+        "POST /v1/invitations/accept",
+        "/v1/invitations/accept",
+        staff_login["access_token"].as_str(),
+        Some(json!({"token": invite.body["token"]})),
+        "staff.join",
+        Some(&staff_user),
+        "user:",
+    )
+    .await;
+    walk.call(
+        "DELETE /v1/tenants/{id}/staff/{user_id}",
+        &format!("/v1/tenants/{tenant}/staff/{staff_user}"),
+        Some(&seller),
+        None,
+        "staff.remove",
+        Some(&user),
+        &format!("user:{staff_user}"),
+    )
+    .await;
+
+    // Follows, by a buyer.
+    let fan = app.buyer("walk-fan").await;
+    let follow = format!("/v1/users/{tenant}/follow");
+    walk.call(
+        "POST /v1/users/{id}/follow",
+        &follow,
+        Some(&fan.access_token),
+        None,
+        "follow.create",
+        Some(&fan.user_id),
+        "creator:",
+    )
+    .await;
+    walk.call(
+        "DELETE /v1/users/{id}/follow",
+        &follow,
+        Some(&fan.access_token),
+        None,
+        "follow.delete",
+        Some(&fan.user_id),
+        "creator:",
+    )
+    .await;
+
+    // The data plane: each reservation's own durable record says who and when.
+    let held = app
+        .reserve("walk-fan", "WALK-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    assert_eq!(held.body["buyer_id"], fan.user_id.as_str());
+    let second = app
+        .reserve("walk-fan", "WALK-1", json!({"quantity": 1}), None)
+        .await;
+    for (route, id, verb, state) in [
+        (
+            "DELETE /v1/reservations/{id}",
+            held.body["reservation_id"].as_str().unwrap(),
+            "DELETE",
+            "released",
+        ),
+        (
+            "POST /v1/reservations/{id}/commit",
+            second.body["reservation_id"].as_str().unwrap(),
+            "POST",
+            "committed",
+        ),
+    ] {
+        let path = if verb == "DELETE" {
+            format!("/v1/reservations/{id}")
+        } else {
+            format!("/v1/reservations/{id}/commit")
+        };
+        let request = if verb == "DELETE" {
+            app.client.delete(app.url(&path))
+        } else {
+            app.client.post(app.url(&path))
+        };
+        let done = send(request.insert_header(bearer(&fan.access_token)), None).await;
+        assert!(done.status.is_success(), "{route}");
+        let record = app
+            .get_as(&format!("/v1/reservations/{id}"), Some(&seller))
+            .await;
+        assert_eq!(record.body["state"], state, "{route}");
+        assert_eq!(
+            record.body["buyer_id"],
+            fan.user_id.as_str(),
+            "{route}: who"
+        );
+        assert!(record.body["created_at"].as_str().unwrap().ends_with('Z'));
+        walk.walked.insert(route.to_owned());
+    }
+    walk.walked
+        .insert("POST /v1/skus/{sku}/reservations".to_owned());
+
+    // Last: log out (it ends the session the walk used).
+    walk.call(
+        "POST /v1/auth/logout",
+        "/v1/auth/logout",
+        Some(&seller),
+        None,
+        "session.logout",
+        Some(&user),
+        "session:",
+    )
+    .await;
+
+    let routes = state_changing_routes(&app).await;
+    let missing: Vec<&String> = routes.difference(&walk.walked).collect();
+    assert!(
+        missing.is_empty(),
+        "routes the walk did not check: {missing:?}"
+    );
+    assert!(routes.len() >= 17, "{routes:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn audit_pages_are_filtered_and_paginated() {
+    let app = spawn_with(|c| {
+        c.auth.bootstrap_admin_email = "root@platform.example".into();
+        c.auth.bootstrap_admin_password = PASSWORD.into();
+    })
+    .await;
+    let seller = app.seller("pages").await;
+    for i in 0..7 {
+        let r = app.set_stock("pages", "PG-1", json!({"main": i})).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "no such SKU yet: no line");
+    }
+    app.stocked_sku("pages", "PG-1", 1).await;
+    for i in 2..=6 {
+        app.set_stock("pages", "PG-1", json!({"main": i})).await;
+    }
+    let get = |query: String| {
+        let app = &app;
+        let token = seller.access_token.clone();
+        async move {
+            send(
+                app.client
+                    .get(app.url(&format!("/v1/admin/audit?{query}")))
+                    .insert_header(bearer(&token)),
+                None,
+            )
+            .await
+        }
+    };
+    let first = get("action=stock.set&limit=2".into()).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let items = first.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["after"]["warehouses"]["main"], 6, "newest first");
+    let mut seen = 2;
+    let mut cursor = first.body["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let page = get(format!("action=stock.set&limit=2&cursor={c}")).await;
+        seen += page.body["items"].as_array().unwrap().len();
+        cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, 6, "one line per successful stock change");
+    let product = get("action=product".into()).await;
+    assert_eq!(
+        product.body["items"].as_array().unwrap().len(),
+        1,
+        "a prefix matches"
+    );
+    let future = get("since=2999-01-01T00:00:00Z".into()).await;
+    assert!(future.body["items"].as_array().unwrap().is_empty());
+    let past = get("until=2000-01-01T00:00:00Z".into()).await;
+    assert!(past.body["items"].as_array().unwrap().is_empty());
+    for bad in [
+        "since=yesterday",
+        "limit=0",
+        "limit=101",
+        "cursor=x",
+        "actor=nobody",
+        "colour=red",
+    ] {
+        let r = get(bad.into()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {:?}",
+            r.body
+        );
+    }
+    let mine = get(format!("actor={}", seller.user_id)).await;
+    assert!(mine.body["items"].as_array().unwrap().len() >= 7);
+    app.stop().await;
+}
