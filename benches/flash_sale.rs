@@ -7,10 +7,16 @@
 //! the HTTP-layer rows compare header identity (the engine core's, pre-auth)
 //! with bearer-token verification, the cost issue 3 asks for.
 //!
+//! With `FLASH_PREAUTH_BIN` set to a flashdrop binary from before tokens
+//! (commit 8e4aaf7, see README), the end-to-end cost of authentication is
+//! measured too: that binary and this one as processes, alternating, the same
+//! load against each (it sends both identities), same run.
+//!
 //! Run: `cargo bench --bench flash_sale`
 //! Knobs (environment): FLASH_CONNECTIONS (256), FLASH_SECONDS (10),
 //! FLASH_CLIENT_THREADS (1), FLASH_SELLOUT_UNITS (20000), FLASH_ONLY=flashdrop
-//! (skip the ceiling and sell-out runs, for profiling).
+//! (skip the ceiling and sell-out runs, for profiling), FLASH_PREAUTH_BIN and
+//! FLASH_PREAUTH_ROUNDS (3).
 
 mod support;
 
@@ -117,17 +123,21 @@ impl actix_web::FromRequest for HeaderBuyer {
 }
 
 /// Identity from a bearer token, verified exactly as flashdrop's `Shopper`
-/// extractor does (signature, claims, expiry, buyer id) minus the engine.
-struct TokenBuyer;
+/// extractor does (signature, claims, expiry, buyer id) minus the engine;
+/// `CACHED = false` verifies every request from scratch.
+struct TokenBuyer<const CACHED: bool>;
 
 static KEYS: OnceLock<flashdrop::auth::TokenKeys> = OnceLock::new();
+static KEYS_UNCACHED: OnceLock<flashdrop::auth::TokenKeys> = OnceLock::new();
 
-impl actix_web::FromRequest for TokenBuyer {
+impl<const CACHED: bool> actix_web::FromRequest for TokenBuyer<CACHED> {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<Self, actix_web::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let keys = KEYS.get().expect("keys set before the server starts");
+        let keys = if CACHED { &KEYS } else { &KEYS_UNCACHED }
+            .get()
+            .expect("keys set before the server starts");
         let now_ms = flashdrop::clock::Clock::now_ms(&flashdrop::clock::SystemClock);
         let verified = req
             .headers()
@@ -135,12 +145,7 @@ impl actix_web::FromRequest for TokenBuyer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .and_then(|t| keys.verify_access(t, now_ms).ok())
-            .and_then(|caller| {
-                flashdrop::domain::BuyerId::parse(&flashdrop::domain::identity::id_text(
-                    caller.user,
-                ))
-                .ok()
-            });
+            .map(|caller| flashdrop::domain::BuyerId::of_account(caller.user));
         std::future::ready(
             verified
                 .map(|_| TokenBuyer)
@@ -230,6 +235,134 @@ fn start_trivial(workers: usize) -> Target {
             web::post().to(trivial_reserve),
         )
     })
+}
+
+/// How a server learns who calls: the engine core's headers, or tokens.
+#[derive(Clone, Copy, PartialEq)]
+enum Identity {
+    Headers,
+    Tokens,
+}
+
+/// Kills the child if the bench stops early (a panic), so no server outlives it.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A flashdrop binary on a free port with a data directory of its own, its
+/// products and stock set up over HTTP as a seller would.
+fn start_binary(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    identity: Identity,
+    skus: &[String],
+    units: u64,
+) -> Target {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(bin);
+    command
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir)
+        .env("FLASHDROP__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped());
+    if identity == Identity::Tokens {
+        // The binary before tokens knows no [auth] section and would refuse it.
+        command.env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET);
+    }
+    let mut child = ChildGuard(command.spawn().expect("the flashdrop binary starts"));
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("a listening line").unwrap();
+        if let Some(address) = line.strip_prefix("flashdrop listening on http://") {
+            break address.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    actix_rt::System::new().block_on(prepare(port, identity, skus, units));
+    Target {
+        port,
+        stop: Box::new(move || {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.0.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.0.wait();
+        }),
+    }
+}
+
+async fn prepare(port: u16, identity: Identity, skus: &[String], units: u64) {
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..1200 {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = |request: awc::ClientRequest, body: serde_json::Value| async move {
+        let mut response = request.send_json(&body).await.expect("the server answers");
+        let bytes = response.body().await.unwrap_or_default();
+        assert!(
+            response.status().is_success(),
+            "{}: {}",
+            response.status(),
+            String::from_utf8_lossy(&bytes)
+        );
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default()
+    };
+    let seller: (&str, String) = match identity {
+        Identity::Headers => ("x-tenant-id", support::TENANT.to_owned()),
+        Identity::Tokens => {
+            let credentials =
+                json!({"email": "seller@bench.example", "password": "load-Test-password-1"});
+            call(
+                http.post(format!("{base}/v1/auth/register")),
+                credentials.clone(),
+            )
+            .await;
+            let login = call(http.post(format!("{base}/v1/auth/login")), credentials).await;
+            let token = login["access_token"].as_str().unwrap();
+            let store = call(
+                http.post(format!("{base}/v1/tenants"))
+                    .insert_header(("authorization", format!("Bearer {token}"))),
+                json!({"name": "Bench store"}),
+            )
+            .await;
+            let token = store["tokens"]["access_token"].as_str().unwrap();
+            ("authorization", format!("Bearer {token}"))
+        }
+    };
+    for chunk in skus.chunks(100) {
+        let list: Vec<_> = chunk
+            .iter()
+            .map(|s| json!({"sku": s, "price": {"amount": 1000, "currency": "USD"}}))
+            .collect();
+        call(
+            http.post(format!("{base}/v1/products"))
+                .insert_header(seller.clone()),
+            json!({"title": "bench", "skus": list}),
+        )
+        .await;
+    }
+    for sku in skus {
+        call(
+            http.put(format!("{base}/v1/skus/{sku}/stock"))
+                .insert_header(seller.clone()),
+            json!({"warehouses": {"main": units}}),
+        )
+        .await;
+    }
 }
 
 #[derive(Default)]
@@ -406,13 +539,18 @@ fn main() {
     let mut rows = Vec::new();
     let mut auth_ratios = Vec::new();
     let a = flashdrop::config::AuthConfig::default();
-    let _ = KEYS.set(flashdrop::auth::TokenKeys::new(
-        support::BENCH_SECRET.as_bytes(),
-        &a.issuer,
-        &a.audience,
-        3600,
-        3600,
-    ));
+    let keys = || {
+        flashdrop::auth::TokenKeys::new(
+            support::BENCH_SECRET.as_bytes(),
+            &a.issuer,
+            &a.audience,
+            3600,
+            3600,
+        )
+        .with_cache(a.token_cache_entries)
+    };
+    let _ = KEYS.set(keys());
+    let _ = KEYS_UNCACHED.set(keys().with_cache(0));
 
     let only_flashdrop = std::env::var("FLASH_ONLY").is_ok_and(|v| v == "flashdrop");
     for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
@@ -432,18 +570,26 @@ fn main() {
             let name = "flashdrop HTTP layer, no engine, header identity (pre-auth)";
             rows.push(row(name, scenario, &header, ceiling_rate, "-"));
 
-            let layer = start_http_layer::<TokenBuyer>(workers);
+            let layer = start_http_layer::<TokenBuyer<true>>(workers);
             let token = timed(layer.port);
             (layer.stop)();
             let name = "flashdrop HTTP layer, no engine, bearer token";
             rows.push(row(name, scenario, &token, ceiling_rate, "-"));
+
+            let layer = start_http_layer::<TokenBuyer<false>>(workers);
+            let uncached = timed(layer.port);
+            (layer.stop)();
+            let name = "flashdrop HTTP layer, no engine, bearer token, every request verified";
+            rows.push(row(name, scenario, &uncached, ceiling_rate, "-"));
             let rate =
                 |o: &Outcome| (o.tally.created + o.tally.sold_out) as f64 / o.elapsed.as_secs_f64();
             auth_ratios.push(format!(
-                "{scenario}: bearer token / header identity = {:.3} ({:.0} vs {:.0} req/s)",
+                "{scenario}: bearer token / header identity = {:.3} ({:.0} vs {:.0} req/s); \
+                 with every request verified (token cache off) {:.3}",
                 rate(&token) / rate(&header),
                 rate(&token),
-                rate(&header)
+                rate(&header),
+                rate(&uncached) / rate(&header),
             ));
         }
 
@@ -462,9 +608,73 @@ fn main() {
         ));
     }
 
+    if let Ok(preauth) = std::env::var("FLASH_PREAUTH_BIN") {
+        let current = std::path::PathBuf::from(env!("CARGO_BIN_EXE_flashdrop"));
+        let preauth = std::path::PathBuf::from(preauth);
+        for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
+            let mut rates = [Vec::new(), Vec::new()];
+            let rounds = knob("FLASH_PREAUTH_ROUNDS", 3);
+            for round in 0..rounds {
+                for (i, (bin, identity, name)) in [
+                    (
+                        &preauth,
+                        Identity::Headers,
+                        "flashdrop before tokens (8e4aaf7), process",
+                    ),
+                    (
+                        &current,
+                        Identity::Tokens,
+                        "flashdrop with bearer tokens, process",
+                    ),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let dir = tempfile::tempdir().unwrap();
+                    let target = start_binary(bin, dir.path(), identity, skus, 1_000_000_000_000);
+                    let outcome = load(
+                        target.port,
+                        skus,
+                        connections,
+                        threads,
+                        warmup,
+                        measure,
+                        None,
+                    );
+                    (target.stop)();
+                    let answered = outcome.tally.created + outcome.tally.sold_out;
+                    rates[i].push(answered as f64 / outcome.elapsed.as_secs_f64());
+                    rows.push(row(
+                        name,
+                        &format!("{scenario}, round {}", round + 1),
+                        &outcome,
+                        None,
+                        "-",
+                    ));
+                }
+            }
+            let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+            auth_ratios.push(format!(
+                "{scenario}, end to end: with tokens / before tokens = {:.3} ({:.0} vs {:.0} req/s, mean of {rounds} alternating rounds; per round {})",
+                mean(&rates[1]) / mean(&rates[0]),
+                mean(&rates[1]),
+                mean(&rates[0]),
+                rates[1]
+                    .iter()
+                    .zip(&rates[0])
+                    .map(|(t, h)| format!("{:.2}", t / h))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+    }
+
     if only_flashdrop {
         for row in &rows {
             println!("{row}");
+        }
+        for line in &auth_ratios {
+            println!("- {line}");
         }
         return;
     }

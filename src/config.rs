@@ -206,6 +206,8 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub access_ttl_s: u64,
+    /// Verified access tokens remembered, so a repeated token skips verification (0: none).
+    pub token_cache_entries: usize,
     pub refresh_ttl_s: u64,
     pub invitation_ttl_s: u64,
     pub password_min_chars: usize,
@@ -236,6 +238,7 @@ impl Default for AuthConfig {
             issuer: "flashdrop".into(),
             audience: "flashdrop-api".into(),
             access_ttl_s: 900,
+            token_cache_entries: 65_536,
             refresh_ttl_s: 30 * 86_400,
             invitation_ttl_s: 7 * 86_400,
             password_min_chars: 12,

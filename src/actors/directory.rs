@@ -485,7 +485,15 @@ impl DirectoryService {
         password: &str,
     ) -> Result<bool, IdentityError> {
         let email = Email::parse(email)?;
-        if self.state.read().user_by_email(&email).is_some() {
+        if let Some(existing) = self.state.read().user_by_email(&email) {
+            if existing.role != Role::PlatformAdmin {
+                tracing::warn!(
+                    email = email.as_str(),
+                    role = existing.role.as_str(),
+                    "the bootstrap admin's address belongs to an account that is not a platform admin; \
+                     no platform admin was created"
+                );
+            }
             return Ok(false);
         }
         self.policy.check(password, &email)?;

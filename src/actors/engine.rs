@@ -654,7 +654,8 @@ fn token_keys(config: &Config) -> Result<TokenKeys, StartError> {
         &a.audience,
         a.access_ttl_s,
         a.refresh_ttl_s,
-    ))
+    )
+    .with_cache(a.token_cache_entries))
 }
 
 /// Products a store owns, for the plan's quota.

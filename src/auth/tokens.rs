@@ -5,6 +5,7 @@
 //! recognised later (which is how reuse of a rotated one is detected) and
 //! nothing secret is stored.
 
+use dashmap::DashMap;
 use hmac::{Mac, SimpleHmac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,11 @@ pub struct RefreshToken {
 }
 
 pub struct TokenKeys {
+    /// Tokens that verified, by their exact text: a shopper sends the same
+    /// token many times in a drop, and a hit skips base64, JSON and HMAC.
+    /// A hit still checks expiry; the cache is bounded by `cache_max`.
+    verified: DashMap<Box<str>, Caller>,
+    cache_max: usize,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -65,6 +71,8 @@ pub struct TokenKeys {
 }
 
 const REFRESH_PREFIX: &str = "rt1";
+/// Verified access tokens remembered (about 0.5 KiB each).
+pub const DEFAULT_CACHE_MAX: usize = 65_536;
 const INVITE_PREFIX: &str = "inv1";
 
 impl TokenKeys {
@@ -83,6 +91,8 @@ impl TokenKeys {
         validation.validate_exp = false;
         validation.leeway = 0;
         Self {
+            verified: DashMap::new(),
+            cache_max: DEFAULT_CACHE_MAX,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -121,8 +131,36 @@ impl TokenKeys {
         (token, exp)
     }
 
+    /// Sets how many verified tokens are remembered (0: none).
+    pub fn with_cache(mut self, entries: usize) -> Self {
+        self.cache_max = entries;
+        self
+    }
+
     /// Checks signature, algorithm, issuer, audience and expiry (against `now_ms`).
     pub fn verify_access(&self, token: &str, now_ms: u64) -> Result<Caller, TokenError> {
+        if let Some(caller) = self.verified.get(token).map(|c| *c) {
+            if now_ms / 1000 >= caller.expires_at_s {
+                self.verified.remove(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(caller);
+        }
+        let caller = self.verify_uncached(token, now_ms)?;
+        if self.cache_max > 0 {
+            if self.verified.len() >= self.cache_max {
+                let now_s = now_ms / 1000;
+                self.verified.retain(|_, c| now_s < c.expires_at_s);
+                if self.verified.len() >= self.cache_max {
+                    self.verified.clear();
+                }
+            }
+            self.verified.insert(token.into(), caller);
+        }
+        Ok(caller)
+    }
+
+    fn verify_uncached(&self, token: &str, now_ms: u64) -> Result<Caller, TokenError> {
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;
@@ -287,6 +325,27 @@ mod tests {
             keys.verify_access(&token, 1_900_000),
             Err(TokenError::Expired)
         );
+    }
+
+    #[test]
+    fn the_cache_serves_only_the_exact_token_and_still_checks_expiry() {
+        let keys = keys().with_cache(2);
+        let (token, _) = keys.issue_access(1, Role::Buyer, None, 3, 0);
+        assert!(keys.verify_access(&token, 0).is_ok());
+        assert!(keys.verify_access(&token, 1_000).is_ok(), "a hit");
+        let mut forged = token.clone();
+        forged.push('x');
+        assert_eq!(keys.verify_access(&forged, 0), Err(TokenError::Invalid));
+        assert_eq!(
+            keys.verify_access(&token, 900_000),
+            Err(TokenError::Expired),
+            "a cached token expires too"
+        );
+        for user in 10..20 {
+            let (t, _) = keys.issue_access(user, Role::Buyer, None, 3, 0);
+            assert_eq!(keys.verify_access(&t, 0).unwrap().user, user);
+            assert!(keys.verified.len() <= 2);
+        }
     }
 
     #[test]

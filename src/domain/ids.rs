@@ -129,13 +129,13 @@ token_type!(
     64
 );
 token_type!(
-    /// Who is buying; from `X-Buyer-Id` until tokens replace it.
+    /// Who is buying: the account id of the bearer token.
     BuyerId,
     "buyer",
     128
 );
 token_type!(
-    /// Which seller (tenant) owns a product; from `X-Tenant-Id` until tokens replace it.
+    /// Which store (tenant) owns a product: the store id of the seller's token.
     TenantId,
     "tenant",
     128
@@ -146,6 +146,13 @@ token_type!(
     "warehouse",
     64
 );
+
+impl BuyerId {
+    /// The buyer id of an account: its id as a hyphenated UUID (always valid).
+    pub fn of_account(id: u128) -> Self {
+        Self(uuid::Uuid::from_u128(id).hyphenated().to_string())
+    }
+}
 
 /// Client-chosen `Idempotency-Key`: printable ASCII, 1..=255 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -209,6 +216,8 @@ mod tests {
         assert!(SkuCode::parse("a b").is_err());
         assert!(SkuCode::parse("ä").is_err());
         assert!(BuyerId::parse("buyer:42@shop").is_ok());
+        let account = BuyerId::of_account(u128::MAX - 1);
+        assert_eq!(BuyerId::parse(account.as_str()), Ok(account));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use std::net::IpAddr;
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpMessage;
 
 use crate::actors::Engine;
@@ -61,7 +61,7 @@ impl FromRequest for Live {
 
 /// The correlation id of this request (set by the `observe` middleware).
 #[derive(Clone)]
-pub struct CorrelationId(pub String);
+pub struct CorrelationId(pub HeaderValue);
 
 /// The request's correlation id, for audit lines.
 pub struct Correlation(pub Option<String>);
@@ -72,7 +72,9 @@ impl FromRequest for Correlation {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Ok(Correlation(
-            req.extensions().get::<CorrelationId>().map(|c| c.0.clone()),
+            req.extensions()
+                .get::<CorrelationId>()
+                .and_then(|c| c.0.to_str().ok().map(str::to_owned)),
         )))
     }
 }
@@ -141,10 +143,9 @@ impl FromRequest for Shopper {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|(_, caller)| {
-            let buyer = BuyerId::parse(&id_text(caller.user))
-                .map_err(|_| unauthenticated("the access token is not valid"))?;
-            Ok(Shopper { caller, buyer })
+        ready(authenticate(req).map(|(_, caller)| Shopper {
+            buyer: BuyerId::of_account(caller.user),
+            caller,
         }))
     }
 }

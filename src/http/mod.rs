@@ -84,6 +84,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/v1/creators/{id}").route(web::get().to(social::get_creator)))
     .service(resource("/v1/creators/{id}/products").route(web::get().to(social::creator_products)))
     .service(resource("/v1/admin/audit").route(web::get().to(audit::list_audit)))
+    .service(resource("/v1/admin/skus/{sku}/restart").route(web::post().to(ops::restart_sku)))
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics)))
@@ -154,9 +155,8 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let correlation = correlation_id(&req);
-    req.extensions_mut().insert(extract::CorrelationId(
-        correlation.to_str().unwrap_or("-").to_owned(),
-    ));
+    req.extensions_mut()
+        .insert(extract::CorrelationId(correlation.clone()));
     let method = req.method().clone();
     let span = tracing::info_span!(
         "request",

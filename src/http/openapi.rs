@@ -67,6 +67,7 @@ impl Modify for BearerAuth {
         ops::readyz,
         ops::metrics,
         ops::openapi,
+        ops::restart_sku,
     ),
     components(schemas(error::Problem, error::FieldError)),
     tags(

@@ -1,12 +1,16 @@
-//! Operations routes: liveness, readiness (recovery done), Prometheus metrics
-//! and the OpenAPI document.
+//! Operations routes: liveness, readiness (recovery done), Prometheus metrics,
+//! the OpenAPI document, and an admin's SKU restart.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::AppState;
+use super::extract::{AppState, Authenticated, Correlation, Live};
 use super::openapi::ApiDoc;
+use super::stock::sku_code;
+use crate::actors::directory::actor_of_caller;
+use crate::actors::AuditDraft;
+use crate::domain::identity::{parse_id, Role};
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
@@ -51,4 +55,52 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 pub async fn openapi() -> HttpResponse {
     use utoipa::OpenApi;
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// Drop a SKU's memory and rebuild it from its snapshot and the WAL, as a
+/// supervisor restart does (platform admins; for an operator who suspects a
+/// SKU's memory).
+#[utoipa::path(
+    post, path = "/v1/admin/skus/{sku}/restart", tag = "ops",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU code")),
+    responses(
+        (status = 204, description = "rebuilt"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn restart_sku(
+    engine: Live,
+    caller: Authenticated,
+    correlation: Correlation,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if caller.0.role != Role::PlatformAdmin {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "only platform admins restart SKUs",
+        ));
+    }
+    let code = sku_code(&path)?;
+    let (info, before) = engine.0.stock(&code).await?;
+    engine.0.restart_sku(&code).await?;
+    let (_, after) = engine.0.stock(&code).await?;
+    let summary = |v: &crate::domain::StockView| {
+        json!({"available": v.available, "reserved": v.reserved, "sold": v.sold}).to_string()
+    };
+    engine
+        .0
+        .directory()
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(&caller.0)),
+            "sku.restart",
+            format!("sku:{}", info.code()),
+        )
+        .tenant(parse_id(info.tenant()))
+        .before(summary(&before))
+        .after(summary(&after))
+        .correlation(correlation.0)])
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -344,6 +344,31 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     walk.walked
         .insert("POST /v1/skus/{sku}/reservations".to_owned());
 
+    // Operations.
+    let root = walk.root.clone();
+    let root_user = root_login.body["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    walk.call(
+        "POST /v1/admin/skus/{sku}/restart",
+        "/v1/admin/skus/WALK-1/restart",
+        Some(&root),
+        None,
+        "sku.restart",
+        Some(&root_user),
+        "sku:WALK-1",
+    )
+    .await;
+    let as_seller = send(
+        app.client
+            .post(app.url("/v1/admin/skus/WALK-1/restart"))
+            .insert_header(bearer(&seller)),
+        None,
+    )
+    .await;
+    assert_eq!(as_seller.status, StatusCode::FORBIDDEN);
+
     // Last: log out (it ends the session the walk used).
     walk.call(
         "POST /v1/auth/logout",
@@ -362,7 +387,7 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         missing.is_empty(),
         "routes the walk did not check: {missing:?}"
     );
-    assert!(routes.len() >= 17, "{routes:?}");
+    assert!(routes.len() >= 18, "{routes:?}");
     app.stop().await;
 }
 

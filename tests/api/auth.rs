@@ -446,3 +446,78 @@ async fn the_first_platform_admin_comes_from_config() {
     assert_eq!(store.status, StatusCode::FORBIDDEN);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn admin_create_makes_a_platform_admin_in_a_stopped_servers_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |email: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
+            .args(["admin", "create", "--email", email, "--data-dir"])
+            .arg(dir.path())
+            .env("FLASHDROP__AUTH__JWT_SECRET", TEST_SECRET)
+            .env("FLASHDROP__LOG__LEVEL", "error")
+            .env("FLASHDROP_ADMIN_PASSWORD", PASSWORD)
+            .output()
+            .expect("the binary runs")
+    };
+    let created = run("ops@platform.example");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let again = run("ops@platform.example");
+    assert!(!again.status.success(), "a second time: the account exists");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let weak = std::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "x@platform.example",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("FLASHDROP__AUTH__JWT_SECRET", TEST_SECRET)
+        .env("FLASHDROP_ADMIN_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!weak.status.success(), "the password policy applies");
+
+    let mut config = test_config(dir.path());
+    config.storage.data_dir = dir.path().to_path_buf();
+    let app = spawn_config(config, Some(dir)).await;
+    let login = app
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"email": "ops@platform.example", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    assert_eq!(login.body["account"]["role"], "platform_admin");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn serve_refuses_to_start_without_a_secret_outside_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("FLASHDROP__AUTH__JWT_SECRET")
+        .env("FLASHDROP__AUTH__JWT_SECRET", "")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
+    let short = std::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("FLASHDROP__AUTH__JWT_SECRET", "short-secret")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32"));
+}

@@ -182,3 +182,97 @@ fn a_corrupt_wal_batch_stops_recovery_with_a_clear_error() {
         .expect("corruption is refused");
     assert!(error.to_string().contains("checksum"), "{error}");
 }
+
+fn user(id: u128, email: &str) -> flashdrop::domain::identity::User {
+    flashdrop::domain::identity::User {
+        id,
+        email: email.into(),
+        password_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        role: flashdrop::domain::identity::Role::Buyer,
+        tenant: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+#[test]
+fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
+    use flashdrop::domain::identity::Entity;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (wal, thread) = start(&store);
+    // Ana: record and snapshot (a completed change). Bo: the record only, as
+    // after a crash between the two. Ana again: a newer record, no snapshot.
+    let ana = user(1, "ana@test.example");
+    let bo = user(2, "bo@test.example");
+    let record = |entity: &Entity| WalRecord {
+        entity: EntityKey::of(entity),
+        body: RecordBody::Directory(Box::new(entity.clone())),
+    };
+    let ana_entity = Entity::User(ana.clone());
+    wal.append(&record(&ana_entity), None).unwrap();
+    wal.snapshot(
+        EntityKey::User(1),
+        &SnapshotBody::Directory(ana_entity),
+        None,
+    )
+    .unwrap();
+    let bo_entity = Entity::User(bo.clone());
+    wal.append(&record(&bo_entity), None).unwrap();
+    let ana_renamed = Entity::User(flashdrop::domain::identity::User {
+        email: "ana.new@test.example".into(),
+        ..ana
+    });
+    wal.append(&record(&ana_renamed), None).unwrap();
+    let audit = Entity::Audit(flashdrop::domain::identity::AuditEntry {
+        seq: 41,
+        at_ms: 5,
+        actor: None,
+        tenant: None,
+        action: "user.register".into(),
+        target: "user:2".into(),
+        before: None,
+        after: None,
+        correlation_id: None,
+    });
+    wal.append(&record(&audit), None).unwrap();
+    stop(&wal, thread);
+
+    let recovered = recover(&store, &limits(), RecoveryMode::Snapshots).unwrap();
+    let mut users: Vec<_> = recovered
+        .directory
+        .iter()
+        .filter_map(|e| match e {
+            Entity::User(u) => Some((u.id, u.email.clone())),
+            _ => None,
+        })
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        vec![
+            (1, "ana.new@test.example".to_owned()),
+            (2, "bo@test.example".to_owned())
+        ],
+        "the newest state of each, snapshot or not"
+    );
+    assert_eq!(recovered.next_audit_seq, 42);
+    let mut pending: Vec<EntityKey> = recovered
+        .directory_unsnapshotted
+        .iter()
+        .map(EntityKey::of)
+        .collect();
+    pending.sort();
+    assert_eq!(
+        pending,
+        vec![EntityKey::User(1), EntityKey::User(2), EntityKey::Audit(41)],
+        "what only the WAL holds needs a snapshot"
+    );
+    assert!(
+        recovered
+            .directory
+            .iter()
+            .all(|e| !matches!(e, Entity::Audit(_))),
+        "audit lines stay on disk"
+    );
+}

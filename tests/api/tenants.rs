@@ -459,3 +459,85 @@ async fn follows_and_creators() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn stores_accounts_follows_and_the_audit_log_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.auth.bootstrap_admin_email = "root@platform.example".into();
+    config.auth.bootstrap_admin_password = PASSWORD.into();
+    let app = crate::helpers::spawn_config(config.clone(), None).await;
+    app.stocked_sku("keeper", "KEEP-1", 3).await;
+    let seller = app.seller("keeper").await;
+    let tenant = seller.tenant_id.clone().unwrap();
+    let renamed = send(
+        app.client
+            .put(app.url(&format!("/v1/tenants/{tenant}")))
+            .insert_header(bearer(&seller.access_token)),
+        Some(json!({"name": "Keeper & Co", "shipping": {"ships_to": ["FR"]}})),
+    )
+    .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    let fan = app.buyer("fan").await;
+    app.post_json(
+        &format!("/v1/users/{tenant}/follow"),
+        Some(&fan.access_token),
+        json!({}),
+    )
+    .await;
+    let before = app
+        .get_as("/v1/admin/audit?limit=100", Some(&seller.access_token))
+        .await;
+    let accounts = app.identities();
+    app.stop().await;
+
+    let app = crate::helpers::spawn_config(config, Some(dir)).await;
+    app.adopt(accounts);
+    // Tokens issued before the restart still work; the store kept its settings.
+    let store = app
+        .get_as(&format!("/v1/tenants/{tenant}"), Some(&seller.access_token))
+        .await;
+    assert_eq!(store.status, StatusCode::OK, "{:?}", store.body);
+    assert_eq!(store.body["name"], "Keeper & Co");
+    assert_eq!(store.body["shipping"]["ships_to"], json!(["FR"]));
+    let creator = app.get_as(&format!("/v1/creators/{tenant}"), None).await;
+    assert_eq!(creator.body["followers"], 1);
+    assert_eq!(creator.body["products"], 1);
+    let after = app
+        .get_as("/v1/admin/audit?limit=100", Some(&seller.access_token))
+        .await;
+    assert_eq!(
+        after.body["items"], before.body["items"],
+        "the audit log is unchanged"
+    );
+    // New lines continue the sequence.
+    app.set_stock("keeper", "KEEP-1", json!({"main": 4})).await;
+    let newest = app
+        .get_as("/v1/admin/audit?limit=1", Some(&seller.access_token))
+        .await;
+    let newest_seq = newest.body["items"][0]["seq"].as_u64().unwrap();
+    let old_max = before.body["items"][0]["seq"].as_u64().unwrap();
+    assert!(newest_seq > old_max, "{newest_seq} after {old_max}");
+    let relogin = app
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"email": seller.email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(relogin.status, StatusCode::OK);
+    assert_eq!(relogin.body["account"]["role"], "seller_admin");
+    let root = app
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"email": "root@platform.example", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        root.status,
+        StatusCode::OK,
+        "one bootstrap admin, not re-created"
+    );
+    app.stop().await;
+}
