@@ -585,6 +585,24 @@ impl Engine {
         self.products.len()
     }
 
+    /// A store's products, oldest first (a scan of every product: fine for
+    /// creator pages today, an index once catalogs grow).
+    pub fn products_of(&self, tenant: &str) -> Vec<Arc<Product>> {
+        let mut out: Vec<Arc<Product>> = self
+            .products
+            .iter()
+            .filter(|p| p.tenant == tenant)
+            .map(|p| p.clone())
+            .collect();
+        out.sort_unstable_by_key(|p| p.id);
+        out
+    }
+
+    /// How many products a store owns (kept as products are created).
+    pub fn product_count_of(&self, tenant: &str) -> u32 {
+        self.tenant_products.get(tenant).map_or(0, |n| *n)
+    }
+
     /// Live stock of every SKU of a product, in the product's order.
     pub async fn product_stock(&self, product: &Product) -> Result<Vec<StockView>, EngineError> {
         let calls = product
@@ -656,24 +674,6 @@ fn token_keys(config: &Config) -> Result<TokenKeys, StartError> {
         a.refresh_ttl_s,
     )
     .with_cache(a.token_cache_entries))
-}
-
-/// Products a store owns, for the plan's quota.
-impl Engine {
-    pub fn products_of(&self, tenant: &str) -> Vec<Arc<Product>> {
-        let mut out: Vec<Arc<Product>> = self
-            .products
-            .iter()
-            .filter(|p| p.tenant == tenant)
-            .map(|p| p.clone())
-            .collect();
-        out.sort_unstable_by_key(|p| p.id);
-        out
-    }
-
-    pub fn product_count_of(&self, tenant: &str) -> u32 {
-        self.tenant_products.get(tenant).map_or(0, |n| *n)
-    }
 }
 
 fn unknown_sku_is_unknown_reservation(error: EngineError) -> EngineError {
