@@ -34,32 +34,51 @@ pub struct KeyedLimiter<K> {
     buckets: HashMap<K, Bucket>,
 }
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    pub fn new(rate: Rate, max_keys: usize) -> Self {
-        Self {
-            rate: Rate {
-                burst: rate.burst.max(1),
-                refill_ms: rate.refill_ms.max(1),
-            },
-            max_keys: max_keys.max(1),
-            buckets: HashMap::new(),
+impl Rate {
+    /// At least one token, refilled at least every millisecond.
+    fn sane(self) -> Rate {
+        Rate {
+            burst: self.burst.max(1),
+            refill_ms: self.refill_ms.max(1),
         }
     }
 
-    fn refilled(&self, bucket: Bucket, now_ms: u64) -> Bucket {
-        let elapsed = now_ms.saturating_sub(bucket.at_ms);
-        let gained = elapsed / self.rate.refill_ms;
+    /// `bucket` with the tokens that came back by `now_ms`, at most `burst`.
+    fn refilled(self, bucket: Bucket, now_ms: u64) -> Bucket {
+        let gained = now_ms.saturating_sub(bucket.at_ms) / self.refill_ms;
         if gained == 0 {
             return bucket;
         }
-        let tokens = (u64::from(bucket.tokens) + gained).min(u64::from(self.rate.burst)) as u32;
+        let tokens = (u64::from(bucket.tokens) + gained).min(u64::from(self.burst)) as u32;
         Bucket {
             tokens,
-            at_ms: if tokens == self.rate.burst {
+            at_ms: if tokens == self.burst {
                 now_ms
             } else {
-                bucket.at_ms + gained * self.rate.refill_ms
+                bucket.at_ms + gained * self.refill_ms
             },
+        }
+    }
+
+    fn verdict(self, bucket: Bucket, now_ms: u64) -> Verdict {
+        if bucket.tokens > 0 {
+            Verdict::Allowed {
+                remaining: bucket.tokens,
+            }
+        } else {
+            Verdict::Limited {
+                retry_after_ms: (bucket.at_ms + self.refill_ms).saturating_sub(now_ms),
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(rate: Rate, max_keys: usize) -> Self {
+        Self {
+            rate: rate.sane(),
+            max_keys: max_keys.max(1),
+            buckets: HashMap::new(),
         }
     }
 
@@ -69,78 +88,50 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             None => Verdict::Allowed {
                 remaining: self.rate.burst,
             },
-            Some(bucket) => self.verdict(self.refilled(*bucket, now_ms), now_ms),
-        }
-    }
-
-    fn verdict(&self, bucket: Bucket, now_ms: u64) -> Verdict {
-        if bucket.tokens > 0 {
-            Verdict::Allowed {
-                remaining: bucket.tokens,
-            }
-        } else {
-            Verdict::Limited {
-                retry_after_ms: (bucket.at_ms + self.rate.refill_ms).saturating_sub(now_ms),
-            }
+            Some(bucket) => self
+                .rate
+                .verdict(self.rate.refilled(*bucket, now_ms), now_ms),
         }
     }
 
     /// Spends one token of `key`, or says how long until one returns.
     pub fn take(&mut self, key: K, now_ms: u64) -> Verdict {
-        let rate = self.rate;
-        self.take_with(key, rate, now_ms)
+        self.take_with(key, self.rate, now_ms)
     }
 
-    /// Like `take`, at a rate of this key's own (a tenant's plan, say).
+    /// Like `take`, at a rate of this key's own (a store's plan, say).
     pub fn take_with(&mut self, key: K, rate: Rate, now_ms: u64) -> Verdict {
-        let saved = self.rate;
-        self.rate = Rate {
-            burst: rate.burst.max(1),
-            refill_ms: rate.refill_ms.max(1),
-        };
-        let verdict = self.take_inner(key, now_ms);
-        self.rate = saved;
-        verdict
-    }
-
-    fn take_inner(&mut self, key: K, now_ms: u64) -> Verdict {
+        let rate = rate.sane();
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
-            self.evict(now_ms);
+            self.evict(rate, now_ms);
         }
         let fresh = Bucket {
-            tokens: self.rate.burst,
+            tokens: rate.burst,
             at_ms: now_ms,
         };
         let mut current = self
             .buckets
             .get(&key)
-            .map_or(fresh, |b| self.refilled(*b, now_ms));
+            .map_or(fresh, |b| rate.refilled(*b, now_ms));
         // A key whose rate shrank (a store moved to a smaller plan) keeps no more than the new burst.
-        current.tokens = current.tokens.min(self.rate.burst);
-        match self.verdict(current, now_ms) {
-            Verdict::Allowed { remaining } => {
-                self.buckets.insert(
-                    key,
-                    Bucket {
-                        tokens: current.tokens - 1,
-                        at_ms: current.at_ms,
-                    },
-                );
-                Verdict::Allowed {
-                    remaining: remaining - 1,
-                }
-            }
-            limited => {
-                self.buckets.insert(key, current);
-                limited
-            }
+        current.tokens = current.tokens.min(rate.burst);
+        let verdict = rate.verdict(current, now_ms);
+        if let Verdict::Allowed { .. } = verdict {
+            current.tokens -= 1;
+        }
+        self.buckets.insert(key, current);
+        match verdict {
+            Verdict::Allowed { remaining } => Verdict::Allowed {
+                remaining: remaining - 1,
+            },
+            limited => limited,
         }
     }
 
-    /// Drops every refilled key; if none is, the one closest to refilled.
-    fn evict(&mut self, now_ms: u64) {
-        let full = self.rate.burst;
-        let rate = self.rate;
+    /// Drops every refilled key (judged at `rate`, the caller's: keys of
+    /// other rates are judged approximately); if none is, the oldest.
+    fn evict(&mut self, rate: Rate, now_ms: u64) {
+        let full = rate.burst;
         self.buckets.retain(|_, b| {
             let gained = now_ms.saturating_sub(b.at_ms) / rate.refill_ms;
             u64::from(b.tokens) + gained < u64::from(full)
