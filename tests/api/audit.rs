@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{bearer, email_for, send, spawn_with, Response, TestApp, PASSWORD};
+use crate::helpers::{
+    bearer, email_for, send, spawn_with_admin, Response, TestApp, ADMIN_EMAIL, PASSWORD,
+};
 
 /// The routes the OpenAPI document lists with a state-changing verb.
 async fn state_changing_routes(app: &TestApp) -> BTreeSet<String> {
@@ -102,16 +104,12 @@ impl Walk<'_> {
 
 #[actix_web::test]
 async fn every_state_changing_route_leaves_an_audit_entry() {
-    let app = spawn_with(|c| {
-        c.auth.bootstrap_admin_email = "root@platform.example".into();
-        c.auth.bootstrap_admin_password = PASSWORD.into();
-    })
-    .await;
+    let app = spawn_with_admin().await;
     let root_login = app
         .post_json(
             "/v1/auth/login",
             None,
-            json!({"email": "root@platform.example", "password": PASSWORD}),
+            json!({"email": ADMIN_EMAIL, "password": PASSWORD}),
         )
         .await;
     let mut walk = Walk {
@@ -393,11 +391,7 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
 
 #[actix_web::test]
 async fn audit_pages_are_filtered_and_paginated() {
-    let app = spawn_with(|c| {
-        c.auth.bootstrap_admin_email = "root@platform.example".into();
-        c.auth.bootstrap_admin_password = PASSWORD.into();
-    })
-    .await;
+    let app = spawn_with_admin().await;
     let seller = app.seller("pages").await;
     for i in 0..7 {
         let r = app.set_stock("pages", "PG-1", json!({"main": i})).await;

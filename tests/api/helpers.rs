@@ -105,6 +105,19 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// The platform admin every `spawn_with_admin` app creates at start-up.
+pub const ADMIN_EMAIL: &str = "root@platform.example";
+
+/// A test config whose first platform admin is `ADMIN_EMAIL` / `PASSWORD`.
+pub fn with_admin(config: &mut Config) {
+    config.auth.bootstrap_admin_email = ADMIN_EMAIL.into();
+    config.auth.bootstrap_admin_password = PASSWORD.into();
+}
+
+pub async fn spawn_with_admin() -> TestApp {
+    spawn_with(with_admin).await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
@@ -205,6 +218,19 @@ impl TestApp {
             request = request.insert_header(bearer(token));
         }
         send(request, None).await
+    }
+
+    /// An access token of the bootstrap platform admin (see `with_admin`).
+    pub async fn platform_admin(&self) -> String {
+        let login = self
+            .post_json(
+                "/v1/auth/login",
+                None,
+                json!({"email": ADMIN_EMAIL, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        login.body["access_token"].as_str().unwrap().to_owned()
     }
 
     /// Registers and logs in a fresh account; answers the login body.

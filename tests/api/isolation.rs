@@ -36,11 +36,7 @@ enum Who {
 
 impl World {
     async fn new() -> Self {
-        let app = crate::helpers::spawn_with(|c| {
-            c.auth.bootstrap_admin_email = "root@platform.example".into();
-            c.auth.bootstrap_admin_password = crate::helpers::PASSWORD.into();
-        })
-        .await;
+        let app = crate::helpers::spawn_with_admin().await;
         app.stocked_sku("store-a", "A-1", 10).await;
         app.stocked_sku("store-b", "B-1", 10).await;
         let a_admin = app.seller("store-a").await;
@@ -51,20 +47,13 @@ impl World {
             .reserve("shopper", "B-1", json!({"quantity": 2}), None)
             .await;
         assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
-        let login = app
-            .post_json(
-                "/v1/auth/login",
-                None,
-                json!({"email": "root@platform.example", "password": crate::helpers::PASSWORD}),
-            )
-            .await;
-        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        let platform = app.platform_admin().await;
         let b_staff_id = b_staff.1;
         Self {
             buyer: app.buyer("shopper").await.access_token,
             a_admin: a_admin.access_token,
             a_staff: a_staff.0,
-            platform: login.body["access_token"].as_str().unwrap().to_owned(),
+            platform,
             b_admin: b_admin.access_token,
             b_tenant: b_admin.tenant_id.unwrap(),
             b_staff_id,

@@ -5,27 +5,7 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{bearer, email_for, send, spawn_with, TestApp, PASSWORD};
-
-async fn platform_admin(app: &TestApp) -> String {
-    let login = app
-        .post_json(
-            "/v1/auth/login",
-            None,
-            json!({"email": "root@platform.example", "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
-    login.body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn spawn_with_admin() -> TestApp {
-    spawn_with(|c| {
-        c.auth.bootstrap_admin_email = "root@platform.example".into();
-        c.auth.bootstrap_admin_password = PASSWORD.into();
-    })
-    .await
-}
+use crate::helpers::{bearer, email_for, send, spawn_with_admin, PASSWORD};
 
 #[actix_web::test]
 async fn onboarding_product_stock_and_reservation_work_with_tokens_only() {
@@ -203,7 +183,7 @@ async fn settings_suspension_and_plan_quotas() {
         "plan is the platform's"
     );
 
-    let root = platform_admin(&app).await;
+    let root = app.platform_admin().await;
     let suspended = put(root.clone(), json!({"status": "suspended"})).await;
     assert_eq!(suspended.status, StatusCode::OK, "{:?}", suspended.body);
     let refused = app
@@ -464,8 +444,7 @@ async fn follows_and_creators() {
 async fn stores_accounts_follows_and_the_audit_log_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = crate::helpers::test_config(dir.path());
-    config.auth.bootstrap_admin_email = "root@platform.example".into();
-    config.auth.bootstrap_admin_password = PASSWORD.into();
+    crate::helpers::with_admin(&mut config);
     let app = crate::helpers::spawn_config(config.clone(), None).await;
     app.stocked_sku("keeper", "KEEP-1", 3).await;
     let seller = app.seller("keeper").await;
@@ -527,17 +506,7 @@ async fn stores_accounts_follows_and_the_audit_log_survive_a_restart() {
         .await;
     assert_eq!(relogin.status, StatusCode::OK);
     assert_eq!(relogin.body["account"]["role"], "seller_admin");
-    let root = app
-        .post_json(
-            "/v1/auth/login",
-            None,
-            json!({"email": "root@platform.example", "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(
-        root.status,
-        StatusCode::OK,
-        "one bootstrap admin, not re-created"
-    );
+    // One bootstrap admin, not re-created: its login still works.
+    app.platform_admin().await;
     app.stop().await;
 }
