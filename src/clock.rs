@@ -7,6 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+
+    /// Notified whenever the clock jumps (a manual clock); `None` for a clock
+    /// that only runs, whose deadlines real timers can wait for.
+    fn jumps(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,23 +27,36 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to; timers waiting on it are woken.
 #[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
+pub struct ManualClock {
+    now_ms: Arc<AtomicU64>,
+    moved: Arc<tokio::sync::Notify>,
+}
 
 impl ManualClock {
     pub fn new(start_ms: u64) -> Self {
-        Self(Arc::new(AtomicU64::new(start_ms)))
+        Self {
+            now_ms: Arc::new(AtomicU64::new(start_ms)),
+            moved: Arc::default(),
+        }
     }
 
     pub fn advance_ms(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+        self.moved.notify_waiters();
+        // And a permit for a waiter that is between two waits.
+        self.moved.notify_one();
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn jumps(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.moved.clone())
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Config {
     pub stock: StockConfig,
     pub auth: AuthConfig,
     pub tenants: TenantConfig,
+    pub drops: DropsConfig,
+    pub ws: WsConfig,
+    pub admission: AdmissionConfig,
     pub log: LogConfig,
 }
 
@@ -286,6 +289,97 @@ impl Default for TenantConfig {
             staff_max: 100,
             following_max: 5_000,
             audit_scan_max: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropsConfig {
+    pub title_max_chars: usize,
+    pub skus_max: usize,
+    /// Longest drop, from start to end.
+    pub duration_max_s: u64,
+    /// How far ahead a drop may start.
+    pub horizon_max_s: u64,
+    pub per_buyer_limit_max: u32,
+    pub waiting_room_capacity_max: u32,
+    /// How often waiting rooms admit the next shoppers while someone waits.
+    pub room_tick_ms: u64,
+}
+
+impl Default for DropsConfig {
+    fn default() -> Self {
+        Self {
+            title_max_chars: 200,
+            skus_max: 100,
+            duration_max_s: 30 * 86_400,
+            horizon_max_s: 365 * 86_400,
+            per_buyer_limit_max: 1_000,
+            waiting_room_capacity_max: 1_000_000,
+            room_tick_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// At most one stock message per SKU per connection this often (the latest value).
+    pub coalesce_ms: u64,
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    /// Announcements queued per connection before it is closed as too slow.
+    pub event_queue_max: usize,
+    /// A connection whose writes stay blocked this long is closed (`slow_client`).
+    pub slow_client_timeout_s: u64,
+    pub heartbeat_interval_s: u64,
+    /// A client silent this long (no message, no pong) is closed.
+    pub client_timeout_s: u64,
+    pub max_message_bytes: usize,
+    /// Commits the event feed keeps for subscribers that fall behind.
+    pub feed_capacity_batches: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            coalesce_ms: 100,
+            max_connections: 50_000,
+            max_subscriptions_per_connection: 100,
+            event_queue_max: 256,
+            slow_client_timeout_s: 10,
+            heartbeat_interval_s: 15,
+            client_timeout_s: 45,
+            max_message_bytes: 4096,
+            feed_capacity_batches: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Reservation (and checkout) requests one buyer may send at once ...
+    pub buyer_burst: u32,
+    /// ... and one more every this many milliseconds.
+    pub buyer_refill_ms: u64,
+    /// Buyers the limiter remembers (a full bucket is forgotten first).
+    pub buyer_keys_max: usize,
+    /// Shopper requests per store per minute, as a multiple of its plan's `requests_per_minute`.
+    pub tenant_shopper_multiplier: u32,
+    /// Requests being served at once, over all routes; past it, 503 `overloaded`.
+    pub max_in_flight: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            buyer_burst: 10,
+            buyer_refill_ms: 200,
+            buyer_keys_max: 1_000_000,
+            tenant_shopper_multiplier: 100,
+            max_in_flight: 20_000,
         }
     }
 }
@@ -570,6 +664,50 @@ impl Config {
             0,
             st.units_max,
         )?;
+        let d = &self.drops;
+        range("drops.title_max_chars", d.title_max_chars, 1, 10_000)?;
+        range("drops.skus_max", d.skus_max, 1, 10_000)?;
+        range("drops.duration_max_s", d.duration_max_s, 1, 366 * 86_400)?;
+        range("drops.horizon_max_s", d.horizon_max_s, 0, 10 * 366 * 86_400)?;
+        range("drops.per_buyer_limit_max", d.per_buyer_limit_max, 1, 1_000_000)?;
+        range(
+            "drops.waiting_room_capacity_max",
+            d.waiting_room_capacity_max,
+            1,
+            100_000_000,
+        )?;
+        range("drops.room_tick_ms", d.room_tick_ms, 1, 10_000)?;
+        let ws = &self.ws;
+        range("ws.coalesce_ms", ws.coalesce_ms, 1, 60_000)?;
+        range("ws.max_connections", ws.max_connections, 1, 10_000_000)?;
+        range(
+            "ws.max_subscriptions_per_connection",
+            ws.max_subscriptions_per_connection,
+            1,
+            100_000,
+        )?;
+        range("ws.event_queue_max", ws.event_queue_max, 1, 1_000_000)?;
+        range("ws.slow_client_timeout_s", ws.slow_client_timeout_s, 1, 3600)?;
+        range("ws.heartbeat_interval_s", ws.heartbeat_interval_s, 1, 3600)?;
+        range(
+            "ws.client_timeout_s",
+            ws.client_timeout_s,
+            ws.heartbeat_interval_s,
+            86_400,
+        )?;
+        range("ws.max_message_bytes", ws.max_message_bytes, 64, 1 << 20)?;
+        range("ws.feed_capacity_batches", ws.feed_capacity_batches, 16, 1 << 20)?;
+        let ad = &self.admission;
+        range("admission.buyer_burst", ad.buyer_burst, 1, u32::MAX)?;
+        range("admission.buyer_refill_ms", ad.buyer_refill_ms, 1, 3_600_000)?;
+        range("admission.buyer_keys_max", ad.buyer_keys_max, 16, 100_000_000)?;
+        range(
+            "admission.tenant_shopper_multiplier",
+            ad.tenant_shopper_multiplier,
+            1,
+            1_000_000,
+        )?;
+        range("admission.max_in_flight", ad.max_in_flight, 1, 10_000_000)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a valid tracing filter"));
         }
@@ -599,6 +737,7 @@ impl Config {
             batch_records_max: self.wal.batch_records_max,
             batch_bytes_max: self.wal.batch_bytes_max,
             channel_capacity: self.wal.channel_capacity,
+            feed: None,
         }
     }
 

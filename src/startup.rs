@@ -60,6 +60,7 @@ impl Application {
             engine: engine.clone(),
             config: config.clone(),
             metrics: telemetry::metrics_handle(),
+            admission: http::admission::AdmissionControl::new(&config.admission),
         });
         let max_body_bytes = config.server.max_body_bytes;
         // Each worker registers its arbiter, for `placement = "http_workers"`.
@@ -74,6 +75,7 @@ impl Application {
             drop(seen);
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(http::admission::limit_in_flight))
                 .wrap(from_fn(http::observe))
                 .configure(|cfg| http::routes(cfg, max_body_bytes))
         })

@@ -63,6 +63,11 @@ pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
     config.reservations.open_max_per_sku = 50_000_000;
     config.log.level = "warn".into();
     config.auth.jwt_secret = BENCH_SECRET.into();
+    // A few hundred synthetic buyers send thousands of requests a second
+    // each: per-buyer and per-store limits would measure the limiter.
+    config.admission.buyer_burst = u32::MAX;
+    config.admission.tenant_shopper_multiplier = 1_000_000;
+    config.admission.max_in_flight = 10_000_000;
     config
 }
 

@@ -870,6 +870,14 @@ impl DirectoryService {
         }
     }
 
+    /// The plan's requests per minute of a store, if it is one.
+    pub fn plan_requests_per_minute(&self, tenant: u128) -> Option<u32> {
+        self.state
+            .read()
+            .tenant(tenant)
+            .map(|t| t.plan.requests_per_minute)
+    }
+
     pub fn max_products(&self, tenant: u128) -> u32 {
         self.state
             .read()
@@ -1143,6 +1151,11 @@ impl DirectoryService {
             self.write(vec![Entity::Follow(follow)], vec![audit])?
         };
         Self::durable(acks).await
+    }
+
+    /// Whether `user` follows the creator (store) `creator`.
+    pub fn follows(&self, user: u128, creator: u128) -> bool {
+        self.state.read().follows(user, creator)
     }
 
     /// Followers of a creator, for announcements (drops, in a later issue).

@@ -26,6 +26,9 @@ use crate::persistence::{
 };
 
 use super::directory::{DirectoryDeps, DirectoryService};
+use super::drops::{DropDeps, Drops, DropsError};
+use crate::events::hub::HubSettings;
+use crate::events::{EventFeed, Hub};
 use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
@@ -46,6 +49,10 @@ pub enum EngineError {
     TenantSuspended,
     #[error("the store's plan allows at most {0} products")]
     ProductQuota(u32),
+    #[error("this drop admits shoppers through its waiting room")]
+    QueuePassRequired(u128),
+    #[error(transparent)]
+    Drops(#[from] DropsError),
 }
 
 impl From<SendError> for EngineError {
@@ -89,6 +96,8 @@ pub struct Engine {
     directory: Arc<DirectoryService>,
     /// Products per store (tenant id text), for the plan's product quota.
     tenant_products: DashMap<String, u32>,
+    drops: Arc<Drops>,
+    hub: Arc<Hub>,
 }
 
 impl Engine {
@@ -146,8 +155,13 @@ impl Engine {
                 _ => None,
             })
             .collect();
+        let feed = EventFeed::new(config.ws.feed_capacity_batches);
+        let hub_feed = feed.subscribe();
+        let drops_feed = feed.subscribe();
+        let mut wal_settings = config.wal_settings();
+        wal_settings.feed = Some(feed);
         let (wal, wal_thread) =
-            persistence::wal::start(store.clone(), config.wal_settings(), recovered.start);
+            persistence::wal::start(store.clone(), wal_settings, recovered.start);
         let directory = Arc::new(DirectoryService::new(
             recovered.directory,
             recovered.next_audit_seq,
@@ -178,7 +192,13 @@ impl Engine {
             .map_err(lost_directory)?;
         }
 
-        let (arbiters, handles): (Vec<Arbiter>, Vec<ArbiterHandle>) = match arbiters {
+        for id in &recovered.drops_unsnapshotted {
+            if let Some(drop) = recovered.drops.get(id) {
+                wal.snapshot(EntityKey::Drop(*id), &SnapshotBody::Drop(drop.clone()), None)
+                    .map_err(lost_directory)?;
+            }
+        }
+        let (mut arbiters, handles): (Vec<Arbiter>, Vec<ArbiterHandle>) = match arbiters {
             Some(handles) if !handles.is_empty() => (Vec::new(), handles),
             _ => {
                 let own: Vec<Arbiter> =
@@ -187,6 +207,10 @@ impl Engine {
                 (own, handles)
             }
         };
+        // Drops, their scheduler and the WebSocket hub share a thread of their own.
+        let events_arbiter = Arbiter::new();
+        let events_handle = events_arbiter.handle();
+        arbiters.push(events_arbiter);
         let deps_wal = wal.clone();
         let deps_store = store.clone();
         let deps_clock = clock.clone();
@@ -256,7 +280,33 @@ impl Engine {
             )));
         }
 
+        let hub = Hub::new(
+            HubSettings {
+                coalesce_ms: config.ws.coalesce_ms,
+                max_connections: config.ws.max_connections,
+                event_queue_max: config.ws.event_queue_max,
+            },
+            config.ws.max_subscriptions_per_connection,
+            registry.clone(),
+            directory.clone(),
+        );
+        let drops = Drops::new(
+            recovered.drops.into_values().collect(),
+            DropDeps {
+                wal: wal.clone(),
+                clock: clock.clone(),
+                registry: registry.clone(),
+                hub: hub.clone(),
+            },
+            events_handle.clone(),
+            Duration::from_millis(config.drops.room_tick_ms),
+        );
+        events_handle.spawn(hub.clone().run(hub_feed));
+        events_handle.spawn(drops.clone().watch_levels(drops_feed));
+        events_handle.spawn(drops.clone().run_scheduler());
         let engine = Arc::new(Self {
+            drops,
+            hub,
             config,
             clock,
             store,
@@ -287,6 +337,7 @@ impl Engine {
         for sku in open_reservations {
             engine.registry.ensure_active(sku);
         }
+        engine.drops.reconcile().await;
         Ok(engine)
     }
 
@@ -322,6 +373,14 @@ impl Engine {
 
     pub fn directory(&self) -> &Arc<DirectoryService> {
         &self.directory
+    }
+
+    pub fn drops(&self) -> &Arc<Drops> {
+        &self.drops
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -386,6 +445,8 @@ impl Engine {
         let info = self.sku(code)?;
         let result = if self.directory.tenant_suspended(info.tenant()) {
             Err(EngineError::TenantSuspended)
+        } else if let Some(drop) = self.drops.drop_of(info.id) {
+            self.reserve_in_drop(&info, &drop, cmd).await
         } else {
             self.call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
                 .await
@@ -400,6 +461,45 @@ impl Engine {
         };
         metrics::counter!("flashdrop_reservations_total", "outcome" => outcome).increment(1);
         result.map(|outcome| (info, outcome))
+    }
+
+    /// A reservation of a drop SKU: through the waiting room when the drop has
+    /// one, and, in a drop of several SKUs with a per-buyer limit, one at a
+    /// time per buyer, counting what the buyer holds in the other SKUs.
+    async fn reserve_in_drop(
+        &self,
+        info: &SkuInfo,
+        drop: &super::drops::DropEntry,
+        cmd: ReserveCmd,
+    ) -> Result<ReserveOutcome, EngineError> {
+        let account = crate::domain::identity::parse_id(cmd.buyer.as_str());
+        let now = self.clock.now_ms();
+        if !account.is_some_and(|buyer| self.drops.admits(drop, buyer, now)) {
+            return Err(EngineError::QueuePassRequired(drop.spec.id));
+        }
+        if drop.spec.skus.len() < 2 || drop.spec.per_buyer_limit == 0 {
+            return self
+                .call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
+                .await;
+        }
+        let buyer = cmd.buyer.as_str().to_owned();
+        let lock = self.drops.buyer_lock(drop.spec.id, &buyer);
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            match self.drops.usage_elsewhere(drop, &buyer, info.id).await {
+                Ok(elsewhere_units) => {
+                    self.call(info.id, |reply| SkuCommand::ReserveInDrop {
+                        cmd,
+                        elsewhere_units,
+                        reply,
+                    })
+                    .await
+                }
+                Err(error) => Err(error.into()),
+            }
+        };
+        self.drops.release_buyer_lock(drop.spec.id, &buyer, lock);
+        result
     }
 
     pub async fn release(

@@ -3,6 +3,7 @@
 //! of accounts and stores, and `Engine`.
 
 pub mod directory;
+pub mod drops;
 pub mod engine;
 pub mod registry;
 pub mod sku;

@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::domain::stock::{
-    CommitOutcome, LedgerLimits, ReleaseOutcome, ReservationView, ReserveCmd, ReserveOutcome,
-    StockError, StockEvent, StockLedger, StockView,
+    CommitOutcome, DropGate, LedgerLimits, ReleaseOutcome, ReservationView, ReserveCmd,
+    ReserveOutcome, StockError, StockEvent, StockLedger, StockView,
 };
+use crate::events::FeedBody;
 use crate::domain::{SkuId, WarehouseId};
 use crate::persistence::{
     load_ledger, rebuild_ledger, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalOp,
@@ -29,6 +30,24 @@ pub type Reply<T> = oneshot::Sender<T>;
 /// answer can be sent from the WAL thread the moment it is durable.
 pub enum SkuCommand {
     Reserve(ReserveCmd, Reply<Result<ReserveOutcome, StockError>>),
+    /// A reservation of a drop SKU whose drop's other SKUs already hold
+    /// `elsewhere_units` of this buyer's allowance.
+    ReserveInDrop {
+        cmd: ReserveCmd,
+        elsewhere_units: u64,
+        reply: Reply<Result<ReserveOutcome, StockError>>,
+    },
+    /// Units `buyer` holds or bought in this SKU through drop `drop`.
+    DropUsage {
+        drop: u128,
+        buyer: String,
+        reply: Reply<Result<u64, StockError>>,
+    },
+    AttachDrop(DropGate, Reply<Result<(), StockError>>),
+    CancelDrop(u128, Reply<Result<(), StockError>>),
+    /// Announce the current available units on the event feed (for a new
+    /// watcher, or after a watcher lost its place).
+    Publish(Reply<Result<(), StockError>>),
     Release {
         seq: u64,
         buyer: crate::domain::BuyerId,
@@ -136,6 +155,8 @@ pub struct SkuActor {
     last_snapshot: Instant,
     last_activity: Instant,
     expiry_timer: Option<(u64, SpawnHandle)>,
+    /// Available units last announced on the event feed.
+    announced: Option<u64>,
 }
 
 impl SkuActor {
@@ -160,6 +181,7 @@ impl SkuActor {
             last_snapshot: Instant::now(),
             last_activity: Instant::now(),
             expiry_timer: None,
+            announced: None,
         }
     }
 
@@ -304,7 +326,8 @@ impl SkuActor {
             let unacked = self.unacked.clone();
             unacked.fetch_add(1, Ordering::AcqRel);
             self.records_since_snapshot += 1;
-            self.deps.wal.append(
+            let publish = self.announcement();
+            self.deps.wal.append_published(
                 &record,
                 Some(Box::new(move || {
                     unacked.fetch_sub(1, Ordering::AcqRel);
@@ -312,6 +335,7 @@ impl SkuActor {
                         ack();
                     }
                 })),
+                publish,
             )
         };
         if let Err(error) = sent {
@@ -327,6 +351,20 @@ impl SkuActor {
         if self.records_since_snapshot >= self.deps.snapshot_every_records.max(entries) {
             self.snapshot();
         }
+    }
+
+    /// The feed item for the ledger's available units, if they changed since
+    /// the last one.
+    fn announcement(&mut self) -> Option<FeedBody> {
+        let available = self.ledger.as_ref()?.available();
+        if self.announced == Some(available) {
+            return None;
+        }
+        self.announced = Some(available);
+        Some(FeedBody::Stock {
+            sku: self.sku,
+            available,
+        })
     }
 
     fn snapshot(&mut self) {
@@ -515,6 +553,43 @@ impl Handler<SkuCommand> for SkuActor {
             SkuCommand::Stock(reply) => {
                 let (result, events) = self.run(|l, _, _| Ok(l.view()));
                 self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::ReserveInDrop {
+                cmd,
+                elsewhere_units,
+                reply,
+            } => {
+                let (result, events) =
+                    self.run(|l, now, out| l.reserve_in_drop(cmd, elsewhere_units, now, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::DropUsage { drop, buyer, reply } => {
+                let (result, events) = self.run(|l, _, _| Ok(l.drop_usage(drop, &buyer)));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::AttachDrop(gate, reply) => {
+                let (result, events) = self.run(|l, _, out| l.attach_drop(gate, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::CancelDrop(drop, reply) => {
+                let (result, events) = self.run(|l, _, out| l.cancel_drop(drop, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Publish(reply) => {
+                let (result, events) = self.run(|_, _, _| Ok(()));
+                let available = self.ledger.as_ref().map(StockLedger::available);
+                self.answer(ctx, events, reply, result);
+                if let Some(available) = available {
+                    // After the answer's own records, so it is stamped at or past them.
+                    self.announced = Some(available);
+                    let body = FeedBody::Stock {
+                        sku: self.sku,
+                        available,
+                    };
+                    if self.deps.wal.send(WalOp::Publish(body)).is_err() {
+                        tracing::warn!(sku = self.sku.0, "stock not announced: the WAL stopped");
+                    }
+                }
             }
             SkuCommand::Restart(reply) => {
                 // The rebuild pauses the mailbox, so anything sent after this

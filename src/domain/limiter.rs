@@ -157,9 +157,51 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
+/// A fixed one-second window: at most `limit_per_s` takes per second. For
+/// rates far above one per millisecond, where a token bucket's refill step
+/// would be too coarse (a store's shopper traffic).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    second: u64,
+    taken: u64,
+}
+
+impl Window {
+    pub fn take(&mut self, limit_per_s: u64, now_ms: u64) -> Verdict {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.second = second;
+            self.taken = 0;
+        }
+        if self.taken >= limit_per_s {
+            return Verdict::Limited {
+                retry_after_ms: 1000 - now_ms % 1000,
+            };
+        }
+        self.taken += 1;
+        Verdict::Allowed {
+            remaining: u32::try_from(limit_per_s - self.taken).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_allows_its_limit_per_second() {
+        let mut window = Window::default();
+        assert_eq!(window.take(2, 1_000), Verdict::Allowed { remaining: 1 });
+        assert_eq!(window.take(2, 1_500), Verdict::Allowed { remaining: 0 });
+        assert_eq!(
+            window.take(2, 1_900),
+            Verdict::Limited {
+                retry_after_ms: 100
+            }
+        );
+        assert_eq!(window.take(2, 2_000), Verdict::Allowed { remaining: 1 });
+    }
 
     const RATE: Rate = Rate {
         burst: 3,

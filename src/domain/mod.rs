@@ -1,11 +1,13 @@
 //! The rules of flashdrop as plain Rust: no I/O, no actix, no async.
 //! Everything here is deterministic given its inputs (time is passed in).
 
+pub mod drop;
 pub mod identity;
 pub mod ids;
 pub mod limiter;
 pub mod product;
 pub mod stock;
+pub mod waiting_room;
 
 #[cfg(test)]
 mod stock_model_tests;
@@ -14,7 +16,7 @@ pub use ids::{
     BuyerId, IdempotencyKey, InvalidField, ReservationId, SkuCode, SkuId, TenantId, WarehouseId,
 };
 pub use stock::{
-    CommitOutcome, InvariantViolation, LedgerLimits, LedgerSnapshot, Receipt, ReleaseOutcome,
+    CommitOutcome, DropGate, InvariantViolation, NotLive, LedgerLimits, LedgerSnapshot, Receipt, ReleaseOutcome,
     ReleaseReason, ReservationState, ReservationView, ReserveCmd, ReserveOutcome, StockError,
     StockEvent, StockLedger, StockView,
 };

@@ -51,6 +51,27 @@ pub enum ReleaseReason {
     Expired,
 }
 
+/// A drop's hold on a SKU: the window in which it can be reserved and how many
+/// units one buyer may hold or have bought in the drop.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DropGate {
+    pub drop: u128,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    /// Units one buyer may hold or have bought in the drop; 0 = no limit.
+    pub per_buyer_limit: u32,
+    /// The drop was cancelled: nothing is sold through it any more.
+    pub cancelled: bool,
+}
+
+/// Why a drop SKU cannot be reserved now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotLive {
+    NotStarted { starts_at_ms: u64 },
+    Ended { ended_at_ms: u64 },
+    Cancelled,
+}
+
 /// Everything that ever changes a ledger. Written to the WAL, replayed on recovery.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum StockEvent {
@@ -88,6 +109,11 @@ pub enum StockEvent {
     LowStock { available: u64, threshold: u64 },
     /// Available is back at or above the low-stock threshold.
     Replenished { available: u64, threshold: u64 },
+    /// The SKU now sells only through this drop (a new drop id starts a fresh
+    /// per-buyer count; the same one again changes nothing).
+    DropAttached(DropGate),
+    /// The drop was cancelled: the SKU stays closed until another drop takes it.
+    DropCancelled { drop: u128 },
 }
 
 /// Typed refusals; `http/error.rs` maps each to a status and a stable code.
@@ -119,6 +145,10 @@ pub enum StockError {
     TooManyUnits { max: u64 },
     #[error("this SKU already holds {max} open reservations")]
     TooManyReservations { max: usize },
+    #[error("the drop of this SKU is not live")]
+    DropNotLive { drop: u128, why: NotLive },
+    #[error("a buyer may take at most {limit} units in this drop; {used} are already held or bought")]
+    PurchaseLimitExceeded { limit: u32, used: u64 },
     /// The ledger found itself inconsistent; its owner must rebuild it from durable state.
     #[error(transparent)]
     Invariant(#[from] InvariantViolation),
@@ -203,6 +233,8 @@ struct Held {
     quantity: u32,
     created_at_ms: u64,
     expires_at_ms: u64,
+    /// The drop whose per-buyer count holds these units (0: none).
+    in_drop: u128,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -242,6 +274,8 @@ pub struct LedgerSnapshot {
     open: Vec<(u64, Held)>,
     finished: Vec<(u64, Finished)>,
     idempotency: Vec<(String, String, IdemEntry)>,
+    gate: Option<DropGate>,
+    drop_usage: Vec<(String, u64)>,
 }
 
 /// An idempotency key is scoped to its buyer: `(buyer, key)`.
@@ -270,6 +304,10 @@ pub struct StockLedger {
     idempotency: HashMap<ScopedKey, IdemEntry>,
     /// Insertion order, for forgetting the oldest key first.
     idempotency_order: VecDeque<(ScopedKey, u64)>,
+    /// The drop this SKU sells through, if any.
+    gate: Option<DropGate>,
+    /// Units each buyer holds or bought through `gate`'s drop (buyers at 0 are absent).
+    drop_usage: HashMap<Arc<str>, u64>,
 }
 
 impl StockLedger {
@@ -292,6 +330,8 @@ impl StockLedger {
             finished_order: VecDeque::new(),
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
+            gate: None,
+            drop_usage: HashMap::new(),
         }
     }
 
@@ -327,6 +367,19 @@ impl StockLedger {
     /// `available + reserved + sold`: changes only through stock settings and adjustments.
     pub fn total_units(&self) -> u64 {
         self.available + self.reserved + self.sold
+    }
+
+    /// The drop this SKU sells through, if any.
+    pub fn gate(&self) -> Option<&DropGate> {
+        self.gate.as_ref()
+    }
+
+    /// Units `buyer` holds or bought through drop `drop` in this SKU.
+    pub fn drop_usage(&self, drop: u128, buyer: &str) -> u64 {
+        match &self.gate {
+            Some(gate) if gate.drop == drop => self.drop_usage.get(buyer).copied().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     pub fn view(&self) -> StockView {
@@ -467,6 +520,37 @@ impl StockLedger {
         now_ms: u64,
         out: &mut Vec<StockEvent>,
     ) -> Result<ReserveOutcome, StockError> {
+        self.reserve_in_drop(cmd, 0, now_ms, out)
+    }
+
+    /// Makes this SKU sell only through `gate`'s drop. Attaching the same drop
+    /// again changes nothing; another drop replaces it and starts a fresh count.
+    pub fn attach_drop(&mut self, gate: DropGate, out: &mut Vec<StockEvent>) -> Result<(), StockError> {
+        if self.gate.as_ref().is_some_and(|g| g.drop == gate.drop) {
+            return Ok(());
+        }
+        self.emit(StockEvent::DropAttached(gate), out)
+    }
+
+    /// The drop was cancelled: this SKU stops selling through it.
+    pub fn cancel_drop(&mut self, drop: u128, out: &mut Vec<StockEvent>) -> Result<(), StockError> {
+        match &self.gate {
+            Some(gate) if gate.drop == drop && !gate.cancelled => {
+                self.emit(StockEvent::DropCancelled { drop }, out)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Like `reserve`, for a SKU of a drop whose other SKUs hold
+    /// `elsewhere_units` of this buyer's per-buyer allowance.
+    pub fn reserve_in_drop(
+        &mut self,
+        cmd: ReserveCmd,
+        elsewhere_units: u64,
+        now_ms: u64,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<ReserveOutcome, StockError> {
         if let Some((key, fingerprint)) = &cmd.idempotency {
             let lookup = (Arc::from(cmd.buyer.as_str()), Arc::from(key.as_str()));
             if let Some(entry) = self.idempotency.get(&lookup) {
@@ -482,6 +566,23 @@ impl StockLedger {
                             expires_at_ms: entry.expires_at_ms,
                         },
                         replayed: true,
+                    });
+                }
+            }
+        }
+        if let Some(gate) = &self.gate {
+            check_live(gate, now_ms)?;
+            if gate.per_buyer_limit > 0 {
+                let used = self
+                    .drop_usage
+                    .get(cmd.buyer.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    + elsewhere_units;
+                if used + u64::from(cmd.quantity) > u64::from(gate.per_buyer_limit) {
+                    return Err(StockError::PurchaseLimitExceeded {
+                        limit: gate.per_buyer_limit,
+                        used,
                     });
                 }
             }
@@ -735,6 +836,14 @@ impl StockLedger {
                 }
                 self.available -= quantity_units;
                 self.reserved += quantity_units;
+                let in_drop = match &self.gate {
+                    Some(gate) => {
+                        *self.drop_usage.entry(Arc::from(buyer.as_str())).or_insert(0) +=
+                            quantity_units;
+                        gate.drop
+                    }
+                    None => 0,
+                };
                 self.open.insert(
                     *seq,
                     Held {
@@ -742,6 +851,7 @@ impl StockLedger {
                         quantity: *quantity,
                         created_at_ms: *created_at_ms,
                         expires_at_ms: *expires_at_ms,
+                        in_drop,
                     },
                 );
                 self.expiries.insert((*expires_at_ms, *seq));
@@ -766,6 +876,7 @@ impl StockLedger {
                 let quantity = u64::from(held.quantity);
                 self.reserved -= quantity;
                 self.available += quantity;
+                self.uncount(&held);
                 let state = match reason {
                     ReleaseReason::Buyer => FinishedState::Released,
                     ReleaseReason::Expired => FinishedState::Expired,
@@ -804,8 +915,31 @@ impl StockLedger {
             }
             StockEvent::LowStock { .. } => self.below_threshold = true,
             StockEvent::Replenished { .. } => self.below_threshold = false,
+            StockEvent::DropAttached(gate) => {
+                if self.gate.as_ref().is_none_or(|g| g.drop != gate.drop) {
+                    self.drop_usage.clear();
+                }
+                self.gate = Some(gate.clone());
+            }
+            StockEvent::DropCancelled { drop } => match &mut self.gate {
+                Some(gate) if gate.drop == *drop => gate.cancelled = true,
+                _ => return Err(violation(format!("cancel of drop {drop} not attached"))),
+            },
         }
         Ok(())
+    }
+
+    /// A released reservation gives its units back to its buyer's drop allowance.
+    fn uncount(&mut self, held: &Held) {
+        if held.in_drop == 0 || self.gate.as_ref().is_none_or(|g| g.drop != held.in_drop) {
+            return;
+        }
+        if let Some(used) = self.drop_usage.get_mut(held.buyer.as_str()) {
+            *used = used.saturating_sub(u64::from(held.quantity));
+            if *used == 0 {
+                self.drop_usage.remove(held.buyer.as_str());
+            }
+        }
     }
 
     fn take_open(&mut self, seq: u64) -> Result<Held, InvariantViolation> {
@@ -933,6 +1067,16 @@ impl StockLedger {
                     (entry.seq == *seq).then(|| (key.0.to_string(), key.1.to_string(), *entry))
                 })
                 .collect(),
+            gate: self.gate.clone(),
+            drop_usage: {
+                let mut usage: Vec<(String, u64)> = self
+                    .drop_usage
+                    .iter()
+                    .map(|(buyer, units)| (buyer.to_string(), *units))
+                    .collect();
+                usage.sort_unstable();
+                usage
+            },
         }
     }
 
@@ -960,6 +1104,12 @@ impl StockLedger {
         for (buyer, key, entry) in snapshot.idempotency {
             ledger.remember_key(&buyer, &key, entry);
         }
+        ledger.gate = snapshot.gate;
+        ledger.drop_usage = snapshot
+            .drop_usage
+            .into_iter()
+            .map(|(buyer, units)| (Arc::from(buyer.as_str()), units))
+            .collect();
         ledger.check_invariants(true)?;
         Ok(ledger)
     }
@@ -981,6 +1131,27 @@ fn view(seq: u64, held: &Held, state: ReservationState) -> ReservationView {
         expires_at_ms: held.expires_at_ms,
         state,
     }
+}
+
+/// Whether a drop SKU may be reserved at `now_ms`.
+pub fn check_live(gate: &DropGate, now_ms: u64) -> Result<(), StockError> {
+    let why = if gate.cancelled {
+        NotLive::Cancelled
+    } else if now_ms < gate.starts_at_ms {
+        NotLive::NotStarted {
+            starts_at_ms: gate.starts_at_ms,
+        }
+    } else if now_ms >= gate.ends_at_ms {
+        NotLive::Ended {
+            ended_at_ms: gate.ends_at_ms,
+        }
+    } else {
+        return Ok(());
+    };
+    Err(StockError::DropNotLive {
+        drop: gate.drop,
+        why,
+    })
 }
 
 fn violation(message: String) -> InvariantViolation {

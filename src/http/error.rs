@@ -8,8 +8,12 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use crate::actors::drops::DropsError;
 use crate::actors::{EngineError, IdentityError, Missing};
-use crate::domain::{InvalidField, StockError};
+use crate::clock::rfc3339_ms;
+use crate::domain::identity::id_text;
+use crate::domain::waiting_room::{CloseReason, QueueError};
+use crate::domain::{InvalidField, NotLive, StockError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.
 macro_rules! error_table {
@@ -67,6 +71,16 @@ error_table! {
     InsufficientOnHand => ("insufficient_on_hand", CONFLICT, "The warehouse does not hold that many units"),
     TooManyReservations => ("too_many_reservations", CONFLICT, "The SKU holds too many open reservations"),
     SkuExists => ("sku_exists", CONFLICT, "A SKU code is already in use"),
+    DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
+    DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
+    PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
+    SkuInDrop => ("sku_in_drop", CONFLICT, "A SKU already belongs to an open drop"),
+    InvalidTransition => ("invalid_transition", CONFLICT, "The state transition is not allowed"),
+    QueuePassRequired => ("queue_pass_required", CONFLICT, "The drop admits shoppers through its waiting room"),
+    WaitingRoomNotFound => ("waiting_room_not_found", NOT_FOUND, "The drop has no waiting room"),
+    TicketNotFound => ("ticket_not_found", NOT_FOUND, "No ticket in this waiting room"),
+    SoldOut => ("sold_out", CONFLICT, "The drop sold out"),
+    UpgradeRequired => ("websocket_upgrade_required", UPGRADE_REQUIRED, "This route speaks WebSocket only"),
     LimitExceeded => ("limit_exceeded", UNPROCESSABLE_ENTITY, "A configured limit would be exceeded"),
     Overloaded => ("overloaded", SERVICE_UNAVAILABLE, "Too busy; retry shortly"),
     NotReady => ("not_ready", SERVICE_UNAVAILABLE, "Recovery is still running"),
@@ -239,6 +253,30 @@ impl From<StockError> for ApiError {
             StockError::TooManyReservations { .. } => {
                 ApiError::new(ErrorKind::TooManyReservations, detail)
             }
+            StockError::DropNotLive { drop, why } => {
+                let (detail, extra) = match why {
+                    NotLive::NotStarted { starts_at_ms } => (
+                        format!("the drop starts at {}", rfc3339_ms(starts_at_ms)),
+                        ("starts_at", Value::from(rfc3339_ms(starts_at_ms))),
+                    ),
+                    NotLive::Ended { ended_at_ms } => (
+                        format!("the drop ended at {}", rfc3339_ms(ended_at_ms)),
+                        ("ended_at", Value::from(rfc3339_ms(ended_at_ms))),
+                    ),
+                    NotLive::Cancelled => (
+                        "the drop was cancelled".to_owned(),
+                        ("cancelled", Value::Bool(true)),
+                    ),
+                };
+                ApiError::new(ErrorKind::DropNotLive, detail)
+                    .with("drop_id", Value::from(id_text(drop)))
+                    .with(extra.0, extra.1)
+            }
+            StockError::PurchaseLimitExceeded { limit, used } => {
+                ApiError::new(ErrorKind::PurchaseLimitExceeded, detail)
+                    .with("limit", Value::from(limit))
+                    .with("used", Value::from(used))
+            }
             StockError::Invariant(violation) => {
                 tracing::error!(%violation, "invariant violation reached the HTTP edge");
                 ApiError::new(
@@ -276,6 +314,50 @@ impl From<EngineError> for ApiError {
                 format!("the store's plan allows at most {max} products"),
             )
             .with("max_products", Value::from(max)),
+            EngineError::QueuePassRequired(drop) => ApiError::new(
+                ErrorKind::QueuePassRequired,
+                format!(
+                    "join the drop's waiting room first: POST /v1/drops/{}/queue",
+                    id_text(drop)
+                ),
+            )
+            .with("drop_id", Value::from(id_text(drop))),
+            EngineError::Drops(error) => error.into(),
+        }
+    }
+}
+
+impl From<DropsError> for ApiError {
+    fn from(error: DropsError) -> Self {
+        let detail = error.to_string();
+        match error {
+            DropsError::NotFound => ApiError::new(ErrorKind::DropNotFound, detail),
+            DropsError::SkuInDrop(skus) => {
+                ApiError::new(ErrorKind::SkuInDrop, detail).with("skus", json!(skus))
+            }
+            DropsError::UnknownSkus(skus) => {
+                ApiError::new(ErrorKind::SkuNotFound, detail).with("skus", json!(skus))
+            }
+            DropsError::Transition(crate::domain::drop::DropError::Transition { from, .. }) => {
+                let allowed: Vec<&str> = from.allowed().iter().map(|s| s.as_str()).collect();
+                ApiError::new(ErrorKind::InvalidTransition, detail)
+                    .with("state", Value::from(from.as_str()))
+                    .with("allowed", json!(allowed))
+            }
+            DropsError::NoWaitingRoom => ApiError::new(ErrorKind::WaitingRoomNotFound, detail),
+            DropsError::Queue(QueueError::Full) => {
+                ApiError::rate_limited("the waiting room is full; retry later", 5, 0)
+            }
+            DropsError::Queue(QueueError::NotOpen(CloseReason::SoldOut)) => {
+                ApiError::new(ErrorKind::SoldOut, "the drop sold out")
+            }
+            DropsError::Queue(QueueError::NotOpen(CloseReason::Ended)) => {
+                ApiError::new(ErrorKind::DropNotLive, "the drop is over")
+            }
+            DropsError::Queue(QueueError::UnknownTicket) => {
+                ApiError::new(ErrorKind::TicketNotFound, detail)
+            }
+            DropsError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct AppState {
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub admission: Arc<super::admission::AdmissionControl>,
 }
 
 fn state(req: &HttpRequest) -> Result<&AppState, ApiError> {
@@ -105,6 +106,12 @@ fn authenticate(req: &HttpRequest) -> Result<(Arc<Engine>, Caller), ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthenticated("the Authorization header must be Bearer <access token>"))?;
+    let caller = verify_token(&engine, token)?;
+    Ok((engine, caller))
+}
+
+/// Verifies an access token (signature, claims, expiry, revocation).
+pub fn verify_token(engine: &Engine, token: &str) -> Result<Caller, ApiError> {
     let directory = engine.directory();
     let caller = directory
         .keys()
@@ -116,7 +123,23 @@ fn authenticate(req: &HttpRequest) -> Result<(Arc<Engine>, Caller), ApiError> {
     if directory.session_revoked(caller.session) {
         return Err(unauthenticated("the session of this token was ended"));
     }
-    Ok((engine, caller))
+    Ok(caller)
+}
+
+/// The caller when the request carries a bearer token (it must then be
+/// valid), or nobody.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequest for MaybeCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if req.headers().get(header::AUTHORIZATION).is_none() {
+            return ready(Ok(MaybeCaller(None)));
+        }
+        ready(authenticate(req).map(|(_, caller)| MaybeCaller(Some(caller))))
+    }
 }
 
 /// Any signed-in account.

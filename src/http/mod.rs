@@ -1,8 +1,10 @@
 //! actix-web: the route table, the request middleware (correlation id, latency
 //! metrics, access log) and the JSON and path error handlers.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod drops;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -12,6 +14,7 @@ pub mod reservations;
 pub mod social;
 pub mod stock;
 pub mod tenants;
+pub mod ws;
 
 use std::time::Instant;
 
@@ -50,6 +53,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::put().to(stock::set_stock)),
     )
     .service(resource("/v1/skus/{sku}/stock/adjust").route(web::post().to(stock::adjust_stock)))
+    .service(resource("/v1/ws").route(web::get().to(ws::connect)))
+    .service(resource("/v1/drops").route(web::post().to(drops::create_drop)))
+    .service(resource("/v1/drops/upcoming").route(web::get().to(drops::upcoming)))
+    .service(resource("/v1/drops/{id}").route(web::get().to(drops::get_drop)))
+    .service(resource("/v1/drops/{id}/cancel").route(web::post().to(drops::cancel_drop)))
+    .service(
+        resource("/v1/drops/{id}/queue")
+            .route(web::post().to(drops::join_queue))
+            .route(web::get().to(drops::queue_standing)),
+    )
     .service(resource("/v1/products").route(web::post().to(products::create_product)))
     .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
     .service(resource("/v1/auth/register").route(web::post().to(auth::register)))

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
-use super::{audit, auth, error, ops, products, reservations, social, stock, tenants};
+use super::{audit, auth, drops, error, ops, products, reservations, social, stock, tenants, ws};
 
 /// Declares the bearer-token scheme the routes refer to as `bearer`.
 struct BearerAuth;
@@ -63,6 +63,13 @@ impl Modify for BearerAuth {
         reservations::get_reservation,
         reservations::release,
         reservations::commit,
+        drops::create_drop,
+        drops::upcoming,
+        drops::get_drop,
+        drops::cancel_drop,
+        drops::join_queue,
+        drops::queue_standing,
+        ws::connect,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -78,6 +85,8 @@ impl Modify for BearerAuth {
         (name = "products", description = "Products and their SKUs"),
         (name = "stock", description = "On-hand, available, reserved and sold units"),
         (name = "reservations", description = "Holding units for a buyer"),
+        (name = "drops", description = "Scheduled releases, their lifecycle and waiting rooms"),
+        (name = "live", description = "WebSocket: live stock, drop announcements, queue and order messages"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

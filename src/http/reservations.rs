@@ -13,7 +13,7 @@ use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, IdempotencyHeader, Live, Shopper};
 use super::stock::sku_code;
-use crate::domain::identity::{id_text, Role};
+use crate::domain::identity::{id_text, parse_id, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,11 +96,12 @@ fn sku_code_of(engine: &Live, sku: SkuId) -> String {
     security(("bearer" = [])),
     request_body = ReserveBody,
     responses(
-        (status = 201, body = ReservationBody, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "true when this is a replayed answer"))),
+        (status = 201, body = ReservationBody, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "true when this is a replayed answer"), ("X-RateLimit-Remaining" = String, description = "requests the buyer may still send at once"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "out_of_stock, idempotency_key_reused, too_many_reservations, tenant_suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "out_of_stock, idempotency_key_reused, too_many_reservations, tenant_suspended, drop_not_live, purchase_limit_exceeded, queue_pass_required", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the buyer's or the store's rate (Retry-After, X-RateLimit-Remaining)", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -134,6 +135,15 @@ pub async fn reserve(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    let now_ms = engine.0.clock().now_ms();
+    let remaining = state.admission.charge_buyer(shopper.caller.user, now_ms)?;
+    if let Ok(info) = engine.0.sku(&code) {
+        if let Some(store) = parse_id(info.tenant()) {
+            if let Some(rpm) = engine.0.directory().plan_requests_per_minute(store) {
+                state.admission.charge_store(store, rpm, now_ms)?;
+            }
+        }
+    }
     let ttl_s = body.ttl_s.unwrap_or(limits.default_ttl_s);
     let fingerprint = stable_hash(&[
         &body.quantity.to_le_bytes(),
@@ -157,6 +167,7 @@ pub async fn reserve(
             "Idempotent-Replayed",
             if outcome.replayed { "true" } else { "false" },
         ))
+        .insert_header(("X-RateLimit-Remaining", remaining.to_string()))
         .json(body))
 }
 

@@ -4,6 +4,7 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerSnapshot, StockEvent};
@@ -31,6 +32,7 @@ pub enum EntityKey {
     Invitation(u128),
     Follow(u128),
     Audit(u64),
+    Drop(u128),
 }
 
 const TAG_SKU: u8 = b's';
@@ -41,6 +43,7 @@ const TAG_SESSION: u8 = b'e';
 const TAG_INVITATION: u8 = b'i';
 const TAG_FOLLOW: u8 = b'f';
 const TAG_AUDIT: u8 = b'a';
+const TAG_DROP: u8 = b'd';
 
 /// Kinds of directory entities recovery loads into memory (audit entries stay on disk).
 pub const DIRECTORY_TAGS: [u8; 5] = [
@@ -68,7 +71,8 @@ impl EntityKey {
             | EntityKey::Tenant(id)
             | EntityKey::Session(id)
             | EntityKey::Invitation(id)
-            | EntityKey::Follow(id) => {
+            | EntityKey::Follow(id)
+            | EntityKey::Drop(id) => {
                 out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
             }
@@ -86,6 +90,7 @@ impl EntityKey {
             EntityKey::Invitation(_) => TAG_INVITATION,
             EntityKey::Follow(_) => TAG_FOLLOW,
             EntityKey::Audit(_) => TAG_AUDIT,
+            EntityKey::Drop(_) => TAG_DROP,
         }
     }
 
@@ -102,6 +107,7 @@ impl EntityKey {
             TAG_SESSION => EntityKey::Session(u128_of(rest)?),
             TAG_INVITATION => EntityKey::Invitation(u128_of(rest)?),
             TAG_FOLLOW => EntityKey::Follow(u128_of(rest)?),
+            TAG_DROP => EntityKey::Drop(u128_of(rest)?),
             _ => return None,
         })
     }
@@ -127,6 +133,10 @@ impl EntityKey {
     pub fn kind_prefix_product() -> &'static [u8] {
         &[TAG_PRODUCT]
     }
+
+    pub fn kind_prefix_drop() -> &'static [u8] {
+        &[TAG_DROP]
+    }
 }
 
 /// One atomic change of one entity: everything a single command decided.
@@ -143,6 +153,8 @@ pub enum RecordBody {
     ProductCreated(Box<Product>),
     /// The new full state of an account, store, session, invitation, follow or audit entry.
     Directory(Box<Entity>),
+    /// A drop was scheduled or moved.
+    Drop(Box<DropEvent>),
 }
 
 /// The full state of one entity at some LSN.
@@ -151,6 +163,7 @@ pub enum SnapshotBody {
     Ledger(LedgerSnapshot),
     Product(Product),
     Directory(Entity),
+    Drop(FlashDrop),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +202,7 @@ mod tests {
             EntityKey::Invitation(10),
             EntityKey::Follow(u128::MAX),
             EntityKey::Audit(12),
+            EntityKey::Drop(13),
         ] {
             assert_eq!(EntityKey::from_bytes(&key.to_bytes()), Some(key));
         }

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::domain::drop::FlashDrop;
 use crate::domain::identity::Entity;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerLimits, StockLedger};
@@ -46,6 +47,10 @@ pub struct Recovered {
     /// in the WAL: they need a snapshot before the WAL behind them can go.
     pub directory_unsnapshotted: Vec<Entity>,
     pub next_audit_seq: u64,
+    /// Every drop, in its latest state.
+    pub drops: HashMap<u128, FlashDrop>,
+    /// Drops whose latest state is only in the WAL (they need a snapshot).
+    pub drops_unsnapshotted: Vec<u128>,
     /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
     pub ledgers: HashMap<SkuId, StockLedger>,
     pub start: WriterStart,
@@ -121,6 +126,25 @@ fn load_directory(store: &Store) -> Result<HashMap<EntityKey, (u64, Entity)>, St
     Ok(out)
 }
 
+/// Loads the snapshot of every drop.
+fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreError> {
+    let mut drops = HashMap::new();
+    for item in store.snapshots.scan_prefix(EntityKey::kind_prefix_drop()) {
+        let (key, _) = item?;
+        let Some(entity @ EntityKey::Drop(id)) = EntityKey::from_bytes(&key) else {
+            return Err(corrupt("snapshot key", "bad drop key"));
+        };
+        match store.read_snapshot(entity)? {
+            Some((covers, SnapshotBody::Drop(drop))) => {
+                drops.insert(id, (covers, drop));
+            }
+            Some(_) => return Err(corrupt("snapshot", format!("{entity:?} is not a drop"))),
+            None => {}
+        }
+    }
+    Ok(drops)
+}
+
 /// The audit sequence after the newest audit entry with a snapshot.
 fn next_audit_seq_on_disk(store: &Store) -> Result<u64, StoreError> {
     match store
@@ -161,6 +185,12 @@ pub fn recover(
     } else {
         1
     };
+    let mut drops = if mode == RecoveryMode::Snapshots {
+        load_drops(store)?
+    } else {
+        HashMap::new()
+    };
+    let mut drops_from_wal = std::collections::HashSet::new();
     let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
     stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
@@ -232,6 +262,18 @@ pub fn recover(
                         stats.applied += 1;
                     }
                 }
+                (EntityKey::Drop(id), RecordBody::Drop(event)) => {
+                    let covers = drops.get(&id).map_or(0, |(covers, _)| *covers);
+                    if lsn > covers {
+                        let before = drops.remove(&id).map(|(_, d)| d);
+                        let after = FlashDrop::apply(before, &event).ok_or_else(|| {
+                            corrupt("wal replay", format!("lsn {lsn}: drop {id} moved before it was created"))
+                        })?;
+                        drops.insert(id, (lsn, after));
+                        drops_from_wal.insert(id);
+                        stats.applied += 1;
+                    }
+                }
                 (entity, _) => {
                     return Err(corrupt(
                         "wal record",
@@ -262,6 +304,8 @@ pub fn recover(
         }
     }
     Ok(Recovered {
+        drops: drops.into_iter().map(|(id, (_, d))| (id, d)).collect(),
+        drops_unsnapshotted: drops_from_wal.into_iter().collect(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

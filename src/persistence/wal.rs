@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use rkyv::util::AlignedVec;
 
 use super::batch::BatchBuilder;
+use crate::events::feed::{now_us, EventFeed, FeedBatch, FeedBody, FeedEvent};
 use super::record::{encode_record, encode_snapshot, EntityKey, SnapshotBody, WalRecord};
 use super::store::{Cursor, SnapshotHeader, Store, StoreError, SyncMode};
 
@@ -28,7 +29,12 @@ pub enum WalOp {
         entity: EntityKey,
         bytes: AlignedVec,
         ack: Option<Ack>,
+        /// Published to the event feed, with this record's LSN, once durable.
+        publish: Option<FeedBody>,
     },
+    /// Published to the event feed with the last LSN assigned before it, once
+    /// everything sent before it is durable (a state republished on request).
+    Publish(FeedBody),
     Snapshot {
         entity: EntityKey,
         bytes: AlignedVec,
@@ -50,6 +56,8 @@ pub struct WalSettings {
     pub batch_records_max: usize,
     pub batch_bytes_max: usize,
     pub channel_capacity: usize,
+    /// Where durable changes are announced (none: nobody listens).
+    pub feed: Option<EventFeed>,
 }
 
 impl Default for WalSettings {
@@ -60,6 +68,7 @@ impl Default for WalSettings {
             batch_records_max: 4096,
             batch_bytes_max: 128 * 1024,
             channel_capacity: 65_536,
+            feed: None,
         }
     }
 }
@@ -122,11 +131,23 @@ impl WalHandle {
     }
 
     pub fn append(&self, record: &WalRecord, ack: Option<Ack>) -> Result<(), WalError> {
+        self.append_published(record, ack, None)
+    }
+
+    /// Like `append`; once durable, `publish` goes to the event feed with the
+    /// record's LSN.
+    pub fn append_published(
+        &self,
+        record: &WalRecord,
+        ack: Option<Ack>,
+        publish: Option<FeedBody>,
+    ) -> Result<(), WalError> {
         let bytes = encode_record(record)?;
         self.send(WalOp::Record {
             entity: record.entity,
             bytes,
             ack,
+            publish,
         })
     }
 
@@ -234,6 +255,8 @@ struct Writer {
     deletes_written: bool,
     /// Bytes committed since sled last flushed (matters in `none` mode only).
     unflushed_bytes: usize,
+    /// Feed events of the commit being gathered, in LSN order.
+    published: Vec<FeedEvent>,
 }
 
 /// In `none` mode, sled is flushed after this much WAL.
@@ -280,6 +303,7 @@ impl Writer {
             stopping: false,
             deletes_written: false,
             unflushed_bytes: 0,
+            published: Vec::new(),
         }
     }
 
@@ -364,7 +388,12 @@ impl Writer {
 
     fn take(&mut self, op: WalOp) {
         match op {
-            WalOp::Record { entity, bytes, ack } => {
+            WalOp::Record {
+                entity,
+                bytes,
+                ack,
+                publish,
+            } => {
                 let lsn = self.cursor.next_lsn;
                 self.cursor.next_lsn += 1;
                 self.builder.push(&bytes);
@@ -372,7 +401,14 @@ impl Writer {
                 if let Some(ack) = ack {
                     self.acks_now.push(ack);
                 }
+                if let Some(body) = publish {
+                    self.published.push(FeedEvent { seq: lsn, body });
+                }
             }
+            WalOp::Publish(body) => self.published.push(FeedEvent {
+                seq: self.cursor.next_lsn - 1,
+                body,
+            }),
             WalOp::Snapshot { entity, bytes, ack } => {
                 let covers_lsn = self.cursor.next_lsn - 1;
                 let generation = self.cursor.next_generation;
@@ -515,6 +551,15 @@ impl Writer {
         self.headers_due = std::mem::take(&mut self.chunks_this_commit);
         for ack in self.acks_now.drain(..) {
             ack();
+        }
+        if !self.published.is_empty() {
+            let events = std::mem::take(&mut self.published);
+            if let Some(feed) = &self.settings.feed {
+                feed.publish(FeedBatch {
+                    committed_at_us: now_us(),
+                    events,
+                });
+            }
         }
         for ack in self.acks_carried.drain(..) {
             ack();

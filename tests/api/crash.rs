@@ -49,6 +49,9 @@ fn start(dir: &Path, run: usize) -> Server {
         .env("FLASHDROP__AUTH__JWT_SECRET", SECRET)
         .env("FLASHDROP__AUTH__ARGON2_MEMORY_KIB", "8192")
         .env("FLASHDROP__AUTH__ARGON2_ITERATIONS", "1")
+        // 48 clients share few buyer accounts; the limiter is not under test here.
+        .env("FLASHDROP__ADMISSION__BUYER_BURST", "100000000")
+        .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()

@@ -102,6 +102,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.auth.login_burst_per_account = 1_000_000;
     config.auth.login_burst_per_address = 1_000_000;
     config.tenants.default_requests_per_minute = 1_000_000;
+    // Tests send many requests per buyer; the limiter has tests of its own.
+    config.admission.buyer_burst = 1_000_000;
     config
 }
 

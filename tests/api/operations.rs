@@ -18,6 +18,7 @@ async fn requests_get_503_not_ready_until_recovery_finishes() {
         engine: Arc::new(OnceLock::new()),
         config: Arc::new(Config::default()),
         metrics: flashdrop::telemetry::metrics_handle(),
+        admission: flashdrop::http::admission::AdmissionControl::new(&Default::default()),
     });
     let app = actix_test::init_service(
         App::new()

@@ -1,0 +1,711 @@
+//! Drops: one `DropActor` per drop owns its lifecycle (logs every move to the
+//! WAL, then publishes it), and `Drops` is their registry: creation, which
+//! open drop holds which SKU, the scheduler that wakes drops at their
+//! deadlines on the engine clock, the stock levels that make a drop sold out,
+//! and each drop's waiting room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use tokio::sync::{broadcast, oneshot, Notify};
+
+use crate::clock::{rfc3339_ms, Clock};
+use crate::domain::drop::{
+    DropError, DropEvent, DropSku, DropSpec, DropState, FlashDrop, NewDrop,
+};
+use crate::domain::identity::id_text;
+use crate::domain::stock::{DropGate, StockError};
+use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom};
+use crate::domain::SkuId;
+use crate::events::hub::Frame;
+use crate::events::{FeedBatch, FeedBody, Hub};
+use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
+
+use super::registry::{Registry, SendError};
+use super::sku::SkuCommand;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropsError {
+    #[error("no such drop")]
+    NotFound,
+    #[error("SKUs already in an open drop: {}", .0.join(", "))]
+    SkuInDrop(Vec<String>),
+    #[error("unknown SKUs: {}", .0.join(", "))]
+    UnknownSkus(Vec<String>),
+    #[error(transparent)]
+    Transition(#[from] DropError),
+    #[error("this drop has no waiting room")]
+    NoWaitingRoom,
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the drop's SKUs did not answer; retry shortly")]
+    Unavailable,
+}
+
+/// What every drop actor shares.
+pub struct DropDeps {
+    pub wal: WalHandle,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<Registry>,
+    pub hub: Arc<Hub>,
+}
+
+/// A drop as the rest of the engine sees it, without asking its actor.
+pub struct DropEntry {
+    pub spec: Arc<DropSpec>,
+    /// The drop as of its last durable change.
+    view: RwLock<FlashDrop>,
+    addr: Mutex<Option<Addr<DropActor>>>,
+    /// Latest available units of each SKU, from the event feed.
+    levels: Mutex<HashMap<SkuId, u64>>,
+    /// A `Levels` message is on its way to the actor.
+    nudged: AtomicBool,
+    room: Option<Mutex<WaitingRoom>>,
+}
+
+impl DropEntry {
+    pub fn view(&self) -> FlashDrop {
+        self.view.read().clone()
+    }
+
+    pub fn state(&self) -> DropState {
+        self.view.read().state
+    }
+
+    /// Buyers waiting in its room (0 without one).
+    pub fn waiting(&self) -> usize {
+        self.room.as_ref().map_or(0, |r| r.lock().waiting_count())
+    }
+
+    fn send(&self, message: DropMessage) {
+        if let Some(addr) = self.addr.lock().as_ref() {
+            // Ticks and level nudges repeat until they take effect, so a full
+            // mailbox only delays them.
+            let _ = addr.try_send(message);
+        }
+    }
+}
+
+enum DropMessage {
+    /// A deadline may be due.
+    Tick,
+    /// Stock levels changed.
+    Levels,
+    Cancel(oneshot::Sender<Result<FlashDrop, DropsError>>),
+}
+
+impl Message for DropMessage {
+    type Result = ();
+}
+
+pub struct DropActor {
+    entry: Arc<DropEntry>,
+    drop: FlashDrop,
+    deps: Arc<DropDeps>,
+}
+
+impl DropActor {
+    fn sold_out(&self) -> bool {
+        let levels = self.entry.levels.lock();
+        self.drop.spec.skus.len() == levels.len() && levels.values().all(|units| *units == 0)
+    }
+
+    /// Logs `events` (each move is published with its LSN), then, once they
+    /// are durable, updates the shared view and the waiting room. The mailbox
+    /// waits meanwhile, so moves are published in the order they happen.
+    fn commit(&mut self, ctx: &mut Context<Self>, events: Vec<DropEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let id = self.drop.spec.id;
+        let tenant = self.drop.spec.tenant;
+        let (tx, rx) = oneshot::channel();
+        let mut ack = Some(tx);
+        let count = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            let publish = match &event {
+                DropEvent::Moved { to, .. } => Some(FeedBody::Drop {
+                    id,
+                    tenant,
+                    state: *to,
+                }),
+                DropEvent::Created(_) => None,
+            };
+            let record = WalRecord {
+                entity: EntityKey::Drop(id),
+                body: RecordBody::Drop(Box::new(event)),
+            };
+            let done = if i + 1 == count { ack.take() } else { None };
+            let ack: Option<crate::persistence::Ack> = done.map(|tx| {
+                Box::new(move || {
+                    let _ = tx.send(());
+                }) as crate::persistence::Ack
+            });
+            if let Err(error) = self.deps.wal.append_published(&record, ack, publish) {
+                tracing::error!(drop = %id_text(id), %error, "drop move not logged; stopping");
+                ctx.stop();
+                return;
+            }
+        }
+        let snapshot = SnapshotBody::Drop(self.drop.clone());
+        if let Err(error) = self.deps.wal.snapshot(EntityKey::Drop(id), &snapshot, None) {
+            tracing::warn!(drop = %id_text(id), %error, "drop snapshot not written");
+        }
+        let state = self.drop.clone();
+        ctx.wait(actix::fut::wrap_future::<_, Self>(rx).map(move |durable, act, ctx| {
+            if durable.is_err() {
+                ctx.stop();
+                return;
+            }
+            *act.entry.view.write() = state;
+            act.after_move();
+        }));
+    }
+
+    /// The waiting room follows the drop: closed (and everyone waiting told)
+    /// on sell-out or end, open again when stock returns.
+    fn after_move(&self) {
+        let state = self.drop.state;
+        metrics::counter!("flashdrop_drop_moves_total", "to" => state.as_str()).increment(1);
+        let Some(room) = &self.entry.room else {
+            return;
+        };
+        let told = match state {
+            DropState::SoldOut => room.lock().close(CloseReason::SoldOut),
+            DropState::Ended | DropState::Cancelled => room.lock().close(CloseReason::Ended),
+            DropState::Live => {
+                room.lock().reopen();
+                Vec::new()
+            }
+            DropState::Scheduled => Vec::new(),
+        };
+        for (buyer, standing) in told {
+            let frame = queue_frame(self.drop.spec.id, &standing);
+            self.deps.hub.tell_users(&[buyer], &frame);
+        }
+    }
+}
+
+impl Actor for DropActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Supervised for DropActor {}
+
+impl Handler<DropMessage> for DropActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DropMessage, ctx: &mut Context<Self>) {
+        let now = self.deps.clock.now_ms();
+        match message {
+            DropMessage::Tick => {
+                let sold_out = self.sold_out();
+                let events = self.drop.tick(now, sold_out);
+                self.commit(ctx, events);
+            }
+            DropMessage::Levels => {
+                self.entry.nudged.store(false, Ordering::Release);
+                let sold_out = self.sold_out();
+                let events: Vec<DropEvent> = self.drop.stock_level(sold_out, now).into_iter().collect();
+                self.commit(ctx, events);
+            }
+            DropMessage::Cancel(reply) => match self.drop.cancel(now) {
+                Ok(event) => {
+                    self.commit(ctx, vec![event]);
+                    let deps = self.deps.clone();
+                    let spec = self.entry.spec.clone();
+                    let view = self.drop.clone();
+                    // After the move is durable (the mailbox is paused until then).
+                    ctx.spawn(actix::fut::wrap_future(async move {
+                        let closed = for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop)
+                            .await;
+                        let _ = reply.send(closed.map(|()| view));
+                    }));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+            },
+        }
+    }
+}
+
+/// Sends every SKU of the drop the command `make(gate)` builds and waits for all.
+async fn for_each_sku<F>(
+    registry: &Registry,
+    spec: &DropSpec,
+    make: impl Fn(&DropSpec) -> F,
+) -> Result<(), DropsError>
+where
+    F: FnOnce(u128, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
+{
+    let mut replies = Vec::with_capacity(spec.skus.len());
+    for sku in &spec.skus {
+        let (tx, rx) = oneshot::channel();
+        registry
+            .send(SkuId(sku.id), make(spec)(spec.id, tx))
+            .map_err(|_| DropsError::Unavailable)?;
+        replies.push(rx);
+    }
+    for reply in replies {
+        match reply.await {
+            Ok(Ok(())) => {}
+            _ => return Err(DropsError::Unavailable),
+        }
+    }
+    Ok(())
+}
+
+/// The gate a drop puts on each of its SKUs.
+fn gate_of(spec: &DropSpec) -> DropGate {
+    DropGate {
+        drop: spec.id,
+        starts_at_ms: spec.starts_at_ms,
+        ends_at_ms: spec.ends_at_ms,
+        per_buyer_limit: spec.per_buyer_limit,
+        cancelled: false,
+    }
+}
+
+async fn attach_gates(registry: &Registry, spec: &DropSpec) -> Result<(), DropsError> {
+    let gate = gate_of(spec);
+    for_each_sku(registry, spec, |_| {
+        let gate = gate.clone();
+        move |_, reply| SkuCommand::AttachDrop(gate, reply)
+    })
+    .await
+}
+
+/// A waiting-room message for one shopper.
+pub fn queue_frame(drop: u128, standing: &Standing) -> Frame {
+    Frame::from(json!({"type": "queue", "drop_id": id_text(drop), "standing": standing_json(standing)}).to_string())
+}
+
+/// A standing as clients see it.
+pub fn standing_json(standing: &Standing) -> serde_json::Value {
+    match *standing {
+        Standing::Admitted {
+            ticket,
+            pass_expires_at_ms,
+        } => json!({"state": "admitted", "ticket": ticket, "pass_expires_at": rfc3339_ms(pass_expires_at_ms)}),
+        Standing::Waiting {
+            ticket,
+            position,
+            estimated_wait_ms,
+        } => json!({"state": "waiting", "ticket": ticket, "position": position,
+                    "estimated_wait_s": estimated_wait_ms.div_ceil(1000)}),
+        Standing::Closed { ticket, reason } => json!({
+            "state": match reason { CloseReason::SoldOut => "sold_out", CloseReason::Ended => "ended" },
+            "ticket": ticket,
+        }),
+    }
+}
+
+/// Every drop, which open drop holds which SKU, and the scheduler.
+pub struct Drops {
+    entries: DashMap<u128, Arc<DropEntry>>,
+    by_sku: DashMap<SkuId, u128>,
+    /// Creation checks and claims SKUs atomically.
+    creating: tokio::sync::Mutex<()>,
+    /// Serialises one buyer's reservations in a multi-SKU drop with a limit.
+    buyer_locks: DashMap<(u128, String), Arc<tokio::sync::Mutex<()>>>,
+    deps: Arc<DropDeps>,
+    arbiter: ArbiterHandle,
+    wake: Notify,
+    /// Room admissions are checked this often while someone waits.
+    room_tick: Duration,
+}
+
+impl Drops {
+    /// Registers the recovered drops and starts their actors on `arbiter`.
+    pub fn new(
+        recovered: Vec<FlashDrop>,
+        deps: DropDeps,
+        arbiter: ArbiterHandle,
+        room_tick: Duration,
+    ) -> Arc<Self> {
+        let drops = Arc::new(Self {
+            entries: DashMap::new(),
+            by_sku: DashMap::new(),
+            creating: tokio::sync::Mutex::new(()),
+            buyer_locks: DashMap::new(),
+            deps: Arc::new(deps),
+            arbiter,
+            wake: Notify::new(),
+            room_tick,
+        });
+        for drop in recovered {
+            drops.register(drop);
+        }
+        drops
+    }
+
+    fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
+        let now = self.deps.clock.now_ms();
+        let room = drop
+            .spec
+            .waiting_room
+            .filter(|_| drop.state.is_open())
+            .map(|spec| Mutex::new(WaitingRoom::new(spec, now)));
+        let entry = Arc::new(DropEntry {
+            spec: Arc::new(drop.spec.clone()),
+            view: RwLock::new(drop.clone()),
+            addr: Mutex::new(None),
+            levels: Mutex::new(HashMap::new()),
+            nudged: AtomicBool::new(false),
+            room,
+        });
+        if drop.state.is_open() {
+            for sku in &drop.spec.skus {
+                self.by_sku.insert(SkuId(sku.id), drop.spec.id);
+            }
+            let actor_entry = entry.clone();
+            let deps = self.deps.clone();
+            let addr = Supervisor::start_in_arbiter(&self.arbiter, move |_| DropActor {
+                entry: actor_entry,
+                drop,
+                deps,
+            });
+            *entry.addr.lock() = Some(addr);
+        }
+        self.entries.insert(entry.spec.id, entry.clone());
+        entry
+    }
+
+    pub fn get(&self, id: u128) -> Option<Arc<DropEntry>> {
+        self.entries.get(&id).map(|e| e.clone())
+    }
+
+    /// The open drop a SKU sells through, if any.
+    pub fn drop_of(&self, sku: SkuId) -> Option<Arc<DropEntry>> {
+        let id = *self.by_sku.get(&sku)?;
+        self.get(id)
+    }
+
+    /// Open drops (scheduled, live, sold out), soonest first, after `after`
+    /// (a `(starts_at_ms, id)` cursor), at most `limit`.
+    pub fn upcoming(&self, after: Option<(u64, u128)>, limit: usize) -> Vec<FlashDrop> {
+        let mut open: Vec<FlashDrop> = self
+            .entries
+            .iter()
+            .map(|e| e.view())
+            .filter(|d| d.state.is_open())
+            .filter(|d| after.is_none_or(|a| (d.spec.starts_at_ms, d.spec.id) > a))
+            .collect();
+        open.sort_unstable_by_key(|d| (d.spec.starts_at_ms, d.spec.id));
+        open.truncate(limit);
+        open
+    }
+
+    /// Makes every open drop's gates current after a restart (a crash may have
+    /// come between logging a drop and gating its SKUs) and fetches levels.
+    pub async fn reconcile(&self) {
+        let entries: Vec<Arc<DropEntry>> = self.entries.iter().map(|e| e.clone()).collect();
+        for entry in entries {
+            let state = entry.state();
+            let result = if state.is_open() {
+                attach_gates(&self.deps.registry, &entry.spec).await
+            } else if state == DropState::Cancelled {
+                for_each_sku(&self.deps.registry, &entry.spec, |_| SkuCommand::CancelDrop).await
+            } else {
+                Ok(())
+            };
+            if let Err(error) = result {
+                tracing::warn!(drop = %id_text(entry.spec.id), %error, "drop gates not reconciled");
+            }
+            if state.is_open() {
+                self.refresh_levels(&entry);
+            }
+        }
+    }
+
+    /// Asks each SKU of the drop to announce its level on the feed.
+    fn refresh_levels(&self, entry: &DropEntry) {
+        for sku in &entry.spec.skus {
+            let (reply, _) = oneshot::channel();
+            let _ = self.deps.registry.send(SkuId(sku.id), SkuCommand::Publish(reply));
+        }
+    }
+
+    /// Schedules a drop of `tenant`'s SKUs; answers once it is durable and
+    /// every SKU is gated.
+    pub async fn create(
+        &self,
+        tenant: u128,
+        created_by: u128,
+        new: NewDrop,
+    ) -> Result<FlashDrop, DropsError> {
+        let _creating = self.creating.lock().await;
+        let registry = &self.deps.registry;
+        let mut unknown = Vec::new();
+        let mut taken = Vec::new();
+        let mut skus = Vec::with_capacity(new.sku_codes.len());
+        let tenant_text = id_text(tenant);
+        for code in &new.sku_codes {
+            match registry.id_of(code).and_then(|id| registry.info(id)) {
+                Some(info) if info.tenant() == tenant_text => {
+                    if self.by_sku.contains_key(&info.id) {
+                        taken.push(code.clone());
+                    }
+                    skus.push(DropSku {
+                        id: info.id.0,
+                        code: code.clone(),
+                    });
+                }
+                _ => unknown.push(code.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(DropsError::UnknownSkus(unknown));
+        }
+        if !taken.is_empty() {
+            return Err(DropsError::SkuInDrop(taken));
+        }
+        let spec = DropSpec {
+            id: uuid::Uuid::now_v7().as_u128(),
+            tenant,
+            title: new.title.trim().to_owned(),
+            skus,
+            starts_at_ms: new.starts_at_ms,
+            ends_at_ms: new.ends_at_ms,
+            per_buyer_limit: new.per_buyer_limit,
+            waiting_room: new.waiting_room,
+            created_at_ms: self.deps.clock.now_ms(),
+            created_by,
+        };
+        let drop = FlashDrop::new(spec.clone());
+        let (tx, rx) = oneshot::channel();
+        let record = WalRecord {
+            entity: EntityKey::Drop(spec.id),
+            body: RecordBody::Drop(Box::new(DropEvent::Created(spec.clone()))),
+        };
+        let ack: crate::persistence::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        self.deps
+            .wal
+            .append(&record, Some(ack))
+            .and_then(|()| {
+                self.deps
+                    .wal
+                    .snapshot(EntityKey::Drop(spec.id), &SnapshotBody::Drop(drop.clone()), None)
+            })
+            .map_err(|_| DropsError::Unavailable)?;
+        rx.await.map_err(|_| DropsError::Unavailable)?;
+        let entry = self.register(drop.clone());
+        metrics::counter!("flashdrop_drops_created_total").increment(1);
+        // Durable first, gates second: a crash between them is mended by `reconcile`.
+        attach_gates(registry, &spec).await?;
+        self.refresh_levels(&entry);
+        self.wake.notify_one();
+        Ok(drop)
+    }
+
+    pub async fn cancel(&self, id: u128) -> Result<FlashDrop, DropsError> {
+        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let addr = entry.addr.lock().clone();
+        let Some(addr) = addr else {
+            return Err(DropError::Transition {
+                from: entry.state(),
+                to: DropState::Cancelled,
+            }
+            .into());
+        };
+        let (tx, rx) = oneshot::channel();
+        addr.send(DropMessage::Cancel(tx))
+            .await
+            .map_err(|_| DropsError::Unavailable)?;
+        let cancelled = rx.await.map_err(|_| DropsError::Unavailable)??;
+        for sku in &entry.spec.skus {
+            self.by_sku.remove_if(&SkuId(sku.id), |_, d| *d == id);
+        }
+        Ok(cancelled)
+    }
+
+    /// Whether `buyer` may reserve `sku` now as far as its drop's waiting room
+    /// goes: without a room, or outside the drop's window, always.
+    pub fn admits(&self, entry: &DropEntry, buyer: u128, now_ms: u64) -> bool {
+        let Some(room) = &entry.room else {
+            return true;
+        };
+        let spec = &entry.spec;
+        if now_ms < spec.starts_at_ms || now_ms >= spec.ends_at_ms {
+            return true;
+        }
+        room.lock().admitted(buyer, now_ms)
+    }
+
+    /// Joins a drop's waiting room, or answers where the buyer stands.
+    pub fn join(&self, id: u128, buyer: u128) -> Result<Standing, DropsError> {
+        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
+        let now = self.deps.clock.now_ms();
+        let admitting = entry.state() == DropState::Live && now >= entry.spec.starts_at_ms;
+        let standing = room.lock().join(buyer, admitting, now)?;
+        if matches!(standing, Standing::Waiting { .. }) {
+            self.wake.notify_one();
+        }
+        Ok(standing)
+    }
+
+    pub fn standing(&self, id: u128, buyer: u128) -> Result<Option<Standing>, DropsError> {
+        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
+        let standing = room.lock().standing(buyer, self.deps.clock.now_ms());
+        Ok(standing)
+    }
+
+    /// The lock that serialises `buyer`'s reservations in drop `drop`.
+    pub fn buyer_lock(&self, drop: u128, buyer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.buyer_locks
+            .entry((drop, buyer.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the lock if nobody else holds or waits for it.
+    pub fn release_buyer_lock(
+        &self,
+        drop_id: u128,
+        buyer: &str,
+        lock: Arc<tokio::sync::Mutex<()>>,
+    ) {
+        std::mem::drop(lock);
+        self.buyer_locks
+            .remove_if(&(drop_id, buyer.to_owned()), |_, l| Arc::strong_count(l) == 1);
+    }
+
+    /// Units `buyer` holds or bought through drop `entry` in SKUs other than `except`.
+    pub async fn usage_elsewhere(
+        &self,
+        entry: &DropEntry,
+        buyer: &str,
+        except: SkuId,
+    ) -> Result<u64, SendError> {
+        let mut total = 0;
+        for sku in entry.spec.skus.iter().filter(|s| s.id != except.0) {
+            let (tx, rx) = oneshot::channel();
+            self.deps.registry.send(
+                SkuId(sku.id),
+                SkuCommand::DropUsage {
+                    drop: entry.spec.id,
+                    buyer: buyer.to_owned(),
+                    reply: tx,
+                },
+            )?;
+            match rx.await {
+                Ok(Ok(units)) => total += units,
+                _ => return Err(SendError::Unavailable),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Follows stock levels on the feed: a drop whose SKUs all reach 0 sells
+    /// out, and is live again when any comes back.
+    pub async fn watch_levels(self: Arc<Self>, mut feed: broadcast::Receiver<Arc<FeedBatch>>) {
+        loop {
+            match feed.recv().await {
+                Ok(batch) => {
+                    for event in &batch.events {
+                        if let FeedBody::Stock { sku, available } = event.body {
+                            if let Some(entry) = self.drop_of(sku) {
+                                entry.levels.lock().insert(sku, available);
+                                if !entry.nudged.swap(true, Ordering::AcqRel) {
+                                    entry.send(DropMessage::Levels);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "drops fell behind the event feed; refreshing levels");
+                    let open: Vec<Arc<DropEntry>> = self
+                        .entries
+                        .iter()
+                        .filter(|e| e.state().is_open())
+                        .map(|e| e.clone())
+                        .collect();
+                    for entry in open {
+                        self.refresh_levels(&entry);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Wakes drops at their deadlines (on the engine clock, so a manual clock
+    /// drives them too) and admits waiting shoppers at each room's rate.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        let jumps = self.deps.clock.jumps();
+        loop {
+            let now = self.deps.clock.now_ms();
+            let mut next = now + 1_000;
+            let mut due = false;
+            let open: Vec<Arc<DropEntry>> = self
+                .entries
+                .iter()
+                .filter(|e| e.state().is_open())
+                .map(|e| e.clone())
+                .collect();
+            for entry in open {
+                if let Some(deadline) = entry.view.read().next_deadline_ms() {
+                    if deadline <= now {
+                        entry.send(DropMessage::Tick);
+                        due = true;
+                    } else {
+                        next = next.min(deadline);
+                    }
+                }
+                if entry.nudged.load(Ordering::Acquire) {
+                    // A nudge lost to a full mailbox is sent again.
+                    entry.send(DropMessage::Levels);
+                }
+                self.admit(&entry, now, &mut next);
+            }
+            let wait_ms = if due { 10 } else { next.saturating_sub(now).clamp(1, 1_000) };
+            let sleep = tokio::time::sleep(Duration::from_millis(wait_ms));
+            match &jumps {
+                Some(jumps) => tokio::select! {
+                    _ = sleep => {}
+                    _ = self.wake.notified() => {}
+                    _ = jumps.notified() => {}
+                },
+                None => tokio::select! {
+                    _ = sleep => {}
+                    _ = self.wake.notified() => {}
+                },
+            }
+        }
+    }
+
+    fn admit(&self, entry: &DropEntry, now: u64, next: &mut u64) {
+        let Some(room) = &entry.room else { return };
+        let live = entry.state() == DropState::Live && now >= entry.spec.starts_at_ms;
+        let (admitted, waiting) = {
+            let mut room = room.lock();
+            let admitted = if live { room.advance(now) } else { Vec::new() };
+            (admitted, room.waiting_count())
+        };
+        for (buyer, standing) in &admitted {
+            self.deps
+                .hub
+                .tell_users(&[*buyer], &queue_frame(entry.spec.id, standing));
+        }
+        metrics::counter!("flashdrop_waiting_room_admitted_total").increment(admitted.len() as u64);
+        if waiting > 0 && live {
+            *next = (*next).min(now + self.room_tick.as_millis() as u64);
+        }
+    }
+}

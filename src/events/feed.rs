@@ -1,0 +1,85 @@
+//! The feed: after every group commit the WAL writer publishes what became
+//! durable in that commit, stamped with WAL sequence numbers, to a bounded
+//! broadcast ring. Publishing never waits; a subscriber that falls a whole
+//! ring behind is told how much it missed and must resynchronise.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::domain::drop::DropState;
+use crate::domain::SkuId;
+
+/// What a committed change means to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedBody {
+    /// A SKU's available units after the change.
+    Stock { sku: SkuId, available: u64 },
+    /// A drop moved to `state`.
+    Drop {
+        id: u128,
+        tenant: u128,
+        state: DropState,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEvent {
+    /// The WAL sequence (LSN) of the record, or for a republished state, the
+    /// last LSN assigned before it: per entity, never smaller than an earlier one.
+    pub seq: u64,
+    pub body: FeedBody,
+}
+
+/// Everything one commit made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedBatch {
+    /// Wall-clock time of the commit, microseconds since the Unix epoch.
+    pub committed_at_us: u64,
+    pub events: Vec<FeedEvent>,
+}
+
+/// The publishing side; clones share one ring.
+#[derive(Clone)]
+pub struct EventFeed {
+    tx: broadcast::Sender<Arc<FeedBatch>>,
+}
+
+impl std::fmt::Debug for EventFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventFeed")
+            .field("subscribers", &self.tx.receiver_count())
+            .finish()
+    }
+}
+
+impl EventFeed {
+    /// A ring of `capacity_batches` commits.
+    pub fn new(capacity_batches: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity_batches.max(1));
+        Self { tx }
+    }
+
+    /// Hands a commit's events to every subscriber; never blocks.
+    pub fn publish(&self, batch: FeedBatch) {
+        if batch.events.is_empty() {
+            return;
+        }
+        metrics::counter!("flashdrop_feed_events_total").increment(batch.events.len() as u64);
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.tx.send(Arc::new(batch));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedBatch>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Microseconds since the Unix epoch, by the system clock (commit stamps are
+/// for measuring delivery, not for rules, so they do not use the engine clock).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

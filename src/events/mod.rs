@@ -1,0 +1,8 @@
+//! The event feed that tails the WAL (what was just made durable, in LSN
+//! order) and its in-process subscribers: the WebSocket hub.
+
+pub mod feed;
+pub mod hub;
+
+pub use feed::{EventFeed, FeedBatch, FeedBody, FeedEvent};
+pub use hub::{Hub, HubStats};
