@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub shutdown_timeout_s: u64,
     pub keep_alive_s: u64,
+    /// Kernel send buffer of each connection, bytes; 0 leaves it to the
+    /// kernel's autotuning. Bounds what a stalled WebSocket client can park
+    /// in the kernel before the server sees it as slow.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             max_connections: 25_000,
             shutdown_timeout_s: 30,
             keep_alive_s: 75,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -493,6 +498,14 @@ impl Config {
         range("server.max_connections", s.max_connections, 1, 1_000_000)?;
         range("server.shutdown_timeout_s", s.shutdown_timeout_s, 0, 3600)?;
         range("server.keep_alive_s", s.keep_alive_s, 0, 3600)?;
+        if s.send_buffer_bytes != 0 {
+            range(
+                "server.send_buffer_bytes",
+                s.send_buffer_bytes,
+                4096,
+                64 << 20,
+            )?;
+        }
         range(
             "storage.cache_capacity_mb",
             self.storage.cache_capacity_mb,
@@ -669,7 +682,12 @@ impl Config {
         range("drops.skus_max", d.skus_max, 1, 10_000)?;
         range("drops.duration_max_s", d.duration_max_s, 1, 366 * 86_400)?;
         range("drops.horizon_max_s", d.horizon_max_s, 0, 10 * 366 * 86_400)?;
-        range("drops.per_buyer_limit_max", d.per_buyer_limit_max, 1, 1_000_000)?;
+        range(
+            "drops.per_buyer_limit_max",
+            d.per_buyer_limit_max,
+            1,
+            1_000_000,
+        )?;
         range(
             "drops.waiting_room_capacity_max",
             d.waiting_room_capacity_max,
@@ -687,7 +705,12 @@ impl Config {
             100_000,
         )?;
         range("ws.event_queue_max", ws.event_queue_max, 1, 1_000_000)?;
-        range("ws.slow_client_timeout_s", ws.slow_client_timeout_s, 1, 3600)?;
+        range(
+            "ws.slow_client_timeout_s",
+            ws.slow_client_timeout_s,
+            1,
+            3600,
+        )?;
         range("ws.heartbeat_interval_s", ws.heartbeat_interval_s, 1, 3600)?;
         range(
             "ws.client_timeout_s",
@@ -696,11 +719,26 @@ impl Config {
             86_400,
         )?;
         range("ws.max_message_bytes", ws.max_message_bytes, 64, 1 << 20)?;
-        range("ws.feed_capacity_batches", ws.feed_capacity_batches, 16, 1 << 20)?;
+        range(
+            "ws.feed_capacity_batches",
+            ws.feed_capacity_batches,
+            16,
+            1 << 20,
+        )?;
         let ad = &self.admission;
         range("admission.buyer_burst", ad.buyer_burst, 1, u32::MAX)?;
-        range("admission.buyer_refill_ms", ad.buyer_refill_ms, 1, 3_600_000)?;
-        range("admission.buyer_keys_max", ad.buyer_keys_max, 16, 100_000_000)?;
+        range(
+            "admission.buyer_refill_ms",
+            ad.buyer_refill_ms,
+            1,
+            3_600_000,
+        )?;
+        range(
+            "admission.buyer_keys_max",
+            ad.buyer_keys_max,
+            16,
+            100_000_000,
+        )?;
         range(
             "admission.tenant_shopper_multiplier",
             ad.tenant_shopper_multiplier,

@@ -63,6 +63,7 @@ impl Application {
             admission: http::admission::AdmissionControl::new(&config.admission),
         });
         let max_body_bytes = config.server.max_body_bytes;
+        let send_buffer_bytes = config.server.send_buffer_bytes;
         // Each worker registers its arbiter, for `placement = "http_workers"`.
         let workers: WorkerArbiters = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let registering = workers.clone();
@@ -78,6 +79,18 @@ impl Application {
                 .wrap(from_fn(http::admission::limit_in_flight))
                 .wrap(from_fn(http::observe))
                 .configure(|cfg| http::routes(cfg, max_body_bytes))
+        })
+        .on_connect(move |connection, _| {
+            if send_buffer_bytes == 0 {
+                return;
+            }
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(error) =
+                    socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer_bytes)
+                {
+                    tracing::warn!(%error, "server.send_buffer_bytes not applied");
+                }
+            }
         })
         .workers(config.http_workers())
         .max_connections(config.server.max_connections)

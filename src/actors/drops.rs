@@ -16,9 +16,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::clock::{rfc3339_ms, Clock};
-use crate::domain::drop::{
-    DropError, DropEvent, DropSku, DropSpec, DropState, FlashDrop, NewDrop,
-};
+use crate::domain::drop::{DropError, DropEvent, DropSku, DropSpec, DropState, FlashDrop, NewDrop};
 use crate::domain::identity::id_text;
 use crate::domain::stock::{DropGate, StockError};
 use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom};
@@ -158,14 +156,16 @@ impl DropActor {
             tracing::warn!(drop = %id_text(id), %error, "drop snapshot not written");
         }
         let state = self.drop.clone();
-        ctx.wait(actix::fut::wrap_future::<_, Self>(rx).map(move |durable, act, ctx| {
-            if durable.is_err() {
-                ctx.stop();
-                return;
-            }
-            *act.entry.view.write() = state;
-            act.after_move();
-        }));
+        ctx.wait(
+            actix::fut::wrap_future::<_, Self>(rx).map(move |durable, act, ctx| {
+                if durable.is_err() {
+                    ctx.stop();
+                    return;
+                }
+                *act.entry.view.write() = state;
+                act.after_move();
+            }),
+        );
     }
 
     /// The waiting room follows the drop: closed (and everyone waiting told)
@@ -216,7 +216,8 @@ impl Handler<DropMessage> for DropActor {
             DropMessage::Levels => {
                 self.entry.nudged.store(false, Ordering::Release);
                 let sold_out = self.sold_out();
-                let events: Vec<DropEvent> = self.drop.stock_level(sold_out, now).into_iter().collect();
+                let events: Vec<DropEvent> =
+                    self.drop.stock_level(sold_out, now).into_iter().collect();
                 self.commit(ctx, events);
             }
             DropMessage::Cancel(reply) => match self.drop.cancel(now) {
@@ -227,8 +228,8 @@ impl Handler<DropMessage> for DropActor {
                     let view = self.drop.clone();
                     // After the move is durable (the mailbox is paused until then).
                     ctx.spawn(actix::fut::wrap_future(async move {
-                        let closed = for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop)
-                            .await;
+                        let closed =
+                            for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await;
                         let _ = reply.send(closed.map(|()| view));
                     }));
                 }
@@ -288,7 +289,10 @@ async fn attach_gates(registry: &Registry, spec: &DropSpec) -> Result<(), DropsE
 
 /// A waiting-room message for one shopper.
 pub fn queue_frame(drop: u128, standing: &Standing) -> Frame {
-    Frame::from(json!({"type": "queue", "drop_id": id_text(drop), "standing": standing_json(standing)}).to_string())
+    Frame::from(
+        json!({"type": "queue", "drop_id": id_text(drop), "standing": standing_json(standing)})
+            .to_string(),
+    )
 }
 
 /// A standing as clients see it.
@@ -297,7 +301,9 @@ pub fn standing_json(standing: &Standing) -> serde_json::Value {
         Standing::Admitted {
             ticket,
             pass_expires_at_ms,
-        } => json!({"state": "admitted", "ticket": ticket, "pass_expires_at": rfc3339_ms(pass_expires_at_ms)}),
+        } => {
+            json!({"state": "admitted", "ticket": ticket, "pass_expires_at": rfc3339_ms(pass_expires_at_ms)})
+        }
         Standing::Waiting {
             ticket,
             position,
@@ -433,7 +439,10 @@ impl Drops {
     fn refresh_levels(&self, entry: &DropEntry) {
         for sku in &entry.spec.skus {
             let (reply, _) = oneshot::channel();
-            let _ = self.deps.registry.send(SkuId(sku.id), SkuCommand::Publish(reply));
+            let _ = self
+                .deps
+                .registry
+                .send(SkuId(sku.id), SkuCommand::Publish(reply));
         }
     }
 
@@ -496,9 +505,11 @@ impl Drops {
             .wal
             .append(&record, Some(ack))
             .and_then(|()| {
-                self.deps
-                    .wal
-                    .snapshot(EntityKey::Drop(spec.id), &SnapshotBody::Drop(drop.clone()), None)
+                self.deps.wal.snapshot(
+                    EntityKey::Drop(spec.id),
+                    &SnapshotBody::Drop(drop.clone()),
+                    None,
+                )
             })
             .map_err(|_| DropsError::Unavailable)?;
         rx.await.map_err(|_| DropsError::Unavailable)?;
@@ -582,7 +593,9 @@ impl Drops {
     ) {
         std::mem::drop(lock);
         self.buyer_locks
-            .remove_if(&(drop_id, buyer.to_owned()), |_, l| Arc::strong_count(l) == 1);
+            .remove_if(&(drop_id, buyer.to_owned()), |_, l| {
+                Arc::strong_count(l) == 1
+            });
     }
 
     /// Units `buyer` holds or bought through drop `entry` in SKUs other than `except`.
@@ -629,7 +642,10 @@ impl Drops {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "drops fell behind the event feed; refreshing levels");
+                    tracing::warn!(
+                        missed,
+                        "drops fell behind the event feed; refreshing levels"
+                    );
                     let open: Vec<Arc<DropEntry>> = self
                         .entries
                         .iter()
@@ -674,7 +690,11 @@ impl Drops {
                 }
                 self.admit(&entry, now, &mut next);
             }
-            let wait_ms = if due { 10 } else { next.saturating_sub(now).clamp(1, 1_000) };
+            let wait_ms = if due {
+                10
+            } else {
+                next.saturating_sub(now).clamp(1, 1_000)
+            };
             let sleep = tokio::time::sleep(Duration::from_millis(wait_ms));
             match &jumps {
                 Some(jumps) => tokio::select! {

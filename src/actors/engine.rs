@@ -27,11 +27,11 @@ use crate::persistence::{
 
 use super::directory::{DirectoryDeps, DirectoryService};
 use super::drops::{DropDeps, Drops, DropsError};
-use crate::events::hub::HubSettings;
-use crate::events::{EventFeed, Hub};
 use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
+use crate::events::hub::HubSettings;
+use crate::events::{EventFeed, Hub};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -194,8 +194,12 @@ impl Engine {
 
         for id in &recovered.drops_unsnapshotted {
             if let Some(drop) = recovered.drops.get(id) {
-                wal.snapshot(EntityKey::Drop(*id), &SnapshotBody::Drop(drop.clone()), None)
-                    .map_err(lost_directory)?;
+                wal.snapshot(
+                    EntityKey::Drop(*id),
+                    &SnapshotBody::Drop(drop.clone()),
+                    None,
+                )
+                .map_err(lost_directory)?;
             }
         }
         let (mut arbiters, handles): (Vec<Arbiter>, Vec<ArbiterHandle>) = match arbiters {

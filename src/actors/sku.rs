@@ -15,8 +15,8 @@ use crate::domain::stock::{
     CommitOutcome, DropGate, LedgerLimits, ReleaseOutcome, ReservationView, ReserveCmd,
     ReserveOutcome, StockError, StockEvent, StockLedger, StockView,
 };
-use crate::events::FeedBody;
 use crate::domain::{SkuId, WarehouseId};
+use crate::events::FeedBody;
 use crate::persistence::{
     load_ledger, rebuild_ledger, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalOp,
     WalRecord,

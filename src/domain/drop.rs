@@ -66,9 +66,7 @@ pub struct DropSku {
 }
 
 /// A drop's optional waiting room: shoppers past `admit_per_s` wait in line.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct WaitingRoomSpec {
     /// Shoppers admitted per second once the drop is live.
     pub admit_per_s: u32,
@@ -246,10 +244,7 @@ impl NewDrop {
         } else if self.ends_at_ms - self.starts_at_ms > limits.duration_max_ms {
             errors.push(InvalidField::new(
                 "ends_at",
-                format!(
-                    "a drop lasts at most {} s",
-                    limits.duration_max_ms / 1000
-                ),
+                format!("a drop lasts at most {} s", limits.duration_max_ms / 1000),
             ));
         }
         if self.ends_at_ms <= now_ms {
@@ -258,10 +253,7 @@ impl NewDrop {
         if self.starts_at_ms > now_ms.saturating_add(limits.horizon_max_ms) {
             errors.push(InvalidField::new(
                 "starts_at",
-                format!(
-                    "must be within {} s from now",
-                    limits.horizon_max_ms / 1000
-                ),
+                format!("must be within {} s from now", limits.horizon_max_ms / 1000),
             ));
         }
         if self.per_buyer_limit > limits.per_buyer_limit_max {
@@ -350,7 +342,12 @@ mod tests {
             [DropState::Live, DropState::SoldOut]
         );
         assert_eq!(
-            states(&drop.stock_level(false, 2_000).into_iter().collect::<Vec<_>>()),
+            states(
+                &drop
+                    .stock_level(false, 2_000)
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            ),
             [DropState::Live]
         );
         assert_eq!(drop.stock_level(false, 2_001), None);

@@ -16,9 +16,9 @@ pub use ids::{
     BuyerId, IdempotencyKey, InvalidField, ReservationId, SkuCode, SkuId, TenantId, WarehouseId,
 };
 pub use stock::{
-    CommitOutcome, DropGate, InvariantViolation, NotLive, LedgerLimits, LedgerSnapshot, Receipt, ReleaseOutcome,
-    ReleaseReason, ReservationState, ReservationView, ReserveCmd, ReserveOutcome, StockError,
-    StockEvent, StockLedger, StockView,
+    CommitOutcome, DropGate, InvariantViolation, LedgerLimits, LedgerSnapshot, NotLive, Receipt,
+    ReleaseOutcome, ReleaseReason, ReservationState, ReservationView, ReserveCmd, ReserveOutcome,
+    StockError, StockEvent, StockLedger, StockView,
 };
 
 /// FNV-1a, 64 bit: a stable hash for request fingerprints and shard placement

@@ -147,7 +147,9 @@ pub enum StockError {
     TooManyReservations { max: usize },
     #[error("the drop of this SKU is not live")]
     DropNotLive { drop: u128, why: NotLive },
-    #[error("a buyer may take at most {limit} units in this drop; {used} are already held or bought")]
+    #[error(
+        "a buyer may take at most {limit} units in this drop; {used} are already held or bought"
+    )]
     PurchaseLimitExceeded { limit: u32, used: u64 },
     /// The ledger found itself inconsistent; its owner must rebuild it from durable state.
     #[error(transparent)]
@@ -525,7 +527,11 @@ impl StockLedger {
 
     /// Makes this SKU sell only through `gate`'s drop. Attaching the same drop
     /// again changes nothing; another drop replaces it and starts a fresh count.
-    pub fn attach_drop(&mut self, gate: DropGate, out: &mut Vec<StockEvent>) -> Result<(), StockError> {
+    pub fn attach_drop(
+        &mut self,
+        gate: DropGate,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<(), StockError> {
         if self.gate.as_ref().is_some_and(|g| g.drop == gate.drop) {
             return Ok(());
         }
@@ -838,8 +844,10 @@ impl StockLedger {
                 self.reserved += quantity_units;
                 let in_drop = match &self.gate {
                     Some(gate) => {
-                        *self.drop_usage.entry(Arc::from(buyer.as_str())).or_insert(0) +=
-                            quantity_units;
+                        *self
+                            .drop_usage
+                            .entry(Arc::from(buyer.as_str()))
+                            .or_insert(0) += quantity_units;
                         gate.drop
                     }
                     None => 0,

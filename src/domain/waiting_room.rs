@@ -102,8 +102,7 @@ impl WaitingRoom {
         now_ms: u64,
     ) -> Result<Standing, QueueError> {
         if let Some(standing) = self.standing(buyer, now_ms) {
-            let expired =
-                matches!(standing, Standing::Admitted { pass_expires_at_ms, .. } if pass_expires_at_ms <= now_ms);
+            let expired = matches!(standing, Standing::Admitted { pass_expires_at_ms, .. } if pass_expires_at_ms <= now_ms);
             if !expired {
                 return Ok(standing);
             }
@@ -250,10 +249,19 @@ mod tests {
     #[test]
     fn shoppers_past_the_rate_wait_and_are_admitted_in_arrival_order() {
         let mut room = WaitingRoom::new(SPEC, 0);
-        assert!(matches!(room.join(1, true, 0), Ok(Standing::Admitted { ticket: 1, .. })));
-        assert!(matches!(room.join(2, true, 0), Ok(Standing::Admitted { ticket: 2, .. })));
+        assert!(matches!(
+            room.join(1, true, 0),
+            Ok(Standing::Admitted { ticket: 1, .. })
+        ));
+        assert!(matches!(
+            room.join(2, true, 0),
+            Ok(Standing::Admitted { ticket: 2, .. })
+        ));
         for buyer in 3..=8 {
-            assert!(matches!(room.join(buyer, true, 0), Ok(Standing::Waiting { .. })));
+            assert!(matches!(
+                room.join(buyer, true, 0),
+                Ok(Standing::Waiting { .. })
+            ));
         }
         assert_eq!(
             room.standing(5, 0),

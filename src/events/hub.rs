@@ -376,7 +376,8 @@ impl Hub {
     /// Reads the feed until it closes: stock is coalesced per tick, drop
     /// announcements go out at once.
     pub async fn run(self: Arc<Self>, mut feed: broadcast::Receiver<Arc<FeedBatch>>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.coalesce_ms.max(1)));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.settings.coalesce_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SKU -> (seq, available, commit time) of the newest change this tick.
         let mut dirty: HashMap<SkuId, (u64, u64, u64)> = HashMap::new();

@@ -79,7 +79,12 @@ impl AdmissionControl {
         let per_minute = u64::from(plan_requests_per_minute.max(1))
             * u64::from(self.config.tenant_shopper_multiplier);
         let per_second = per_minute.div_ceil(60);
-        match self.stores.entry(store).or_default().take(per_second, now_ms) {
+        match self
+            .stores
+            .entry(store)
+            .or_default()
+            .take(per_second, now_ms)
+        {
             Verdict::Allowed { .. } => Ok(()),
             Verdict::Limited { retry_after_ms } => {
                 metrics::counter!("flashdrop_admission_limited_total", "by" => "store")
@@ -114,7 +119,10 @@ pub async fn limit_in_flight(
         .app_data::<web::Data<AppState>>()
         .map(|state| state.admission.clone());
     let Some(control) = control.filter(|_| !exempt) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
     let before = control.in_flight.fetch_add(1, Ordering::Relaxed);
     let _counted = InFlight(&control.in_flight);
@@ -127,5 +135,7 @@ pub async fn limit_in_flight(
         let response = error.error_response().map_into_right_body();
         return Ok(req.into_response(response));
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }

@@ -252,7 +252,10 @@ pub async fn upcoming(
     let after = match &query.cursor {
         None => None,
         Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
-            ApiError::invalid(vec![InvalidField::new("cursor", "not a cursor of this list")])
+            ApiError::invalid(vec![InvalidField::new(
+                "cursor",
+                "not a cursor of this list",
+            )])
         })?),
     };
     let drops = engine.0.drops();

@@ -70,7 +70,9 @@ enum Request {
 }
 
 fn error_frame(code: &str, detail: &str, topic: Option<&str>) -> Frame {
-    Frame::from(json!({"type": "error", "code": code, "detail": detail, "topic": topic}).to_string())
+    Frame::from(
+        json!({"type": "error", "code": code, "detail": detail, "topic": topic}).to_string(),
+    )
 }
 
 /// Milliseconds since `epoch`, for the last time the client was heard.
@@ -78,7 +80,12 @@ fn since(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
-async fn serve(engine: Arc<Engine>, connection: Connection, mut session: Session, stream: MessageStream) {
+async fn serve(
+    engine: Arc<Engine>,
+    connection: Connection,
+    mut session: Session,
+    stream: MessageStream,
+) {
     let settings = engine.config().ws.clone();
     let hub = engine.hub().clone();
     let outbox = connection.outbox.clone();
@@ -154,7 +161,10 @@ async fn read(
         match message {
             Ok(Message::Text(text)) => match serde_json::from_str::<Request>(&text) {
                 Ok(request) => handle(&engine, &outbox, request),
-                Err(error) => hub.tell(&outbox, error_frame("malformed_request", &error.to_string(), None)),
+                Err(error) => hub.tell(
+                    &outbox,
+                    error_frame("malformed_request", &error.to_string(), None),
+                ),
             },
             Ok(Message::Ping(bytes)) => {
                 if session.pong(&bytes).await.is_err() {
@@ -177,6 +187,7 @@ fn handle(engine: &Engine, outbox: &Arc<Outbox>, request: Request) {
     match request {
         Request::Subscribe { topics } => {
             let mut subscribed = Vec::new();
+            let mut current = Vec::new();
             for raw in topics.iter().take(1_000) {
                 match topic(engine, raw) {
                     Ok(topic) => match hub.subscribe(outbox, topic) {
@@ -184,16 +195,18 @@ fn handle(engine: &Engine, outbox: &Arc<Outbox>, request: Request) {
                             subscribed.push(raw.clone());
                             if let Topic::Drop(id) = topic {
                                 if let Some(entry) = engine.drops().get(id) {
-                                    hub.tell(outbox, drop_state_frame(id, &entry));
+                                    current.push(drop_state_frame(id, &entry));
                                 }
                             }
                         }
-                        Err(error @ SubscribeError::TooMany(_)) => {
-                            hub.tell(outbox, error_frame("limit_exceeded", &error.to_string(), Some(raw)))
-                        }
-                        Err(error @ SubscribeError::NeedsAccount) => {
-                            hub.tell(outbox, error_frame("unauthenticated", &error.to_string(), Some(raw)))
-                        }
+                        Err(error @ SubscribeError::TooMany(_)) => hub.tell(
+                            outbox,
+                            error_frame("limit_exceeded", &error.to_string(), Some(raw)),
+                        ),
+                        Err(error @ SubscribeError::NeedsAccount) => hub.tell(
+                            outbox,
+                            error_frame("unauthenticated", &error.to_string(), Some(raw)),
+                        ),
                     },
                     Err((code, detail)) => hub.tell(outbox, error_frame(code, detail, Some(raw))),
                 }
@@ -202,6 +215,10 @@ fn handle(engine: &Engine, outbox: &Arc<Outbox>, request: Request) {
                 outbox,
                 Frame::from(json!({"type": "subscribed", "topics": subscribed}).to_string()),
             );
+            // The current state of each drop after the answer (stock follows from the hub).
+            for frame in current {
+                hub.tell(outbox, frame);
+            }
         }
         Request::Unsubscribe { topics } => {
             for raw in topics.iter().take(1_000) {
@@ -220,7 +237,8 @@ fn handle(engine: &Engine, outbox: &Arc<Outbox>, request: Request) {
                 hub.tell(
                     outbox,
                     Frame::from(
-                        json!({"type": "authenticated", "account_id": id_text(caller.user)}).to_string(),
+                        json!({"type": "authenticated", "account_id": id_text(caller.user)})
+                            .to_string(),
                     ),
                 );
             }

@@ -267,7 +267,10 @@ pub fn recover(
                     if lsn > covers {
                         let before = drops.remove(&id).map(|(_, d)| d);
                         let after = FlashDrop::apply(before, &event).ok_or_else(|| {
-                            corrupt("wal replay", format!("lsn {lsn}: drop {id} moved before it was created"))
+                            corrupt(
+                                "wal replay",
+                                format!("lsn {lsn}: drop {id} moved before it was created"),
+                            )
                         })?;
                         drops.insert(id, (lsn, after));
                         drops_from_wal.insert(id);

@@ -17,9 +17,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use rkyv::util::AlignedVec;
 
 use super::batch::BatchBuilder;
-use crate::events::feed::{now_us, EventFeed, FeedBatch, FeedBody, FeedEvent};
 use super::record::{encode_record, encode_snapshot, EntityKey, SnapshotBody, WalRecord};
 use super::store::{Cursor, SnapshotHeader, Store, StoreError, SyncMode};
+use crate::events::feed::{now_us, EventFeed, FeedBatch, FeedBody, FeedEvent};
 
 /// Work to run once the op it belongs to is durable. Runs on the writer thread: keep it short.
 pub type Ack = Box<dyn FnOnce() + Send>;

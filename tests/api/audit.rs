@@ -342,6 +342,53 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     walk.walked
         .insert("POST /v1/skus/{sku}/reservations".to_owned());
 
+    // Drops.
+    let product = app
+        .post_json(
+            "/v1/products",
+            Some(&seller),
+            json!({"title": "Walk drop", "skus": [{"sku": "WALK-D", "price": {"amount": 900, "currency": "USD"}}]}),
+        )
+        .await;
+    assert_eq!(product.status, StatusCode::CREATED);
+    let now = app.engine.clock().now_ms();
+    let drop = walk
+        .call(
+            "POST /v1/drops",
+            "/v1/drops",
+            Some(&seller),
+            Some(json!({"title": "Walk drop", "skus": ["WALK-D"],
+                        "starts_at": flashdrop::clock::rfc3339_ms(now + 60_000),
+                        "ends_at": flashdrop::clock::rfc3339_ms(now + 120_000),
+                        "waiting_room": {"admit_per_s": 10}})),
+            "drop.create",
+            Some(&user),
+            "drop:",
+        )
+        .await;
+    let drop_id = drop.body["id"].as_str().unwrap().to_owned();
+    // A waiting-room ticket lives in memory only and changes no durable state:
+    // like a reservation, it is data plane, not an audited change.
+    let ticket = app
+        .post_json(
+            &format!("/v1/drops/{drop_id}/queue"),
+            Some(&fan.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(ticket.body["state"], "waiting");
+    walk.walked.insert("POST /v1/drops/{id}/queue".to_owned());
+    walk.call(
+        "POST /v1/drops/{id}/cancel",
+        &format!("/v1/drops/{drop_id}/cancel"),
+        Some(&seller),
+        None,
+        "drop.cancel",
+        Some(&user),
+        &format!("drop:{drop_id}"),
+    )
+    .await;
+
     // Operations.
     let root = walk.root.clone();
     let root_user = root_login.body["account"]["id"]

@@ -1,16 +1,19 @@
 //! Black-box tests against a real flashdrop on a free port, and crash tests
 //! against the real binary. One test binary keeps link time down.
 
+mod admission;
 mod audit;
 mod auth;
 mod bad_input;
 mod contention;
 mod crash;
+mod drops;
 mod expiry;
 mod helpers;
 mod idempotency;
 mod isolation;
 mod lifecycle;
+mod live;
 mod operations;
 mod products;
 mod recovery;
