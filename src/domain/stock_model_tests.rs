@@ -541,3 +541,130 @@ fn commit_takes_units_from_warehouses_in_name_order() {
     let view = ledger.view();
     assert_eq!((view.available, view.reserved, view.sold), (1, 0, 2));
 }
+
+fn gated(limit: u32) -> (StockLedger, Vec<StockEvent>) {
+    let mut ledger = StockLedger::new(SkuId(1), LedgerLimits::default());
+    let mut events = Vec::new();
+    ledger
+        .set_stock(
+            vec![(WarehouseId::parse("main").unwrap(), 10)],
+            None,
+            &mut events,
+        )
+        .unwrap();
+    ledger
+        .attach_drop(
+            DropGate {
+                drop: 7,
+                starts_at_ms: 1_000,
+                ends_at_ms: 5_000,
+                per_buyer_limit: limit,
+                cancelled: false,
+            },
+            &mut events,
+        )
+        .unwrap();
+    (ledger, events)
+}
+
+fn one(buyer: &str, quantity: u32) -> ReserveCmd {
+    ReserveCmd {
+        buyer: BuyerId::parse(buyer).unwrap(),
+        quantity,
+        ttl_ms: 1_000,
+        idempotency: None,
+    }
+}
+
+#[test]
+fn a_drop_sku_sells_only_inside_its_window() {
+    let (mut ledger, mut events) = gated(0);
+    let early = ledger.reserve(one("ana", 1), 999, &mut events);
+    assert!(matches!(
+        early,
+        Err(StockError::DropNotLive {
+            drop: 7,
+            why: NotLive::NotStarted {
+                starts_at_ms: 1_000
+            }
+        })
+    ));
+    assert!(ledger.reserve(one("ana", 1), 1_000, &mut events).is_ok());
+    assert!(matches!(
+        ledger.reserve(one("ana", 1), 5_000, &mut events),
+        Err(StockError::DropNotLive {
+            why: NotLive::Ended { .. },
+            ..
+        })
+    ));
+    ledger.cancel_drop(7, &mut events).unwrap();
+    assert!(matches!(
+        ledger.reserve(one("ana", 1), 2_000, &mut events),
+        Err(StockError::DropNotLive {
+            why: NotLive::Cancelled,
+            ..
+        })
+    ));
+    assert_eq!(ledger.view().reserved, 1, "refusals change nothing");
+}
+
+#[test]
+fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
+    let (mut ledger, mut events) = gated(3);
+    let ana = BuyerId::parse("ana").unwrap();
+    let first = ledger.reserve(one("ana", 2), 1_000, &mut events).unwrap();
+    assert_eq!(
+        ledger.reserve(one("ana", 2), 1_000, &mut events),
+        Err(StockError::PurchaseLimitExceeded { limit: 3, used: 2 })
+    );
+    assert_eq!(
+        ledger.reserve_in_drop(one("ana", 1), 1, 1_000, &mut events),
+        Err(StockError::PurchaseLimitExceeded { limit: 3, used: 3 }),
+        "units in the drop's other SKUs count too"
+    );
+    let second = ledger.reserve(one("ana", 1), 1_000, &mut events).unwrap();
+    ledger
+        .commit(first.receipt.seq, &ana, 1_100, &mut events)
+        .unwrap();
+    assert_eq!(ledger.drop_usage(7, "ana"), 3, "sold units still count");
+    ledger
+        .release(second.receipt.seq, &ana, 1_200, &mut events)
+        .unwrap();
+    assert_eq!(ledger.drop_usage(7, "ana"), 2, "released units come back");
+    let expiring = ledger.reserve(one("ana", 1), 1_300, &mut events).unwrap();
+    ledger.expire_due(2_300, &mut events).unwrap();
+    assert_eq!(ledger.drop_usage(7, "ana"), 2, "so do expired ones");
+    assert!(ledger.reserve(one("bo", 3), 2_400, &mut events).is_ok());
+    let _ = expiring;
+
+    // Replay and snapshots give the same ledger, counts included.
+    let mut replayed = StockLedger::new(SkuId(1), LedgerLimits::default());
+    for event in &events {
+        replayed.apply(event).unwrap();
+    }
+    assert_eq!(replayed, ledger);
+    let restored = StockLedger::restore(ledger.snapshot(), LedgerLimits::default()).unwrap();
+    assert_eq!(restored.drop_usage(7, "ana"), 2);
+    assert_eq!(restored, ledger);
+
+    // A new drop starts a fresh count; attaching the same one again is a no-op.
+    let mut more = Vec::new();
+    ledger
+        .attach_drop(ledger.gate().unwrap().clone(), &mut more)
+        .unwrap();
+    assert!(more.is_empty());
+    ledger
+        .attach_drop(
+            DropGate {
+                drop: 8,
+                starts_at_ms: 0,
+                ends_at_ms: 9_000,
+                per_buyer_limit: 3,
+                cancelled: false,
+            },
+            &mut more,
+        )
+        .unwrap();
+    assert_eq!(ledger.drop_usage(8, "ana"), 0);
+    assert_eq!(ledger.drop_usage(7, "ana"), 0, "the old drop is gone");
+}
