@@ -343,7 +343,7 @@ struct Row {
 }
 
 /// One server, `clients` watchers, then the load for `seconds`.
-fn run(clients: usize, seconds: u64, load_connections: usize) -> Row {
+fn run(clients: usize, seconds: u64, load_connections: usize, first_source: u8) -> Row {
     let server = Server::start();
     let port = server.port;
     actix_rt::System::new().block_on(prepare(port));
@@ -377,8 +377,9 @@ fn run(clients: usize, seconds: u64, load_connections: usize) -> Row {
                 for i in 0..clients {
                     let watchers = watchers.clone();
                     let latency = latency.clone();
-                    // Spread sources over 127.0.0.2.. so no source runs out of ports.
-                    let source = 2 + (i / 10_000) as u8;
+                    // 5,000 clients per source address (127.0.0.x), fresh ones for
+                    // each run, so no source runs out of ports (old ones linger in TIME_WAIT).
+                    let source = first_source + (i / 5_000) as u8;
                     tasks.push(tokio::task::spawn_local(async move {
                         if watch(port, source, watchers.clone(), latency)
                             .await
@@ -468,9 +469,9 @@ fn main() {
         .collect();
 
     let mut rows = Vec::new();
-    let baseline = run(0, seconds, load_connections);
-    for clients in sizes {
-        rows.push(run(clients, seconds, load_connections));
+    let baseline = run(0, seconds, load_connections, 2);
+    for (i, clients) in sizes.into_iter().enumerate() {
+        rows.push(run(clients, seconds, load_connections, 10 + 10 * i as u8));
     }
 
     let mib = |b: u64| b as f64 / 1_048_576.0;

@@ -463,7 +463,11 @@ impl Drops {
         for code in &new.sku_codes {
             match registry.id_of(code).and_then(|id| registry.info(id)) {
                 Some(info) if info.tenant() == tenant_text => {
-                    if self.by_sku.contains_key(&info.id) {
+                    // A SKU stays mapped to a drop that ended; only an open one holds it.
+                    let held = self
+                        .drop_of(info.id)
+                        .is_some_and(|entry| entry.state().is_open());
+                    if held {
                         taken.push(code.clone());
                     }
                     skus.push(DropSku {

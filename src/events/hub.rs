@@ -174,8 +174,9 @@ pub struct Hub {
     subscribers: RwLock<HashMap<Topic, HashMap<u64, Arc<Outbox>>>>,
     /// Signed-in connections by account, for followers, queues and orders.
     users: RwLock<HashMap<u128, HashMap<u64, Arc<Outbox>>>>,
-    /// The latest stock frame of each watched SKU, for newcomers.
-    latest: Mutex<HashMap<SkuId, (u64, Frame)>>,
+    /// The latest stock frame of each watched SKU, for newcomers (`None`:
+    /// asked of its actor, not yet heard).
+    latest: Mutex<HashMap<SkuId, Option<(u64, Frame)>>>,
     max_subscriptions: usize,
 }
 
@@ -305,11 +306,17 @@ impl Hub {
             .or_default()
             .insert(outbox.id, outbox.clone());
         if let Topic::Sku(sku) = topic {
-            let latest = self.latest.lock().get(&sku).map(|(_, f)| f.clone());
-            match latest {
-                Some(frame) => outbox.put_stock(sku, frame),
+            let mut latest = self.latest.lock();
+            match latest.get(&sku) {
+                Some(Some((_, frame))) => outbox.put_stock(sku, frame.clone()),
+                // Asked already: the answer goes to every watcher.
+                Some(None) => {}
                 // Nobody watched it yet: its actor announces the current value.
-                None => self.request_stock(sku),
+                None => {
+                    latest.insert(sku, None);
+                    drop(latest);
+                    self.request_stock(sku);
+                }
             }
         }
         Ok(())
@@ -432,7 +439,10 @@ impl Hub {
             let Some(watchers) = subscribers.get(&Topic::Sku(sku)) else {
                 continue;
             };
-            if latest.get(&sku).is_some_and(|(known, _)| *known > seq) {
+            if latest
+                .get(&sku)
+                .is_some_and(|known| known.as_ref().is_some_and(|(at, _)| *at > seq))
+            {
                 continue;
             }
             let Some(info) = self.registry.info(sku) else {
@@ -448,7 +458,7 @@ impl Hub {
                 })
                 .to_string(),
             );
-            latest.insert(sku, (seq, frame.clone()));
+            latest.insert(sku, Some((seq, frame.clone())));
             for outbox in watchers.values() {
                 outbox.put_stock(sku, frame.clone());
             }

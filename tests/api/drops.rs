@@ -477,3 +477,44 @@ async fn bad_drop_requests_get_the_documented_codes_and_change_nothing() {
 fn uuid_like() -> String {
     "0190f0f0-0000-7000-8000-000000000000".into()
 }
+
+#[actix_web::test]
+async fn announcements_reach_drops_watchers_and_connected_followers_only() {
+    let (app, clock) = clocked_app().await;
+    app.stocked_sku("fame", "FAME-1", 5).await;
+    let store = app.seller("fame").await.tenant_id.unwrap();
+    let fan = app.buyer("fan").await;
+    let followed = send(
+        app.client
+            .post(app.url(&format!("/v1/users/{store}/follow")))
+            .insert_header(bearer(&fan.access_token)),
+        None,
+    )
+    .await;
+    assert_eq!(followed.status, StatusCode::NO_CONTENT);
+    let stranger = app.buyer("stranger").await;
+    let mut follower = WsClient::connect(&app, Some(&fan.access_token)).await;
+    let mut watcher = WsClient::connect(&app, None).await;
+    watcher.subscribe(&["drops"]).await;
+    let mut other = WsClient::connect(&app, Some(&stranger.access_token)).await;
+
+    let id = scheduled(
+        &app,
+        "fame",
+        &["FAME-1"],
+        T0 + 1_000,
+        T0 + 60_000,
+        json!({}),
+    )
+    .await;
+    clock.advance_ms(1_000);
+    for socket in [&mut follower, &mut watcher] {
+        let (state, _) = next_drop_state(socket, &id).await;
+        assert_eq!(state, "live");
+    }
+    let heard = other
+        .until(Duration::from_millis(500), |m| m["type"] == "drop")
+        .await;
+    assert!(heard.is_none(), "a stranger hears nothing: {heard:?}");
+    app.stop().await;
+}
