@@ -139,3 +139,82 @@ pub async fn limit_in_flight(
         .await
         .map(ServiceResponse::map_into_left_body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use actix_web::http::StatusCode;
+    use actix_web::middleware::from_fn;
+    use actix_web::{test as actix_test, App, HttpResponse};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[actix_web::test]
+    async fn requests_past_the_in_flight_cap_get_503_and_health_is_exempt() {
+        let config = Config {
+            admission: AdmissionConfig {
+                max_in_flight: 1,
+                ..AdmissionConfig::default()
+            },
+            ..Config::default()
+        };
+        let state = web::Data::new(AppState {
+            engine: Arc::new(OnceLock::new()),
+            admission: AdmissionControl::new(&config.admission),
+            config: Arc::new(config),
+            metrics: crate::telemetry::metrics_handle(),
+        });
+        let (release, held) = tokio::sync::watch::channel(false);
+        let app = actix_test::init_service(
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(limit_in_flight))
+                .route(
+                    "/slow",
+                    web::get().to(move || {
+                        let mut held = held.clone();
+                        async move {
+                            let _ = held.wait_for(|go| *go).await;
+                            HttpResponse::Ok().finish()
+                        }
+                    }),
+                )
+                .route("/healthz", web::get().to(HttpResponse::Ok)),
+        )
+        .await;
+        let first = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get().uri("/slow").to_request(),
+        );
+        let second = async {
+            // The first request is in flight by the time this one arrives.
+            while state.admission.in_flight() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let refused = actix_test::call_service(
+                &app,
+                actix_test::TestRequest::get().uri("/slow").to_request(),
+            )
+            .await;
+            let health = actix_test::call_service(
+                &app,
+                actix_test::TestRequest::get().uri("/healthz").to_request(),
+            )
+            .await;
+            let _ = release.send(true);
+            (refused, health)
+        };
+        let (first, (refused, health)) = futures_util::join!(first, second);
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(
+            state.admission.in_flight(),
+            0,
+            "every request is counted out"
+        );
+    }
+}

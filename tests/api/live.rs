@@ -301,3 +301,52 @@ async fn subscriptions_are_validated_and_limited() {
     assert_eq!(plain.code(), "websocket_upgrade_required");
     app.stop().await;
 }
+
+/// The status line the server answers a WebSocket upgrade with.
+fn upgrade_status(port: u16) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[actix_web::test]
+async fn silent_clients_are_closed_and_connections_are_capped() {
+    let app = spawn_with(|c| {
+        c.ws.heartbeat_interval_s = 1;
+        c.ws.client_timeout_s = 2;
+        c.ws.max_connections = 2;
+    })
+    .await;
+    app.stocked_sku("beat", "BEAT-1", 1).await;
+    let port = port_of(&app);
+    // A raw client answers no ping; an awc one does.
+    let silent = stalled_client(port, &["sku:BEAT-1".to_owned()]);
+    let mut talking = WsClient::connect(&app, None).await;
+    let full = actix_web::rt::task::spawn_blocking(move || upgrade_status(port))
+        .await
+        .unwrap();
+    assert_eq!(full, "HTTP/1.1 503", "the third connection is refused");
+    // Read (and so answer pings) until the silent client is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while app.engine.hub().stats().connections != 1 && std::time::Instant::now() < deadline {
+        let _ = talking.next_json(Duration::from_millis(50)).await;
+    }
+    let stats = app.engine.hub().stats();
+    assert_eq!(
+        stats.connections, 1,
+        "the silent client was closed: {stats:?}"
+    );
+    drop(silent);
+    app.stop().await;
+}
