@@ -244,16 +244,6 @@ enum Identity {
     Tokens,
 }
 
-/// Kills the child if the bench stops early (a panic), so no server outlives it.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A flashdrop binary on a free port with a data directory of its own, its
 /// products and stock set up over HTTP as a seller would.
 fn start_binary(
@@ -263,43 +253,23 @@ fn start_binary(
     skus: &[String],
     units: u64,
 ) -> Target {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(bin);
-    command
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .env("FLASHDROP__LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::piped());
-    if identity == Identity::Tokens {
-        // The binary before tokens knows no [auth] section and would refuse it.
-        command.env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET);
-    }
-    if admission_known(bin) {
-        // Synthetic buyers send thousands of requests a second each.
-        command
-            .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
-            .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000");
-    }
-    let mut child = ChildGuard(command.spawn().expect("the flashdrop binary starts"));
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("a listening line").unwrap();
-        if let Some(address) = line.strip_prefix("flashdrop listening on http://") {
-            break address.rsplit(':').next().unwrap().parse().unwrap();
+    let server = support::ServerProcess::start(bin, dir, |command| {
+        if identity == Identity::Tokens {
+            // The binary before tokens knows no [auth] section and would refuse it.
+            command.env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET);
         }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        if admission_known(bin) {
+            // Synthetic buyers send thousands of requests a second each.
+            command
+                .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
+                .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000");
+        }
+    });
+    let port = server.port;
     actix_rt::System::new().block_on(prepare(port, identity, skus, units));
     Target {
         port,
-        stop: Box::new(move || {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(child.0.id() as i32, libc::SIGTERM);
-            }
-            let _ = child.0.wait();
-        }),
+        stop: Box::new(move || drop(server)),
     }
 }
 
@@ -315,46 +285,14 @@ async fn prepare(port: u16, identity: Identity, skus: &[String], units: u64) {
         .timeout(Duration::from_secs(60))
         .finish();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..1200 {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            if response.status().is_success() {
-                break;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    let call = |request: awc::ClientRequest, body: serde_json::Value| async move {
-        let mut response = request.send_json(&body).await.expect("the server answers");
-        let bytes = response.body().await.unwrap_or_default();
-        assert!(
-            response.status().is_success(),
-            "{}: {}",
-            response.status(),
-            String::from_utf8_lossy(&bytes)
-        );
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default()
-    };
+    support::wait_ready(&http, &base).await;
+    let call = support::call;
     let seller: (&str, String) = match identity {
         Identity::Headers => ("x-tenant-id", support::TENANT.to_owned()),
-        Identity::Tokens => {
-            let credentials =
-                json!({"email": "seller@bench.example", "password": "load-Test-password-1"});
-            call(
-                http.post(format!("{base}/v1/auth/register")),
-                credentials.clone(),
-            )
-            .await;
-            let login = call(http.post(format!("{base}/v1/auth/login")), credentials).await;
-            let token = login["access_token"].as_str().unwrap();
-            let store = call(
-                http.post(format!("{base}/v1/tenants"))
-                    .insert_header(("authorization", format!("Bearer {token}"))),
-                json!({"name": "Bench store"}),
-            )
-            .await;
-            let token = store["tokens"]["access_token"].as_str().unwrap();
-            ("authorization", format!("Bearer {token}"))
-        }
+        Identity::Tokens => (
+            "authorization",
+            support::onboard_seller(&http, &base, "seller@bench.example").await,
+        ),
     };
     for chunk in skus.chunks(100) {
         let list: Vec<_> = chunk

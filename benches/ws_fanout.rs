@@ -18,7 +18,6 @@
 mod support;
 
 use std::cell::RefCell;
-use std::io::BufRead;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,63 +46,20 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-/// Kills the child if the bench stops early, so no server outlives it.
-struct Server {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
-            .args(["serve", "--port", "0", "--data-dir"])
-            .arg(dir.path())
-            .env("FLASHDROP__LOG__LEVEL", "warn")
-            .env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET)
-            .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
-            .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
-            .env("FLASHDROP__WS__MAX_CONNECTIONS", "1000000")
-            .env("FLASHDROP__SERVER__MAX_CONNECTIONS", "1000000")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("the flashdrop binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let port: u16 = loop {
-            let line = lines.next().expect("a listening line").unwrap();
-            if let Some(address) = line.strip_prefix("flashdrop listening on http://") {
-                break address.rsplit(':').next().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
+/// The release binary with limits opened for a synthetic crowd.
+fn start_server(dir: &std::path::Path) -> support::ServerProcess {
+    support::ServerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_flashdrop")),
+        dir,
+        |command| {
+            command
+                .env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET)
+                .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
+                .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
+                .env("FLASHDROP__WS__MAX_CONNECTIONS", "1000000")
+                .env("FLASHDROP__SERVER__MAX_CONNECTIONS", "1000000");
+        },
+    )
 }
 
 /// A store with the hot SKU and plenty of stock, set up over HTTP as a seller would.
@@ -112,50 +68,15 @@ async fn prepare(port: u16) {
         .timeout(Duration::from_secs(60))
         .finish();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..1200 {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            if response.status().is_success() {
-                break;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    let call = |request: awc::ClientRequest, body: serde_json::Value| async move {
-        let mut response = request.send_json(&body).await.expect("the server answers");
-        let bytes = response.body().await.unwrap_or_default();
-        assert!(
-            response.status().is_success(),
-            "{}: {}",
-            response.status(),
-            String::from_utf8_lossy(&bytes)
-        );
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default()
-    };
-    let credentials = json!({"email": "seller@fanout.example", "password": "load-Test-password-1"});
-    call(
-        http.post(format!("{base}/v1/auth/register")),
-        credentials.clone(),
-    )
-    .await;
-    let login = call(http.post(format!("{base}/v1/auth/login")), credentials).await;
-    let token = login["access_token"].as_str().unwrap();
-    let store = call(
-        http.post(format!("{base}/v1/tenants"))
-            .insert_header(("authorization", format!("Bearer {token}"))),
-        json!({"name": "Fan-out store"}),
-    )
-    .await;
-    let seller = format!(
-        "Bearer {}",
-        store["tokens"]["access_token"].as_str().unwrap()
-    );
-    call(
+    support::wait_ready(&http, &base).await;
+    let seller = support::onboard_seller(&http, &base, "seller@fanout.example").await;
+    support::call(
         http.post(format!("{base}/v1/products"))
             .insert_header(("authorization", seller.clone())),
         json!({"title": "fan-out", "skus": [{"sku": SKU, "price": {"amount": 1000, "currency": "USD"}}]}),
     )
     .await;
-    call(
+    support::call(
         http.put(format!("{base}/v1/skus/{SKU}/stock"))
             .insert_header(("authorization", seller)),
         json!({"warehouses": {"main": 1_000_000_000u64}}),
@@ -344,7 +265,8 @@ struct Row {
 
 /// One server, `clients` watchers, then the load for `seconds`.
 fn run(clients: usize, seconds: u64, load_connections: usize, first_source: u8) -> Row {
-    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
     let port = server.port;
     actix_rt::System::new().block_on(prepare(port));
     std::thread::sleep(Duration::from_millis(500));

@@ -222,3 +222,108 @@ pub fn machine() -> String {
 pub fn json_line(value: serde_json::Value) {
     println!("{}", json!({ "bench": value }));
 }
+
+/// A flashdrop binary serving on a free port of its own choosing; it gets
+/// SIGTERM and is waited for when dropped, so no server outlives a bench.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts `bin serve --port 0 --data-dir dir`, with `configure` adding its
+    /// environment, and waits for its listening line.
+    pub fn start(
+        bin: &std::path::Path,
+        dir: &std::path::Path,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> ServerProcess {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(bin);
+        command
+            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .env("FLASHDROP__LOG__LEVEL", "warn")
+            .stdout(std::process::Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("the flashdrop binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port: u16 = loop {
+            let line = lines.next().expect("a listening line").unwrap();
+            if let Some(address) = line.strip_prefix("flashdrop listening on http://") {
+                break address.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, port }
+    }
+
+    /// Resident set size of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the server at `base` answers `/readyz` (at most a minute).
+pub async fn wait_ready(http: &awc::Client, base: &str) {
+    for _ in 0..1200 {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `body`, insists on success, answers the JSON body.
+pub async fn call(request: awc::ClientRequest, body: serde_json::Value) -> serde_json::Value {
+    let mut response = request.send_json(&body).await.expect("the server answers");
+    let bytes = response.body().await.unwrap_or_default();
+    assert!(
+        response.status().is_success(),
+        "{}: {}",
+        response.status(),
+        String::from_utf8_lossy(&bytes)
+    );
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default()
+}
+
+/// Registers a seller, opens a store for it, answers `Bearer <token>` of its admin.
+pub async fn onboard_seller(http: &awc::Client, base: &str, email: &str) -> String {
+    let credentials = json!({"email": email, "password": "load-Test-password-1"});
+    call(
+        http.post(format!("{base}/v1/auth/register")),
+        credentials.clone(),
+    )
+    .await;
+    let login = call(http.post(format!("{base}/v1/auth/login")), credentials).await;
+    let token = login["access_token"].as_str().unwrap();
+    let store = call(
+        http.post(format!("{base}/v1/tenants"))
+            .insert_header(("authorization", format!("Bearer {token}"))),
+        json!({"name": "Bench store"}),
+    )
+    .await;
+    format!(
+        "Bearer {}",
+        store["tokens"]["access_token"].as_str().unwrap()
+    )
+}

@@ -628,6 +628,15 @@ impl Drops {
         Ok(total)
     }
 
+    /// Scheduled, live and sold-out drops.
+    fn open_entries(&self) -> Vec<Arc<DropEntry>> {
+        self.entries
+            .iter()
+            .filter(|e| e.state().is_open())
+            .map(|e| e.clone())
+            .collect()
+    }
+
     /// Follows stock levels on the feed: a drop whose SKUs all reach 0 sells
     /// out, and is live again when any comes back.
     pub async fn watch_levels(self: Arc<Self>, mut feed: broadcast::Receiver<Arc<FeedBatch>>) {
@@ -650,13 +659,7 @@ impl Drops {
                         missed,
                         "drops fell behind the event feed; refreshing levels"
                     );
-                    let open: Vec<Arc<DropEntry>> = self
-                        .entries
-                        .iter()
-                        .filter(|e| e.state().is_open())
-                        .map(|e| e.clone())
-                        .collect();
-                    for entry in open {
+                    for entry in self.open_entries() {
                         self.refresh_levels(&entry);
                     }
                 }
@@ -673,13 +676,7 @@ impl Drops {
             let now = self.deps.clock.now_ms();
             let mut next = now + 1_000;
             let mut due = false;
-            let open: Vec<Arc<DropEntry>> = self
-                .entries
-                .iter()
-                .filter(|e| e.state().is_open())
-                .map(|e| e.clone())
-                .collect();
-            for entry in open {
+            for entry in self.open_entries() {
                 if let Some(deadline) = entry.view.read().next_deadline_ms() {
                     if deadline <= now {
                         entry.send(DropMessage::Tick);

@@ -495,6 +495,8 @@ impl Supervised for SkuActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.ledger = None;
         self.expiry_timer = None;
+        // The rebuilt ledger announces itself afresh.
+        self.announced = None;
         self.init = Some(Init::Rebuild);
     }
 }

@@ -114,16 +114,7 @@ impl WaitingRoom {
         let ticket = self.next_ticket;
         if admitting && self.line.is_empty() && self.tokens >= 1.0 {
             self.next_ticket += 1;
-            self.tokens -= 1.0;
-            self.admitted_through = ticket;
-            let pass_expires_at_ms = self.pass_expiry(now_ms);
-            self.tickets
-                .insert(buyer, (ticket, Slot::Admitted { pass_expires_at_ms }));
-            self.passes.push_back((pass_expires_at_ms, buyer));
-            return Ok(Standing::Admitted {
-                ticket,
-                pass_expires_at_ms,
-            });
+            return Ok(self.admit(ticket, buyer, now_ms));
         }
         if self.line.len() >= self.spec.capacity as usize {
             return Err(QueueError::Full);
@@ -187,21 +178,24 @@ impl WaitingRoom {
             let Some((ticket, buyer)) = self.line.pop_front() else {
                 break;
             };
-            self.tokens -= 1.0;
-            self.admitted_through = ticket;
-            let pass_expires_at_ms = self.pass_expiry(now_ms);
-            self.tickets
-                .insert(buyer, (ticket, Slot::Admitted { pass_expires_at_ms }));
-            self.passes.push_back((pass_expires_at_ms, buyer));
-            admitted.push((
-                buyer,
-                Standing::Admitted {
-                    ticket,
-                    pass_expires_at_ms,
-                },
-            ));
+            let standing = self.admit(ticket, buyer, now_ms);
+            admitted.push((buyer, standing));
         }
         admitted
+    }
+
+    /// Spends one admission on `ticket`: its buyer gets a pass.
+    fn admit(&mut self, ticket: u64, buyer: u128, now_ms: u64) -> Standing {
+        self.tokens -= 1.0;
+        self.admitted_through = ticket;
+        let pass_expires_at_ms = self.pass_expiry(now_ms);
+        self.tickets
+            .insert(buyer, (ticket, Slot::Admitted { pass_expires_at_ms }));
+        self.passes.push_back((pass_expires_at_ms, buyer));
+        Standing::Admitted {
+            ticket,
+            pass_expires_at_ms,
+        }
     }
 
     /// The drop sold out or ended: nobody else is admitted, and everyone still
