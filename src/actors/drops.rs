@@ -22,7 +22,7 @@ use crate::domain::stock::{DropGate, StockError};
 use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom};
 use crate::domain::SkuId;
 use crate::events::hub::Frame;
-use crate::events::{FeedBatch, FeedBody, Hub};
+use crate::events::{FeedBatch, FeedBody, Hub, Watched};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
 use super::registry::{Registry, SendError};
@@ -52,6 +52,8 @@ pub struct DropDeps {
     pub clock: Arc<dyn Clock>,
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
+    /// Open drops watch their SKUs' stock on the feed.
+    pub watched: Arc<Watched>,
 }
 
 /// A drop as the rest of the engine sees it, without asking its actor.
@@ -173,6 +175,11 @@ impl DropActor {
     fn after_move(&self) {
         let state = self.drop.state;
         metrics::counter!("flashdrop_drop_moves_total", "to" => state.as_str()).increment(1);
+        if !state.is_open() {
+            for sku in &self.drop.spec.skus {
+                self.deps.watched.unwatch(SkuId(sku.id));
+            }
+        }
         let Some(room) = &self.entry.room else {
             return;
         };
@@ -374,6 +381,7 @@ impl Drops {
         if drop.state.is_open() {
             for sku in &drop.spec.skus {
                 self.by_sku.insert(SkuId(sku.id), drop.spec.id);
+                self.deps.watched.watch(SkuId(sku.id));
             }
             let actor_entry = entry.clone();
             let deps = self.deps.clone();

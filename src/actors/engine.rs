@@ -221,6 +221,8 @@ impl Engine {
         let snapshots = config.snapshots.clone();
         let idle_timeout = Duration::from_secs(config.actors.idle_timeout_s);
         let handles_for_engine = handles.clone();
+        let watched = Arc::new(crate::events::Watched::default());
+        let sku_watched = watched.clone();
         let registry = Registry::new(
             handles,
             config.actors.mailbox_capacity as u32,
@@ -233,6 +235,7 @@ impl Engine {
                 snapshot_interval: Duration::from_secs(snapshots.interval_s),
                 idle_timeout,
                 registry,
+                watched: sku_watched,
             },
         );
 
@@ -293,6 +296,7 @@ impl Engine {
             config.ws.max_subscriptions_per_connection,
             registry.clone(),
             directory.clone(),
+            watched.clone(),
         );
         let drops = Drops::new(
             recovered.drops.into_values().collect(),
@@ -301,6 +305,7 @@ impl Engine {
                 clock: clock.clone(),
                 registry: registry.clone(),
                 hub: hub.clone(),
+                watched,
             },
             events_handle.clone(),
             Duration::from_millis(config.drops.room_tick_ms),

@@ -128,6 +128,8 @@ pub struct SkuDeps {
     pub snapshot_interval: Duration,
     pub idle_timeout: Duration,
     pub registry: Weak<Registry>,
+    /// SKUs whose stock goes on the event feed.
+    pub watched: Arc<crate::events::Watched>,
 }
 
 /// How a new actor gets its ledger.
@@ -356,6 +358,11 @@ impl SkuActor {
     /// The feed item for the ledger's available units, if they changed since
     /// the last one.
     fn announcement(&mut self) -> Option<FeedBody> {
+        if !self.deps.watched.is_watched(self.sku) {
+            // Whoever starts watching asks for the current value (`Publish`).
+            self.announced = None;
+            return None;
+        }
         let available = self.ledger.as_ref()?.available();
         if self.announced == Some(available) {
             return None;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use tokio::sync::broadcast;
 
 use crate::domain::drop::DropState;
@@ -82,4 +83,49 @@ pub fn now_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// The SKUs somebody follows on the feed (WebSocket watchers, open drops).
+/// A SKU nobody follows publishes no stock items, so a sale nobody watches
+/// pays nothing for the feed.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// SKU -> how many followers (the hub counts once per watched SKU, each open drop once).
+    skus: DashMap<SkuId, u32>,
+}
+
+impl Watched {
+    pub fn watch(&self, sku: SkuId) {
+        *self.skus.entry(sku).or_insert(0) += 1;
+    }
+
+    pub fn unwatch(&self, sku: SkuId) {
+        self.skus.remove_if_mut(&sku, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
+    }
+
+    pub fn is_watched(&self, sku: SkuId) -> bool {
+        !self.skus.is_empty() && self.skus.contains_key(&sku)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sku_is_watched_while_anyone_follows_it() {
+        let watched = Watched::default();
+        assert!(!watched.is_watched(SkuId(1)));
+        watched.watch(SkuId(1));
+        watched.watch(SkuId(1));
+        watched.unwatch(SkuId(1));
+        assert!(watched.is_watched(SkuId(1)));
+        watched.unwatch(SkuId(1));
+        assert!(!watched.is_watched(SkuId(1)));
+        watched.unwatch(SkuId(1));
+        assert!(!watched.is_watched(SkuId(1)), "never below zero");
+    }
 }

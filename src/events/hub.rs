@@ -22,7 +22,7 @@ use crate::domain::drop::DropState;
 use crate::domain::identity::id_text;
 use crate::domain::SkuId;
 
-use super::feed::{now_us, FeedBatch, FeedBody};
+use super::feed::{now_us, FeedBatch, FeedBody, Watched};
 
 /// What a connection can watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +178,7 @@ pub struct Hub {
     /// asked of its actor, not yet heard).
     latest: Mutex<HashMap<SkuId, Option<(u64, Frame)>>>,
     max_subscriptions: usize,
+    watched: Arc<Watched>,
 }
 
 /// A connection slot; the count goes back when it is dropped.
@@ -198,6 +199,7 @@ impl Hub {
         max_subscriptions: usize,
         registry: Arc<Registry>,
         directory: Arc<DirectoryService>,
+        watched: Arc<Watched>,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
@@ -209,6 +211,7 @@ impl Hub {
             users: RwLock::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             max_subscriptions,
+            watched,
         })
     }
 
@@ -266,6 +269,7 @@ impl Hub {
                 subscribers.remove(&topic);
                 if let Topic::Sku(sku) = topic {
                     self.latest.lock().remove(&sku);
+                    self.watched.unwatch(sku);
                 }
             }
         }
@@ -300,11 +304,16 @@ impl Hub {
             }
             topics.insert(topic);
         }
-        self.subscribers
-            .write()
-            .entry(topic)
-            .or_default()
-            .insert(outbox.id, outbox.clone());
+        {
+            let mut subscribers = self.subscribers.write();
+            let set = subscribers.entry(topic).or_default();
+            if set.is_empty() {
+                if let Topic::Sku(sku) = topic {
+                    self.watched.watch(sku);
+                }
+            }
+            set.insert(outbox.id, outbox.clone());
+        }
         if let Topic::Sku(sku) = topic {
             let mut latest = self.latest.lock();
             match latest.get(&sku) {

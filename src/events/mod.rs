@@ -4,5 +4,5 @@
 pub mod feed;
 pub mod hub;
 
-pub use feed::{EventFeed, FeedBatch, FeedBody, FeedEvent};
+pub use feed::{EventFeed, FeedBatch, FeedBody, FeedEvent, Watched};
 pub use hub::{Hub, HubStats};

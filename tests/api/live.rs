@@ -222,9 +222,10 @@ async fn a_client_that_never_reads_delays_nobody_and_is_closed_without_a_backlog
         delays_ms.len()
     );
     let p99 = delays_ms[delays_ms.len() * 99 / 100];
-    // The bound: one coalescing window, plus scheduling on a shared 2-core machine.
+    // The bound: one coalescing window, plus scheduling on a shared 2-core
+    // machine running the rest of the suite. A backlog would add seconds.
     assert!(
-        p99 <= (coalesce_ms + 150) as f64,
+        p99 <= (coalesce_ms + 300) as f64,
         "p99 commit-to-client {p99:.1} ms with a stalled client"
     );
     // What the server owes the stalled client never exceeds one frame per
