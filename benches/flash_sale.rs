@@ -12,6 +12,10 @@
 //! measured too: that binary and this one as processes, alternating, the same
 //! load against each (it sends both identities), same run.
 //!
+//! With `FLASH_BEFORE_BIN` set to an earlier flashdrop binary that already
+//! takes bearer tokens, the same end-to-end comparison measures what a change
+//! costs the reserve path (this build / the earlier one).
+//!
 //! Run: `cargo bench --bench flash_sale`
 //! Knobs (environment): FLASH_CONNECTIONS (256), FLASH_SECONDS (10),
 //! FLASH_CLIENT_THREADS (1), FLASH_SELLOUT_UNITS (20000), FLASH_ONLY=flashdrop
@@ -559,24 +563,34 @@ fn main() {
         ));
     }
 
-    if let Ok(preauth) = std::env::var("FLASH_PREAUTH_BIN") {
-        let current = std::path::PathBuf::from(env!("CARGO_BIN_EXE_flashdrop"));
-        let preauth = std::path::PathBuf::from(preauth);
+    // End to end against an earlier binary, as processes, alternating rounds.
+    let current = std::path::PathBuf::from(env!("CARGO_BIN_EXE_flashdrop"));
+    let comparisons = [
+        (
+            "FLASH_PREAUTH_BIN",
+            Identity::Headers,
+            "flashdrop before tokens (8e4aaf7), process",
+            "with tokens / before tokens",
+        ),
+        (
+            "FLASH_BEFORE_BIN",
+            Identity::Tokens,
+            "flashdrop, the earlier build, process",
+            "this build / the earlier build",
+        ),
+    ];
+    for (variable, identity, before_name, ratio_name) in comparisons {
+        let Ok(before) = std::env::var(variable) else {
+            continue;
+        };
+        let before = std::path::PathBuf::from(before);
         for (scenario, skus) in [("hot SKU", &hot), ("1,000 SKUs", &spread)] {
             let mut rates = [Vec::new(), Vec::new()];
             let rounds = knob("FLASH_PREAUTH_ROUNDS", 3);
             for round in 0..rounds {
                 for (i, (bin, identity, name)) in [
-                    (
-                        &preauth,
-                        Identity::Headers,
-                        "flashdrop before tokens (8e4aaf7), process",
-                    ),
-                    (
-                        &current,
-                        Identity::Tokens,
-                        "flashdrop with bearer tokens, process",
-                    ),
+                    (&before, identity, before_name),
+                    (&current, Identity::Tokens, "flashdrop, this build, process"),
                 ]
                 .into_iter()
                 .enumerate()
@@ -606,7 +620,7 @@ fn main() {
             }
             let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
             auth_ratios.push(format!(
-                "{scenario}, end to end: with tokens / before tokens = {:.3} ({:.0} vs {:.0} req/s, mean of {rounds} alternating rounds; per round {})",
+                "{scenario}, end to end: {ratio_name} = {:.3} ({:.0} vs {:.0} req/s, mean of {rounds} alternating rounds; per round {})",
                 mean(&rates[1]) / mean(&rates[0]),
                 mean(&rates[1]),
                 mean(&rates[0]),
