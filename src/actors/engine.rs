@@ -84,6 +84,9 @@ pub struct Engine {
     store: Arc<Store>,
     wal: WalHandle,
     wal_thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// `shutdown` has begun / has finished.
+    shutting_down: std::sync::atomic::AtomicBool,
+    shut_down: tokio::sync::watch::Sender<bool>,
     registry: Arc<Registry>,
     products: DashMap<u128, Arc<Product>>,
     /// Serialises product creation so SKU codes stay unique.
@@ -321,6 +324,8 @@ impl Engine {
             store,
             wal,
             wal_thread: parking_lot::Mutex::new(Some(wal_thread)),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shut_down: tokio::sync::watch::Sender::new(false),
             registry,
             products,
             create_lock: parking_lot::Mutex::new(()),
@@ -452,6 +457,15 @@ impl Engine {
         cmd: ReserveCmd,
     ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
         let info = self.sku(code)?;
+        self.reserve_sku(info, cmd).await
+    }
+
+    /// `reserve` for a SKU the caller has already looked up.
+    pub async fn reserve_sku(
+        &self,
+        info: Arc<SkuInfo>,
+        cmd: ReserveCmd,
+    ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
         let result = if self.directory.tenant_suspended(info.tenant()) {
             Err(EngineError::TenantSuspended)
         } else if let Some(drop) = self.drops.drop_of(info.id) {
@@ -729,7 +743,16 @@ impl Engine {
 
     /// Commits everything queued, completes pending snapshots, stops the WAL
     /// writer and the arbiters. Requests after this fail with `Unavailable`.
+    /// Safe to call more than once (the server's own stop and a test's may
+    /// race): later callers wait for the first one to finish. A second
+    /// `Shutdown` sent to a writer that has already stopped would sit in its
+    /// channel forever, and its caller with it.
     pub async fn shutdown(&self) {
+        let mut done = self.shut_down.subscribe();
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            let _ = done.wait_for(|finished| *finished).await;
+            return;
+        }
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let ack: persistence::Ack = Box::new(move || {
@@ -750,6 +773,7 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "WAL flushed and closed"
         );
+        self.shut_down.send_replace(true);
     }
 
     /// SKUs by actor state, for the memory benchmark and operators.

@@ -137,11 +137,10 @@ pub async fn reserve(
     }
     let now_ms = engine.0.clock().now_ms();
     let remaining = state.admission.charge_buyer(shopper.caller.user, now_ms)?;
-    if let Ok(info) = engine.0.sku(&code) {
-        if let Some(store) = parse_id(info.tenant()) {
-            if let Some(rpm) = engine.0.directory().plan_requests_per_minute(store) {
-                state.admission.charge_store(store, rpm, now_ms)?;
-            }
+    let info = engine.0.sku(&code)?;
+    if let Some(store) = parse_id(info.tenant()) {
+        if let Some(rpm) = engine.0.directory().plan_requests_per_minute(store) {
+            state.admission.charge_store(store, rpm, now_ms)?;
         }
     }
     let ttl_s = body.ttl_s.unwrap_or(limits.default_ttl_s);
@@ -156,7 +155,7 @@ pub async fn reserve(
         ttl_ms: ttl_s * 1000,
         idempotency: key.0.map(|k| (k, fingerprint)),
     };
-    let (info, outcome) = engine.0.reserve(&code, cmd).await?;
+    let (info, outcome) = engine.0.reserve_sku(info, cmd).await?;
     let body = ReservationBody::from_receipt(info.id, info.code(), &buyer, &outcome.receipt);
     Ok(HttpResponse::Created()
         .insert_header((

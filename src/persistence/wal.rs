@@ -113,6 +113,11 @@ impl WalHandle {
     /// Sends an op; blocks while the channel is full, which is the backpressure
     /// that reaches mailboxes and then clients as 503.
     pub fn send(&self, op: WalOp) -> Result<(), WalError> {
+        // A stopped writer never takes (nor drops) what is queued while any
+        // handle lives: refuse rather than leave an ack hanging.
+        if self.stats.stopped.load(Ordering::Acquire) {
+            return Err(WalError::Closed);
+        }
         match self.tx.try_send(op) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(op)) => {
