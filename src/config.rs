@@ -26,6 +26,8 @@ pub struct Config {
     pub drops: DropsConfig,
     pub ws: WsConfig,
     pub admission: AdmissionConfig,
+    pub orders: OrdersConfig,
+    pub payments: PaymentsConfig,
     pub log: LogConfig,
 }
 
@@ -391,6 +393,92 @@ impl Default for AdmissionConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Lines in one order (and items in one cart).
+    pub lines_max: usize,
+    /// Units of one line.
+    pub quantity_max: u32,
+    pub shipping_address_max_chars: usize,
+    /// A payment must succeed this long after the order is placed, or it is cancelled.
+    pub payment_deadline_s: u64,
+    /// Holds taken by the saga last this long (past the payment deadline, so a
+    /// capture always finds its stock).
+    pub hold_ttl_s: u64,
+    /// Delivered parts may be returned this long after delivery; then they close.
+    pub return_window_s: u64,
+    /// First wait before a step that failed transiently runs again (doubles, up to 32x).
+    pub retry_backoff_ms: u64,
+    /// Orders at once in the saga (not yet paid or cancelled); past it, 503.
+    pub active_max: usize,
+    /// How long a request waits for the saga before answering with the state so far.
+    pub reply_wait_ms: u64,
+    /// Webhook event ids remembered to drop duplicates.
+    pub webhook_dedupe_max: usize,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            lines_max: 50,
+            quantity_max: 100,
+            shipping_address_max_chars: 500,
+            payment_deadline_s: 900,
+            hold_ttl_s: 1_800,
+            return_window_s: 30 * 86_400,
+            retry_backoff_ms: 200,
+            active_max: 100_000,
+            reply_wait_ms: 5_000,
+            webhook_dedupe_max: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// The provider: only "sandbox" so far.
+    pub gateway: String,
+    /// HMAC-SHA256 key of `/v1/payments/webhook` signatures (at least 16 bytes).
+    pub webhook_secret: String,
+    /// Signatures older (or newer) than this are refused.
+    pub webhook_tolerance_s: u64,
+    /// Where the sandbox sends its webhooks; empty = this server.
+    pub webhook_url: String,
+    /// Sandbox: latency of every call, share of calls that fail, and when
+    /// asynchronous methods (`pm_async`) are decided.
+    pub sandbox_latency_ms: u64,
+    pub sandbox_failure_rate: f64,
+    pub sandbox_async_delay_ms: u64,
+    /// Sandbox webhooks are delivered after a random delay in this range
+    /// (so out of order), and twice this often.
+    pub sandbox_webhook_delay_min_ms: u64,
+    pub sandbox_webhook_delay_max_ms: u64,
+    pub sandbox_webhook_duplicate_rate: f64,
+    /// While a payment is pending, the saga also asks the provider this often
+    /// (webhooks can be lost).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            gateway: "sandbox".into(),
+            webhook_secret: "whsec_sandbox_dev_only_change_me".into(),
+            webhook_tolerance_s: 300,
+            webhook_url: String::new(),
+            sandbox_latency_ms: 0,
+            sandbox_failure_rate: 0.0,
+            sandbox_async_delay_ms: 300,
+            sandbox_webhook_delay_min_ms: 20,
+            sandbox_webhook_delay_max_ms: 400,
+            sandbox_webhook_duplicate_rate: 0.2,
+            poll_interval_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter, e.g. "info" or "flashdrop=debug,actix_web=info".
     pub level: String,
@@ -695,6 +783,82 @@ impl Config {
             100_000_000,
         )?;
         range("drops.room_tick_ms", d.room_tick_ms, 1, 10_000)?;
+        let o = &self.orders;
+        range("orders.lines_max", o.lines_max, 1, 1_000)?;
+        range("orders.quantity_max", o.quantity_max, 1, 1_000_000)?;
+        range(
+            "orders.shipping_address_max_chars",
+            o.shipping_address_max_chars,
+            1,
+            10_000,
+        )?;
+        range("orders.payment_deadline_s", o.payment_deadline_s, 1, 86_400)?;
+        range(
+            "orders.hold_ttl_s",
+            o.hold_ttl_s,
+            o.payment_deadline_s + 1,
+            86_400 * 30,
+        )?;
+        range("orders.return_window_s", o.return_window_s, 0, 366 * 86_400)?;
+        range("orders.retry_backoff_ms", o.retry_backoff_ms, 1, 60_000)?;
+        range("orders.active_max", o.active_max, 1, 100_000_000)?;
+        range("orders.reply_wait_ms", o.reply_wait_ms, 0, 60_000)?;
+        range(
+            "orders.webhook_dedupe_max",
+            o.webhook_dedupe_max,
+            16,
+            100_000_000,
+        )?;
+        let p = &self.payments;
+        if p.gateway != "sandbox" {
+            return Err(invalid(
+                "payments.gateway",
+                "the only gateway is \"sandbox\"",
+            ));
+        }
+        range("payments.webhook_secret", p.webhook_secret.len(), 16, 1024)?;
+        range(
+            "payments.webhook_tolerance_s",
+            p.webhook_tolerance_s,
+            1,
+            86_400,
+        )?;
+        range(
+            "payments.sandbox_latency_ms",
+            p.sandbox_latency_ms,
+            0,
+            60_000,
+        )?;
+        range(
+            "payments.sandbox_failure_rate",
+            p.sandbox_failure_rate,
+            0.0,
+            1.0,
+        )?;
+        range(
+            "payments.sandbox_async_delay_ms",
+            p.sandbox_async_delay_ms,
+            0,
+            3_600_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_delay_max_ms",
+            p.sandbox_webhook_delay_max_ms,
+            p.sandbox_webhook_delay_min_ms,
+            3_600_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_duplicate_rate",
+            p.sandbox_webhook_duplicate_rate,
+            0.0,
+            1.0,
+        )?;
+        range(
+            "payments.poll_interval_ms",
+            p.poll_interval_ms,
+            10,
+            3_600_000,
+        )?;
         let ws = &self.ws;
         range("ws.coalesce_ms", ws.coalesce_ms, 1, 60_000)?;
         range("ws.max_connections", ws.max_connections, 1, 10_000_000)?;
@@ -776,6 +940,20 @@ impl Config {
             batch_bytes_max: self.wal.batch_bytes_max,
             channel_capacity: self.wal.channel_capacity,
             feed: None,
+        }
+    }
+
+    /// The sandbox gateway's behaviour, from `[payments]`.
+    pub fn sandbox_settings(&self) -> crate::payments::SandboxSettings {
+        let p = &self.payments;
+        crate::payments::SandboxSettings {
+            latency_ms: p.sandbox_latency_ms,
+            failure_rate: p.sandbox_failure_rate,
+            async_delay_ms: p.sandbox_async_delay_ms,
+            webhook_delay_min_ms: p.sandbox_webhook_delay_min_ms,
+            webhook_delay_max_ms: p.sandbox_webhook_delay_max_ms,
+            webhook_duplicate_rate: p.sandbox_webhook_duplicate_rate,
+            webhook_attempts: 5,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod payments;
 pub mod persistence;
 pub mod startup;
 pub mod telemetry;

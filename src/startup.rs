@@ -100,7 +100,12 @@ impl Application {
         .run();
 
         let slot = engine.clone();
-        let engine_config = (*config).clone();
+        let mut engine_config = (*config).clone();
+        if engine_config.payments.webhook_url.is_empty() {
+            // The sandbox calls this very server back.
+            engine_config.payments.webhook_url =
+                format!("http://127.0.0.1:{port}/v1/payments/webhook");
+        }
         let expected_workers = config.http_workers();
         let starting = actix_web::rt::spawn(async move {
             let placement = match engine_config.actors.placement {

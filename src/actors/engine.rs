@@ -27,11 +27,13 @@ use crate::persistence::{
 
 use super::directory::{DirectoryDeps, DirectoryService};
 use super::drops::{DropDeps, Drops, DropsError};
+use super::orders::{OrderDeps, Orders};
 use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 use crate::events::hub::HubSettings;
 use crate::events::{EventFeed, Hub};
+use crate::payments::SandboxGateway;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -101,6 +103,8 @@ pub struct Engine {
     tenant_products: DashMap<String, u32>,
     drops: Arc<Drops>,
     hub: Arc<Hub>,
+    orders: Arc<Orders>,
+    sandbox: SandboxGateway,
 }
 
 impl Engine {
@@ -195,6 +199,16 @@ impl Engine {
             .map_err(lost_directory)?;
         }
 
+        for id in &recovered.orders_unsnapshotted {
+            if let Some(order) = recovered.orders.get(id) {
+                wal.snapshot(
+                    EntityKey::Order(*id),
+                    &SnapshotBody::Order(order.clone()),
+                    None,
+                )
+                .map_err(lost_directory)?;
+            }
+        }
         for id in &recovered.drops_unsnapshotted {
             if let Some(drop) = recovered.drops.get(id) {
                 wal.snapshot(
@@ -313,12 +327,48 @@ impl Engine {
             events_handle.clone(),
             Duration::from_millis(config.drops.room_tick_ms),
         );
+        let (webhook_tx, webhook_rx) = tokio::sync::mpsc::channel(4096);
+        let sandbox_settings = config.sandbox_settings();
+        let psp_tree = store
+            .db
+            .open_tree("sandbox_psp")
+            .map_err(|e| StartError::Internal(format!("sandbox ledger: {e}")))?;
+        let sandbox = SandboxGateway::open(sandbox_settings.clone(), psp_tree, Some(webhook_tx))
+            .map_err(|e| StartError::Internal(format!("sandbox ledger: {e}")))?;
+        let webhook_url = config.payments.webhook_url.clone();
+        let webhook_secret = config.payments.webhook_secret.as_bytes().to_vec();
+        if webhook_url.is_empty() {
+            tracing::warn!("payments.webhook_url is empty: sandbox webhooks are not delivered");
+        } else {
+            // The HTTP client is single-threaded: build the loop on the arbiter.
+            events_handle.spawn_fn(move || {
+                actix_rt::spawn(crate::payments::sandbox::deliver_webhooks(
+                    webhook_rx,
+                    webhook_url,
+                    webhook_secret,
+                    sandbox_settings,
+                ));
+            });
+        }
+        let orders = Orders::new(
+            recovered.orders.into_values().collect(),
+            OrderDeps::new(
+                wal.clone(),
+                clock.clone(),
+                config.clone(),
+                Arc::new(sandbox.clone()),
+                hub.clone(),
+            ),
+            handles_for_engine.clone(),
+        );
         events_handle.spawn(hub.clone().run(hub_feed));
         events_handle.spawn(drops.clone().watch_levels(drops_feed));
         events_handle.spawn(drops.clone().run_scheduler());
         let engine = Arc::new(Self {
             drops,
             hub,
+            orders,
+            sandbox,
             config,
             clock,
             store,
@@ -352,6 +402,11 @@ impl Engine {
             engine.registry.ensure_active(sku);
         }
         engine.drops.reconcile().await;
+        let resume = engine.clone();
+        events_handle.spawn(async move {
+            resume.sandbox.resume_pending();
+            resume.orders.start(&resume);
+        });
         Ok(engine)
     }
 
@@ -391,6 +446,19 @@ impl Engine {
 
     pub fn drops(&self) -> &Arc<Drops> {
         &self.drops
+    }
+
+    pub fn orders(&self) -> &Arc<Orders> {
+        &self.orders
+    }
+
+    /// The sandbox payment provider (its ledger, for tests and operators).
+    pub fn sandbox(&self) -> &SandboxGateway {
+        &self.sandbox
+    }
+
+    pub fn sku_info(&self, sku: SkuId) -> Option<Arc<SkuInfo>> {
+        self.registry.info(sku)
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod drops;
 pub mod engine;
+pub mod orders;
 pub mod registry;
 pub mod sku;
 

@@ -5,6 +5,7 @@ pub mod drop;
 pub mod identity;
 pub mod ids;
 pub mod limiter;
+pub mod order;
 pub mod product;
 pub mod stock;
 pub mod waiting_room;

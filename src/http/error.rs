@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::actors::drops::DropsError;
+use crate::actors::orders::OrdersError;
 use crate::actors::{EngineError, IdentityError, Missing};
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::id_text;
@@ -80,6 +81,8 @@ error_table! {
     WaitingRoomNotFound => ("waiting_room_not_found", NOT_FOUND, "The drop has no waiting room"),
     TicketNotFound => ("ticket_not_found", NOT_FOUND, "No ticket in this waiting room"),
     SoldOut => ("sold_out", CONFLICT, "The drop sold out"),
+    OrderNotFound => ("order_not_found", NOT_FOUND, "No such order"),
+    InvalidSignature => ("invalid_signature", UNAUTHORIZED, "The webhook signature is missing or wrong"),
     UpgradeRequired => ("websocket_upgrade_required", UPGRADE_REQUIRED, "This route speaks WebSocket only"),
     LimitExceeded => ("limit_exceeded", UNPROCESSABLE_ENTITY, "A configured limit would be exceeded"),
     Overloaded => ("overloaded", SERVICE_UNAVAILABLE, "Too busy; retry shortly"),
@@ -323,6 +326,35 @@ impl From<EngineError> for ApiError {
             )
             .with("drop_id", Value::from(id_text(drop))),
             EngineError::Drops(error) => error.into(),
+        }
+    }
+}
+
+impl From<OrdersError> for ApiError {
+    fn from(error: OrdersError) -> Self {
+        let detail = error.to_string();
+        match error {
+            OrdersError::NotFound | OrdersError::NotYours => {
+                ApiError::new(ErrorKind::OrderNotFound, detail)
+            }
+            OrdersError::UnknownSkus(skus) => {
+                ApiError::new(ErrorKind::SkuNotFound, detail).with("skus", json!(skus))
+            }
+            OrdersError::MixedCurrencies => ApiError::invalid(vec![InvalidField::new(
+                "items",
+                "every line must be priced in one currency",
+            )]),
+            OrdersError::IdempotencyKeyReused => {
+                ApiError::new(ErrorKind::IdempotencyKeyReused, detail)
+            }
+            OrdersError::Transition(t) => {
+                let allowed: Vec<&str> = t.allowed.iter().map(|s| s.as_str()).collect();
+                ApiError::new(ErrorKind::InvalidTransition, detail)
+                    .with("state", Value::from(t.from.as_str()))
+                    .with("allowed", json!(allowed))
+            }
+            OrdersError::Overloaded => ApiError::new(ErrorKind::Overloaded, detail),
+            OrdersError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }
 }

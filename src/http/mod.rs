@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod orders;
 pub mod products;
 pub mod reservations;
 pub mod social;
@@ -63,6 +64,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::post().to(drops::join_queue))
             .route(web::get().to(drops::queue_standing)),
     )
+    .service(
+        resource("/v1/orders")
+            .route(web::post().to(orders::create_order))
+            .route(web::get().to(orders::list_orders)),
+    )
+    .service(resource("/v1/orders/{id}").route(web::get().to(orders::get_order)))
+    .service(resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel_order)))
+    .service(resource("/v1/orders/{id}/pay").route(web::post().to(orders::pay_order)))
+    .service(resource("/v1/orders/{id}/returns").route(web::post().to(orders::request_return)))
+    .service(resource("/v1/orders/{id}/fulfillment").route(web::post().to(orders::fulfil)))
+    .service(resource("/v1/payments/webhook").route(web::post().to(orders::payment_webhook)))
+    .service(resource("/v1/admin/payments/sandbox").route(web::get().to(orders::sandbox_ledger)))
     .service(resource("/v1/products").route(web::post().to(products::create_product)))
     .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
     .service(resource("/v1/auth/register").route(web::post().to(auth::register)))

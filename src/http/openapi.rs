@@ -5,7 +5,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
-use super::{audit, auth, drops, error, ops, products, reservations, social, stock, tenants, ws};
+use super::{
+    audit, auth, drops, error, ops, orders, products, reservations, social, stock, tenants, ws,
+};
 
 /// Declares the bearer-token scheme the routes refer to as `bearer`.
 struct BearerAuth;
@@ -69,6 +71,15 @@ impl Modify for BearerAuth {
         drops::cancel_drop,
         drops::join_queue,
         drops::queue_standing,
+        orders::create_order,
+        orders::list_orders,
+        orders::get_order,
+        orders::cancel_order,
+        orders::pay_order,
+        orders::request_return,
+        orders::fulfil,
+        orders::payment_webhook,
+        orders::sandbox_ledger,
         ws::connect,
         ops::healthz,
         ops::readyz,
@@ -86,6 +97,8 @@ impl Modify for BearerAuth {
         (name = "stock", description = "On-hand, available, reserved and sold units"),
         (name = "reservations", description = "Holding units for a buyer"),
         (name = "drops", description = "Scheduled releases, their lifecycle and waiting rooms"),
+        (name = "orders", description = "Orders, their checkout saga, fulfilment and returns"),
+        (name = "payments", description = "Payment provider webhooks and the sandbox provider's books"),
         (name = "live", description = "WebSocket: live stock, drop announcements, queue and order messages"),
         (name = "ops", description = "Health, readiness, metrics"),
     )

@@ -6,6 +6,7 @@ use rkyv::util::AlignedVec;
 
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
+use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerSnapshot, StockEvent};
 
@@ -33,6 +34,7 @@ pub enum EntityKey {
     Follow(u128),
     Audit(u64),
     Drop(u128),
+    Order(u128),
 }
 
 const TAG_SKU: u8 = b's';
@@ -44,6 +46,7 @@ const TAG_INVITATION: u8 = b'i';
 const TAG_FOLLOW: u8 = b'f';
 const TAG_AUDIT: u8 = b'a';
 const TAG_DROP: u8 = b'd';
+const TAG_ORDER: u8 = b'o';
 
 /// Kinds of directory entities recovery loads into memory (audit entries stay on disk).
 pub const DIRECTORY_TAGS: [u8; 5] = [
@@ -72,7 +75,8 @@ impl EntityKey {
             | EntityKey::Session(id)
             | EntityKey::Invitation(id)
             | EntityKey::Follow(id)
-            | EntityKey::Drop(id) => {
+            | EntityKey::Drop(id)
+            | EntityKey::Order(id) => {
                 out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
             }
@@ -91,6 +95,7 @@ impl EntityKey {
             EntityKey::Follow(_) => TAG_FOLLOW,
             EntityKey::Audit(_) => TAG_AUDIT,
             EntityKey::Drop(_) => TAG_DROP,
+            EntityKey::Order(_) => TAG_ORDER,
         }
     }
 
@@ -108,6 +113,7 @@ impl EntityKey {
             TAG_INVITATION => EntityKey::Invitation(u128_of(rest)?),
             TAG_FOLLOW => EntityKey::Follow(u128_of(rest)?),
             TAG_DROP => EntityKey::Drop(u128_of(rest)?),
+            TAG_ORDER => EntityKey::Order(u128_of(rest)?),
             _ => return None,
         })
     }
@@ -137,6 +143,10 @@ impl EntityKey {
     pub fn kind_prefix_drop() -> &'static [u8] {
         &[TAG_DROP]
     }
+
+    pub fn kind_prefix_order() -> &'static [u8] {
+        &[TAG_ORDER]
+    }
 }
 
 /// One atomic change of one entity: everything a single command decided.
@@ -155,6 +165,8 @@ pub enum RecordBody {
     Directory(Box<Entity>),
     /// A drop was scheduled or moved.
     Drop(Box<DropEvent>),
+    /// The new full state of an order (written before and after every saga step).
+    Order(Box<Order>),
 }
 
 /// The full state of one entity at some LSN.
@@ -164,6 +176,7 @@ pub enum SnapshotBody {
     Product(Product),
     Directory(Entity),
     Drop(FlashDrop),
+    Order(Order),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +216,7 @@ mod tests {
             EntityKey::Follow(u128::MAX),
             EntityKey::Audit(12),
             EntityKey::Drop(13),
+            EntityKey::Order(14),
         ] {
             assert_eq!(EntityKey::from_bytes(&key.to_bytes()), Some(key));
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::drop::FlashDrop;
 use crate::domain::identity::Entity;
+use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerLimits, StockLedger};
 use crate::domain::SkuId;
@@ -51,6 +52,9 @@ pub struct Recovered {
     pub drops: HashMap<u128, FlashDrop>,
     /// Drops whose latest state is only in the WAL (they need a snapshot).
     pub drops_unsnapshotted: Vec<u128>,
+    /// Every order, in its latest state, and those whose latest state is only in the WAL.
+    pub orders: HashMap<u128, Order>,
+    pub orders_unsnapshotted: Vec<u128>,
     /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
     pub ledgers: HashMap<SkuId, StockLedger>,
     pub start: WriterStart,
@@ -145,6 +149,25 @@ fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreErr
     Ok(drops)
 }
 
+/// Loads the snapshot of every order.
+fn load_orders(store: &Store) -> Result<HashMap<u128, (u64, Order)>, StoreError> {
+    let mut orders = HashMap::new();
+    for item in store.snapshots.scan_prefix(EntityKey::kind_prefix_order()) {
+        let (key, _) = item?;
+        let Some(entity @ EntityKey::Order(id)) = EntityKey::from_bytes(&key) else {
+            return Err(corrupt("snapshot key", "bad order key"));
+        };
+        match store.read_snapshot(entity)? {
+            Some((covers, SnapshotBody::Order(order))) => {
+                orders.insert(id, (covers, order));
+            }
+            Some(_) => return Err(corrupt("snapshot", format!("{entity:?} is not an order"))),
+            None => {}
+        }
+    }
+    Ok(orders)
+}
+
 /// The audit sequence after the newest audit entry with a snapshot.
 fn next_audit_seq_on_disk(store: &Store) -> Result<u64, StoreError> {
     match store
@@ -191,6 +214,12 @@ pub fn recover(
         HashMap::new()
     };
     let mut drops_from_wal = std::collections::HashSet::new();
+    let mut orders = if mode == RecoveryMode::Snapshots {
+        load_orders(store)?
+    } else {
+        HashMap::new()
+    };
+    let mut orders_from_wal = std::collections::HashSet::new();
     let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
     stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
@@ -277,6 +306,14 @@ pub fn recover(
                         stats.applied += 1;
                     }
                 }
+                (EntityKey::Order(id), RecordBody::Order(order)) => {
+                    let covers = orders.get(&id).map_or(0, |(covers, _)| *covers);
+                    if lsn > covers {
+                        orders.insert(id, (lsn, *order));
+                        orders_from_wal.insert(id);
+                        stats.applied += 1;
+                    }
+                }
                 (entity, _) => {
                     return Err(corrupt(
                         "wal record",
@@ -309,6 +346,8 @@ pub fn recover(
     Ok(Recovered {
         drops: drops.into_iter().map(|(id, (_, d))| (id, d)).collect(),
         drops_unsnapshotted: drops_from_wal.into_iter().collect(),
+        orders: orders.into_iter().map(|(id, (_, o))| (id, o)).collect(),
+        orders_unsnapshotted: orders_from_wal.into_iter().collect(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

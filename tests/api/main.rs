@@ -15,6 +15,7 @@ mod isolation;
 mod lifecycle;
 mod live;
 mod operations;
+mod orders;
 mod products;
 mod recovery;
 mod supervision;

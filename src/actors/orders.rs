@@ -1,0 +1,1216 @@
+//! Orders: one `OrderActor` per order runs its checkout saga (reserve, pay,
+//! commit, or the compensations), logging the order to the WAL before and
+//! after every step; `Orders` is their registry: placement with
+//! idempotency, the buyer's and the sellers' indexes, webhook reconciliation
+//! and the notifications each move sends.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::clock::{rfc3339_ms, Clock};
+use crate::config::Config;
+use crate::domain::identity::id_text;
+use crate::domain::order::{
+    FulfilError, Order, OrderLine, OrderState, PaymentStatus, SagaStep, TransitionError,
+};
+use crate::domain::{
+    BuyerId, CommitOutcome, IdempotencyKey, ReservationId, ReserveCmd, SkuCode, SkuId, StockError,
+    TenantId, WarehouseId,
+};
+use crate::events::hub::Frame;
+use crate::events::Hub;
+use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
+use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
+
+use super::engine::{Engine, EngineError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrdersError {
+    #[error("no such order")]
+    NotFound,
+    #[error("unknown SKUs: {}", .0.join(", "))]
+    UnknownSkus(Vec<String>),
+    #[error("every line of an order must be priced in one currency")]
+    MixedCurrencies,
+    #[error("the Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("this order has no part sold by your store")]
+    NotYours,
+    #[error("too many orders are being placed; retry shortly")]
+    Overloaded,
+    #[error("the engine cannot serve this request now")]
+    Unavailable,
+}
+
+impl From<FulfilError> for OrdersError {
+    fn from(error: FulfilError) -> Self {
+        match error {
+            FulfilError::NotYours => OrdersError::NotYours,
+            FulfilError::Transition(t) => OrdersError::Transition(t),
+        }
+    }
+}
+
+/// A line as the buyer asks for it.
+#[derive(Debug, Clone)]
+pub struct ItemRequest {
+    pub sku: SkuCode,
+    pub quantity: u32,
+    /// A hold the buyer already has for it (a cart's reserve-on-add).
+    pub reservation: Option<u64>,
+}
+
+/// An order to place.
+#[derive(Debug, Clone)]
+pub struct OrderDraft {
+    pub buyer: u128,
+    pub items: Vec<ItemRequest>,
+    pub shipping_address: String,
+    pub payment_method: String,
+    /// `(key, fingerprint of the request)`.
+    pub idempotency: Option<(String, u64)>,
+}
+
+/// What every order actor shares.
+pub struct OrderDeps {
+    pub wal: WalHandle,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub hub: Arc<Hub>,
+    engine: OnceLock<Weak<Engine>>,
+}
+
+impl OrderDeps {
+    pub fn new(
+        wal: WalHandle,
+        clock: Arc<dyn Clock>,
+        config: Arc<Config>,
+        gateway: Arc<dyn PaymentGateway>,
+        hub: Arc<Hub>,
+    ) -> Self {
+        Self {
+            wal,
+            clock,
+            config,
+            gateway,
+            hub,
+            engine: OnceLock::new(),
+        }
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine.get().and_then(Weak::upgrade)
+    }
+}
+
+/// An order as the rest of the engine sees it, without asking its actor.
+pub struct OrderEntry {
+    /// The order as of its last durable change.
+    view: RwLock<Order>,
+    addr: Mutex<Option<Addr<OrderActor>>>,
+}
+
+impl OrderEntry {
+    pub fn view(&self) -> Order {
+        self.view.read().clone()
+    }
+}
+
+/// Bounded set of webhook event ids already handled.
+#[derive(Default)]
+struct SeenEvents {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+pub struct Orders {
+    deps: Arc<OrderDeps>,
+    entries: DashMap<u128, Arc<OrderEntry>>,
+    /// Order ids of each buyer and each seller, oldest first.
+    by_buyer: DashMap<u128, Vec<u128>>,
+    by_seller: DashMap<u128, Vec<u128>>,
+    idempotency: DashMap<(u128, String), (u128, u64)>,
+    /// Orders whose saga has not settled.
+    active: AtomicUsize,
+    seen_events: Mutex<SeenEvents>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+}
+
+impl Orders {
+    /// Registers the recovered orders; `start` resumes the unfinished ones.
+    pub fn new(recovered: Vec<Order>, deps: OrderDeps, arbiters: Vec<ArbiterHandle>) -> Arc<Self> {
+        let mut recovered = recovered;
+        recovered.sort_by_key(|o| (o.created_at_ms, o.id));
+        let orders = Arc::new(Self {
+            deps: Arc::new(deps),
+            entries: DashMap::new(),
+            by_buyer: DashMap::new(),
+            by_seller: DashMap::new(),
+            idempotency: DashMap::new(),
+            active: AtomicUsize::new(0),
+            seen_events: Mutex::new(SeenEvents::default()),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+        });
+        for order in recovered {
+            orders.index(&order);
+            orders.entries.insert(
+                order.id,
+                Arc::new(OrderEntry {
+                    view: RwLock::new(order),
+                    addr: Mutex::new(None),
+                }),
+            );
+        }
+        orders
+    }
+
+    /// Gives the sagas their engine and resumes every unfinished one.
+    pub fn start(self: &Arc<Self>, engine: &Arc<Engine>) {
+        let _ = self.deps.engine.set(Arc::downgrade(engine));
+        let unfinished: Vec<Arc<OrderEntry>> = self
+            .entries
+            .iter()
+            .filter(|e| needs_actor(&e.view.read()))
+            .map(|e| e.value().clone())
+            .collect();
+        tracing::info!(orders = unfinished.len(), "resuming unfinished orders");
+        for entry in unfinished {
+            self.spawn_actor(entry);
+        }
+    }
+
+    fn index(&self, order: &Order) {
+        self.by_buyer.entry(order.buyer).or_default().push(order.id);
+        for seller in order.sellers() {
+            self.by_seller.entry(seller).or_default().push(order.id);
+        }
+        if let Some((key, fingerprint)) = &order.idempotency {
+            self.idempotency
+                .insert((order.buyer, key.clone()), (order.id, *fingerprint));
+        }
+        if !order.settled() {
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn spawn_actor(self: &Arc<Self>, entry: Arc<OrderEntry>) -> Addr<OrderActor> {
+        let mut slot = entry.addr.lock();
+        if let Some(addr) = slot.as_ref().filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
+        let order = entry.view();
+        let actor = OrderActor {
+            entry: entry.clone(),
+            was_settled: order.settled(),
+            order,
+            deps: self.deps.clone(),
+            orders: Arc::downgrade(self),
+            waiters: Vec::new(),
+            timer: None,
+        };
+        let addr = match self.arbiters.get(i) {
+            Some(arbiter) => OrderActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        };
+        *slot = Some(addr.clone());
+        addr
+    }
+
+    fn entry(&self, id: u128) -> Result<Arc<OrderEntry>, OrdersError> {
+        self.entries
+            .get(&id)
+            .map(|e| e.value().clone())
+            .ok_or(OrdersError::NotFound)
+    }
+
+    pub fn get(&self, id: u128) -> Option<Order> {
+        self.entries.get(&id).map(|e| e.view())
+    }
+
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// A page of a buyer's (or a seller's) orders, newest first, after `before`.
+    pub fn page(
+        &self,
+        buyer: Option<u128>,
+        seller: Option<u128>,
+        before: Option<u128>,
+        limit: usize,
+    ) -> Vec<Order> {
+        let index = match (buyer, seller) {
+            (Some(b), _) => self.by_buyer.get(&b).map(|ids| ids.clone()),
+            (None, Some(s)) => self.by_seller.get(&s).map(|ids| ids.clone()),
+            (None, None) => None,
+        };
+        let Some(ids) = index else {
+            return Vec::new();
+        };
+        ids.iter()
+            .rev()
+            .skip_while(|id| before.is_some_and(|b| **id != b))
+            .skip(usize::from(before.is_some()))
+            .take(limit)
+            .filter_map(|id| self.get(*id))
+            .collect()
+    }
+
+    /// Places an order: checks its lines, logs it, starts its saga. Answers
+    /// once the order is durable (the saga runs on); the same key and body
+    /// answer the same order again.
+    pub async fn place(self: &Arc<Self>, draft: OrderDraft) -> Result<(Order, bool), OrdersError> {
+        if let Some((key, fingerprint)) = &draft.idempotency {
+            if let Some(found) = self.idempotency.get(&(draft.buyer, key.clone())) {
+                let (id, seen) = *found;
+                drop(found);
+                if seen != *fingerprint {
+                    return Err(OrdersError::IdempotencyKeyReused);
+                }
+                return self.get(id).map(|o| (o, true)).ok_or(OrdersError::NotFound);
+            }
+        }
+        if self.active() >= self.deps.config.orders.active_max {
+            return Err(OrdersError::Overloaded);
+        }
+        let engine = self.deps.engine().ok_or(OrdersError::Unavailable)?;
+        let mut lines = Vec::with_capacity(draft.items.len());
+        let mut unknown = Vec::new();
+        let mut currency: Option<String> = None;
+        for item in &draft.items {
+            let Ok(info) = engine.sku(&item.sku) else {
+                unknown.push(item.sku.as_str().to_owned());
+                continue;
+            };
+            let price = info.price();
+            if currency.get_or_insert_with(|| price.currency.clone()) != &price.currency {
+                return Err(OrdersError::MixedCurrencies);
+            }
+            let seller = crate::domain::identity::parse_id(info.tenant()).unwrap_or_default();
+            lines.push(OrderLine {
+                sku: info.id.0,
+                code: info.code().to_owned(),
+                seller,
+                quantity: item.quantity,
+                unit_price_minor: price.amount,
+                reservation: item.reservation,
+                adopted: item.reservation.is_some(),
+            });
+        }
+        if !unknown.is_empty() {
+            return Err(OrdersError::UnknownSkus(unknown));
+        }
+        let now = self.deps.clock.now_ms();
+        let cfg = &self.deps.config.orders;
+        let id = uuid::Uuid::now_v7().as_u128();
+        let order = Order::new(crate::domain::order::NewOrder {
+            id,
+            buyer: draft.buyer,
+            currency: currency.unwrap_or_default(),
+            lines,
+            shipping_address: draft.shipping_address,
+            payment_method: draft.payment_method,
+            now_ms: now,
+            payment_deadline_ms: now + cfg.payment_deadline_s * 1000,
+            idempotency: draft.idempotency.clone(),
+        });
+        // Two concurrent requests with one key: the first to claim it places the order.
+        if let Some((key, fingerprint)) = &draft.idempotency {
+            use dashmap::mapref::entry::Entry;
+            match self.idempotency.entry((draft.buyer, key.clone())) {
+                Entry::Occupied(_) => {
+                    return Err(OrdersError::Unavailable);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((id, *fingerprint));
+                }
+            }
+        }
+        if persist(&self.deps.wal, &order).await.is_err() {
+            if let Some((key, _)) = &draft.idempotency {
+                self.idempotency.remove(&(draft.buyer, key.clone()));
+            }
+            return Err(OrdersError::Unavailable);
+        }
+        self.by_buyer.entry(order.buyer).or_default().push(id);
+        for seller in order.sellers() {
+            self.by_seller.entry(seller).or_default().push(id);
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("flashdrop_orders_placed_total").increment(1);
+        let entry = Arc::new(OrderEntry {
+            view: RwLock::new(order.clone()),
+            addr: Mutex::new(None),
+        });
+        self.entries.insert(id, entry.clone());
+        let addr = self.spawn_actor(entry);
+        addr.do_send(OrderMsg::Drive);
+        Ok((order, false))
+    }
+
+    async fn ask(self: &Arc<Self>, id: u128, command: Command) -> Result<Order, OrdersError> {
+        let entry = self.entry(id)?;
+        let addr = self.spawn_actor(entry);
+        let (tx, rx) = oneshot::channel();
+        addr.try_send(OrderMsg::Command(command, tx))
+            .map_err(|_| OrdersError::Unavailable)?;
+        rx.await.map_err(|_| OrdersError::Unavailable)?
+    }
+
+    /// Waits (up to `wait`) until the saga has nothing to do, then the order.
+    pub async fn settle(self: &Arc<Self>, id: u128, wait: Duration) -> Result<Order, OrdersError> {
+        let entry = self.entry(id)?;
+        let addr = entry.addr.lock().clone().filter(|a| a.connected());
+        let Some(addr) = addr else {
+            return Ok(entry.view());
+        };
+        let (tx, rx) = oneshot::channel();
+        if addr.try_send(OrderMsg::Wait(tx)).is_ok() {
+            let _ = tokio::time::timeout(wait, rx).await;
+        }
+        Ok(entry.view())
+    }
+
+    pub async fn cancel(self: &Arc<Self>, id: u128, buyer: u128) -> Result<Order, OrdersError> {
+        self.owned_by(id, buyer)?;
+        self.ask(id, Command::Cancel).await
+    }
+
+    pub async fn pay(
+        self: &Arc<Self>,
+        id: u128,
+        buyer: u128,
+        method: String,
+    ) -> Result<Order, OrdersError> {
+        self.owned_by(id, buyer)?;
+        self.ask(id, Command::Pay(method)).await
+    }
+
+    pub async fn request_return(
+        self: &Arc<Self>,
+        id: u128,
+        buyer: u128,
+        reason: String,
+    ) -> Result<Order, OrdersError> {
+        self.owned_by(id, buyer)?;
+        self.ask(id, Command::Return(reason)).await
+    }
+
+    pub async fn fulfil(
+        self: &Arc<Self>,
+        id: u128,
+        seller: u128,
+        to: OrderState,
+        tracking: Option<String>,
+        restock: bool,
+    ) -> Result<Order, OrdersError> {
+        let order = self.get(id).ok_or(OrdersError::NotFound)?;
+        if !order.sellers().any(|s| s == seller) {
+            return Err(OrdersError::NotFound);
+        }
+        self.ask(
+            id,
+            Command::Fulfil {
+                seller,
+                to,
+                tracking,
+                restock,
+            },
+        )
+        .await
+    }
+
+    fn owned_by(&self, id: u128, buyer: u128) -> Result<(), OrdersError> {
+        match self.get(id) {
+            Some(order) if order.buyer == buyer => Ok(()),
+            _ => Err(OrdersError::NotFound),
+        }
+    }
+
+    /// A verified payment webhook: drops repeats by event id, then has the
+    /// order ask the provider what its payment now is. Answers whether the
+    /// event was new.
+    pub fn payment_event(self: &Arc<Self>, event_id: &str, reference: &str) -> bool {
+        {
+            let mut seen = self.seen_events.lock();
+            if !seen.ids.insert(event_id.to_owned()) {
+                metrics::counter!("flashdrop_payment_webhooks_total", "outcome" => "duplicate")
+                    .increment(1);
+                return false;
+            }
+            seen.order.push_back(event_id.to_owned());
+            while seen.order.len() > self.deps.config.orders.webhook_dedupe_max {
+                if let Some(old) = seen.order.pop_front() {
+                    seen.ids.remove(&old);
+                }
+            }
+        }
+        let order = crate::domain::identity::parse_id(reference).and_then(|id| {
+            let entry = self.entries.get(&id)?.value().clone();
+            Some((id, entry))
+        });
+        let outcome = match order {
+            Some((_, entry)) => {
+                let addr = self.spawn_actor(entry);
+                addr.do_send(OrderMsg::Reconcile);
+                "accepted"
+            }
+            None => "unknown_order",
+        };
+        metrics::counter!("flashdrop_payment_webhooks_total", "outcome" => outcome).increment(1);
+        true
+    }
+}
+
+/// The order still has saga work, or may be moved (so it keeps an actor).
+fn needs_actor(order: &Order) -> bool {
+    !order.settled()
+        || matches!(
+            order.state,
+            OrderState::ReturnRequested | OrderState::Delivered
+        )
+}
+
+/// Logs the order's full state and waits until it is durable; a snapshot follows.
+async fn persist(wal: &WalHandle, order: &Order) -> Result<(), ()> {
+    let (tx, rx) = oneshot::channel();
+    let record = WalRecord {
+        entity: EntityKey::Order(order.id),
+        body: RecordBody::Order(Box::new(order.clone())),
+    };
+    let ack: crate::persistence::Ack = Box::new(move || {
+        let _ = tx.send(());
+    });
+    wal.append(&record, Some(ack)).map_err(|_| ())?;
+    let snapshot = SnapshotBody::Order(order.clone());
+    if let Err(error) = wal.snapshot(EntityKey::Order(order.id), &snapshot, None) {
+        tracing::warn!(order = %id_text(order.id), %error, "order snapshot not written");
+    }
+    rx.await.map_err(|_| ())
+}
+
+enum Command {
+    Cancel,
+    Pay(String),
+    Return(String),
+    Fulfil {
+        seller: u128,
+        to: OrderState,
+        tracking: Option<String>,
+        restock: bool,
+    },
+}
+
+enum OrderMsg {
+    /// Run the saga's next step, if any.
+    Drive,
+    /// Ask the provider what the payment is now (a webhook or a poll).
+    Reconcile,
+    Command(Command, oneshot::Sender<Result<Order, OrdersError>>),
+    /// Answer once the saga has nothing to do.
+    Wait(oneshot::Sender<()>),
+}
+
+impl Message for OrderMsg {
+    type Result = ();
+}
+
+pub struct OrderActor {
+    entry: Arc<OrderEntry>,
+    order: Order,
+    was_settled: bool,
+    deps: Arc<OrderDeps>,
+    orders: Weak<Orders>,
+    waiters: Vec<oneshot::Sender<()>>,
+    timer: Option<SpawnHandle>,
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+        ctx.notify(OrderMsg::Drive);
+    }
+}
+
+impl Handler<OrderMsg> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OrderMsg, ctx: &mut Context<Self>) {
+        match msg {
+            OrderMsg::Drive => self.drive(ctx),
+            OrderMsg::Wait(tx) => {
+                if self.idle() {
+                    let _ = tx.send(());
+                } else {
+                    self.waiters.push(tx);
+                }
+            }
+            OrderMsg::Reconcile => self.reconcile(ctx),
+            OrderMsg::Command(command, reply) => self.command(command, reply, ctx),
+        }
+    }
+}
+
+/// A settled order's actor stops after this long without messages.
+const IDLE_STOP: Duration = Duration::from_secs(10);
+
+/// What a step did to the order.
+type StepResult = Result<Order, ()>;
+
+impl OrderActor {
+    fn now(&self) -> u64 {
+        self.deps.clock.now_ms()
+    }
+
+    fn idle(&self) -> bool {
+        self.order.next_step(self.now()).is_none()
+    }
+
+    /// Runs `work` on a copy of the order with the mailbox paused, then makes
+    /// its (durable) result the order's state and drives on.
+    fn run(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl std::future::Future<Output = StepResult> + 'static,
+    ) {
+        ctx.wait(work.into_actor(self).map(|result, act, ctx| match result {
+            Ok(order) => {
+                act.adopt(order);
+                ctx.notify(OrderMsg::Drive);
+            }
+            Err(()) => {
+                tracing::error!(order = %id_text(act.order.id), "order change not logged; stopping its actor");
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// A durable new state: shown to readers, announced, counted.
+    fn adopt(&mut self, order: Order) {
+        let before = self.order.state;
+        self.order = order;
+        *self.entry.view.write() = self.order.clone();
+        if self.order.state != before {
+            metrics::counter!("flashdrop_order_moves_total", "to" => self.order.state.as_str())
+                .increment(1);
+            self.notify_buyer();
+        }
+        let settled = self.order.settled();
+        if settled != self.was_settled {
+            if let Some(orders) = self.orders.upgrade() {
+                if settled {
+                    orders.active.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    orders.active.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.was_settled = settled;
+        }
+    }
+
+    fn notify_buyer(&self) {
+        let o = &self.order;
+        let frame = Frame::from(
+            json!({
+                "type": "order",
+                "order_id": id_text(o.id),
+                "state": o.state.as_str(),
+                "at": rfc3339_ms(o.history.last().map_or(0, |(_, at)| *at)),
+            })
+            .to_string(),
+        );
+        self.deps.hub.tell_users(&[o.buyer], &frame);
+    }
+
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now();
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(step) = self.order.next_step(now) else {
+            for waiter in self.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            self.schedule_wake(ctx, now);
+            return;
+        };
+        let mut order = self.order.clone();
+        let logged_before = order.pending == Some(step);
+        order.begin(step, now);
+        let deps = self.deps.clone();
+        self.run(ctx, async move {
+            if !logged_before {
+                persist(&deps.wal, &order).await?;
+            }
+            let order = run_step(&deps, order, step).await;
+            persist(&deps.wal, &order).await?;
+            Ok(order)
+        });
+    }
+
+    /// Nothing to do now: wake at the next deadline, retry or poll.
+    fn schedule_wake(&mut self, ctx: &mut Context<Self>, now: u64) {
+        let o = &self.order;
+        let cfg = &self.deps.config;
+        let mut at: Option<u64> = None;
+        let mut soonest = |t: u64| at = Some(at.map_or(t, |a| a.min(t)));
+        if o.retry_at_ms > now {
+            soonest(o.retry_at_ms);
+        }
+        let mut poll = false;
+        if matches!(o.state, OrderState::Reserved | OrderState::PaymentPending) {
+            soonest(o.payment_deadline_ms);
+            if o.payment.status == PaymentStatus::Pending {
+                soonest(now + cfg.payments.poll_interval_ms);
+                poll = true;
+            }
+        }
+        if o.state == OrderState::Delivered {
+            let window = cfg.orders.return_window_s * 1000;
+            if let Some(at) = o
+                .sub_orders
+                .iter()
+                .filter_map(|s| {
+                    s.history
+                        .last()
+                        .filter(|(st, _)| *st == OrderState::Delivered)
+                })
+                .map(|(_, t)| t + window + 1)
+                .min()
+            {
+                soonest(at);
+            }
+        }
+        if !needs_actor(o) {
+            // A settled order needs no actor: it stops once idle for a while,
+            // and is started again on demand (a command, a late webhook).
+            self.timer = Some(ctx.run_later(IDLE_STOP, |act, ctx| {
+                if !needs_actor(&act.order) {
+                    ctx.stop();
+                }
+            }));
+            return;
+        }
+        if let Some(at) = at {
+            let delay = Duration::from_millis(at.saturating_sub(now).max(1));
+            self.timer = Some(ctx.run_later(delay, move |act, ctx| {
+                act.timer = None;
+                let now = act.now();
+                let window = act.deps.config.orders.return_window_s * 1000;
+                if act.order.state == OrderState::Delivered {
+                    let mut order = act.order.clone();
+                    if order.close_expired_returns(window, now) {
+                        let wal = act.deps.wal.clone();
+                        act.run(ctx, async move {
+                            persist(&wal, &order).await?;
+                            Ok(order)
+                        });
+                        return;
+                    }
+                }
+                if poll {
+                    act.reconcile(ctx);
+                } else {
+                    ctx.notify(OrderMsg::Drive);
+                }
+            }));
+        }
+    }
+
+    /// Asks the provider about the payment and takes what it says: this is
+    /// how webhooks (late, repeated, out of order) and polls are reconciled.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let Some(payment_id) = self.order.payment.payment_id.clone() else {
+            ctx.notify(OrderMsg::Drive);
+            return;
+        };
+        if self.order.pending.is_some() {
+            return;
+        }
+        let deps = self.deps.clone();
+        let order = self.order.clone();
+        self.run(ctx, async move {
+            let Ok(view) = deps.gateway.status(payment_id).await else {
+                return Ok(order);
+            };
+            let order = take_status(&deps, order, &view).await;
+            persist(&deps.wal, &order).await?;
+            Ok(order)
+        });
+    }
+
+    fn command(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<Result<Order, OrdersError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = self.now();
+        let mut order = self.order.clone();
+        let cfg = &self.deps.config.orders;
+        let outcome: Result<(), OrdersError> = match command {
+            Command::Cancel => order.request_cancel().map_err(Into::into),
+            Command::Pay(method) => order.retry_payment(method, now).map_err(Into::into),
+            Command::Return(reason) => order
+                .request_return(reason, cfg.return_window_s * 1000, now)
+                .map(|_| ())
+                .map_err(Into::into),
+            Command::Fulfil {
+                seller,
+                to,
+                tracking,
+                restock,
+            } => order
+                .fulfil(seller, to, tracking, restock, now)
+                .map_err(Into::into),
+        };
+        if let Err(error) = outcome {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let wal = self.deps.wal.clone();
+        let wait = Duration::from_millis(cfg.reply_wait_ms);
+        ctx.wait(
+            async move { persist(&wal, &order).await.map(|_| order) }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(order) => {
+                        act.adopt(order);
+                        // Answer once the saga has done what the command started.
+                        let (tx, rx) = oneshot::channel();
+                        act.waiters.push(tx);
+                        ctx.notify(OrderMsg::Drive);
+                        let entry = act.entry.clone();
+                        actix::spawn(async move {
+                            let _ = tokio::time::timeout(wait, rx).await;
+                            let _ = reply.send(Ok(entry.view()));
+                        });
+                    }
+                    Err(()) => {
+                        let _ = reply.send(Err(OrdersError::Unavailable));
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+}
+
+fn psp_status(status: PspStatus) -> PaymentStatus {
+    match status {
+        PspStatus::Pending => PaymentStatus::Pending,
+        PspStatus::Authorized => PaymentStatus::Authorized,
+        PspStatus::Declined => PaymentStatus::Declined,
+        PspStatus::Captured => PaymentStatus::Captured,
+        PspStatus::Voided => PaymentStatus::Voided,
+        PspStatus::Refunded => PaymentStatus::Refunded,
+    }
+}
+
+/// Takes what the provider says about the payment. A payment that turns up
+/// authorised (or captured) after its order was cancelled is given back.
+async fn take_status(deps: &OrderDeps, mut order: Order, view: &PaymentView) -> Order {
+    let now = deps.clock.now_ms();
+    let status = psp_status(view.status);
+    if order.state == OrderState::Cancelled {
+        let key = |op: &str| order.payment.key(order.id, op);
+        let undo = match view.status {
+            PspStatus::Authorized | PspStatus::Pending => {
+                deps.gateway.void(view.id.clone(), key("late-void")).await
+            }
+            PspStatus::Captured => {
+                deps.gateway
+                    .refund(
+                        view.id.clone(),
+                        view.captured_minor - view.refunded_minor,
+                        key("late-refund"),
+                    )
+                    .await
+            }
+            _ => return order,
+        };
+        if let Ok(after) = undo {
+            metrics::counter!("flashdrop_order_late_payments_undone_total").increment(1);
+            order.payment.status = psp_status(after.status);
+        }
+        return order;
+    }
+    let waiting = matches!(
+        order.payment.status,
+        PaymentStatus::Pending | PaymentStatus::Unknown | PaymentStatus::None
+    );
+    if waiting && status != order.payment.status && !order.state.is_paid() {
+        order.payment_seen(
+            status,
+            Some(view.id.clone()),
+            view.decline_code.clone(),
+            now,
+        );
+    }
+    order
+}
+
+fn backoff(deps: &OrderDeps, order: &Order) -> u64 {
+    deps.config.orders.retry_backoff_ms << order.payment.failures.min(5)
+}
+
+fn transient(deps: &OrderDeps, mut order: Order, why: &str) -> Order {
+    let now = deps.clock.now_ms();
+    let wait = backoff(deps, &order);
+    order.step_failed_transiently(now, wait, why);
+    order
+}
+
+fn engine_transient(error: &EngineError) -> bool {
+    matches!(error, EngineError::Overloaded | EngineError::Unavailable)
+}
+
+fn error_code(error: &EngineError) -> String {
+    match error {
+        EngineError::Stock(StockError::OutOfStock { .. }) => "out_of_stock".into(),
+        EngineError::Stock(StockError::DropNotLive { .. }) => "drop_not_live".into(),
+        EngineError::Stock(StockError::PurchaseLimitExceeded { .. }) => {
+            "purchase_limit_exceeded".into()
+        }
+        EngineError::QueuePassRequired(_) => "queue_pass_required".into(),
+        EngineError::TenantSuspended => "tenant_suspended".into(),
+        EngineError::UnknownSku => "sku_not_found".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs one saga step on `order` (already marked as started) and returns the
+/// order with its outcome applied. Every call repeats safely: holds carry
+/// idempotency keys, the provider's calls carry keys from the order.
+async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep) -> Order {
+    let Some(engine) = deps.engine() else {
+        return transient(deps, order, "engine stopping");
+    };
+    let buyer = BuyerId::of_account(order.buyer);
+    match step {
+        SagaStep::Reserve => reserve(deps, &engine, order, buyer).await,
+        SagaStep::Authorize => {
+            let payment = &order.payment;
+            let request = ChargeRequest {
+                key: payment.key(order.id, "authorize"),
+                reference: id_text(order.id),
+                amount_minor: order.total_minor(),
+                currency: order.currency.clone(),
+                method: payment.method.clone(),
+            };
+            match deps.gateway.authorize(request).await {
+                Ok(view) => {
+                    let mut order = order;
+                    let now = deps.clock.now_ms();
+                    order.payment_seen(
+                        psp_status(view.status),
+                        Some(view.id),
+                        view.decline_code,
+                        now,
+                    );
+                    order
+                }
+                Err(GatewayError::Unavailable(why)) => {
+                    let mut order = transient(deps, order, &why);
+                    order.payment.status = PaymentStatus::Unknown;
+                    order
+                }
+                Err(other) => {
+                    let mut order = order;
+                    let now = deps.clock.now_ms();
+                    order.payment_seen(
+                        PaymentStatus::Declined,
+                        None,
+                        Some(format!("refused: {other}")),
+                        now,
+                    );
+                    order
+                }
+            }
+        }
+        SagaStep::Capture => {
+            let Some(id) = order.payment.payment_id.clone() else {
+                return transient(deps, order, "no payment id to capture");
+            };
+            let key = order.payment.key(order.id, "capture");
+            match deps.gateway.capture(id, key).await {
+                Ok(view) if view.status == PspStatus::Captured => {
+                    let mut order = order;
+                    order.captured(deps.clock.now_ms());
+                    order
+                }
+                Err(GatewayError::Unavailable(why)) => transient(deps, order, &why),
+                Ok(view) => finish_with_status(deps, order, step, &view),
+                Err(other) => {
+                    let mut order = order;
+                    let now = deps.clock.now_ms();
+                    order.payment.status = PaymentStatus::Declined;
+                    order.payment.decline_code = Some(format!("capture refused: {other}"));
+                    order.finish(step, now, "capture refused");
+                    order
+                }
+            }
+        }
+        SagaStep::Commit => {
+            let mut lost = None;
+            for line in &order.lines {
+                let Some(seq) = line.reservation else {
+                    lost = Some(format!("{}: no hold", line.code));
+                    break;
+                };
+                let id = ReservationId {
+                    sku: SkuId(line.sku),
+                    seq,
+                };
+                match engine.commit(id, buyer.clone()).await {
+                    Ok(CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)) => {}
+                    Err(e) if engine_transient(&e) => {
+                        return transient(deps, order, &e.to_string())
+                    }
+                    Err(e) => {
+                        lost = Some(format!("{}: {e}", line.code));
+                        break;
+                    }
+                }
+            }
+            let mut order = order;
+            let now = deps.clock.now_ms();
+            match lost {
+                None => order.committed(now),
+                Some(why) => order.commit_failed(why, now),
+            }
+            order
+        }
+        SagaStep::Void => {
+            let key = order.payment.key(order.id, "void");
+            let payment_id = match order.payment.payment_id.clone() {
+                Some(id) => Some(id),
+                None => match deps
+                    .gateway
+                    .find(order.payment.key(order.id, "authorize"))
+                    .await
+                {
+                    Ok(found) => found.map(|p| p.id),
+                    Err(GatewayError::Unavailable(why)) => return transient(deps, order, &why),
+                    Err(_) => None,
+                },
+            };
+            let mut order = order;
+            let now = deps.clock.now_ms();
+            let Some(payment_id) = payment_id else {
+                // The provider never saw the attempt: nothing to void.
+                order.voided(now);
+                return order;
+            };
+            match deps.gateway.void(payment_id, key).await {
+                Ok(view)
+                    if view.status == PspStatus::Voided || view.status == PspStatus::Declined =>
+                {
+                    order.voided(now);
+                    order
+                }
+                Err(GatewayError::Unavailable(why)) => transient(deps, order, &why),
+                Ok(view) => finish_with_status(deps, order, step, &view),
+                Err(_) => match deps
+                    .gateway
+                    .status(order.payment.payment_id.clone().unwrap_or_default())
+                    .await
+                {
+                    Ok(view) => finish_with_status(deps, order, step, &view),
+                    Err(_) => transient(deps, order, "void refused; status unknown"),
+                },
+            }
+        }
+        SagaStep::Release => {
+            for line in &order.lines {
+                let Some(seq) = line.reservation else {
+                    continue;
+                };
+                let id = ReservationId {
+                    sku: SkuId(line.sku),
+                    seq,
+                };
+                match engine.release(id, buyer.clone()).await {
+                    Ok(_) => {}
+                    Err(e) if engine_transient(&e) => {
+                        return transient(deps, order, &e.to_string())
+                    }
+                    // Expired, or already gone: nothing is held.
+                    Err(e) => {
+                        tracing::debug!(order = %id_text(order.id), error = %e, "hold already gone");
+                    }
+                }
+            }
+            let mut order = order;
+            order.released(deps.clock.now_ms());
+            order
+        }
+        SagaStep::RefundAll => {
+            let Some(id) = order.payment.payment_id.clone() else {
+                let mut order = order;
+                order.refunded_all(deps.clock.now_ms());
+                return order;
+            };
+            let key = order.payment.key(order.id, "refund-all");
+            let amount = order.payment.captured_minor;
+            match deps.gateway.refund(id, amount, key).await {
+                Ok(_) => {
+                    let mut order = order;
+                    order.refunded_all(deps.clock.now_ms());
+                    order
+                }
+                Err(GatewayError::Unavailable(why)) => transient(deps, order, &why),
+                Err(other) => transient(deps, order, &other.to_string()),
+            }
+        }
+        SagaStep::Refund { seller } => refund_seller(deps, &engine, order, seller).await,
+    }
+}
+
+/// The provider answered with a state the step did not expect: take it, and
+/// let the saga decide again from there.
+fn finish_with_status(
+    deps: &OrderDeps,
+    mut order: Order,
+    step: SagaStep,
+    view: &PaymentView,
+) -> Order {
+    let now = deps.clock.now_ms();
+    order.payment.status = psp_status(view.status);
+    if view.status == PspStatus::Captured {
+        order.payment.captured_minor = view.captured_minor;
+    }
+    order.finish(
+        step,
+        now,
+        crate::domain::order::status_text(order.payment.status),
+    );
+    order
+}
+
+async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: BuyerId) -> Order {
+    let ttl_ms = deps.config.orders.hold_ttl_s * 1000;
+    let attempts = order.lines.iter().enumerate().map(|(i, line)| {
+        let engine = engine.clone();
+        let buyer = buyer.clone();
+        let key = format!("order-{:032x}-{i}", order.id);
+        let (sku, quantity, existing) = (SkuId(line.sku), line.quantity, line.reservation);
+        async move {
+            if let Some(seq) = existing {
+                return Ok(seq);
+            }
+            let info = engine.sku_info(sku).ok_or(EngineError::UnknownSku)?;
+            let key = IdempotencyKey::parse(&key).map_err(|_| EngineError::Unavailable)?;
+            let cmd = ReserveCmd {
+                buyer,
+                quantity,
+                ttl_ms,
+                idempotency: Some((key, u64::from(quantity))),
+            };
+            engine
+                .reserve_sku(info, cmd)
+                .await
+                .map(|(_, outcome)| outcome.receipt.seq)
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let holds: Vec<Option<u64>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    let now = deps.clock.now_ms();
+    let permanent = order
+        .lines
+        .iter()
+        .zip(&results)
+        .find_map(|(line, r)| match r {
+            Err(e) if !engine_transient(e) => Some(format!("{}: {}", error_code(e), line.code)),
+            _ => None,
+        });
+    let mut order = order;
+    if let Some(why) = permanent {
+        order.reserve_failed(&holds, why, now);
+        return order;
+    }
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        // Keep what is held (a repeat finds the same holds by key) and retry.
+        for (line, hold) in order.lines.iter_mut().zip(&holds) {
+            if hold.is_some() {
+                line.reservation = *hold;
+            }
+        }
+        return transient(deps, order, &e.to_string());
+    }
+    let holds: Vec<u64> = holds.into_iter().map(Option::unwrap_or_default).collect();
+    order.reserved(&holds, now);
+    order
+}
+
+/// Refunds a seller's part through the provider, then puts its units back
+/// in stock if the seller asked for it.
+async fn refund_seller(
+    deps: &OrderDeps,
+    engine: &Arc<Engine>,
+    order: Order,
+    seller: u128,
+) -> Order {
+    let amount = order.seller_total_minor(seller);
+    let Some(payment_id) = order.payment.payment_id.clone() else {
+        return transient(deps, order, "no payment to refund");
+    };
+    let key = order
+        .payment
+        .key(order.id, &format!("refund-{seller:032x}"));
+    match deps.gateway.refund(payment_id, amount, key).await {
+        Ok(_) => {}
+        Err(GatewayError::Unavailable(why)) => return transient(deps, order, &why),
+        Err(other) => return transient(deps, order, &other.to_string()),
+    }
+    let restock = order
+        .sub_orders
+        .iter()
+        .any(|s| s.seller == seller && s.restock);
+    if restock {
+        let Ok(tenant) = TenantId::parse(&id_text(seller)) else {
+            return transient(deps, order, "bad seller id");
+        };
+        for line in order.lines.iter().filter(|l| l.seller == seller) {
+            let Ok(code) = SkuCode::parse(&line.code) else {
+                continue;
+            };
+            let warehouse = match engine.stock(&code).await {
+                Ok((_, view)) => view.warehouses.keys().next().cloned(),
+                Err(_) => None,
+            };
+            let Some(warehouse) = warehouse.and_then(|w| WarehouseId::parse(&w).ok()) else {
+                continue;
+            };
+            let reason = format!("return of order {}", id_text(order.id));
+            if let Err(error) = engine
+                .adjust_stock(&code, &tenant, warehouse, i64::from(line.quantity), reason)
+                .await
+            {
+                tracing::warn!(order = %id_text(order.id), %error, "restock after a return failed");
+            }
+        }
+    }
+    let mut order = order;
+    order.refunded(seller, deps.clock.now_ms());
+    order
+}

@@ -1,0 +1,1013 @@
+//! Orders and their checkout saga as plain Rust: the order and its
+//! sub-orders (one per seller), the state machine of each, and the saga's
+//! next step. Time is passed in; the actor runs the steps (stock, payment)
+//! and feeds their outcomes back here, logging the order before and after
+//! every step so a restart resumes exactly where it stopped.
+
+use serde::Serialize;
+
+/// Where an order, or one seller's part of it, is.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    Created,
+    Reserved,
+    PaymentPending,
+    Paid,
+    Packed,
+    Shipped,
+    Delivered,
+    ReturnRequested,
+    Refunded,
+    Closed,
+    Cancelled,
+}
+
+impl OrderState {
+    pub const ALL: [OrderState; 11] = [
+        OrderState::Created,
+        OrderState::Reserved,
+        OrderState::PaymentPending,
+        OrderState::Paid,
+        OrderState::Packed,
+        OrderState::Shipped,
+        OrderState::Delivered,
+        OrderState::ReturnRequested,
+        OrderState::Refunded,
+        OrderState::Closed,
+        OrderState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Created => "created",
+            OrderState::Reserved => "reserved",
+            OrderState::PaymentPending => "payment_pending",
+            OrderState::Paid => "paid",
+            OrderState::Packed => "packed",
+            OrderState::Shipped => "shipped",
+            OrderState::Delivered => "delivered",
+            OrderState::ReturnRequested => "return_requested",
+            OrderState::Refunded => "refunded",
+            OrderState::Closed => "closed",
+            OrderState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Paid, and every state a paid order can reach.
+    pub fn is_paid(self) -> bool {
+        self >= OrderState::Paid && self != OrderState::Cancelled
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderState::Refunded | OrderState::Closed | OrderState::Cancelled
+        )
+    }
+
+    /// The moves a seller may make on a sub-order in this state.
+    pub fn seller_moves(self) -> &'static [OrderState] {
+        match self {
+            OrderState::Paid => &[OrderState::Packed],
+            OrderState::Packed => &[OrderState::Shipped],
+            OrderState::Shipped => &[OrderState::Delivered],
+            OrderState::ReturnRequested => &[OrderState::Refunded, OrderState::Closed],
+            _ => &[],
+        }
+    }
+}
+
+/// A step of the checkout saga, or of a compensation.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStep {
+    /// Hold every line's stock (all or nothing).
+    Reserve,
+    Authorize,
+    Capture,
+    /// Turn every hold into a sale.
+    Commit,
+    /// Compensation: cancel an authorisation that will not be captured.
+    Void,
+    /// Compensation: give back every hold; the order ends cancelled.
+    Release,
+    /// Compensation: the whole capture back (the stock could not be committed).
+    RefundAll,
+    /// A seller accepted a return: refund its part (and restock it if asked).
+    Refund {
+        seller: u128,
+    },
+}
+
+impl SagaStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStep::Reserve => "reserve",
+            SagaStep::Authorize => "authorize",
+            SagaStep::Capture => "capture",
+            SagaStep::Commit => "commit",
+            SagaStep::Void => "void",
+            SagaStep::Release => "release",
+            SagaStep::RefundAll => "refund_all",
+            SagaStep::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// What the payment provider last told us about this order's payment.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// No attempt yet (or a new attempt was asked for).
+    None,
+    /// The provider has not decided (asynchronous methods); a webhook will tell.
+    Pending,
+    /// The last call failed without an answer: the attempt's outcome is unknown.
+    Unknown,
+    Authorized,
+    Declined,
+    Captured,
+    Voided,
+    Refunded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Payment {
+    /// 1 for the first attempt; `/pay` starts the next.
+    pub attempt: u32,
+    pub method: String,
+    /// The provider's id for the current attempt, once known.
+    pub payment_id: Option<String>,
+    pub status: PaymentStatus,
+    pub decline_code: Option<String>,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    /// Transient failures in a row of the current step (for back-off).
+    pub failures: u32,
+}
+
+impl Payment {
+    /// Idempotency key of an operation of the current attempt: the same key
+    /// every time the saga repeats it, so a resumed saga never charges twice.
+    pub fn key(&self, order: u128, op: &str) -> String {
+        format!("{order:032x}-{}-{op}", self.attempt)
+    }
+}
+
+/// One line: a SKU, its seller and the price the buyer agreed to.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OrderLine {
+    pub sku: u64,
+    pub code: String,
+    pub seller: u128,
+    pub quantity: u32,
+    pub unit_price_minor: i64,
+    /// The hold, once reserved (its per-SKU sequence number).
+    pub reservation: Option<u64>,
+    /// The hold came from the cart (reserve on add) rather than the saga.
+    pub adopted: bool,
+}
+
+impl OrderLine {
+    pub fn total_minor(&self) -> i64 {
+        self.unit_price_minor * i64::from(self.quantity)
+    }
+}
+
+/// One seller's part of an order, fulfilled on its own.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SubOrder {
+    pub seller: u128,
+    pub state: OrderState,
+    pub tracking: Option<String>,
+    pub history: Vec<(OrderState, u64)>,
+    /// Return accepted with restock: the units go back to stock with the refund.
+    pub restock: bool,
+    pub return_reason: Option<String>,
+    /// The seller accepted the return; the refund step has not finished yet.
+    pub refund_pending: bool,
+    pub refunded_minor: i64,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Started,
+    Completed,
+    Failed,
+}
+
+/// One line of the saga log, kept with the order.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SagaEntry {
+    pub step: SagaStep,
+    pub phase: Phase,
+    pub at_ms: u64,
+    pub detail: String,
+}
+
+/// Why an order was cancelled.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Some line could not be held (out of stock, drop rules, unknown SKU).
+    Rejected,
+    BuyerCancelled,
+    /// No successful payment before the deadline.
+    PaymentTimeout,
+    /// Paid, but a hold was gone before it could be committed: refunded.
+    StockLost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Order {
+    pub id: u128,
+    pub buyer: u128,
+    pub currency: String,
+    pub lines: Vec<OrderLine>,
+    pub sub_orders: Vec<SubOrder>,
+    pub shipping_address: String,
+    pub state: OrderState,
+    pub history: Vec<(OrderState, u64)>,
+    /// The step being run: set (and logged) before it starts, cleared with its outcome.
+    pub pending: Option<SagaStep>,
+    pub saga_log: Vec<SagaEntry>,
+    pub payment: Payment,
+    pub created_at_ms: u64,
+    pub payment_deadline_ms: u64,
+    /// Cancellation asked for (by the buyer or the deadline) and not yet done.
+    pub cancelling: Option<CancelReason>,
+    pub cancel_reason: Option<CancelReason>,
+    /// Why the reserve step failed, for the buyer (e.g. "out_of_stock: TEE-M").
+    pub rejection: Option<String>,
+    /// `(Idempotency-Key, request fingerprint)` it was created with.
+    pub idempotency: Option<(String, u64)>,
+    /// A step failed transiently; the saga waits until then before retrying.
+    pub retry_at_ms: u64,
+}
+
+/// A move the state machine does not allow, with the moves it does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot move from {} to {}", from.as_str(), to)]
+pub struct TransitionError {
+    pub from: OrderState,
+    pub to: String,
+    pub allowed: Vec<OrderState>,
+}
+
+impl TransitionError {
+    fn new(from: OrderState, to: impl Into<String>, allowed: &[OrderState]) -> Self {
+        Self {
+            from,
+            to: to.into(),
+            allowed: allowed.to_vec(),
+        }
+    }
+}
+
+/// What a new order is made of.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: u128,
+    pub buyer: u128,
+    pub currency: String,
+    pub lines: Vec<OrderLine>,
+    pub shipping_address: String,
+    pub payment_method: String,
+    pub now_ms: u64,
+    pub payment_deadline_ms: u64,
+    pub idempotency: Option<(String, u64)>,
+}
+
+/// Saga log entries an order keeps (the newest), so a payment retried many
+/// times cannot grow it without bound.
+pub const SAGA_LOG_MAX: usize = 64;
+
+impl Order {
+    /// A new order: lines grouped into one sub-order per seller, in the
+    /// order the sellers first appear.
+    pub fn new(new: NewOrder) -> Self {
+        let NewOrder {
+            id,
+            buyer,
+            currency,
+            lines,
+            shipping_address,
+            payment_method,
+            now_ms,
+            payment_deadline_ms,
+            idempotency,
+        } = new;
+        let mut sub_orders: Vec<SubOrder> = Vec::new();
+        for line in &lines {
+            if !sub_orders.iter().any(|s| s.seller == line.seller) {
+                sub_orders.push(SubOrder {
+                    seller: line.seller,
+                    state: OrderState::Created,
+                    tracking: None,
+                    history: vec![(OrderState::Created, now_ms)],
+                    restock: false,
+                    return_reason: None,
+                    refund_pending: false,
+                    refunded_minor: 0,
+                });
+            }
+        }
+        Self {
+            id,
+            buyer,
+            currency,
+            lines,
+            sub_orders,
+            shipping_address,
+            state: OrderState::Created,
+            history: vec![(OrderState::Created, now_ms)],
+            pending: None,
+            saga_log: Vec::new(),
+            payment: Payment {
+                attempt: 1,
+                method: payment_method,
+                payment_id: None,
+                status: PaymentStatus::None,
+                decline_code: None,
+                captured_minor: 0,
+                refunded_minor: 0,
+                failures: 0,
+            },
+            created_at_ms: now_ms,
+            payment_deadline_ms,
+            cancelling: None,
+            cancel_reason: None,
+            rejection: None,
+            idempotency,
+            retry_at_ms: 0,
+        }
+    }
+
+    pub fn total_minor(&self) -> i64 {
+        self.lines.iter().map(OrderLine::total_minor).sum()
+    }
+
+    pub fn seller_total_minor(&self, seller: u128) -> i64 {
+        self.lines
+            .iter()
+            .filter(|l| l.seller == seller)
+            .map(OrderLine::total_minor)
+            .sum()
+    }
+
+    pub fn sellers(&self) -> impl Iterator<Item = u128> + '_ {
+        self.sub_orders.iter().map(|s| s.seller)
+    }
+
+    fn log(&mut self, step: SagaStep, phase: Phase, now_ms: u64, detail: impl Into<String>) {
+        if self.saga_log.len() >= SAGA_LOG_MAX {
+            self.saga_log.remove(0);
+        }
+        self.saga_log.push(SagaEntry {
+            step,
+            phase,
+            at_ms: now_ms,
+            detail: detail.into(),
+        });
+    }
+
+    fn move_to(&mut self, to: OrderState, now_ms: u64) {
+        if self.state != to {
+            self.state = to;
+            self.history.push((to, now_ms));
+        }
+    }
+
+    fn move_all_subs(&mut self, to: OrderState, now_ms: u64) {
+        for sub in &mut self.sub_orders {
+            if sub.state != to {
+                sub.state = to;
+                sub.history.push((to, now_ms));
+            }
+        }
+    }
+
+    /// After payment the order follows its sub-orders: a return asked for
+    /// anywhere shows first, then the least advanced open part; once every
+    /// part is final, refunded if any part was.
+    fn follow_sub_orders(&mut self, now_ms: u64) {
+        let subs = &self.sub_orders;
+        let to = if subs.iter().any(|s| s.state == OrderState::ReturnRequested) {
+            OrderState::ReturnRequested
+        } else if let Some(least) = subs
+            .iter()
+            .filter(|s| !s.state.is_final())
+            .map(|s| s.state)
+            .min()
+        {
+            least
+        } else if subs.iter().any(|s| s.state == OrderState::Refunded) {
+            OrderState::Refunded
+        } else {
+            OrderState::Closed
+        };
+        self.move_to(to, now_ms);
+    }
+
+    /// The saga step to run now, if any. `None`: the order waits for someone
+    /// (the buyer's payment retry, a webhook, a seller) or is done.
+    pub fn next_step(&self, now_ms: u64) -> Option<SagaStep> {
+        if let Some(step) = self.pending {
+            return Some(step);
+        }
+        if now_ms < self.retry_at_ms {
+            return None;
+        }
+        match self.state {
+            OrderState::Created => Some(if self.cancelling.is_some() {
+                SagaStep::Release
+            } else {
+                SagaStep::Reserve
+            }),
+            OrderState::Reserved | OrderState::PaymentPending => {
+                let cancel = self.cancelling.is_some() || now_ms >= self.payment_deadline_ms;
+                match self.payment.status {
+                    PaymentStatus::Captured => Some(SagaStep::Commit),
+                    PaymentStatus::Refunded => Some(SagaStep::Release),
+                    PaymentStatus::Authorized => Some(if cancel {
+                        SagaStep::Void
+                    } else {
+                        SagaStep::Capture
+                    }),
+                    PaymentStatus::Pending | PaymentStatus::Unknown if cancel => {
+                        Some(SagaStep::Void)
+                    }
+                    PaymentStatus::Pending => None,
+                    PaymentStatus::Unknown | PaymentStatus::None => Some(if cancel {
+                        SagaStep::Release
+                    } else {
+                        SagaStep::Authorize
+                    }),
+                    PaymentStatus::Declined | PaymentStatus::Voided => {
+                        cancel.then_some(SagaStep::Release)
+                    }
+                }
+            }
+            OrderState::ReturnRequested => self
+                .sub_orders
+                .iter()
+                .find(|s| s.state == OrderState::ReturnRequested && s.refund_pending)
+                .map(|s| SagaStep::Refund { seller: s.seller }),
+            _ => None,
+        }
+    }
+
+    /// Logs a step as started; it stays pending until its outcome is applied.
+    pub fn begin(&mut self, step: SagaStep, now_ms: u64) {
+        if self.pending != Some(step) {
+            self.pending = Some(step);
+            self.log(step, Phase::Started, now_ms, "");
+        }
+    }
+
+    /// Ends a step whose outcome only changed the payment's status: the saga
+    /// decides again from there.
+    pub fn finish(&mut self, step: SagaStep, now_ms: u64, detail: &str) {
+        self.complete(step, now_ms, detail);
+    }
+
+    fn complete(&mut self, step: SagaStep, now_ms: u64, detail: impl Into<String>) {
+        self.pending = None;
+        self.payment.failures = 0;
+        self.retry_at_ms = 0;
+        self.log(step, Phase::Completed, now_ms, detail);
+    }
+
+    /// The step failed for a reason that may pass: it stays pending and is
+    /// tried again after `backoff_ms`.
+    pub fn step_failed_transiently(&mut self, now_ms: u64, backoff_ms: u64, detail: &str) {
+        let Some(step) = self.pending else { return };
+        self.payment.failures = self.payment.failures.saturating_add(1);
+        self.retry_at_ms = now_ms + backoff_ms;
+        self.log(step, Phase::Failed, now_ms, detail);
+    }
+
+    /// Every line is held: the order waits for its payment.
+    pub fn reserved(&mut self, holds: &[u64], now_ms: u64) {
+        for (line, seq) in self.lines.iter_mut().zip(holds) {
+            line.reservation = Some(*seq);
+        }
+        self.complete(SagaStep::Reserve, now_ms, "");
+        self.move_to(OrderState::Reserved, now_ms);
+        self.move_all_subs(OrderState::Reserved, now_ms);
+        self.move_to(OrderState::PaymentPending, now_ms);
+        self.move_all_subs(OrderState::PaymentPending, now_ms);
+    }
+
+    /// Some line could not be held: what was held goes back, the order is rejected.
+    pub fn reserve_failed(&mut self, holds: &[Option<u64>], why: String, now_ms: u64) {
+        for (line, seq) in self.lines.iter_mut().zip(holds) {
+            if seq.is_some() {
+                line.reservation = *seq;
+            }
+        }
+        self.rejection = Some(why.clone());
+        self.complete(SagaStep::Reserve, now_ms, why);
+        self.pending = Some(SagaStep::Release);
+        self.cancelling = Some(CancelReason::Rejected);
+    }
+
+    /// The outcome of an authorisation (or what a webhook or a status query says).
+    pub fn payment_seen(
+        &mut self,
+        status: PaymentStatus,
+        payment_id: Option<String>,
+        decline_code: Option<String>,
+        now_ms: u64,
+    ) {
+        if payment_id.is_some() {
+            self.payment.payment_id = payment_id;
+        }
+        if status == PaymentStatus::Declined {
+            self.payment.decline_code = decline_code;
+        }
+        self.payment.status = status;
+        if self.pending == Some(SagaStep::Authorize) {
+            self.complete(SagaStep::Authorize, now_ms, status_text(status));
+        }
+    }
+
+    pub fn captured(&mut self, now_ms: u64) {
+        self.payment.status = PaymentStatus::Captured;
+        self.payment.captured_minor = self.total_minor();
+        self.complete(SagaStep::Capture, now_ms, "");
+    }
+
+    /// Every hold is a sale: the order is paid.
+    pub fn committed(&mut self, now_ms: u64) {
+        self.complete(SagaStep::Commit, now_ms, "");
+        self.move_to(OrderState::Paid, now_ms);
+        self.move_all_subs(OrderState::Paid, now_ms);
+    }
+
+    /// Paid, but a hold was gone: the whole payment goes back.
+    pub fn commit_failed(&mut self, why: String, now_ms: u64) {
+        self.complete(SagaStep::Commit, now_ms, why);
+        self.pending = Some(SagaStep::RefundAll);
+        self.cancelling = Some(CancelReason::StockLost);
+    }
+
+    pub fn refunded_all(&mut self, now_ms: u64) {
+        self.payment.status = PaymentStatus::Refunded;
+        self.payment.refunded_minor = self.payment.captured_minor;
+        self.complete(SagaStep::RefundAll, now_ms, "");
+    }
+
+    pub fn voided(&mut self, now_ms: u64) {
+        self.payment.status = PaymentStatus::Voided;
+        self.complete(SagaStep::Void, now_ms, "");
+    }
+
+    /// Every hold is back: the order ends cancelled.
+    pub fn released(&mut self, now_ms: u64) {
+        self.complete(SagaStep::Release, now_ms, "");
+        let reason = self
+            .cancelling
+            .take()
+            .unwrap_or(if now_ms >= self.payment_deadline_ms {
+                CancelReason::PaymentTimeout
+            } else {
+                CancelReason::BuyerCancelled
+            });
+        self.cancel_reason = Some(reason);
+        self.move_to(OrderState::Cancelled, now_ms);
+        self.move_all_subs(OrderState::Cancelled, now_ms);
+    }
+
+    /// The buyer cancels: allowed until the order is paid and while no
+    /// capture is under way.
+    pub fn request_cancel(&mut self) -> Result<(), TransitionError> {
+        let capturing = matches!(
+            self.pending,
+            Some(SagaStep::Capture | SagaStep::Commit | SagaStep::RefundAll)
+        ) || self.payment.status == PaymentStatus::Captured;
+        if self.state.is_paid() || self.state == OrderState::Cancelled || capturing {
+            return Err(TransitionError::new(
+                self.state,
+                OrderState::Cancelled.as_str(),
+                &[],
+            ));
+        }
+        self.cancelling.get_or_insert(CancelReason::BuyerCancelled);
+        Ok(())
+    }
+
+    /// The buyer pays again (another method) after a decline.
+    pub fn retry_payment(&mut self, method: String, now_ms: u64) -> Result<(), TransitionError> {
+        let retryable = self.state == OrderState::PaymentPending
+            && self.cancelling.is_none()
+            && self.pending.is_none()
+            && now_ms < self.payment_deadline_ms
+            && matches!(
+                self.payment.status,
+                PaymentStatus::Declined | PaymentStatus::Voided
+            );
+        if !retryable {
+            return Err(TransitionError::new(self.state, "payment_retry", &[]));
+        }
+        self.payment.attempt += 1;
+        self.payment.method = method;
+        self.payment.payment_id = None;
+        self.payment.decline_code = None;
+        self.payment.status = PaymentStatus::None;
+        Ok(())
+    }
+
+    /// A seller moves its sub-order (packed, shipped, delivered; or, on a
+    /// return, refunded or closed).
+    pub fn fulfil(
+        &mut self,
+        seller: u128,
+        to: OrderState,
+        tracking: Option<String>,
+        restock: bool,
+        now_ms: u64,
+    ) -> Result<(), FulfilError> {
+        let sub = self
+            .sub_orders
+            .iter_mut()
+            .find(|s| s.seller == seller)
+            .ok_or(FulfilError::NotYours)?;
+        let allowed = sub.state.seller_moves();
+        if !allowed.contains(&to) || sub.refund_pending {
+            return Err(FulfilError::Transition(TransitionError::new(
+                sub.state,
+                to.as_str(),
+                allowed,
+            )));
+        }
+        if to == OrderState::Refunded {
+            // The refund runs as a saga step; the sub-order moves once it is done.
+            sub.refund_pending = true;
+            sub.restock = restock;
+            return Ok(());
+        }
+        if tracking.is_some() {
+            sub.tracking = tracking;
+        }
+        sub.state = to;
+        sub.history.push((to, now_ms));
+        self.follow_sub_orders(now_ms);
+        Ok(())
+    }
+
+    /// The buyer asks to return what was delivered, within `window_ms` of delivery.
+    pub fn request_return(
+        &mut self,
+        reason: String,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<u128>, TransitionError> {
+        let mut asked = Vec::new();
+        for sub in &mut self.sub_orders {
+            let delivered_at = sub
+                .history
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == OrderState::Delivered)
+                .map(|(_, at)| *at);
+            if sub.state == OrderState::Delivered
+                && delivered_at.is_some_and(|at| now_ms <= at + window_ms)
+            {
+                sub.state = OrderState::ReturnRequested;
+                sub.history.push((OrderState::ReturnRequested, now_ms));
+                sub.return_reason = Some(reason.clone());
+                asked.push(sub.seller);
+            }
+        }
+        if asked.is_empty() {
+            return Err(TransitionError::new(
+                self.state,
+                OrderState::ReturnRequested.as_str(),
+                &[],
+            ));
+        }
+        self.follow_sub_orders(now_ms);
+        Ok(asked)
+    }
+
+    /// A seller's part was refunded through the gateway.
+    pub fn refunded(&mut self, seller: u128, now_ms: u64) {
+        let amount = self.seller_total_minor(seller);
+        if let Some(sub) = self.sub_orders.iter_mut().find(|s| s.seller == seller) {
+            sub.refunded_minor = amount;
+            sub.refund_pending = false;
+            sub.state = OrderState::Refunded;
+            sub.history.push((OrderState::Refunded, now_ms));
+        }
+        self.payment.refunded_minor += amount;
+        self.complete(SagaStep::Refund { seller }, now_ms, "");
+        self.follow_sub_orders(now_ms);
+    }
+
+    /// Delivered parts whose return window has passed are closed.
+    pub fn close_expired_returns(&mut self, window_ms: u64, now_ms: u64) -> bool {
+        let mut changed = false;
+        for sub in &mut self.sub_orders {
+            let delivered_at = sub
+                .history
+                .last()
+                .filter(|(s, _)| *s == OrderState::Delivered)
+                .map(|(_, at)| *at);
+            if delivered_at.is_some_and(|at| now_ms > at + window_ms) {
+                sub.state = OrderState::Closed;
+                sub.history.push((OrderState::Closed, now_ms));
+                changed = true;
+            }
+        }
+        if changed {
+            self.follow_sub_orders(now_ms);
+        }
+        changed
+    }
+
+    /// Nothing left for the saga to do, ever.
+    pub fn settled(&self) -> bool {
+        self.pending.is_none()
+            && (self.state == OrderState::Cancelled || self.state.is_paid())
+            && !matches!(self.state, OrderState::ReturnRequested)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FulfilError {
+    #[error("this order has no part sold by your store")]
+    NotYours,
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+}
+
+pub fn status_text(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::None => "none",
+        PaymentStatus::Pending => "pending",
+        PaymentStatus::Unknown => "unknown",
+        PaymentStatus::Authorized => "authorized",
+        PaymentStatus::Declined => "declined",
+        PaymentStatus::Captured => "captured",
+        PaymentStatus::Voided => "voided",
+        PaymentStatus::Refunded => "refunded",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(sellers: &[u128]) -> Order {
+        let lines = sellers
+            .iter()
+            .enumerate()
+            .map(|(i, seller)| OrderLine {
+                sku: i as u64 + 1,
+                code: format!("SKU-{i}"),
+                seller: *seller,
+                quantity: 2,
+                unit_price_minor: 500,
+                reservation: None,
+                adopted: false,
+            })
+            .collect();
+        Order::new(NewOrder {
+            id: 9,
+            buyer: 7,
+            currency: "EUR".into(),
+            lines,
+            shipping_address: "1 Main St".into(),
+            payment_method: "pm_card_visa".into(),
+            now_ms: 1_000,
+            payment_deadline_ms: 61_000,
+            idempotency: None,
+        })
+    }
+
+    fn run_to_paid(o: &mut Order) {
+        assert_eq!(o.next_step(1_000), Some(SagaStep::Reserve));
+        o.begin(SagaStep::Reserve, 1_000);
+        let holds: Vec<u64> = (0..o.lines.len() as u64).collect();
+        o.reserved(&holds, 1_100);
+        assert_eq!(o.state, OrderState::PaymentPending);
+        assert_eq!(o.next_step(1_100), Some(SagaStep::Authorize));
+        o.begin(SagaStep::Authorize, 1_100);
+        o.payment_seen(PaymentStatus::Authorized, Some("pay_1".into()), None, 1_200);
+        assert_eq!(o.next_step(1_200), Some(SagaStep::Capture));
+        o.begin(SagaStep::Capture, 1_200);
+        o.captured(1_300);
+        assert_eq!(o.next_step(1_300), Some(SagaStep::Commit));
+        o.begin(SagaStep::Commit, 1_300);
+        o.committed(1_400);
+    }
+
+    #[test]
+    fn the_happy_path_logs_every_step_and_groups_sellers() {
+        let mut o = order(&[1, 2, 1]);
+        assert_eq!(o.sub_orders.len(), 2);
+        assert_eq!(o.total_minor(), 3_000);
+        run_to_paid(&mut o);
+        assert_eq!(o.state, OrderState::Paid);
+        assert!(o.sub_orders.iter().all(|s| s.state == OrderState::Paid));
+        assert_eq!(o.next_step(2_000), None);
+        let steps: Vec<_> = o.saga_log.iter().map(|e| (e.step, e.phase)).collect();
+        assert_eq!(steps.len(), 8, "{steps:?}");
+        assert!(o
+            .saga_log
+            .chunks(2)
+            .all(|pair| pair[0].phase == Phase::Started
+                && pair[1].phase == Phase::Completed
+                && pair[0].step == pair[1].step));
+        assert_eq!(o.payment.captured_minor, 3_000);
+        assert!(o.settled());
+    }
+
+    #[test]
+    fn a_pending_step_is_what_a_restart_runs_again() {
+        let mut o = order(&[1]);
+        o.begin(SagaStep::Reserve, 1_000);
+        assert_eq!(o.next_step(999_999), Some(SagaStep::Reserve));
+        o.step_failed_transiently(1_000, 500, "unavailable");
+        assert_eq!(o.next_step(1_200), Some(SagaStep::Reserve));
+    }
+
+    #[test]
+    fn a_failed_reservation_releases_what_was_held_and_cancels() {
+        let mut o = order(&[1, 2]);
+        o.begin(SagaStep::Reserve, 1_000);
+        o.reserve_failed(&[Some(4), None], "out_of_stock: SKU-1".into(), 1_100);
+        assert_eq!(o.lines[0].reservation, Some(4));
+        assert_eq!(o.next_step(1_100), Some(SagaStep::Release));
+        o.released(1_200);
+        assert_eq!(o.state, OrderState::Cancelled);
+        assert_eq!(o.cancel_reason, Some(CancelReason::Rejected));
+        assert!(o.settled());
+    }
+
+    #[test]
+    fn a_decline_waits_for_a_retry_until_the_deadline() {
+        let mut o = order(&[1]);
+        o.begin(SagaStep::Reserve, 1_000);
+        o.reserved(&[1], 1_000);
+        o.begin(SagaStep::Authorize, 1_000);
+        o.payment_seen(
+            PaymentStatus::Declined,
+            Some("p".into()),
+            Some("card_declined".into()),
+            1_100,
+        );
+        assert_eq!(o.next_step(1_100), None);
+        assert!(o.retry_payment("pm_card_visa".into(), 1_200).is_ok());
+        assert_eq!(o.payment.attempt, 2);
+        assert_ne!(o.payment.key(o.id, "authorize"), {
+            let mut first = o.payment.clone();
+            first.attempt = 1;
+            first.key(o.id, "authorize")
+        });
+        assert_eq!(o.next_step(1_200), Some(SagaStep::Authorize));
+        o.begin(SagaStep::Authorize, 1_200);
+        o.payment_seen(PaymentStatus::Declined, None, Some("x".into()), 1_300);
+        assert_eq!(o.next_step(61_000), Some(SagaStep::Release));
+        o.begin(SagaStep::Release, 61_000);
+        o.released(61_000);
+        assert_eq!(o.cancel_reason, Some(CancelReason::PaymentTimeout));
+    }
+
+    #[test]
+    fn cancelling_an_authorised_order_voids_then_releases() {
+        let mut o = order(&[1]);
+        o.begin(SagaStep::Reserve, 1_000);
+        o.reserved(&[1], 1_000);
+        o.begin(SagaStep::Authorize, 1_000);
+        o.payment_seen(PaymentStatus::Authorized, Some("p".into()), None, 1_000);
+        o.request_cancel().unwrap();
+        assert_eq!(o.next_step(1_000), Some(SagaStep::Void));
+        o.begin(SagaStep::Void, 1_000);
+        o.voided(1_000);
+        assert_eq!(o.next_step(1_000), Some(SagaStep::Release));
+        o.begin(SagaStep::Release, 1_000);
+        o.released(1_000);
+        assert_eq!(o.cancel_reason, Some(CancelReason::BuyerCancelled));
+        assert!(o.request_cancel().is_err());
+    }
+
+    #[test]
+    fn fulfilment_follows_the_state_machine_and_the_order_follows_its_parts() {
+        let mut o = order(&[1, 2]);
+        run_to_paid(&mut o);
+        let err = o
+            .fulfil(1, OrderState::Shipped, None, false, 2_000)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FulfilError::Transition(TransitionError::new(
+                OrderState::Paid,
+                "shipped",
+                &[OrderState::Packed]
+            ))
+        );
+        assert_eq!(
+            o.fulfil(3, OrderState::Packed, None, false, 2_000),
+            Err(FulfilError::NotYours)
+        );
+        for to in [
+            OrderState::Packed,
+            OrderState::Shipped,
+            OrderState::Delivered,
+        ] {
+            o.fulfil(1, to, Some("TRK".into()), false, 2_000).unwrap();
+        }
+        assert_eq!(o.state, OrderState::Paid, "seller 2 has not moved");
+        for to in [
+            OrderState::Packed,
+            OrderState::Shipped,
+            OrderState::Delivered,
+        ] {
+            o.fulfil(2, to, None, false, 3_000).unwrap();
+        }
+        assert_eq!(o.state, OrderState::Delivered);
+        assert!(o.request_return("too big".into(), 1_000, 5_000).is_err());
+        assert_eq!(
+            o.request_return("too big".into(), 10_000, 5_000),
+            Ok(vec![1, 2])
+        );
+        assert_eq!(o.state, OrderState::ReturnRequested);
+        o.fulfil(2, OrderState::Closed, None, false, 6_000).unwrap();
+        o.fulfil(1, OrderState::Refunded, None, true, 6_000)
+            .unwrap();
+        assert_eq!(o.next_step(6_000), Some(SagaStep::Refund { seller: 1 }));
+        o.begin(SagaStep::Refund { seller: 1 }, 6_000);
+        o.refunded(1, 6_100);
+        assert_eq!(o.state, OrderState::Refunded);
+        assert_eq!(o.payment.refunded_minor, 1_000);
+        assert!(o.settled());
+    }
+
+    #[test]
+    fn delivered_parts_close_when_the_return_window_passes() {
+        let mut o = order(&[1]);
+        run_to_paid(&mut o);
+        for to in [
+            OrderState::Packed,
+            OrderState::Shipped,
+            OrderState::Delivered,
+        ] {
+            o.fulfil(1, to, None, false, 2_000).unwrap();
+        }
+        assert!(!o.close_expired_returns(1_000, 3_000));
+        assert!(o.close_expired_returns(1_000, 3_001));
+        assert_eq!(o.state, OrderState::Closed);
+    }
+
+    #[test]
+    fn a_lost_hold_after_capture_refunds_everything() {
+        let mut o = order(&[1]);
+        o.begin(SagaStep::Reserve, 1_000);
+        o.reserved(&[1], 1_000);
+        o.begin(SagaStep::Authorize, 1_000);
+        o.payment_seen(PaymentStatus::Authorized, Some("p".into()), None, 1_000);
+        o.begin(SagaStep::Capture, 1_000);
+        o.captured(1_000);
+        assert!(
+            o.request_cancel().is_err(),
+            "a captured order is not cancelled by the buyer"
+        );
+        o.begin(SagaStep::Commit, 1_000);
+        o.commit_failed("reservation_expired".into(), 1_000);
+        assert_eq!(o.next_step(1_000), Some(SagaStep::RefundAll));
+        o.refunded_all(1_000);
+        assert_eq!(o.next_step(1_000), Some(SagaStep::Release));
+        o.begin(SagaStep::Release, 1_000);
+        o.released(1_000);
+        assert_eq!(o.cancel_reason, Some(CancelReason::StockLost));
+    }
+}

@@ -1,0 +1,851 @@
+//! Order routes: a shopper places an order (its saga runs on), reads it,
+//! cancels it, pays again after a decline and asks for a return; a seller
+//! moves its part through fulfilment; the payment provider's webhooks land
+//! here, verified and reconciled with each order's saga.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::actors::directory::actor_of_caller;
+use crate::actors::orders::{ItemRequest, OrderDraft, Orders};
+use crate::actors::AuditDraft;
+use crate::auth::Caller;
+use crate::clock::rfc3339_ms;
+use crate::domain::identity::{id_text, parse_id, Role};
+use crate::domain::order::{status_text, Order, OrderState};
+use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
+use crate::payments::signature;
+
+use super::error::{ApiError, ErrorKind, Problem};
+use super::extract::{AppState, Authenticated, Correlation, IdempotencyHeader, Live, Shopper};
+use super::tenants::page_limit;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    #[schema(example = "TEE-BLK-M")]
+    pub sku: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderBody {
+    pub items: Vec<ItemBody>,
+    pub shipping_address: String,
+    /// A payment method token of the provider (sandbox: `pm_card_visa`,
+    /// `pm_card_declined`, `pm_async`, `pm_no_response`, ...).
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateAtBody {
+    pub state: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineBody {
+    pub sku: String,
+    pub seller_id: String,
+    pub quantity: u32,
+    /// Minor units of the order's currency, as agreed at checkout.
+    pub unit_price: i64,
+    /// The stock hold of this line, once reserved.
+    pub reservation_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubOrderBody {
+    pub seller_id: String,
+    /// paid, packed, shipped, delivered, return_requested, refunded, closed, ...
+    pub state: String,
+    pub tracking: Option<String>,
+    pub total: i64,
+    pub refunded: i64,
+    pub return_reason: Option<String>,
+    pub history: Vec<StateAtBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentBody {
+    pub attempt: u32,
+    pub method: String,
+    /// none, pending, unknown, authorized, declined, captured, voided, refunded
+    pub status: String,
+    pub decline_code: Option<String>,
+    pub captured: i64,
+    pub refunded: i64,
+    pub deadline: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaEntryBody {
+    pub step: String,
+    /// started, completed or failed
+    pub phase: String,
+    pub at: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderBody {
+    pub order_id: String,
+    pub buyer_id: String,
+    #[schema(example = "payment_pending")]
+    pub state: String,
+    pub currency: String,
+    pub total: i64,
+    pub lines: Vec<LineBody>,
+    pub sub_orders: Vec<SubOrderBody>,
+    pub payment: PaymentBody,
+    pub shipping_address: String,
+    /// rejected, buyer_cancelled, payment_timeout or stock_lost (cancelled orders).
+    pub cancel_reason: Option<String>,
+    /// Why the stock could not be held (rejected orders).
+    pub rejection: Option<String>,
+    /// The saga step under way, if any.
+    pub pending_step: Option<String>,
+    pub history: Vec<StateAtBody>,
+    pub saga: Vec<SagaEntryBody>,
+    pub created_at: String,
+}
+
+fn states(history: &[(OrderState, u64)]) -> Vec<StateAtBody> {
+    history
+        .iter()
+        .map(|(s, at)| StateAtBody {
+            state: s.as_str().to_owned(),
+            at: rfc3339_ms(*at),
+        })
+        .collect()
+}
+
+fn json_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl OrderBody {
+    /// The order as `seller` sees it (its own part only), or whole (`None`).
+    pub fn new(order: &Order, seller: Option<u128>) -> Self {
+        let mine = |s: u128| seller.is_none_or(|me| me == s);
+        Self {
+            order_id: id_text(order.id),
+            buyer_id: id_text(order.buyer),
+            state: order.state.as_str().to_owned(),
+            currency: order.currency.clone(),
+            total: order.total_minor(),
+            lines: order
+                .lines
+                .iter()
+                .filter(|l| mine(l.seller))
+                .map(|l| LineBody {
+                    sku: l.code.clone(),
+                    seller_id: id_text(l.seller),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price_minor,
+                    reservation_id: l.reservation.map(|seq| {
+                        ReservationId {
+                            sku: SkuId(l.sku),
+                            seq,
+                        }
+                        .to_string()
+                    }),
+                })
+                .collect(),
+            sub_orders: order
+                .sub_orders
+                .iter()
+                .filter(|s| mine(s.seller))
+                .map(|s| SubOrderBody {
+                    seller_id: id_text(s.seller),
+                    state: s.state.as_str().to_owned(),
+                    tracking: s.tracking.clone(),
+                    total: order.seller_total_minor(s.seller),
+                    refunded: s.refunded_minor,
+                    return_reason: s.return_reason.clone(),
+                    history: states(&s.history),
+                })
+                .collect(),
+            payment: PaymentBody {
+                attempt: order.payment.attempt,
+                method: order.payment.method.clone(),
+                status: status_text(order.payment.status).to_owned(),
+                decline_code: order.payment.decline_code.clone(),
+                captured: order.payment.captured_minor,
+                refunded: order.payment.refunded_minor,
+                deadline: rfc3339_ms(order.payment_deadline_ms),
+            },
+            shipping_address: order.shipping_address.clone(),
+            cancel_reason: order.cancel_reason.map(|r| json_name(&r)),
+            rejection: order.rejection.clone(),
+            pending_step: order.pending.map(|s| s.as_str().to_owned()),
+            history: states(&order.history),
+            saga: order
+                .saga_log
+                .iter()
+                .map(|e| SagaEntryBody {
+                    step: e.step.as_str().to_owned(),
+                    phase: json_name(&e.phase),
+                    at: rfc3339_ms(e.at_ms),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+            created_at: rfc3339_ms(order.created_at_ms),
+        }
+    }
+}
+
+fn order_id(raw: &str) -> Result<u128, ApiError> {
+    parse_id(raw).ok_or_else(|| ApiError::new(ErrorKind::OrderNotFound, "no such order"))
+}
+
+/// `Prefer: wait=N` (RFC 7240): wait up to N seconds for the saga to settle.
+fn preferred_wait(req: &HttpRequest, max_ms: u64) -> Option<Duration> {
+    let prefer = req.headers().get("prefer")?.to_str().ok()?;
+    let seconds = prefer
+        .split(',')
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .find_map(|v| v.trim().parse::<u64>().ok())?;
+    Some(Duration::from_millis((seconds * 1000).min(max_ms)))
+}
+
+/// Checks the shape of a new order against `[orders]`.
+pub fn validate_order(
+    state: &AppState,
+    items: &[(String, u32)],
+    address: &str,
+    method: &str,
+) -> Result<Vec<ItemRequest>, ApiError> {
+    let limits = &state.config.orders;
+    let mut errors = Vec::new();
+    if items.is_empty() || items.len() > limits.lines_max {
+        errors.push(InvalidField::new(
+            "items",
+            format!("must hold 1..={} lines", limits.lines_max),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    for (sku, quantity) in items {
+        match SkuCode::parse(sku) {
+            Ok(code) => {
+                if !seen.insert(code.as_str().to_owned()) {
+                    errors.push(InvalidField::new("items", format!("{sku} appears twice")));
+                }
+                parsed.push(ItemRequest {
+                    sku: code,
+                    quantity: *quantity,
+                    reservation: None,
+                });
+            }
+            Err(e) => errors.push(InvalidField::new("items.sku", e.reason)),
+        }
+        if *quantity == 0 || *quantity > limits.quantity_max {
+            errors.push(InvalidField::new(
+                "items.quantity",
+                format!("must be 1..={}", limits.quantity_max),
+            ));
+        }
+    }
+    let address_chars = address.trim().chars().count();
+    if address_chars == 0 || address_chars > limits.shipping_address_max_chars {
+        errors.push(InvalidField::new(
+            "shipping_address",
+            format!(
+                "must be 1..={} characters",
+                limits.shipping_address_max_chars
+            ),
+        ));
+    }
+    if !valid_method(method) {
+        errors.push(InvalidField::new(
+            "payment_method",
+            "must be a payment method token: pm_ followed by 1..=60 letters, digits or _",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+pub fn valid_method(method: &str) -> bool {
+    method.strip_prefix("pm_").is_some_and(|rest| {
+        (1..=60).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// Answers a placed (or replayed) order: 202 while the saga runs, with
+/// `Location`; `Prefer: wait=N` waits for the saga first.
+pub async fn placed(
+    orders: &std::sync::Arc<Orders>,
+    req: &HttpRequest,
+    state: &AppState,
+    order: Order,
+    replayed: bool,
+) -> Result<HttpResponse, ApiError> {
+    let order = match preferred_wait(req, state.config.orders.reply_wait_ms) {
+        Some(wait) => orders.settle(order.id, wait).await?,
+        None => order,
+    };
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/orders/{}", id_text(order.id)),
+        ))
+        .insert_header((
+            "Idempotent-Replayed",
+            if replayed { "true" } else { "false" },
+        ))
+        .json(OrderBody::new(&order, None)))
+}
+
+/// Place an order directly (without a cart). The saga runs on: it holds
+/// every line's stock (all or nothing), authorises and captures the payment,
+/// then commits the stock; the order ends `paid` or `cancelled`. Answers 202
+/// once the order is durable; `Prefer: wait=N` waits up to N s for the saga.
+/// An `Idempotency-Key` makes a retry answer the same order.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    request_body = NewOrderBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header),
+        ("Prefer" = Option<String>, Header, description = "wait=N: wait up to N seconds for the saga"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = OrderBody, headers(("Location" = String), ("Idempotent-Replayed" = String))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "sku_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_order(
+    req: HttpRequest,
+    shopper: Shopper,
+    engine: Live,
+    state: web::Data<AppState>,
+    key: IdempotencyHeader,
+    body: web::Json<NewOrderBody>,
+) -> Result<HttpResponse, ApiError> {
+    let items: Vec<(String, u32)> = body
+        .items
+        .iter()
+        .map(|i| (i.sku.clone(), i.quantity))
+        .collect();
+    let parsed = validate_order(&state, &items, &body.shipping_address, &body.payment_method)?;
+    state
+        .admission
+        .charge_buyer(shopper.caller.user, engine.0.clock().now_ms())?;
+    let fingerprint = {
+        let mut parts: Vec<Vec<u8>> = items
+            .iter()
+            .map(|(s, q)| [s.as_bytes(), &q.to_le_bytes()].concat())
+            .collect();
+        parts.push(body.shipping_address.as_bytes().to_vec());
+        parts.push(body.payment_method.as_bytes().to_vec());
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        stable_hash(&refs)
+    };
+    let draft = OrderDraft {
+        buyer: shopper.caller.user,
+        items: parsed,
+        shipping_address: body.shipping_address.trim().to_owned(),
+        payment_method: body.payment_method.clone(),
+        idempotency: key.0.map(|k| (k.into_inner(), fingerprint)),
+    };
+    let orders = engine.0.orders();
+    let (order, replayed) = orders.place(draft).await?;
+    placed(orders, &req, &state, order, replayed).await
+}
+
+/// Who may read an order: its buyer, a seller of one of its parts (that part
+/// only), or a platform admin.
+fn reader_view(caller: &Caller, order: &Order) -> Option<OrderBody> {
+    if caller.user == order.buyer || caller.role == Role::PlatformAdmin {
+        return Some(OrderBody::new(order, None));
+    }
+    match (caller.role.is_seller(), caller.tenant) {
+        (true, Some(tenant)) if order.sellers().any(|s| s == tenant) => {
+            Some(OrderBody::new(order, Some(tenant)))
+        }
+        _ => None,
+    }
+}
+
+/// An order with its parts, payment, state history and saga log.
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "order_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order(
+    caller: Authenticated,
+    engine: Live,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let order = engine.0.orders().get(id);
+    order
+        .as_ref()
+        .and_then(|o| reader_view(&caller.0, o))
+        .map(|body| HttpResponse::Ok().json(body))
+        .ok_or_else(|| ApiError::new(ErrorKind::OrderNotFound, "no such order"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPageBody {
+    pub items: Vec<OrderBody>,
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's orders, newest first: a shopper's own; for a seller, its
+/// store's (its parts only).
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders",
+    params(
+        ("limit" = Option<usize>, Query, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderPageBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_orders(
+    caller: Authenticated,
+    engine: Live,
+    query: web::Query<OrdersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let before = match &query.cursor {
+        None => None,
+        Some(raw) => {
+            Some(parse_id(raw).ok_or_else(|| InvalidField::new("cursor", "not a cursor"))?)
+        }
+    };
+    let caller = caller.0;
+    let seller = caller.role.is_seller().then_some(caller.tenant).flatten();
+    let page = match seller {
+        Some(tenant) => engine
+            .0
+            .orders()
+            .page(None, Some(tenant), before, limit + 1),
+        None => engine
+            .0
+            .orders()
+            .page(Some(caller.user), None, before, limit + 1),
+    };
+    let more = page.len() > limit;
+    let items: Vec<OrderBody> = page
+        .iter()
+        .take(limit)
+        .map(|o| OrderBody::new(o, seller))
+        .collect();
+    let next_cursor = more
+        .then(|| items.last().map(|o| o.order_id.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(OrderPageBody { items, next_cursor }))
+}
+
+async fn audit(
+    engine: &Live,
+    caller: &Caller,
+    action: &'static str,
+    order: &Order,
+    before: OrderState,
+    tenant: Option<u128>,
+    correlation: Correlation,
+) -> Result<(), ApiError> {
+    engine
+        .0
+        .directory()
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(caller)),
+            action,
+            format!("order:{}", id_text(order.id)),
+        )
+        .tenant(tenant)
+        .before(serde_json::json!({"state": before.as_str()}).to_string())
+        .after(serde_json::json!({"state": order.state.as_str()}).to_string())
+        .correlation(correlation.0)])
+        .await?;
+    Ok(())
+}
+
+/// Cancel an order before it is paid: the payment is voided and every hold
+/// released. Once paid (or while the capture runs) it is 409 `invalid_transition`.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_order(
+    shopper: Shopper,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let orders = engine.0.orders();
+    let before = orders.get(id).map(|o| o.state);
+    let order = orders.cancel(id, shopper.caller.user).await?;
+    let before = before.unwrap_or(order.state);
+    audit(
+        &engine,
+        &shopper.caller,
+        "order.cancel",
+        &order,
+        before,
+        None,
+        correlation,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayBody {
+    #[schema(example = "pm_card_visa")]
+    pub payment_method: String,
+}
+
+/// Pay again after a decline, with another method: the order keeps its
+/// holds and its place until the payment deadline.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/pay", tag = "orders",
+    request_body = PayBody,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition: not waiting for a new payment", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn pay_order(
+    shopper: Shopper,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+    body: web::Json<PayBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    if !valid_method(&body.payment_method) {
+        return Err(
+            InvalidField::new("payment_method", "must be a payment method token (pm_...)").into(),
+        );
+    }
+    let orders = engine.0.orders();
+    let before = orders.get(id).map(|o| o.state);
+    let order = orders
+        .pay(id, shopper.caller.user, body.payment_method.clone())
+        .await?;
+    let before = before.unwrap_or(order.state);
+    audit(
+        &engine,
+        &shopper.caller,
+        "order.pay",
+        &order,
+        before,
+        None,
+        correlation,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnBody {
+    pub reason: String,
+}
+
+/// Ask to return every delivered part within the return window; each seller
+/// then accepts (`refunded`, optionally restocking) or refuses (`closed`).
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/returns", tag = "orders",
+    request_body = ReturnBody,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition: nothing delivered within the window", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn request_return(
+    shopper: Shopper,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+    body: web::Json<ReturnBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let chars = body.reason.trim().chars().count();
+    if chars == 0 || chars > 500 {
+        return Err(InvalidField::new("reason", "must be 1..=500 characters").into());
+    }
+    let orders = engine.0.orders();
+    let before = orders.get(id).map(|o| o.state);
+    let order = orders
+        .request_return(id, shopper.caller.user, body.reason.trim().to_owned())
+        .await?;
+    let before = before.unwrap_or(order.state);
+    audit(
+        &engine,
+        &shopper.caller,
+        "order.return_requested",
+        &order,
+        before,
+        None,
+        correlation,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FulfillmentBody {
+    /// packed, shipped, delivered; on a return: refunded (accept) or closed (refuse).
+    #[schema(example = "shipped")]
+    pub state: String,
+    pub tracking: Option<String>,
+    /// With `refunded`: put the returned units back in stock.
+    #[serde(default)]
+    pub restock: bool,
+}
+
+/// A seller moves its part of an order: paid → packed → shipped →
+/// delivered, and answers a return with refunded or closed. Any other move
+/// is 409 `invalid_transition` with the allowed ones.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/fulfillment", tag = "orders",
+    request_body = FulfillmentBody,
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition (with `allowed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn fulfil(
+    seller: super::extract::Seller,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+    body: web::Json<FulfillmentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let mut errors = Vec::new();
+    let to = OrderState::parse(&body.state).filter(|s| {
+        matches!(
+            s,
+            OrderState::Packed
+                | OrderState::Shipped
+                | OrderState::Delivered
+                | OrderState::Refunded
+                | OrderState::Closed
+        )
+    });
+    if to.is_none() {
+        errors.push(InvalidField::new(
+            "state",
+            "must be packed, shipped, delivered, refunded or closed",
+        ));
+    }
+    if let Some(tracking) = &body.tracking {
+        if tracking.is_empty()
+            || tracking.len() > 100
+            || !tracking.bytes().all(|b| b.is_ascii_graphic())
+        {
+            errors.push(InvalidField::new(
+                "tracking",
+                "must be 1..=100 printable characters",
+            ));
+        }
+    }
+    let Some(to) = to.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let orders = engine.0.orders();
+    let before = orders.get(id).and_then(|o| {
+        o.sub_orders
+            .iter()
+            .find(|s| s.seller == seller.tenant)
+            .map(|s| s.state)
+    });
+    let order = orders
+        .fulfil(id, seller.tenant, to, body.tracking.clone(), body.restock)
+        .await?;
+    let after = order
+        .sub_orders
+        .iter()
+        .find(|s| s.seller == seller.tenant)
+        .map_or(order.state, |s| s.state);
+    engine
+        .0
+        .directory()
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(&seller.caller)),
+            "order.fulfillment",
+            format!("order:{}", id_text(order.id)),
+        )
+        .tenant(Some(seller.tenant))
+        .before(serde_json::json!({"state": before.map(|s| s.as_str())}).to_string())
+        .after(serde_json::json!({"state": after.as_str(), "tracking": body.tracking}).to_string())
+        .correlation(correlation.0)])
+        .await?;
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, Some(seller.tenant))))
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookData {
+    reference: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookEnvelope {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: WebhookData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAck {
+    pub received: bool,
+    /// The event id was seen before; nothing was done.
+    pub duplicate: bool,
+}
+
+/// The payment provider's callback. The body must carry a valid
+/// `Flashdrop-Signature` (HMAC-SHA256 of `<t>.<body>` with
+/// `payments.webhook_secret`, `t` within `payments.webhook_tolerance_s`).
+/// Events are idempotent by id; each one makes its order ask the provider
+/// for the payment's current state, so late, repeated and out-of-order
+/// events all end in the same place.
+#[utoipa::path(
+    post, path = "/v1/payments/webhook", tag = "payments",
+    request_body(content = String, content_type = "application/json", description = "the provider's event: {id, type, created_ms, data: {id, reference, status, ...}}"),
+    params(("Flashdrop-Signature" = String, Header)),
+    responses(
+        (status = 200, body = WebhookAck),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_signature", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn payment_webhook(
+    req: HttpRequest,
+    engine: Live,
+    state: web::Data<AppState>,
+    body: String,
+) -> Result<HttpResponse, ApiError> {
+    let header = req
+        .headers()
+        .get(signature::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidSignature, "send Flashdrop-Signature"))?;
+    let payments = &state.config.payments;
+    let now_s = engine.0.clock().now_ms() / 1000;
+    if let Err(error) = signature::verify(
+        payments.webhook_secret.as_bytes(),
+        header,
+        body.as_bytes(),
+        now_s,
+        payments.webhook_tolerance_s,
+    ) {
+        metrics::counter!("flashdrop_payment_webhooks_total", "outcome" => "bad_signature")
+            .increment(1);
+        return Err(ApiError::new(
+            ErrorKind::InvalidSignature,
+            error.to_string(),
+        ));
+    }
+    let event: WebhookEnvelope = serde_json::from_str(&body)
+        .map_err(|e| ApiError::new(ErrorKind::MalformedJson, e.to_string()))?;
+    tracing::debug!(event = %event.id, kind = %event.kind, "payment webhook");
+    let new = engine
+        .0
+        .orders()
+        .payment_event(&event.id, &event.data.reference);
+    Ok(HttpResponse::Ok().json(WebhookAck {
+        received: true,
+        duplicate: !new,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerBody {
+    pub payments: Vec<serde_json::Value>,
+}
+
+/// The sandbox provider's books (platform admins): every payment with its
+/// authorised, captured and refunded amounts.
+#[utoipa::path(
+    get, path = "/v1/admin/payments/sandbox", tag = "payments",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = LedgerBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn sandbox_ledger(caller: Authenticated, engine: Live) -> Result<HttpResponse, ApiError> {
+    if caller.0.role != Role::PlatformAdmin {
+        return Err(ApiError::new(ErrorKind::Forbidden, "platform admins only"));
+    }
+    let payments = engine
+        .0
+        .sandbox()
+        .ledger()
+        .into_iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    Ok(HttpResponse::Ok().json(LedgerBody { payments }))
+}

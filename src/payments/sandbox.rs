@@ -1,0 +1,600 @@
+//! The sandbox gateway: a payment provider that behaves like a real one, for
+//! development, tests and benchmarks. Its ledger is durable (its own sled
+//! tree, flushed before it answers), as a provider's books outlive a crash of
+//! the shop, so tests can ask it whether any order was charged twice.
+//!
+//! Payment method tokens decide what happens:
+//! - `pm_card_declined`, `pm_card_insufficient_funds`, `pm_card_expired`: declined
+//!   (`card_declined`, `insufficient_funds`, `expired_card`);
+//! - `pm_async`: pending, authorised `async_delay_ms` later (a webhook tells);
+//! - `pm_async_declined`: pending, then declined the same way;
+//! - `pm_no_response`: pending forever (the shop's deadline must end it);
+//! - any other `pm_...` token: authorised.
+//!
+//! With `failure_rate` > 0, calls fail as `Unavailable`: half of them before
+//! taking effect, half after (the answer is lost), so callers must retry with
+//! the same key. Every change is announced by a webhook, delivered late, in
+//! random order, and sometimes twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{ChargeRequest, GatewayError, GatewayFuture, PaymentGateway, PaymentView, PspStatus};
+
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// Added to every call.
+    pub latency_ms: u64,
+    /// Share of calls that fail as `Unavailable` (0..=1).
+    pub failure_rate: f64,
+    /// When asynchronous methods are decided.
+    pub async_delay_ms: u64,
+    /// Webhooks wait a random time in this range before delivery ...
+    pub webhook_delay_min_ms: u64,
+    pub webhook_delay_max_ms: u64,
+    /// ... and are sent twice this often.
+    pub webhook_duplicate_rate: f64,
+    pub webhook_attempts: u32,
+}
+
+/// A webhook event as the sandbox sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    pub id: String,
+    /// payment.authorized, payment.failed, payment.captured, payment.voided, payment.refunded
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created_ms: u64,
+    pub data: PaymentView,
+}
+
+#[derive(Default)]
+struct Ledger {
+    payments: HashMap<String, PaymentView>,
+    /// Every operation key seen, and the payment it concerned.
+    keys: HashMap<String, String>,
+}
+
+struct Inner {
+    settings: SandboxSettings,
+    tree: sled::Tree,
+    ledger: Mutex<Ledger>,
+    webhooks: Option<mpsc::Sender<WebhookEvent>>,
+}
+
+#[derive(Clone)]
+pub struct SandboxGateway {
+    inner: Arc<Inner>,
+}
+
+const PAYMENT_PREFIX: &[u8] = b"p/";
+const KEY_PREFIX: &[u8] = b"k/";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(why: &str) -> GatewayError {
+    GatewayError::Unavailable(why.to_owned())
+}
+
+/// How a method token is decided: now, later, or never.
+fn decide(method: &str) -> (PspStatus, Option<&'static str>) {
+    match method {
+        "pm_card_declined" => (PspStatus::Declined, Some("card_declined")),
+        "pm_card_insufficient_funds" => (PspStatus::Declined, Some("insufficient_funds")),
+        "pm_card_expired" => (PspStatus::Declined, Some("expired_card")),
+        "pm_async" | "pm_async_declined" | "pm_no_response" => (PspStatus::Pending, None),
+        _ => (PspStatus::Authorized, None),
+    }
+}
+
+impl SandboxGateway {
+    /// Opens the ledger in `tree`; `webhooks` receives every event to deliver.
+    pub fn open(
+        settings: SandboxSettings,
+        tree: sled::Tree,
+        webhooks: Option<mpsc::Sender<WebhookEvent>>,
+    ) -> Result<Self, sled::Error> {
+        let mut ledger = Ledger::default();
+        for item in tree.iter() {
+            let (key, value) = item?;
+            if let Some(id) = key.strip_prefix(PAYMENT_PREFIX) {
+                if let Ok(view) = serde_json::from_slice::<PaymentView>(&value) {
+                    ledger
+                        .payments
+                        .insert(String::from_utf8_lossy(id).into_owned(), view);
+                }
+            } else if let Some(op) = key.strip_prefix(KEY_PREFIX) {
+                ledger.keys.insert(
+                    String::from_utf8_lossy(op).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
+            }
+        }
+        let gateway = Self {
+            inner: Arc::new(Inner {
+                settings,
+                tree,
+                ledger: Mutex::new(ledger),
+                webhooks,
+            }),
+        };
+        Ok(gateway)
+    }
+
+    /// Schedules the decision of asynchronous payments still pending (after a
+    /// restart the timers that would have decided them are gone). Needs a runtime.
+    pub fn resume_pending(&self) {
+        let pending: Vec<String> = self
+            .inner
+            .ledger
+            .lock()
+            .payments
+            .values()
+            .filter(|p| p.status == PspStatus::Pending)
+            .map(|p| p.id.clone())
+            .collect();
+        for id in pending {
+            self.decide_later(id);
+        }
+    }
+
+    /// Every payment in the ledger (tests and the admin view).
+    pub fn ledger(&self) -> Vec<PaymentView> {
+        let mut all: Vec<_> = self
+            .inner
+            .ledger
+            .lock()
+            .payments
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    fn method_of(&self, id: &str) -> Option<String> {
+        self.inner
+            .tree
+            .get([b"m/".as_slice(), id.as_bytes()].concat())
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn decide_later(&self, id: String) {
+        let Some(method) = self.method_of(&id) else {
+            return;
+        };
+        let outcome = match method.as_str() {
+            "pm_async" => (PspStatus::Authorized, None),
+            "pm_async_declined" => (PspStatus::Declined, Some("card_declined".to_owned())),
+            _ => return,
+        };
+        let this = self.clone();
+        let delay = Duration::from_millis(self.inner.settings.async_delay_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let changed = this.change(&id, None, |p| {
+                if p.status != PspStatus::Pending {
+                    return Ok(false);
+                }
+                p.status = outcome.0;
+                p.decline_code = outcome.1.clone();
+                Ok(true)
+            });
+            if let Ok((view, true)) = changed {
+                let _ = this.persisted().await;
+                this.announce(&view);
+            }
+        });
+    }
+
+    /// Applies `f` to a payment under the ledger lock and writes it (not yet
+    /// flushed). `op_key` is recorded so a repeat finds the same payment.
+    fn change(
+        &self,
+        id: &str,
+        op_key: Option<&str>,
+        f: impl FnOnce(&mut PaymentView) -> Result<bool, GatewayError>,
+    ) -> Result<(PaymentView, bool), GatewayError> {
+        let mut ledger = self.inner.ledger.lock();
+        if let Some(key) = op_key {
+            if ledger.keys.contains_key(key) {
+                let view = ledger
+                    .payments
+                    .get(id)
+                    .cloned()
+                    .ok_or(GatewayError::NotFound)?;
+                return Ok((view, false));
+            }
+        }
+        let payment = ledger.payments.get_mut(id).ok_or(GatewayError::NotFound)?;
+        let changed = f(payment)?;
+        let view = payment.clone();
+        self.write(&view, op_key)?;
+        if let Some(key) = op_key {
+            ledger.keys.insert(key.to_owned(), id.to_owned());
+        }
+        Ok((view, changed))
+    }
+
+    fn write(&self, view: &PaymentView, op_key: Option<&str>) -> Result<(), GatewayError> {
+        let tree = &self.inner.tree;
+        let body = serde_json::to_vec(view).map_err(|e| unavailable(&e.to_string()))?;
+        let result = tree
+            .insert([PAYMENT_PREFIX, view.id.as_bytes()].concat(), body)
+            .and_then(|_| match op_key {
+                Some(key) => tree
+                    .insert([KEY_PREFIX, key.as_bytes()].concat(), view.id.as_bytes())
+                    .map(|_| ()),
+                None => Ok(()),
+            });
+        result.map_err(|e| unavailable(&format!("ledger: {e}")))
+    }
+
+    async fn persisted(&self) -> Result<(), GatewayError> {
+        self.inner
+            .tree
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(&format!("ledger flush: {e}")))
+    }
+
+    fn announce(&self, view: &PaymentView) {
+        let Some(tx) = &self.inner.webhooks else {
+            return;
+        };
+        let kind = match view.status {
+            PspStatus::Pending => return,
+            PspStatus::Authorized => "payment.authorized",
+            PspStatus::Declined => "payment.failed",
+            PspStatus::Captured if view.refunded_minor > 0 => "payment.refunded",
+            PspStatus::Captured => "payment.captured",
+            PspStatus::Voided => "payment.voided",
+            PspStatus::Refunded => "payment.refunded",
+        };
+        let event = WebhookEvent {
+            id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            kind: kind.to_owned(),
+            created_ms: now_ms(),
+            data: view.clone(),
+        };
+        if tx.try_send(event).is_err() {
+            metrics::counter!("flashdrop_sandbox_webhooks_dropped_total").increment(1);
+        }
+    }
+
+    /// Latency, then maybe a failure before the call takes effect.
+    async fn enter(&self) -> Result<(), GatewayError> {
+        let s = &self.inner.settings;
+        if s.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
+        }
+        if s.failure_rate > 0.0 && fastrand::f64() < s.failure_rate / 2.0 {
+            return Err(unavailable("sandbox: injected failure before the call"));
+        }
+        Ok(())
+    }
+
+    /// Maybe lose the answer of a call that took effect.
+    fn leave(&self, view: PaymentView) -> Result<PaymentView, GatewayError> {
+        let rate = self.inner.settings.failure_rate;
+        if rate > 0.0 && fastrand::f64() < rate / 2.0 {
+            return Err(unavailable("sandbox: injected failure after the call"));
+        }
+        Ok(view)
+    }
+
+    async fn authorize_now(&self, request: ChargeRequest) -> Result<PaymentView, GatewayError> {
+        self.enter().await?;
+        let view = {
+            let mut ledger = self.inner.ledger.lock();
+            let existing = ledger
+                .keys
+                .get(&request.key)
+                .and_then(|id| ledger.payments.get(id))
+                .cloned();
+            match existing {
+                Some(view) => (view, false),
+                None => {
+                    let id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+                    let (status, code) = decide(&request.method);
+                    let view = PaymentView {
+                        id: id.clone(),
+                        reference: request.reference.clone(),
+                        status,
+                        amount_minor: request.amount_minor,
+                        currency: request.currency.clone(),
+                        captured_minor: 0,
+                        refunded_minor: 0,
+                        decline_code: code.map(str::to_owned),
+                    };
+                    self.inner
+                        .tree
+                        .insert(
+                            [b"m/".as_slice(), id.as_bytes()].concat(),
+                            request.method.as_bytes(),
+                        )
+                        .map_err(|e| unavailable(&format!("ledger: {e}")))?;
+                    self.write(&view, Some(&request.key))?;
+                    ledger.keys.insert(request.key.clone(), id.clone());
+                    ledger.payments.insert(id, view.clone());
+                    (view, true)
+                }
+            }
+        };
+        let (view, created) = view;
+        self.persisted().await?;
+        if created {
+            metrics::counter!("flashdrop_sandbox_calls_total", "op" => "authorize").increment(1);
+            if view.status == PspStatus::Pending {
+                self.decide_later(view.id.clone());
+            }
+            self.announce(&view);
+        }
+        self.leave(view)
+    }
+
+    async fn operate(
+        &self,
+        op: &'static str,
+        id: String,
+        key: String,
+        f: impl FnOnce(&mut PaymentView) -> Result<bool, GatewayError>,
+    ) -> Result<PaymentView, GatewayError> {
+        self.enter().await?;
+        let (view, changed) = self.change(&id, Some(&key), f)?;
+        self.persisted().await?;
+        if changed {
+            metrics::counter!("flashdrop_sandbox_calls_total", "op" => op).increment(1);
+            self.announce(&view);
+        }
+        self.leave(view)
+    }
+}
+
+impl PaymentGateway for SandboxGateway {
+    fn authorize(&self, request: ChargeRequest) -> GatewayFuture<PaymentView> {
+        let this = self.clone();
+        Box::pin(async move { this.authorize_now(request).await })
+    }
+
+    fn capture(&self, payment_id: String, key: String) -> GatewayFuture<PaymentView> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.operate("capture", payment_id, key, |p| match p.status {
+                PspStatus::Authorized => {
+                    p.status = PspStatus::Captured;
+                    p.captured_minor = p.amount_minor;
+                    Ok(true)
+                }
+                PspStatus::Captured => Ok(false),
+                other => Err(GatewayError::Refused(format!(
+                    "cannot capture a payment that is {other:?}"
+                ))),
+            })
+            .await
+        })
+    }
+
+    fn void(&self, payment_id: String, key: String) -> GatewayFuture<PaymentView> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.operate("void", payment_id, key, |p| match p.status {
+                PspStatus::Authorized | PspStatus::Pending => {
+                    p.status = PspStatus::Voided;
+                    Ok(true)
+                }
+                PspStatus::Voided | PspStatus::Declined => Ok(false),
+                other => Err(GatewayError::Refused(format!(
+                    "cannot void a payment that is {other:?}"
+                ))),
+            })
+            .await
+        })
+    }
+
+    fn refund(
+        &self,
+        payment_id: String,
+        amount_minor: i64,
+        key: String,
+    ) -> GatewayFuture<PaymentView> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.operate("refund", payment_id, key, |p| {
+                let left = p.captured_minor - p.refunded_minor;
+                if p.status != PspStatus::Captured || amount_minor <= 0 || amount_minor > left {
+                    return Err(GatewayError::Refused(format!(
+                        "cannot refund {amount_minor} of a {:?} payment with {left} left",
+                        p.status
+                    )));
+                }
+                p.refunded_minor += amount_minor;
+                if p.refunded_minor == p.captured_minor {
+                    p.status = PspStatus::Refunded;
+                }
+                Ok(true)
+            })
+            .await
+        })
+    }
+
+    fn status(&self, payment_id: String) -> GatewayFuture<PaymentView> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.enter().await?;
+            let view = this.inner.ledger.lock().payments.get(&payment_id).cloned();
+            view.ok_or(GatewayError::NotFound)
+        })
+    }
+
+    fn find(&self, authorize_key: String) -> GatewayFuture<Option<PaymentView>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.enter().await?;
+            let ledger = this.inner.ledger.lock();
+            Ok(ledger
+                .keys
+                .get(&authorize_key)
+                .and_then(|id| ledger.payments.get(id))
+                .cloned())
+        })
+    }
+}
+
+/// Delivers webhook events to `url`, each after a random delay (so they
+/// arrive out of order), some twice, with retries on failure. Runs on an
+/// actix arbiter (the HTTP client is single-threaded).
+pub async fn deliver_webhooks(
+    mut events: mpsc::Receiver<WebhookEvent>,
+    url: String,
+    secret: Vec<u8>,
+    settings: SandboxSettings,
+) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let secret: Arc<[u8]> = secret.into();
+    while let Some(event) = events.recv().await {
+        let Ok(body) = serde_json::to_vec(&event) else {
+            continue;
+        };
+        let copies = if fastrand::f64() < settings.webhook_duplicate_rate {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let span = settings
+                .webhook_delay_max_ms
+                .saturating_sub(settings.webhook_delay_min_ms);
+            let delay = settings.webhook_delay_min_ms + fastrand::u64(0..=span);
+            let (client, url, secret, body) =
+                (client.clone(), url.clone(), secret.clone(), body.clone());
+            let attempts = settings.webhook_attempts.max(1);
+            actix_rt::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                for attempt in 0..attempts {
+                    let header = super::signature::sign(&secret, now_ms() / 1000, &body);
+                    let sent = client
+                        .post(url.as_str())
+                        .insert_header(("content-type", "application/json"))
+                        .insert_header((super::signature::HEADER, header))
+                        .send_body(body.clone())
+                        .await;
+                    let outcome = match &sent {
+                        Ok(response) if response.status().is_success() => "delivered",
+                        _ => "failed",
+                    };
+                    metrics::counter!("flashdrop_sandbox_webhooks_total", "outcome" => outcome)
+                        .increment(1);
+                    if outcome == "delivered" {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SandboxSettings {
+        SandboxSettings {
+            latency_ms: 0,
+            failure_rate: 0.0,
+            async_delay_ms: 10,
+            webhook_delay_min_ms: 0,
+            webhook_delay_max_ms: 0,
+            webhook_duplicate_rate: 0.0,
+            webhook_attempts: 1,
+        }
+    }
+
+    fn request(key: &str, method: &str) -> ChargeRequest {
+        ChargeRequest {
+            key: key.into(),
+            reference: "order-1".into(),
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            method: method.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_make_every_operation_idempotent_and_the_ledger_survives_reopening() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("psp").unwrap();
+        let psp = SandboxGateway::open(settings(), tree.clone(), None).unwrap();
+        let a = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
+        let again = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
+        assert_eq!(a.id, again.id);
+        assert_eq!(a.status, PspStatus::Authorized);
+        let c = psp.capture(a.id.clone(), "c1".into()).await.unwrap();
+        assert_eq!(c.captured_minor, 1_000);
+        psp.capture(a.id.clone(), "c1".into()).await.unwrap();
+        psp.refund(a.id.clone(), 400, "r1".into()).await.unwrap();
+        let r = psp.refund(a.id.clone(), 400, "r1".into()).await.unwrap();
+        assert_eq!(r.refunded_minor, 400, "the same refund key refunds once");
+        assert!(matches!(
+            psp.refund(a.id.clone(), 700, "r2".into()).await,
+            Err(GatewayError::Refused(_))
+        ));
+        let reopened = SandboxGateway::open(settings(), tree, None).unwrap();
+        assert_eq!(reopened.ledger(), psp.ledger());
+        assert_eq!(
+            reopened.find("k1".into()).await.unwrap().map(|p| p.id),
+            Some(a.id)
+        );
+    }
+
+    #[tokio::test]
+    async fn methods_decline_wait_or_never_answer() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let psp = SandboxGateway::open(settings(), db.open_tree("psp").unwrap(), None).unwrap();
+        let d = psp
+            .authorize(request("k1", "pm_card_insufficient_funds"))
+            .await
+            .unwrap();
+        assert_eq!(d.status, PspStatus::Declined);
+        assert_eq!(d.decline_code.as_deref(), Some("insufficient_funds"));
+        assert!(matches!(
+            psp.capture(d.id, "c".into()).await,
+            Err(GatewayError::Refused(_))
+        ));
+        let p = psp.authorize(request("k2", "pm_async")).await.unwrap();
+        assert_eq!(p.status, PspStatus::Pending);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            psp.status(p.id).await.unwrap().status,
+            PspStatus::Authorized
+        );
+        let n = psp
+            .authorize(request("k3", "pm_no_response"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            psp.status(n.id.clone()).await.unwrap().status,
+            PspStatus::Pending
+        );
+        assert_eq!(
+            psp.void(n.id, "v".into()).await.unwrap().status,
+            PspStatus::Voided
+        );
+    }
+}
