@@ -65,6 +65,29 @@ struct Inner {
     tree: sled::Tree,
     ledger: Mutex<Ledger>,
     webhooks: Option<mpsc::Sender<WebhookEvent>>,
+    /// Asks the flusher thread to make everything written so far durable.
+    flush: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// One thread flushes the ledger for every waiting call at once (group
+/// commit). sled's own `flush_async` runs on its IO pool, which concurrent
+/// flushes exhaust until nothing can complete.
+fn start_flusher(tree: sled::Tree) -> std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>> {
+    let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>();
+    std::thread::Builder::new()
+        .name("sandbox-psp-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                let ok = tree.flush().is_ok();
+                for waiter in waiting {
+                    let _ = waiter.send(ok);
+                }
+            }
+        })
+        .expect("the sandbox flusher thread starts");
+    tx
 }
 
 #[derive(Clone)]
@@ -119,8 +142,10 @@ impl SandboxGateway {
                 );
             }
         }
+        let flush = start_flusher(tree.clone());
         let gateway = Self {
             inner: Arc::new(Inner {
+                flush,
                 settings,
                 tree,
                 ledger: Mutex::new(ledger),
@@ -242,12 +267,15 @@ impl SandboxGateway {
     }
 
     async fn persisted(&self) -> Result<(), GatewayError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
-            .tree
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable(&format!("ledger flush: {e}")))
+            .flush
+            .send(tx)
+            .map_err(|_| unavailable("ledger flusher stopped"))?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable("ledger flush failed")),
+        }
     }
 
     fn announce(&self, view: &PaymentView) {

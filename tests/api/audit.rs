@@ -4,6 +4,7 @@
 //! routes (the flash-sale data plane) are journaled by their own WAL record,
 //! which names the buyer and the time; the test checks that record instead.
 
+use crate::helpers::eventually;
 use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
@@ -386,6 +387,94 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         "drop.cancel",
         Some(&user),
         &format!("drop:{drop_id}"),
+    )
+    .await;
+
+    // Orders. Placing one is data plane, like a reservation: the order's own
+    // durable record names the buyer and the time (checked here), and so is a
+    // payment webhook (the provider is no account; the order records what changed).
+    let place = |method: &'static str| {
+        let token = fan.access_token.clone();
+        let app = &app;
+        async move {
+            send(
+                app.client
+                    .post(app.url("/v1/orders"))
+                    .insert_header(bearer(&token))
+                    .insert_header(("prefer", "wait=5")),
+                Some(json!({"items": [{"sku": "WALK-1", "quantity": 1}], "shipping_address": "1 Walk Way", "payment_method": method})),
+            )
+            .await
+        }
+    };
+    let order = place("pm_card_declined").await;
+    assert_eq!(order.status, StatusCode::ACCEPTED, "{:?}", order.body);
+    assert_eq!(order.body["buyer_id"], fan.user_id.as_str(), "who");
+    assert!(
+        order.body["created_at"].as_str().unwrap().ends_with('Z'),
+        "when"
+    );
+    walk.walked.insert("POST /v1/orders".to_owned());
+    walk.walked.insert("POST /v1/payments/webhook".to_owned());
+    let order_id = order.body["order_id"].as_str().unwrap().to_owned();
+    walk.call(
+        "POST /v1/orders/{id}/pay",
+        &format!("/v1/orders/{order_id}/pay"),
+        Some(&fan.access_token),
+        Some(json!({"payment_method": "pm_card_visa"})),
+        "order.pay",
+        Some(&fan.user_id),
+        &format!("order:{order_id}"),
+    )
+    .await;
+    let paid = eventually(std::time::Duration::from_secs(10), || async {
+        let o = app
+            .get_as(&format!("/v1/orders/{order_id}"), Some(&fan.access_token))
+            .await;
+        (o.body["state"] == "paid").then_some(())
+    })
+    .await;
+    assert!(paid.is_some());
+    walk.call(
+        "POST /v1/orders/{id}/fulfillment",
+        &format!("/v1/orders/{order_id}/fulfillment"),
+        Some(&seller),
+        Some(json!({"state": "packed"})),
+        "order.fulfillment",
+        Some(&user),
+        &format!("order:{order_id}"),
+    )
+    .await;
+    for state in ["shipped", "delivered"] {
+        let moved = app
+            .post_json(
+                &format!("/v1/orders/{order_id}/fulfillment"),
+                Some(&seller),
+                json!({"state": state}),
+            )
+            .await;
+        assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    }
+    walk.call(
+        "POST /v1/orders/{id}/returns",
+        &format!("/v1/orders/{order_id}/returns"),
+        Some(&fan.access_token),
+        Some(json!({"reason": "too small"})),
+        "order.return_requested",
+        Some(&fan.user_id),
+        &format!("order:{order_id}"),
+    )
+    .await;
+    let unpaid = place("pm_card_declined").await;
+    let unpaid_id = unpaid.body["order_id"].as_str().unwrap().to_owned();
+    walk.call(
+        "POST /v1/orders/{id}/cancel",
+        &format!("/v1/orders/{unpaid_id}/cancel"),
+        Some(&fan.access_token),
+        None,
+        "order.cancel",
+        Some(&fan.user_id),
+        &format!("order:{unpaid_id}"),
     )
     .await;
 

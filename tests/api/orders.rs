@@ -210,3 +210,554 @@ async fn a_multi_seller_order_is_paid_shipped_delivered_returned_and_refunded() 
     drop(ws);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_thousand_concurrent_checkouts_for_100_units_make_exactly_100_paid_orders() {
+    let app = spawn_with(|c| {
+        with_admin(c);
+        c.orders.lines_max = 5;
+    })
+    .await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("hype", "HYPE-1", 100).await;
+    let buyers: Vec<String> = (0..1000).map(|n| minted_buyer(&app.engine, n).0).collect();
+    let attempts = buyers.iter().map(|token| {
+        place(
+            &app,
+            token,
+            json!([{"sku": "HYPE-1", "quantity": 1}]),
+            "pm_card_visa",
+            false,
+        )
+    });
+    let placed = futures_util::future::join_all(attempts).await;
+    let mut ids = Vec::new();
+    for (response, token) in placed.iter().zip(&buyers) {
+        match response.status {
+            StatusCode::ACCEPTED => ids.push((
+                response.body["order_id"].as_str().unwrap().to_owned(),
+                token,
+            )),
+            // Refused at the door is fine too; nothing was held for it.
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}: {:?}", response.body),
+        }
+    }
+    assert!(ids.len() >= 100, "only {} orders were accepted", ids.len());
+    let settled = eventually(Duration::from_secs(60), || async {
+        (app.engine.orders().active() == 0).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{} sagas never settled",
+        app.engine.orders().active()
+    );
+    let mut paid = Vec::new();
+    let mut cancelled = 0;
+    for chunk in ids.chunks(100) {
+        let reads = chunk.iter().map(|(id, token)| {
+            let app = &app;
+            async move {
+                app.get_as(&format!("/v1/orders/{id}"), Some(token.as_str()))
+                    .await
+            }
+        });
+        for order in futures_util::future::join_all(reads).await {
+            match order.body["state"].as_str() {
+                Some("paid") => paid.push(order.body["order_id"].as_str().unwrap().to_owned()),
+                Some("cancelled") => {
+                    cancelled += 1;
+                    assert_eq!(order.body["cancel_reason"], "rejected", "{:?}", order.body);
+                    assert!(order.body["rejection"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("out_of_stock"));
+                }
+                other => panic!("order in {other:?}: {:?}", order.body),
+            }
+        }
+    }
+    assert_eq!(paid.len(), 100, "exactly the stock is sold");
+    assert_eq!(cancelled, ids.len() - 100);
+    let stock = app.stock("HYPE-1").await;
+    assert_eq!(
+        (
+            stock["available"].as_u64(),
+            stock["reserved"].as_u64(),
+            stock["sold"].as_u64()
+        ),
+        (Some(0), Some(0), Some(100)),
+        "{stock}"
+    );
+    // The provider captured each paid order once and charged nobody else.
+    let ledger = app.get_as("/v1/admin/payments/sandbox", Some(&admin)).await;
+    let payments = ledger.body["payments"].as_array().unwrap();
+    let captured: Vec<&str> = payments
+        .iter()
+        .filter(|p| p["captured_minor"].as_i64() > Some(0))
+        .map(|p| p["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(captured.len(), 100);
+    let mut unique = captured.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 100, "no order was charged twice");
+    assert!(captured.iter().all(|r| paid.iter().any(|p| p == r)));
+    app.stop().await;
+}
+
+/// The webhook secret of every test app (the default of `[payments]`).
+fn webhook_secret() -> Vec<u8> {
+    flashdrop::config::Config::default()
+        .payments
+        .webhook_secret
+        .into_bytes()
+}
+
+async fn post_webhook(app: &TestApp, body: &Value, signature: Option<String>) -> Response {
+    let mut request = app.client.post(app.url("/v1/payments/webhook"));
+    if let Some(signature) = signature {
+        request = request.insert_header(("flashdrop-signature", signature));
+    }
+    send(request, Some(body.clone())).await
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[actix_web::test]
+async fn a_decline_keeps_the_order_and_its_stock_until_a_retry_pays() {
+    let app = spawn_with_admin().await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("shop", "DEC-1", 5).await;
+    let buyer = app.buyer("bo").await;
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "DEC-1", "quantity": 2}]),
+        "pm_card_insufficient_funds",
+        true,
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(placed.body["state"], "payment_pending");
+    assert_eq!(placed.body["payment"]["status"], "declined");
+    assert_eq!(placed.body["payment"]["decline_code"], "insufficient_funds");
+    assert_eq!(
+        app.stock("DEC-1").await["reserved"],
+        2,
+        "the order keeps its holds"
+    );
+
+    let bad = app
+        .post_json(
+            &format!("/v1/orders/{id}/pay"),
+            Some(&buyer.access_token),
+            json!({"payment_method": "visa"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let retried = app
+        .post_json(
+            &format!("/v1/orders/{id}/pay"),
+            Some(&buyer.access_token),
+            json!({"payment_method": "pm_card_visa"}),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    let order = order_in(&app, &buyer.access_token, &id, &["paid"]).await;
+    assert_eq!(order["payment"]["attempt"], 2);
+    let again = app
+        .post_json(
+            &format!("/v1/orders/{id}/pay"),
+            Some(&buyer.access_token),
+            json!({"payment_method": "pm_card_visa"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.code(), "invalid_transition");
+    let stock = app.stock("DEC-1").await;
+    assert_eq!(
+        (stock["reserved"].as_u64(), stock["sold"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let payments = payments_of(&app, &admin, &id).await;
+    let statuses: Vec<&str> = payments
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["declined", "captured"]);
+
+    // A declined order the buyer gives up on: cancelled, stock back.
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "DEC-1", "quantity": 1}]),
+        "pm_card_declined",
+        true,
+    )
+    .await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    let cancelled = app
+        .post_json(
+            &format!("/v1/orders/{id}/cancel"),
+            Some(&buyer.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+    assert_eq!(cancelled.body["state"], "cancelled");
+    assert_eq!(cancelled.body["cancel_reason"], "buyer_cancelled");
+    let stock = app.stock("DEC-1").await;
+    assert_eq!(
+        (stock["available"].as_u64(), stock["reserved"].as_u64()),
+        (Some(3), Some(0))
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unanswered_payment_times_out_voided_and_released() {
+    let app = spawn_with(|c| {
+        with_admin(c);
+        c.orders.payment_deadline_s = 2;
+        c.orders.hold_ttl_s = 30;
+        c.payments.poll_interval_ms = 200;
+    })
+    .await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("shop", "TMO-1", 3).await;
+    let buyer = app.buyer("cy").await;
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "TMO-1", "quantity": 3}]),
+        "pm_no_response",
+        true,
+    )
+    .await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        placed.body["payment"]["status"], "pending",
+        "{:?}",
+        placed.body
+    );
+    assert_eq!(app.stock("TMO-1").await["available"], 0);
+    let order = order_in(&app, &buyer.access_token, &id, &["cancelled"]).await;
+    assert_eq!(order["cancel_reason"], "payment_timeout");
+    assert_eq!(order["payment"]["status"], "voided");
+    let stock = app.stock("TMO-1").await;
+    assert_eq!(
+        (
+            stock["available"].as_u64(),
+            stock["reserved"].as_u64(),
+            stock["sold"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0))
+    );
+    let payments = payments_of(&app, &admin, &id).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "voided");
+    assert_eq!(payments[0]["captured_minor"], 0);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn webhooks_late_twice_and_out_of_order_settle_orders_once() {
+    let app = spawn_with(|c| {
+        with_admin(c);
+        c.payments.sandbox_async_delay_ms = 50;
+        c.payments.sandbox_webhook_duplicate_rate = 1.0;
+        c.payments.sandbox_webhook_delay_min_ms = 0;
+        c.payments.sandbox_webhook_delay_max_ms = 300;
+        // Only webhooks move these orders on (no polling within the test).
+        c.payments.poll_interval_ms = 600_000;
+    })
+    .await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("shop", "ASY-1", 20).await;
+    let buyer = app.buyer("di").await;
+    let mut ids = Vec::new();
+    for method in ["pm_async", "pm_async", "pm_async_declined", "pm_async"] {
+        let placed = place(
+            &app,
+            &buyer.access_token,
+            json!([{"sku": "ASY-1", "quantity": 1}]),
+            method,
+            true,
+        )
+        .await;
+        assert_eq!(placed.status, StatusCode::ACCEPTED);
+        ids.push((placed.body["order_id"].as_str().unwrap().to_owned(), method));
+    }
+    for (id, method) in &ids {
+        if *method == "pm_async" {
+            let order = order_in(&app, &buyer.access_token, id, &["paid"]).await;
+            assert_eq!(order["payment"]["status"], "captured");
+        } else {
+            let declined = eventually(Duration::from_secs(10), || async {
+                let o = app
+                    .get_as(&format!("/v1/orders/{id}"), Some(&buyer.access_token))
+                    .await;
+                (o.body["payment"]["status"] == "declined").then_some(o.body)
+            })
+            .await
+            .expect("the async decline arrives by webhook");
+            assert_eq!(declined["state"], "payment_pending");
+        }
+    }
+    let stock = app.stock("ASY-1").await;
+    assert_eq!(
+        (stock["sold"].as_u64(), stock["reserved"].as_u64()),
+        (Some(3), Some(1))
+    );
+    for (id, _) in &ids {
+        let captured: Vec<i64> = payments_of(&app, &admin, id)
+            .await
+            .iter()
+            .map(|p| p["captured_minor"].as_i64().unwrap())
+            .collect();
+        assert!(
+            captured.iter().filter(|c| **c > 0).count() <= 1,
+            "{id}: {captured:?}"
+        );
+    }
+    // Every event came twice; the repeats were recognised.
+    let metrics = send(app.client.get(app.url("/metrics")), None).await;
+    let text = metrics.body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.contains("flashdrop_payment_webhooks_total{outcome=\"duplicate\"}"),
+        "{text}"
+    );
+
+    // A forged, stale or unsigned event is refused and changes nothing.
+    let (paid_id, _) = &ids[0];
+    let forged = json!({"id": "evt_forged", "type": "payment.failed", "created_ms": 0, "data": {"id": "pay_x", "reference": paid_id, "status": "declined"}});
+    let body = forged.to_string();
+    let unsigned = post_webhook(&app, &forged, None).await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unsigned.code(), "invalid_signature");
+    let wrong =
+        flashdrop::payments::signature::sign(b"not-the-secret-at-all", now_s(), body.as_bytes());
+    assert_eq!(
+        post_webhook(&app, &forged, Some(wrong)).await.code(),
+        "invalid_signature"
+    );
+    let stale =
+        flashdrop::payments::signature::sign(&webhook_secret(), now_s() - 3600, body.as_bytes());
+    assert_eq!(
+        post_webhook(&app, &forged, Some(stale)).await.code(),
+        "invalid_signature"
+    );
+    // A correctly signed event that claims a failure after the capture (out of
+    // order): the order asks the provider and stays paid.
+    let signed = flashdrop::payments::signature::sign(&webhook_secret(), now_s(), body.as_bytes());
+    let first = post_webhook(&app, &forged, Some(signed.clone())).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.body["duplicate"], false);
+    let second = post_webhook(&app, &forged, Some(signed)).await;
+    assert_eq!(second.body["duplicate"], true);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let order = app
+        .get_as(&format!("/v1/orders/{paid_id}"), Some(&buyer.access_token))
+        .await;
+    assert_eq!(order.body["state"], "paid");
+    assert_eq!(order.body["payment"]["status"], "captured");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn invalid_transitions_and_bad_input_get_the_documented_codes_and_change_nothing() {
+    let app = spawn_app().await;
+    app.stocked_sku("shop", "BAD-1", 5).await;
+    app.stocked_sku("other", "OTH-1", 5).await;
+    let buyer = app.buyer("eve").await;
+    let stranger = app.buyer("mallory").await;
+    let seller = app.seller("shop").await;
+    let other_seller = app.seller("other").await;
+    let token = buyer.access_token.as_str();
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            json!({"items": [], "shipping_address": "a", "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 0}], "shipping_address": "a", "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 101}], "shipping_address": "a", "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 1}, {"sku": "BAD-1", "quantity": 1}], "shipping_address": "a", "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 1}], "shipping_address": " ", "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 1}], "shipping_address": "x".repeat(501), "payment_method": "pm_card_visa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 1}], "shipping_address": "a", "payment_method": "4111111111111111"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 1}], "shipping_address": "a"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"sku": "NOPE-1", "quantity": 1}], "shipping_address": "a", "payment_method": "pm_card_visa"}),
+            StatusCode::NOT_FOUND,
+            "sku_not_found",
+        ),
+        (
+            json!({"items": [{"sku": "BAD-1", "quantity": 6}], "shipping_address": "a", "payment_method": "pm_card_visa", "coupon": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = app.post_json("/v1/orders", Some(token), body.clone()).await;
+        assert_eq!(
+            (response.status, response.code()),
+            (status, code),
+            "{body}: {:?}",
+            response.body
+        );
+    }
+    let unsigned = app.post_json("/v1/orders", None, json!({})).await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    let malformed = send(
+        app.client
+            .post(app.url("/v1/orders"))
+            .insert_header(bearer(token))
+            .insert_header(("content-type", "application/json")),
+        None,
+    )
+    .await;
+    assert!(
+        malformed.status == StatusCode::BAD_REQUEST
+            || malformed.status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        malformed.body
+    );
+    let orders = app.get_as("/v1/orders", Some(token)).await;
+    assert_eq!(orders.body["items"], json!([]), "no order was made");
+    assert_eq!(app.stock("BAD-1").await["available"], 5);
+
+    // Idempotency: the same key and body answer the same order; another body is refused.
+    let keyed = |body: Value| {
+        send(
+            app.client
+                .post(app.url("/v1/orders"))
+                .insert_header(bearer(token))
+                .insert_header(("idempotency-key", "order-key-1"))
+                .insert_header(("prefer", "wait=5")),
+            Some(body),
+        )
+    };
+    let body = json!({"items": [{"sku": "BAD-1", "quantity": 1}], "shipping_address": "1 Road", "payment_method": "pm_card_visa"});
+    let first = keyed(body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let again = keyed(body.clone()).await;
+    assert_eq!(again.body["order_id"], first.body["order_id"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let mut changed = body.clone();
+    changed["items"][0]["quantity"] = json!(2);
+    let reused = keyed(changed).await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::CONFLICT, "idempotency_key_reused")
+    );
+    let id = first.body["order_id"].as_str().unwrap().to_owned();
+    let order = order_in(&app, token, &id, &["paid"]).await;
+    let stock = app.stock("BAD-1").await;
+    assert_eq!(
+        (stock["available"].as_u64(), stock["sold"].as_u64()),
+        (Some(4), Some(1))
+    );
+
+    // Other people's orders do not exist for them.
+    for path in [
+        format!("/v1/orders/{id}"),
+        "/v1/orders/not-an-id".to_owned(),
+    ] {
+        let response = app.get_as(&path, Some(&stranger.access_token)).await;
+        assert_eq!(
+            (response.status, response.code()),
+            (StatusCode::NOT_FOUND, "order_not_found")
+        );
+    }
+    let theirs = app
+        .post_json(
+            &format!("/v1/orders/{id}/cancel"),
+            Some(&stranger.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(theirs.code(), "order_not_found");
+    let not_theirs = fulfil(
+        &app,
+        &other_seller.access_token,
+        &id,
+        json!({"state": "packed"}),
+    )
+    .await;
+    assert_eq!(not_theirs.code(), "order_not_found");
+    let buyer_fulfils = fulfil(&app, token, &id, json!({"state": "packed"})).await;
+    assert_eq!(buyer_fulfils.status, StatusCode::FORBIDDEN);
+
+    // Moves the state machine does not allow.
+    let cancel_paid = app
+        .post_json(&format!("/v1/orders/{id}/cancel"), Some(token), json!({}))
+        .await;
+    assert_eq!(
+        (cancel_paid.status, cancel_paid.code()),
+        (StatusCode::CONFLICT, "invalid_transition")
+    );
+    assert_eq!(cancel_paid.body["state"], "paid");
+    let early_return = app
+        .post_json(
+            &format!("/v1/orders/{id}/returns"),
+            Some(token),
+            json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(early_return.code(), "invalid_transition");
+    for (body, code) in [
+        (json!({"state": "delivered"}), "invalid_transition"),
+        (json!({"state": "refunded"}), "invalid_transition"),
+        (json!({"state": "teleported"}), "validation_failed"),
+        (
+            json!({"state": "packed", "tracking": ""}),
+            "validation_failed",
+        ),
+        (json!({"state": "packed", "weight": 3}), "validation_failed"),
+    ] {
+        let response = fulfil(&app, &seller.access_token, &id, body.clone()).await;
+        assert_eq!(response.code(), code, "{body}: {:?}", response.body);
+    }
+    let unchanged = app.get_as(&format!("/v1/orders/{id}"), Some(token)).await;
+    assert_eq!(unchanged.body["state"], "paid");
+    assert_eq!(unchanged.body["history"], order["history"]);
+    assert_eq!(app.stock("BAD-1").await, stock);
+    app.stop().await;
+}
