@@ -26,6 +26,7 @@ pub struct Config {
     pub drops: DropsConfig,
     pub ws: WsConfig,
     pub admission: AdmissionConfig,
+    pub cart: CartConfig,
     pub orders: OrdersConfig,
     pub payments: PaymentsConfig,
     pub log: LogConfig,
@@ -387,6 +388,30 @@ impl Default for AdmissionConfig {
             buyer_keys_max: 1_000_000,
             tenant_shopper_multiplier: 100,
             max_in_flight: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CartConfig {
+    /// A guest cart (no account) lives this long after its last use ...
+    pub guest_ttl_s: u64,
+    /// ... and a signed-in shopper's cart this long.
+    pub account_ttl_s: u64,
+    /// Adding a drop SKU holds its stock this long (the hold does not outlive it).
+    pub drop_hold_s: u64,
+    /// At checkout, take changed prices silently instead of answering 409 `price_changed`.
+    pub accept_price_changes: bool,
+}
+
+impl Default for CartConfig {
+    fn default() -> Self {
+        Self {
+            guest_ttl_s: 7 * 86_400,
+            account_ttl_s: 30 * 86_400,
+            drop_hold_s: 600,
+            accept_price_changes: false,
         }
     }
 }
@@ -783,6 +808,10 @@ impl Config {
             100_000_000,
         )?;
         range("drops.room_tick_ms", d.room_tick_ms, 1, 10_000)?;
+        let c = &self.cart;
+        range("cart.guest_ttl_s", c.guest_ttl_s, 60, 366 * 86_400)?;
+        range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;
+        range("cart.drop_hold_s", c.drop_hold_s, 10, 86_400)?;
         let o = &self.orders;
         range("orders.lines_max", o.lines_max, 1, 1_000)?;
         range("orders.quantity_max", o.quantity_max, 1, 1_000_000)?;

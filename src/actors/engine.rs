@@ -25,6 +25,7 @@ use crate::persistence::{
     WalOp, WalRecord,
 };
 
+use super::carts::Carts;
 use super::directory::{DirectoryDeps, DirectoryService};
 use super::drops::{DropDeps, Drops, DropsError};
 use super::orders::{OrderDeps, Orders};
@@ -104,6 +105,7 @@ pub struct Engine {
     drops: Arc<Drops>,
     hub: Arc<Hub>,
     orders: Arc<Orders>,
+    carts: Arc<Carts>,
     sandbox: SandboxGateway,
 }
 
@@ -204,6 +206,16 @@ impl Engine {
                 wal.snapshot(
                     EntityKey::Order(*id),
                     &SnapshotBody::Order(order.clone()),
+                    None,
+                )
+                .map_err(lost_directory)?;
+            }
+        }
+        for id in &recovered.carts_unsnapshotted {
+            if let Some(cart) = recovered.carts.get(id) {
+                wal.snapshot(
+                    EntityKey::Cart(*id),
+                    &SnapshotBody::Cart(cart.clone()),
                     None,
                 )
                 .map_err(lost_directory)?;
@@ -361,6 +373,27 @@ impl Engine {
             ),
             handles_for_engine.clone(),
         );
+        let carts = Carts::new(
+            recovered.carts.into_values().collect(),
+            wal.clone(),
+            clock.clone(),
+            config.clone(),
+            orders.clone(),
+            handles_for_engine.clone(),
+        );
+        let sweeping = Arc::downgrade(&carts);
+        events_handle.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(carts) = sweeping.upgrade() else {
+                    break;
+                };
+                let forgotten = carts.sweep();
+                metrics::counter!("flashdrop_carts_expired_total").increment(forgotten as u64);
+                metrics::gauge!("flashdrop_carts").set(carts.count() as f64);
+            }
+        });
         events_handle.spawn(hub.clone().run(hub_feed));
         events_handle.spawn(drops.clone().watch_levels(drops_feed));
         events_handle.spawn(drops.clone().run_scheduler());
@@ -368,6 +401,7 @@ impl Engine {
             drops,
             hub,
             orders,
+            carts,
             sandbox,
             config,
             clock,
@@ -406,6 +440,7 @@ impl Engine {
         events_handle.spawn(async move {
             resume.sandbox.resume_pending();
             resume.orders.start(&resume);
+            resume.carts.start(&resume);
         });
         Ok(engine)
     }
@@ -446,6 +481,10 @@ impl Engine {
 
     pub fn drops(&self) -> &Arc<Drops> {
         &self.drops
+    }
+
+    pub fn carts(&self) -> &Arc<Carts> {
+        &self.carts
     }
 
     pub fn orders(&self) -> &Arc<Orders> {

@@ -2,6 +2,7 @@
 //! placed by hash on N arbiters), the registry that finds them, the directory
 //! of accounts and stores, and `Engine`.
 
+pub mod carts;
 pub mod directory;
 pub mod drops;
 pub mod engine;

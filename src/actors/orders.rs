@@ -66,8 +66,8 @@ impl From<FulfilError> for OrdersError {
 pub struct ItemRequest {
     pub sku: SkuCode,
     pub quantity: u32,
-    /// A hold the buyer already has for it (a cart's reserve-on-add).
-    pub reservation: Option<u64>,
+    /// Holds the buyer already has for it (a cart's reserve-on-add).
+    pub reservations: Vec<u64>,
 }
 
 /// An order to place.
@@ -274,18 +274,28 @@ impl Orders {
             .collect()
     }
 
+    /// The order a buyer already placed with this key: the same request
+    /// answers it again; another request with the key is refused.
+    pub fn replay(
+        &self,
+        buyer: u128,
+        key: &str,
+        fingerprint: u64,
+    ) -> Option<Result<Order, OrdersError>> {
+        let (id, seen) = *self.idempotency.get(&(buyer, key.to_owned()))?;
+        if seen != fingerprint {
+            return Some(Err(OrdersError::IdempotencyKeyReused));
+        }
+        Some(self.get(id).ok_or(OrdersError::Unavailable))
+    }
+
     /// Places an order: checks its lines, logs it, starts its saga. Answers
     /// once the order is durable (the saga runs on); the same key and body
     /// answer the same order again.
     pub async fn place(self: &Arc<Self>, draft: OrderDraft) -> Result<(Order, bool), OrdersError> {
         if let Some((key, fingerprint)) = &draft.idempotency {
-            if let Some(found) = self.idempotency.get(&(draft.buyer, key.clone())) {
-                let (id, seen) = *found;
-                drop(found);
-                if seen != *fingerprint {
-                    return Err(OrdersError::IdempotencyKeyReused);
-                }
-                return self.get(id).map(|o| (o, true)).ok_or(OrdersError::NotFound);
+            if let Some(replayed) = self.replay(draft.buyer, key, *fingerprint) {
+                return replayed.map(|o| (o, true));
             }
         }
         if self.active() >= self.deps.config.orders.active_max {
@@ -311,8 +321,8 @@ impl Orders {
                 seller,
                 quantity: item.quantity,
                 unit_price_minor: price.amount,
-                reservation: item.reservation,
-                adopted: item.reservation.is_some(),
+                adopted: !item.reservations.is_empty(),
+                reservations: item.reservations.clone(),
             });
         }
         if !unknown.is_empty() {
@@ -972,23 +982,25 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep) -> Order {
         }
         SagaStep::Commit => {
             let mut lost = None;
-            for line in &order.lines {
-                let Some(seq) = line.reservation else {
+            'lines: for line in &order.lines {
+                if line.reservations.is_empty() {
                     lost = Some(format!("{}: no hold", line.code));
                     break;
-                };
-                let id = ReservationId {
-                    sku: SkuId(line.sku),
-                    seq,
-                };
-                match engine.commit(id, buyer.clone()).await {
-                    Ok(CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)) => {}
-                    Err(e) if engine_transient(&e) => {
-                        return transient(deps, order, &e.to_string())
-                    }
-                    Err(e) => {
-                        lost = Some(format!("{}: {e}", line.code));
-                        break;
+                }
+                for seq in &line.reservations {
+                    let id = ReservationId {
+                        sku: SkuId(line.sku),
+                        seq: *seq,
+                    };
+                    match engine.commit(id, buyer.clone()).await {
+                        Ok(CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)) => {}
+                        Err(e) if engine_transient(&e) => {
+                            return transient(deps, order, &e.to_string())
+                        }
+                        Err(e) => {
+                            lost = Some(format!("{}: {e}", line.code));
+                            break 'lines;
+                        }
                     }
                 }
             }
@@ -1041,12 +1053,13 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep) -> Order {
             }
         }
         SagaStep::Release => {
-            for line in &order.lines {
-                let Some(seq) = line.reservation else {
-                    continue;
-                };
+            let holds = order
+                .lines
+                .iter()
+                .flat_map(|l| l.reservations.iter().map(move |seq| (l.sku, *seq)));
+            for (sku, seq) in holds {
                 let id = ReservationId {
-                    sku: SkuId(line.sku),
+                    sku: SkuId(sku),
                     seq,
                 };
                 match engine.release(id, buyer.clone()).await {
@@ -1113,10 +1126,14 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
         let engine = engine.clone();
         let buyer = buyer.clone();
         let key = format!("order-{:032x}-{i}", order.id);
-        let (sku, quantity, existing) = (SkuId(line.sku), line.quantity, line.reservation);
+        let (sku, quantity, held) = (
+            SkuId(line.sku),
+            line.quantity,
+            !line.reservations.is_empty(),
+        );
         async move {
-            if let Some(seq) = existing {
-                return Ok(seq);
+            if held {
+                return Ok(None);
             }
             let info = engine.sku_info(sku).ok_or(EngineError::UnknownSku)?;
             let key = IdempotencyKey::parse(&key).map_err(|_| EngineError::Unavailable)?;
@@ -1129,11 +1146,14 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
             engine
                 .reserve_sku(info, cmd)
                 .await
-                .map(|(_, outcome)| outcome.receipt.seq)
+                .map(|(_, outcome)| Some(outcome.receipt.seq))
         }
     });
     let results = futures_util::future::join_all(attempts).await;
-    let holds: Vec<Option<u64>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    let holds: Vec<Option<u64>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().copied().flatten())
+        .collect();
     let now = deps.clock.now_ms();
     let permanent = order
         .lines
@@ -1150,14 +1170,10 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
     }
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         // Keep what is held (a repeat finds the same holds by key) and retry.
-        for (line, hold) in order.lines.iter_mut().zip(&holds) {
-            if hold.is_some() {
-                line.reservation = *hold;
-            }
-        }
-        return transient(deps, order, &e.to_string());
+        let why = e.to_string();
+        order.take_holds(&holds);
+        return transient(deps, order, &why);
     }
-    let holds: Vec<u64> = holds.into_iter().map(Option::unwrap_or_default).collect();
     order.reserved(&holds, now);
     order
 }

@@ -184,8 +184,9 @@ pub struct OrderLine {
     pub seller: u128,
     pub quantity: u32,
     pub unit_price_minor: i64,
-    /// The hold, once reserved (its per-SKU sequence number).
-    pub reservation: Option<u64>,
+    /// Its holds, once reserved (per-SKU sequence numbers; a cart may have
+    /// taken several as its quantity grew).
+    pub reservations: Vec<u64>,
     /// The hold came from the cart (reserve on add) rather than the saga.
     pub adopted: bool,
 }
@@ -514,11 +515,20 @@ impl Order {
         self.log(step, Phase::Failed, now_ms, detail);
     }
 
-    /// Every line is held: the order waits for its payment.
-    pub fn reserved(&mut self, holds: &[u64], now_ms: u64) {
+    /// Takes the holds the reserve step made (`None`: the line had its own).
+    pub fn take_holds(&mut self, holds: &[Option<u64>]) {
         for (line, seq) in self.lines.iter_mut().zip(holds) {
-            line.reservation = Some(*seq);
+            if let Some(seq) = seq {
+                if !line.reservations.contains(seq) {
+                    line.reservations.push(*seq);
+                }
+            }
         }
+    }
+
+    /// Every line is held: the order waits for its payment.
+    pub fn reserved(&mut self, holds: &[Option<u64>], now_ms: u64) {
+        self.take_holds(holds);
         self.complete(SagaStep::Reserve, now_ms, "");
         self.move_to(OrderState::Reserved, now_ms);
         self.move_all_subs(OrderState::Reserved, now_ms);
@@ -528,11 +538,7 @@ impl Order {
 
     /// Some line could not be held: what was held goes back, the order is rejected.
     pub fn reserve_failed(&mut self, holds: &[Option<u64>], why: String, now_ms: u64) {
-        for (line, seq) in self.lines.iter_mut().zip(holds) {
-            if seq.is_some() {
-                line.reservation = *seq;
-            }
-        }
+        self.take_holds(holds);
         self.rejection = Some(why.clone());
         self.complete(SagaStep::Reserve, now_ms, why);
         self.pending = Some(SagaStep::Release);
@@ -796,7 +802,7 @@ mod tests {
                 seller: *seller,
                 quantity: 2,
                 unit_price_minor: 500,
-                reservation: None,
+                reservations: Vec::new(),
                 adopted: false,
             })
             .collect();
@@ -816,7 +822,7 @@ mod tests {
     fn run_to_paid(o: &mut Order) {
         assert_eq!(o.next_step(1_000), Some(SagaStep::Reserve));
         o.begin(SagaStep::Reserve, 1_000);
-        let holds: Vec<u64> = (0..o.lines.len() as u64).collect();
+        let holds: Vec<Option<u64>> = (0..o.lines.len() as u64).map(Some).collect();
         o.reserved(&holds, 1_100);
         assert_eq!(o.state, OrderState::PaymentPending);
         assert_eq!(o.next_step(1_100), Some(SagaStep::Authorize));
@@ -865,7 +871,7 @@ mod tests {
         let mut o = order(&[1, 2]);
         o.begin(SagaStep::Reserve, 1_000);
         o.reserve_failed(&[Some(4), None], "out_of_stock: SKU-1".into(), 1_100);
-        assert_eq!(o.lines[0].reservation, Some(4));
+        assert_eq!(o.lines[0].reservations, vec![4]);
         assert_eq!(o.next_step(1_100), Some(SagaStep::Release));
         o.released(1_200);
         assert_eq!(o.state, OrderState::Cancelled);
@@ -877,7 +883,7 @@ mod tests {
     fn a_decline_waits_for_a_retry_until_the_deadline() {
         let mut o = order(&[1]);
         o.begin(SagaStep::Reserve, 1_000);
-        o.reserved(&[1], 1_000);
+        o.reserved(&[Some(1)], 1_000);
         o.begin(SagaStep::Authorize, 1_000);
         o.payment_seen(
             PaymentStatus::Declined,
@@ -906,7 +912,7 @@ mod tests {
     fn cancelling_an_authorised_order_voids_then_releases() {
         let mut o = order(&[1]);
         o.begin(SagaStep::Reserve, 1_000);
-        o.reserved(&[1], 1_000);
+        o.reserved(&[Some(1)], 1_000);
         o.begin(SagaStep::Authorize, 1_000);
         o.payment_seen(PaymentStatus::Authorized, Some("p".into()), None, 1_000);
         o.request_cancel().unwrap();
@@ -992,7 +998,7 @@ mod tests {
     fn a_lost_hold_after_capture_refunds_everything() {
         let mut o = order(&[1]);
         o.begin(SagaStep::Reserve, 1_000);
-        o.reserved(&[1], 1_000);
+        o.reserved(&[Some(1)], 1_000);
         o.begin(SagaStep::Authorize, 1_000);
         o.payment_seen(PaymentStatus::Authorized, Some("p".into()), None, 1_000);
         o.begin(SagaStep::Capture, 1_000);

@@ -8,10 +8,12 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use crate::actors::carts::CartsError;
 use crate::actors::drops::DropsError;
 use crate::actors::orders::OrdersError;
 use crate::actors::{EngineError, IdentityError, Missing};
 use crate::clock::rfc3339_ms;
+use crate::domain::cart::CartError;
 use crate::domain::identity::id_text;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
@@ -82,6 +84,9 @@ error_table! {
     TicketNotFound => ("ticket_not_found", NOT_FOUND, "No ticket in this waiting room"),
     SoldOut => ("sold_out", CONFLICT, "The drop sold out"),
     OrderNotFound => ("order_not_found", NOT_FOUND, "No such order"),
+    CartItemNotFound => ("cart_item_not_found", NOT_FOUND, "The cart holds no such item"),
+    CartEmpty => ("cart_empty", CONFLICT, "The cart is empty"),
+    PriceChanged => ("price_changed", CONFLICT, "Prices changed since the items were added"),
     InvalidSignature => ("invalid_signature", UNAUTHORIZED, "The webhook signature is missing or wrong"),
     UpgradeRequired => ("websocket_upgrade_required", UPGRADE_REQUIRED, "This route speaks WebSocket only"),
     LimitExceeded => ("limit_exceeded", UNPROCESSABLE_ENTITY, "A configured limit would be exceeded"),
@@ -326,6 +331,34 @@ impl From<EngineError> for ApiError {
             )
             .with("drop_id", Value::from(id_text(drop))),
             EngineError::Drops(error) => error.into(),
+        }
+    }
+}
+
+impl From<CartsError> for ApiError {
+    fn from(error: CartsError) -> Self {
+        let detail = error.to_string();
+        match error {
+            CartsError::Cart(CartError::TooManyItems(max)) => {
+                ApiError::new(ErrorKind::LimitExceeded, detail).with("limit", json!(max))
+            }
+            CartsError::Cart(CartError::Invalid(field)) => ApiError::invalid(vec![field]),
+            CartsError::Cart(CartError::NoSuchItem(_)) => {
+                ApiError::new(ErrorKind::CartItemNotFound, detail)
+            }
+            CartsError::Cart(CartError::Empty) => ApiError::new(ErrorKind::CartEmpty, detail),
+            CartsError::Engine(e) => e.into(),
+            CartsError::PriceChanged(changes) => {
+                let changes: Vec<Value> = changes
+                    .iter()
+                    .map(|c| json!({"sku": c.code, "was": c.was_minor, "now": c.now_minor}))
+                    .collect();
+                ApiError::new(ErrorKind::PriceChanged, detail)
+                    .with("changes", Value::Array(changes))
+            }
+            CartsError::Orders(e) => e.into(),
+            CartsError::SignInForDrops => ApiError::new(ErrorKind::Unauthenticated, detail),
+            CartsError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod cart;
 pub mod drops;
 pub mod error;
 pub mod extract;
@@ -64,6 +65,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::post().to(drops::join_queue))
             .route(web::get().to(drops::queue_standing)),
     )
+    .service(resource("/v1/cart").route(web::get().to(cart::get_cart)))
+    .service(resource("/v1/cart/items").route(web::post().to(cart::add_item)))
+    .service(
+        resource("/v1/cart/items/{sku}")
+            .route(web::put().to(cart::set_item))
+            .route(web::delete().to(cart::remove_item)),
+    )
+    .service(resource("/v1/cart/checkout").route(web::post().to(cart::checkout)))
     .service(
         resource("/v1/orders")
             .route(web::post().to(orders::create_order))

@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, drops, error, ops, orders, products, reservations, social, stock, tenants, ws,
+    audit, auth, cart, drops, error, ops, orders, products, reservations, social, stock, tenants,
+    ws,
 };
 
 /// Declares the bearer-token scheme the routes refer to as `bearer`.
@@ -71,6 +72,11 @@ impl Modify for BearerAuth {
         drops::cancel_drop,
         drops::join_queue,
         drops::queue_standing,
+        cart::get_cart,
+        cart::add_item,
+        cart::set_item,
+        cart::remove_item,
+        cart::checkout,
         orders::create_order,
         orders::list_orders,
         orders::get_order,
@@ -97,6 +103,7 @@ impl Modify for BearerAuth {
         (name = "stock", description = "On-hand, available, reserved and sold units"),
         (name = "reservations", description = "Holding units for a buyer"),
         (name = "drops", description = "Scheduled releases, their lifecycle and waiting rooms"),
+        (name = "cart", description = "A shopper's cart across sellers, and checkout"),
         (name = "orders", description = "Orders, their checkout saga, fulfilment and returns"),
         (name = "payments", description = "Payment provider webhooks and the sandbox provider's books"),
         (name = "live", description = "WebSocket: live stock, drop announcements, queue and order messages"),

@@ -56,8 +56,8 @@ pub struct LineBody {
     pub quantity: u32,
     /// Minor units of the order's currency, as agreed at checkout.
     pub unit_price: i64,
-    /// The stock hold of this line, once reserved.
-    pub reservation_id: Option<String>,
+    /// The stock holds of this line, once reserved.
+    pub reservation_ids: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,13 +153,17 @@ impl OrderBody {
                     seller_id: id_text(l.seller),
                     quantity: l.quantity,
                     unit_price: l.unit_price_minor,
-                    reservation_id: l.reservation.map(|seq| {
-                        ReservationId {
-                            sku: SkuId(l.sku),
-                            seq,
-                        }
-                        .to_string()
-                    }),
+                    reservation_ids: l
+                        .reservations
+                        .iter()
+                        .map(|seq| {
+                            ReservationId {
+                                sku: SkuId(l.sku),
+                                seq: *seq,
+                            }
+                            .to_string()
+                        })
+                        .collect(),
                 })
                 .collect(),
             sub_orders: order
@@ -245,7 +249,7 @@ pub fn validate_order(
                 parsed.push(ItemRequest {
                     sku: code,
                     quantity: *quantity,
-                    reservation: None,
+                    reservations: Vec::new(),
                 });
             }
             Err(e) => errors.push(InvalidField::new("items.sku", e.reason)),

@@ -4,6 +4,7 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use crate::domain::cart::Cart;
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
@@ -35,6 +36,8 @@ pub enum EntityKey {
     Audit(u64),
     Drop(u128),
     Order(u128),
+    /// A cart, by its owner (an account or a guest cart token).
+    Cart(u128),
 }
 
 const TAG_SKU: u8 = b's';
@@ -47,6 +50,7 @@ const TAG_FOLLOW: u8 = b'f';
 const TAG_AUDIT: u8 = b'a';
 const TAG_DROP: u8 = b'd';
 const TAG_ORDER: u8 = b'o';
+const TAG_CART: u8 = b'c';
 
 /// Kinds of directory entities recovery loads into memory (audit entries stay on disk).
 pub const DIRECTORY_TAGS: [u8; 5] = [
@@ -76,7 +80,8 @@ impl EntityKey {
             | EntityKey::Invitation(id)
             | EntityKey::Follow(id)
             | EntityKey::Drop(id)
-            | EntityKey::Order(id) => {
+            | EntityKey::Order(id)
+            | EntityKey::Cart(id) => {
                 out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
             }
@@ -96,6 +101,7 @@ impl EntityKey {
             EntityKey::Audit(_) => TAG_AUDIT,
             EntityKey::Drop(_) => TAG_DROP,
             EntityKey::Order(_) => TAG_ORDER,
+            EntityKey::Cart(_) => TAG_CART,
         }
     }
 
@@ -114,6 +120,7 @@ impl EntityKey {
             TAG_FOLLOW => EntityKey::Follow(u128_of(rest)?),
             TAG_DROP => EntityKey::Drop(u128_of(rest)?),
             TAG_ORDER => EntityKey::Order(u128_of(rest)?),
+            TAG_CART => EntityKey::Cart(u128_of(rest)?),
             _ => return None,
         })
     }
@@ -147,6 +154,10 @@ impl EntityKey {
     pub fn kind_prefix_order() -> &'static [u8] {
         &[TAG_ORDER]
     }
+
+    pub fn kind_prefix_cart() -> &'static [u8] {
+        &[TAG_CART]
+    }
 }
 
 /// One atomic change of one entity: everything a single command decided.
@@ -167,6 +178,8 @@ pub enum RecordBody {
     Drop(Box<DropEvent>),
     /// The new full state of an order (written before and after every saga step).
     Order(Box<Order>),
+    /// The new full state of a cart.
+    Cart(Box<Cart>),
 }
 
 /// The full state of one entity at some LSN.
@@ -177,6 +190,7 @@ pub enum SnapshotBody {
     Directory(Entity),
     Drop(FlashDrop),
     Order(Order),
+    Cart(Cart),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +231,7 @@ mod tests {
             EntityKey::Audit(12),
             EntityKey::Drop(13),
             EntityKey::Order(14),
+            EntityKey::Cart(15),
         ] {
             assert_eq!(EntityKey::from_bytes(&key.to_bytes()), Some(key));
         }

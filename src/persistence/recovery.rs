@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::domain::cart::Cart;
 use crate::domain::drop::FlashDrop;
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
@@ -55,6 +56,9 @@ pub struct Recovered {
     /// Every order, in its latest state, and those whose latest state is only in the WAL.
     pub orders: HashMap<u128, Order>,
     pub orders_unsnapshotted: Vec<u128>,
+    /// Every cart, and those whose latest state is only in the WAL.
+    pub carts: HashMap<u128, Cart>,
+    pub carts_unsnapshotted: Vec<u128>,
     /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
     pub ledgers: HashMap<SkuId, StockLedger>,
     pub start: WriterStart,
@@ -149,23 +153,42 @@ fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreErr
     Ok(drops)
 }
 
-/// Loads the snapshot of every order.
-fn load_orders(store: &Store) -> Result<HashMap<u128, (u64, Order)>, StoreError> {
-    let mut orders = HashMap::new();
-    for item in store.snapshots.scan_prefix(EntityKey::kind_prefix_order()) {
+/// Loads every snapshot of one kind of entity named by a u128 id.
+fn load_kind<T>(
+    store: &Store,
+    prefix: &[u8],
+    pick: impl Fn(EntityKey, SnapshotBody) -> Option<(u128, T)>,
+) -> Result<HashMap<u128, (u64, T)>, StoreError> {
+    let mut out = HashMap::new();
+    for item in store.snapshots.scan_prefix(prefix) {
         let (key, _) = item?;
-        let Some(entity @ EntityKey::Order(id)) = EntityKey::from_bytes(&key) else {
-            return Err(corrupt("snapshot key", "bad order key"));
-        };
-        match store.read_snapshot(entity)? {
-            Some((covers, SnapshotBody::Order(order))) => {
-                orders.insert(id, (covers, order));
-            }
-            Some(_) => return Err(corrupt("snapshot", format!("{entity:?} is not an order"))),
-            None => {}
+        let entity =
+            EntityKey::from_bytes(&key).ok_or_else(|| corrupt("snapshot key", "bad key"))?;
+        if let Some((covers, body)) = store.read_snapshot(entity)? {
+            let (id, value) = pick(entity, body)
+                .ok_or_else(|| corrupt("snapshot", format!("{entity:?} holds another kind")))?;
+            out.insert(id, (covers, value));
         }
     }
-    Ok(orders)
+    Ok(out)
+}
+
+fn load_orders(store: &Store) -> Result<HashMap<u128, (u64, Order)>, StoreError> {
+    load_kind(store, EntityKey::kind_prefix_order(), |key, body| {
+        match (key, body) {
+            (EntityKey::Order(id), SnapshotBody::Order(order)) => Some((id, order)),
+            _ => None,
+        }
+    })
+}
+
+fn load_carts(store: &Store) -> Result<HashMap<u128, (u64, Cart)>, StoreError> {
+    load_kind(store, EntityKey::kind_prefix_cart(), |key, body| {
+        match (key, body) {
+            (EntityKey::Cart(id), SnapshotBody::Cart(cart)) => Some((id, cart)),
+            _ => None,
+        }
+    })
 }
 
 /// The audit sequence after the newest audit entry with a snapshot.
@@ -220,6 +243,12 @@ pub fn recover(
         HashMap::new()
     };
     let mut orders_from_wal = std::collections::HashSet::new();
+    let mut carts = if mode == RecoveryMode::Snapshots {
+        load_carts(store)?
+    } else {
+        HashMap::new()
+    };
+    let mut carts_from_wal = std::collections::HashSet::new();
     let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
     stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
@@ -314,6 +343,14 @@ pub fn recover(
                         stats.applied += 1;
                     }
                 }
+                (EntityKey::Cart(id), RecordBody::Cart(cart)) => {
+                    let covers = carts.get(&id).map_or(0, |(covers, _)| *covers);
+                    if lsn > covers {
+                        carts.insert(id, (lsn, *cart));
+                        carts_from_wal.insert(id);
+                        stats.applied += 1;
+                    }
+                }
                 (entity, _) => {
                     return Err(corrupt(
                         "wal record",
@@ -348,6 +385,8 @@ pub fn recover(
         drops_unsnapshotted: drops_from_wal.into_iter().collect(),
         orders: orders.into_iter().map(|(id, (_, o))| (id, o)).collect(),
         orders_unsnapshotted: orders_from_wal.into_iter().collect(),
+        carts: carts.into_iter().map(|(id, (_, c))| (id, c)).collect(),
+        carts_unsnapshotted: carts_from_wal.into_iter().collect(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

@@ -478,6 +478,63 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     )
     .await;
 
+    // Carts are data plane too: each change is the cart's own durable record
+    // (checked through GET /v1/cart), and checkout is the order's.
+    let cart_path = |p: &str| app.url(p);
+    let added = send(
+        app.client
+            .post(cart_path("/v1/cart/items"))
+            .insert_header(bearer(&fan.access_token)),
+        Some(json!({"sku": "WALK-1", "quantity": 2})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
+    let set = send(
+        app.client
+            .put(cart_path("/v1/cart/items/WALK-1"))
+            .insert_header(bearer(&fan.access_token)),
+        Some(json!({"quantity": 1})),
+    )
+    .await;
+    assert_eq!(set.body["items"][0]["quantity"], 1);
+    let removed = send(
+        app.client
+            .delete(cart_path("/v1/cart/items/WALK-1"))
+            .insert_header(bearer(&fan.access_token)),
+        None,
+    )
+    .await;
+    assert_eq!(removed.body["items"], json!([]));
+    send(
+        app.client
+            .post(cart_path("/v1/cart/items"))
+            .insert_header(bearer(&fan.access_token)),
+        Some(json!({"sku": "WALK-1", "quantity": 1})),
+    )
+    .await;
+    let checked_out = send(
+        app.client
+            .post(cart_path("/v1/cart/checkout"))
+            .insert_header(bearer(&fan.access_token)),
+        Some(json!({"shipping_address": "1 Walk Way", "payment_method": "pm_card_visa"})),
+    )
+    .await;
+    assert_eq!(
+        checked_out.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        checked_out.body
+    );
+    assert_eq!(checked_out.body["buyer_id"], fan.user_id.as_str(), "who");
+    for route in [
+        "POST /v1/cart/items",
+        "PUT /v1/cart/items/{sku}",
+        "DELETE /v1/cart/items/{sku}",
+        "POST /v1/cart/checkout",
+    ] {
+        walk.walked.insert(route.to_owned());
+    }
+
     // Operations.
     let root = walk.root.clone();
     let root_user = root_login.body["account"]["id"]

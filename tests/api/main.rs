@@ -5,6 +5,7 @@ mod admission;
 mod audit;
 mod auth;
 mod bad_input;
+mod cart;
 mod contention;
 mod crash;
 mod drops;
