@@ -34,12 +34,17 @@ const SKUS: &[(&str, u64)] = &[
     ("CRASH-SCARCE", 300),
 ];
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
-fn start(dir: &Path, run: usize) -> Server {
+pub(crate) fn start(dir: &Path, run: usize) -> Server {
+    start_with(dir, run, &[])
+}
+
+/// `start` with extra environment (configuration overrides).
+pub(crate) fn start_with(dir: &Path, run: usize, env: &[(&str, &str)]) -> Server {
     let log = std::fs::File::create(dir.join(format!("server-{run}.log"))).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flashdrop"))
         .args(["serve", "--port", "0", "--data-dir"])
@@ -52,6 +57,7 @@ fn start(dir: &Path, run: usize) -> Server {
         // 48 clients share few buyer accounts; the limiter is not under test here.
         .env("FLASHDROP__ADMISSION__BUYER_BURST", "100000000")
         .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -71,7 +77,7 @@ fn start(dir: &Path, run: usize) -> Server {
     Server { child, base }
 }
 
-async fn wait_ready(http: &awc::Client, base: &str) {
+pub(crate) async fn wait_ready(http: &awc::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(mut response) = http.get(format!("{base}/readyz")).send().await {
@@ -88,9 +94,9 @@ async fn wait_ready(http: &awc::Client, base: &str) {
 /// `Authorization` for a buyer named `name`: a token signed with the server's
 /// secret (access tokens are checked without a lookup, so no account is needed;
 /// registering a thousand buyers would only slow the kill loop down).
-fn buyer_auth(name: &str) -> (&'static str, String) {
+pub(crate) fn buyer_auth(name: &str) -> (&'static str, String) {
     let keys = TokenKeys::new(SECRET.as_bytes(), "flashdrop", "flashdrop-api", 3600, 3600);
-    let user = u128::from(flashdrop::domain::stable_hash(&[name.as_bytes()])) << 64 | 1;
+    let user = buyer_user(name);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -99,8 +105,17 @@ fn buyer_auth(name: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
 
+fn buyer_user(name: &str) -> u128 {
+    u128::from(flashdrop::domain::stable_hash(&[name.as_bytes()])) << 64 | 1
+}
+
+/// The account id (as clients see it) of the buyer `buyer_auth` names.
+pub(crate) fn buyer_user_id(name: &str) -> String {
+    flashdrop::domain::identity::id_text(buyer_user(name))
+}
+
 /// A real seller: account, login, store; answers its access token.
-async fn open_store(http: &awc::Client, base: &str) -> String {
+pub(crate) async fn open_store(http: &awc::Client, base: &str) -> String {
     let credentials =
         json!({"email": "crash-seller@test.example", "password": "crash-Test-password-1"});
     let registered = send(

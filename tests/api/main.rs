@@ -19,5 +19,6 @@ mod operations;
 mod orders;
 mod products;
 mod recovery;
+mod saga_crash;
 mod supervision;
 mod tenants;
