@@ -342,6 +342,9 @@ impl Orders {
             payment_deadline_ms: now + cfg.payment_deadline_s * 1000,
             idempotency: draft.idempotency.clone(),
         });
+        // The creation record also starts the first step.
+        let mut order = order;
+        order.begin(SagaStep::Reserve, now);
         // Two concurrent requests with one key: the first to claim it places the order.
         if let Some((key, fingerprint)) = &draft.idempotency {
             use dashmap::mapref::entry::Entry;
@@ -499,7 +502,10 @@ fn needs_actor(order: &Order) -> bool {
         )
 }
 
-/// Logs the order's full state and waits until it is durable; a snapshot follows.
+/// Logs the order's full state and waits until it is durable. A snapshot
+/// follows once the saga has nothing running (each record is a full state,
+/// so the records of a running saga need none; the WAL behind them goes
+/// once the settled state is snapshotted).
 async fn persist(wal: &WalHandle, order: &Order) -> Result<(), ()> {
     let (tx, rx) = oneshot::channel();
     let record = WalRecord {
@@ -510,9 +516,11 @@ async fn persist(wal: &WalHandle, order: &Order) -> Result<(), ()> {
         let _ = tx.send(());
     });
     wal.append(&record, Some(ack)).map_err(|_| ())?;
-    let snapshot = SnapshotBody::Order(order.clone());
-    if let Err(error) = wal.snapshot(EntityKey::Order(order.id), &snapshot, None) {
-        tracing::warn!(order = %id_text(order.id), %error, "order snapshot not written");
+    if order.pending.is_none() {
+        let snapshot = SnapshotBody::Order(order.clone());
+        if let Err(error) = wal.snapshot(EntityKey::Order(order.id), &snapshot, None) {
+            tracing::warn!(order = %id_text(order.id), %error, "order snapshot not written");
+        }
     }
     rx.await.map_err(|_| ())
 }
@@ -672,7 +680,14 @@ impl OrderActor {
             if !logged_before {
                 persist(&deps.wal, &order).await?;
             }
-            let order = run_step(&deps, order, step).await;
+            let mut order = run_step(&deps, order, step).await;
+            // One record says both "this step completed" and "the next one
+            // starts": half the durable writes, and the log still shows every
+            // step as started before it runs.
+            let now = deps.clock.now_ms();
+            if let Some(next) = order.next_step(now) {
+                order.begin(next, now);
+            }
             persist(&deps.wal, &order).await?;
             Ok(order)
         });
@@ -763,9 +778,11 @@ impl OrderActor {
             let Ok(view) = deps.gateway.status(payment_id).await else {
                 return Ok(order);
             };
-            let order = take_status(&deps, order, &view).await;
-            persist(&deps.wal, &order).await?;
-            Ok(order)
+            let seen = take_status(&deps, order.clone(), &view).await;
+            if seen != order {
+                persist(&deps.wal, &seen).await?;
+            }
+            Ok(seen)
         });
     }
 
