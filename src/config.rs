@@ -29,6 +29,7 @@ pub struct Config {
     pub cart: CartConfig,
     pub orders: OrdersConfig,
     pub payments: PaymentsConfig,
+    pub notifications: NotificationsConfig,
     pub log: LogConfig,
 }
 
@@ -504,6 +505,37 @@ impl Default for PaymentsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// SMTP relay for order e-mails to buyers; "" sends none.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub from: String,
+    /// Each store's webhook signing key is HMAC-SHA256(this, store id) (at least 16 bytes).
+    pub signing_secret: String,
+    /// Deliveries tried before a message goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// First wait after a failed delivery (doubles each time).
+    pub backoff_ms: u64,
+    /// Undelivered messages kept at most.
+    pub queue_max: usize,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 25,
+            from: "flashdrop <orders@flashdrop.invalid>".into(),
+            signing_secret: "notify_dev_only_change_me_0123456789".into(),
+            max_attempts: 8,
+            backoff_ms: 1_000,
+            queue_max: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter, e.g. "info" or "flashdrop=debug,actix_web=info".
     pub level: String,
@@ -888,6 +920,22 @@ impl Config {
             10,
             3_600_000,
         )?;
+        let n = &self.notifications;
+        range(
+            "notifications.signing_secret",
+            n.signing_secret.len(),
+            16,
+            1024,
+        )?;
+        range("notifications.max_attempts", n.max_attempts, 1, 100)?;
+        range("notifications.backoff_ms", n.backoff_ms, 1, 3_600_000)?;
+        range("notifications.queue_max", n.queue_max, 1, 100_000_000)?;
+        if n.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "notifications.from",
+                "must be an e-mail address (\"Name <a@b.c>\")",
+            ));
+        }
         let ws = &self.ws;
         range("ws.coalesce_ms", ws.coalesce_ms, 1, 60_000)?;
         range("ws.max_connections", ws.max_connections, 1, 10_000_000)?;
@@ -969,6 +1017,20 @@ impl Config {
             batch_bytes_max: self.wal.batch_bytes_max,
             channel_capacity: self.wal.channel_capacity,
             feed: None,
+        }
+    }
+
+    /// The notifier's settings, from `[notifications]`.
+    pub fn notify_settings(&self) -> crate::events::notify::NotifySettings {
+        let n = &self.notifications;
+        crate::events::notify::NotifySettings {
+            smtp_host: n.smtp_host.clone(),
+            smtp_port: n.smtp_port,
+            from: n.from.clone(),
+            signing_secret: n.signing_secret.clone(),
+            max_attempts: n.max_attempts,
+            backoff_ms: n.backoff_ms,
+            queue_max: n.queue_max,
         }
     }
 

@@ -730,6 +730,7 @@ impl DirectoryService {
                     requests_per_minute: t.default_requests_per_minute,
                     max_products: t.default_max_products,
                 },
+                webhook_url: String::new(),
                 created_by: user.id,
                 created_at_ms: now,
                 updated_at_ms: now,

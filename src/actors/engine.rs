@@ -33,6 +33,7 @@ use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 use crate::events::hub::HubSettings;
+use crate::events::notify::Notifier;
 use crate::events::{EventFeed, Hub};
 use crate::payments::SandboxGateway;
 
@@ -106,6 +107,7 @@ pub struct Engine {
     hub: Arc<Hub>,
     orders: Arc<Orders>,
     carts: Arc<Carts>,
+    notifier: Arc<Notifier>,
     sandbox: SandboxGateway,
 }
 
@@ -362,6 +364,12 @@ impl Engine {
                 ));
             });
         }
+        let notifier = Notifier::open(&store.db, config.notify_settings())
+            .map_err(|e| StartError::Internal(format!("notification queue: {e}")))?;
+        let delivering = notifier.clone();
+        events_handle.spawn_fn(move || {
+            actix_rt::spawn(delivering.run());
+        });
         let orders = Orders::new(
             recovered.orders.into_values().collect(),
             OrderDeps::new(
@@ -370,6 +378,8 @@ impl Engine {
                 config.clone(),
                 Arc::new(sandbox.clone()),
                 hub.clone(),
+                notifier.clone(),
+                directory.clone(),
             ),
             handles_for_engine.clone(),
         );
@@ -402,6 +412,7 @@ impl Engine {
             hub,
             orders,
             carts,
+            notifier,
             sandbox,
             config,
             clock,
@@ -481,6 +492,10 @@ impl Engine {
 
     pub fn drops(&self) -> &Arc<Drops> {
         &self.drops
+    }
+
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
     }
 
     pub fn carts(&self) -> &Arc<Carts> {

@@ -26,6 +26,7 @@ use crate::domain::{
     TenantId, WarehouseId,
 };
 use crate::events::hub::Frame;
+use crate::events::notify::{Channel, Notifier};
 use crate::events::Hub;
 use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
@@ -88,6 +89,8 @@ pub struct OrderDeps {
     pub config: Arc<Config>,
     pub gateway: Arc<dyn PaymentGateway>,
     pub hub: Arc<Hub>,
+    pub notifier: Arc<Notifier>,
+    pub directory: Arc<super::DirectoryService>,
     engine: OnceLock<Weak<Engine>>,
 }
 
@@ -98,6 +101,8 @@ impl OrderDeps {
         config: Arc<Config>,
         gateway: Arc<dyn PaymentGateway>,
         hub: Arc<Hub>,
+        notifier: Arc<Notifier>,
+        directory: Arc<super::DirectoryService>,
     ) -> Self {
         Self {
             wal,
@@ -105,6 +110,8 @@ impl OrderDeps {
             config,
             gateway,
             hub,
+            notifier,
+            directory,
             engine: OnceLock::new(),
         }
     }
@@ -632,6 +639,7 @@ impl OrderActor {
             metrics::counter!("flashdrop_order_moves_total", "to" => self.order.state.as_str())
                 .increment(1);
             self.notify_buyer();
+            self.notify_out(before);
         }
         let settled = self.order.settled();
         if settled != self.was_settled {
@@ -643,6 +651,73 @@ impl OrderActor {
                 }
             }
             self.was_settled = settled;
+        }
+    }
+
+    /// Placed, paid, shipped, delivered and refunded orders are announced to
+    /// the buyer by e-mail and to each seller's webhook.
+    fn notify_out(&self, before: OrderState) {
+        let o = &self.order;
+        let event = match o.state {
+            OrderState::PaymentPending if before < OrderState::PaymentPending => "order.placed",
+            OrderState::Paid => "order.paid",
+            OrderState::Shipped => "order.shipped",
+            OrderState::Delivered => "order.delivered",
+            OrderState::Refunded => "order.refunded",
+            _ => return,
+        };
+        let id = id_text(o.id);
+        let total = format!(
+            "{}.{:02} {}",
+            o.total_minor() / 100,
+            o.total_minor() % 100,
+            o.currency
+        );
+        if let Some(buyer) = self.deps.directory.user(o.buyer) {
+            self.deps.notifier.enqueue(
+                Channel::Email,
+                buyer.email,
+                event,
+                None,
+                format!("Your order {id} is {}", o.state.as_str().replace('_', " ")),
+                format!(
+                    "Order {id}\nState: {}\nTotal: {total}\nShipping to: {}\n",
+                    o.state.as_str(),
+                    o.shipping_address
+                ),
+            );
+        }
+        for seller in o.sellers() {
+            let Some(tenant) = self.deps.directory.tenant(seller) else {
+                continue;
+            };
+            if tenant.webhook_url.is_empty() {
+                continue;
+            }
+            let lines: Vec<serde_json::Value> = o
+                .lines
+                .iter()
+                .filter(|l| l.seller == seller)
+                .map(|l| json!({"sku": l.code, "quantity": l.quantity, "unit_price": l.unit_price_minor}))
+                .collect();
+            let body = json!({
+                "event": event,
+                "order_id": id,
+                "state": o.state.as_str(),
+                "store_id": id_text(seller),
+                "lines": lines,
+                "total": o.seller_total_minor(seller),
+                "currency": o.currency,
+                "at": rfc3339_ms(o.history.last().map_or(0, |(_, at)| *at)),
+            });
+            self.deps.notifier.enqueue(
+                Channel::Webhook,
+                tenant.webhook_url,
+                event,
+                Some(seller),
+                String::new(),
+                body.to_string(),
+            );
         }
     }
 

@@ -226,6 +226,8 @@ pub struct Tenant {
     pub shipping: ShippingSettings,
     pub status: TenantStatus,
     pub plan: Plan,
+    /// Where order notifications for this store are POSTed (empty: none).
+    pub webhook_url: String,
     pub created_by: u128,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -240,6 +242,21 @@ pub struct TenantPatch {
     pub shipping: Option<ShippingSettings>,
     pub status: Option<TenantStatus>,
     pub plan: Option<Plan>,
+    /// "" removes it.
+    pub webhook_url: Option<String>,
+}
+
+/// A store's webhook address: http(s), at most 500 characters, or empty (none).
+pub fn check_webhook_url(raw: &str) -> Result<(), InvalidField> {
+    let url = raw.trim();
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !url.is_empty() && (!scheme_ok || url.len() > 500 || url.chars().any(char::is_whitespace)) {
+        return Err(InvalidField::new(
+            "webhook_url",
+            "must be an http(s) URL of at most 500 characters, or empty",
+        ));
+    }
+    Ok(())
 }
 
 pub fn check_store_name(raw: &str) -> Result<String, InvalidField> {
@@ -399,6 +416,9 @@ impl TenantPatch {
         if let Some(p) = &self.plan {
             p.check()?;
         }
+        if let Some(url) = &self.webhook_url {
+            check_webhook_url(url)?;
+        }
         Ok(())
     }
 
@@ -411,6 +431,9 @@ impl TenantPatch {
         let mut next = tenant.clone();
         if let Some(name) = &self.name {
             next.name = name.trim().to_owned();
+        }
+        if let Some(url) = &self.webhook_url {
+            next.webhook_url = url.trim().to_owned();
         }
         if let Some(b) = &self.branding {
             next.branding = b.clone();

@@ -3,6 +3,7 @@
 
 pub mod feed;
 pub mod hub;
+pub mod notify;
 
 pub use feed::{EventFeed, FeedBatch, FeedBody, FeedEvent, Watched};
 pub use hub::{Hub, HubStats};

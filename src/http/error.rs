@@ -85,6 +85,7 @@ error_table! {
     SoldOut => ("sold_out", CONFLICT, "The drop sold out"),
     OrderNotFound => ("order_not_found", NOT_FOUND, "No such order"),
     CartItemNotFound => ("cart_item_not_found", NOT_FOUND, "The cart holds no such item"),
+    NotificationNotFound => ("notification_not_found", NOT_FOUND, "No such dead letter"),
     CartEmpty => ("cart_empty", CONFLICT, "The cart is empty"),
     PriceChanged => ("price_changed", CONFLICT, "Prices changed since the items were added"),
     InvalidSignature => ("invalid_signature", UNAUTHORIZED, "The webhook signature is missing or wrong"),

@@ -8,6 +8,7 @@ pub mod cart;
 pub mod drops;
 pub mod error;
 pub mod extract;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
@@ -84,6 +85,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/v1/orders/{id}/returns").route(web::post().to(orders::request_return)))
     .service(resource("/v1/orders/{id}/fulfillment").route(web::post().to(orders::fulfil)))
     .service(resource("/v1/payments/webhook").route(web::post().to(orders::payment_webhook)))
+    .service(
+        resource("/v1/admin/notifications/dead-letters")
+            .route(web::get().to(notifications::dead_letters)),
+    )
+    .service(
+        resource("/v1/admin/notifications/dead-letters/{id}/retry")
+            .route(web::post().to(notifications::retry)),
+    )
     .service(resource("/v1/admin/payments/sandbox").route(web::get().to(orders::sandbox_ledger)))
     .service(resource("/v1/products").route(web::post().to(products::create_product)))
     .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))

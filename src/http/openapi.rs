@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, cart, drops, error, ops, orders, products, reservations, social, stock, tenants,
-    ws,
+    audit, auth, cart, drops, error, notifications, ops, orders, products, reservations, social,
+    stock, tenants, ws,
 };
 
 /// Declares the bearer-token scheme the routes refer to as `bearer`.
@@ -86,6 +86,8 @@ impl Modify for BearerAuth {
         orders::fulfil,
         orders::payment_webhook,
         orders::sandbox_ledger,
+        notifications::dead_letters,
+        notifications::retry,
         ws::connect,
         ops::healthz,
         ops::readyz,

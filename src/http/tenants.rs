@@ -97,6 +97,10 @@ pub struct TenantUpdateBody {
     pub status: Option<String>,
     #[serde(default)]
     pub plan: Option<PlanBody>,
+    /// Order notifications (placed, paid, shipped, delivered, refunded) are
+    /// POSTed here, signed with `Flashdrop-Signature`; "" turns them off.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -108,6 +112,11 @@ pub struct TenantBody {
     pub branding: BrandingBody,
     pub tax: TaxBody,
     pub shipping: ShippingBody,
+    /// Where order notifications go (see `PUT /v1/tenants/{id}`).
+    pub webhook_url: Option<String>,
+    /// The key that signs them (`Flashdrop-Signature`, HMAC-SHA256 of
+    /// `<t>.<body>`); shown to the store's own staff and platform admins.
+    pub webhook_secret: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -139,6 +148,8 @@ impl TenantBody {
                 handling_days: t.shipping.handling_days,
                 free_shipping_over_minor: t.shipping.free_shipping_over_minor,
             },
+            webhook_url: (!t.webhook_url.is_empty()).then(|| t.webhook_url.clone()),
+            webhook_secret: None,
             created_at: rfc3339_ms(t.created_at_ms),
             updated_at: rfc3339_ms(t.updated_at_ms),
         }
@@ -339,7 +350,7 @@ pub async fn get_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     let tenant = engine.0.directory().tenant_for(&caller.0, id)?;
-    Ok(HttpResponse::Ok().json(TenantBody::new(&tenant)))
+    Ok(HttpResponse::Ok().json(with_secret(&engine, &tenant)))
 }
 
 /// Change a store's settings (seller admin); status and plan (platform admin).
@@ -381,13 +392,24 @@ pub async fn update_tenant(
             requests_per_minute: p.requests_per_minute,
             max_products: p.max_products,
         }),
+        webhook_url: body.webhook_url,
     };
     let tenant = engine
         .0
         .directory()
         .update_tenant(&caller.0, id, patch, correlation.0)
         .await?;
-    Ok(HttpResponse::Ok().json(TenantBody::new(&tenant)))
+    Ok(HttpResponse::Ok().json(with_secret(&engine, &tenant)))
+}
+
+/// The body a store's own readers see: with its webhook signing key.
+fn with_secret(engine: &Live, tenant: &Tenant) -> TenantBody {
+    let mut body = TenantBody::new(tenant);
+    if !tenant.webhook_url.is_empty() {
+        let secret = &engine.0.config().notifications.signing_secret;
+        body.webhook_secret = Some(crate::events::notify::store_key(secret, tenant.id));
+    }
+    body
 }
 
 /// Invite someone to the store with a role (seller admins).

@@ -11,7 +11,8 @@ use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    bearer, email_for, send, spawn_with_admin, Response, TestApp, ADMIN_EMAIL, PASSWORD,
+    bearer, email_for, send, spawn_with, spawn_with_admin, with_admin, Response, TestApp,
+    ADMIN_EMAIL, PASSWORD,
 };
 
 /// The routes the OpenAPI document lists with a state-changing verb.
@@ -105,7 +106,12 @@ impl Walk<'_> {
 
 #[actix_web::test]
 async fn every_state_changing_route_leaves_an_audit_entry() {
-    let app = spawn_with_admin().await;
+    let app = spawn_with(|c| {
+        with_admin(c);
+        // The walk's store webhook points nowhere: its first failure is a dead letter.
+        c.notifications.max_attempts = 1;
+    })
+    .await;
     let root_login = app
         .post_json(
             "/v1/auth/login",
@@ -184,7 +190,7 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
             "PUT /v1/tenants/{id}",
             &format!("/v1/tenants/{tenant}"),
             Some(&seller),
-            Some(json!({"name": "Walk shop 2"})),
+            Some(json!({"name": "Walk shop 2", "webhook_url": "http://127.0.0.1:9/refused"})),
             "tenant.update",
             Some(&user),
             "tenant:",
@@ -534,6 +540,30 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     ] {
         walk.walked.insert(route.to_owned());
     }
+
+    // A notification that failed: an operator sends it again.
+    let dead = eventually(std::time::Duration::from_secs(10), || async {
+        let list = app
+            .get_as("/v1/admin/notifications/dead-letters", Some(&walk.root))
+            .await;
+        list.body["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("a dead letter");
+    let root_id = root_login.body["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    walk.call(
+        "POST /v1/admin/notifications/dead-letters/{id}/retry",
+        &format!("/v1/admin/notifications/dead-letters/{dead}/retry"),
+        Some(&walk.root.clone()),
+        None,
+        "notification.retry",
+        Some(&root_id),
+        &format!("notification:{dead}"),
+    )
+    .await;
 
     // Operations.
     let root = walk.root.clone();

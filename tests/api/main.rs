@@ -15,6 +15,7 @@ mod idempotency;
 mod isolation;
 mod lifecycle;
 mod live;
+mod notifications;
 mod operations;
 mod orders;
 mod products;

@@ -1,0 +1,281 @@
+//! Notifications that leave the engine: a store's webhook (HMAC-signed) and
+//! the buyer's e-mail (SMTP). Jobs are kept in their own sled tree until
+//! delivered, retried with exponential back-off, and moved to a dead-letter
+//! list after `max_attempts`; an operator can send a dead letter again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Mac, SimpleHmac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// SMTP relay for e-mail ("" = no e-mail).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub from: String,
+    /// Key from which each store's webhook signing key is derived.
+    pub signing_secret: String,
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    /// Pending jobs kept at most; past it new ones are dropped (counted).
+    pub queue_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Webhook,
+    Email,
+}
+
+/// One message to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub channel: Channel,
+    /// The webhook URL or the e-mail address.
+    pub target: String,
+    /// order.placed, order.paid, order.shipped, order.delivered, order.refunded
+    pub event: String,
+    /// Webhooks: the store whose key signs it.
+    pub tenant: Option<u128>,
+    pub subject: String,
+    pub body: String,
+    pub attempts: u32,
+    pub next_at_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A store's webhook signing key: HMAC-SHA256(signing_secret, store id), hex.
+pub fn store_key(signing_secret: &str, tenant: u128) -> String {
+    let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(signing_secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(crate::domain::identity::id_text(tenant).as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Notifier {
+    settings: NotifySettings,
+    pending: sled::Tree,
+    dead: sled::Tree,
+    next_id: AtomicU64,
+    wake: Notify,
+}
+
+impl Notifier {
+    pub fn open(db: &sled::Db, settings: NotifySettings) -> Result<Arc<Self>, sled::Error> {
+        let pending = db.open_tree("notifications_pending")?;
+        let dead = db.open_tree("notifications_dead")?;
+        let last = |t: &sled::Tree| -> Result<u64, sled::Error> {
+            Ok(t.last()?
+                .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0))
+        };
+        let next = last(&pending)?.max(last(&dead)?) + 1;
+        Ok(Arc::new(Self {
+            settings,
+            pending,
+            dead,
+            next_id: AtomicU64::new(next),
+            wake: Notify::new(),
+        }))
+    }
+
+    pub fn settings(&self) -> &NotifySettings {
+        &self.settings
+    }
+
+    /// Queues a message; it is delivered at least once from here on.
+    pub fn enqueue(
+        &self,
+        channel: Channel,
+        target: String,
+        event: &str,
+        tenant: Option<u128>,
+        subject: String,
+        body: String,
+    ) {
+        if channel == Channel::Email && self.settings.smtp_host.is_empty() {
+            return;
+        }
+        if self.pending.len() >= self.settings.queue_max {
+            metrics::counter!("flashdrop_notifications_dropped_total").increment(1);
+            return;
+        }
+        let job = Job {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            channel,
+            target,
+            event: event.to_owned(),
+            tenant,
+            subject,
+            body,
+            attempts: 0,
+            next_at_ms: 0,
+            last_error: None,
+        };
+        if self.put(&self.pending, &job).is_ok() {
+            self.wake.notify_one();
+        }
+    }
+
+    fn put(&self, tree: &sled::Tree, job: &Job) -> Result<(), ()> {
+        let bytes = serde_json::to_vec(job).map_err(|_| ())?;
+        tree.insert(job.id.to_be_bytes(), bytes)
+            .map(|_| ())
+            .map_err(|error| {
+                tracing::error!(%error, "notification not stored");
+            })
+    }
+
+    fn jobs(tree: &sled::Tree) -> Vec<Job> {
+        tree.iter()
+            .values()
+            .filter_map(|v| v.ok().and_then(|v| serde_json::from_slice(&v).ok()))
+            .collect()
+    }
+
+    pub fn dead_letters(&self) -> Vec<Job> {
+        Self::jobs(&self.dead)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sends a dead letter again (attempts start over); `None` if there is none.
+    pub fn retry(&self, id: u64) -> Option<Job> {
+        let bytes = self.dead.remove(id.to_be_bytes()).ok()??;
+        let mut job: Job = serde_json::from_slice(&bytes).ok()?;
+        job.attempts = 0;
+        job.next_at_ms = 0;
+        self.put(&self.pending, &job).ok()?;
+        self.wake.notify_one();
+        Some(job)
+    }
+
+    /// Delivers due jobs until the process ends. Runs on an actix arbiter
+    /// (the HTTP client is single-threaded).
+    pub async fn run(self: Arc<Self>) {
+        let http = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish();
+        loop {
+            let now = now_ms();
+            let mut next_due = u64::MAX;
+            for job in Self::jobs(&self.pending) {
+                if job.next_at_ms > now {
+                    next_due = next_due.min(job.next_at_ms);
+                    continue;
+                }
+                let outcome = self.deliver(&http, &job).await;
+                self.settle(job, outcome, &mut next_due);
+            }
+            let wait = if next_due == u64::MAX {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_millis(next_due.saturating_sub(now_ms()).max(1))
+            };
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        }
+    }
+
+    fn settle(&self, mut job: Job, outcome: Result<(), String>, next_due: &mut u64) {
+        let channel = match job.channel {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+        };
+        match outcome {
+            Ok(()) => {
+                let _ = self.pending.remove(job.id.to_be_bytes());
+                metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "delivered").increment(1);
+            }
+            Err(error) => {
+                job.attempts += 1;
+                job.last_error = Some(error);
+                if job.attempts >= self.settings.max_attempts {
+                    let _ = self.pending.remove(job.id.to_be_bytes());
+                    let _ = self.put(&self.dead, &job);
+                    metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "dead_letter").increment(1);
+                } else {
+                    let backoff = self.settings.backoff_ms << (job.attempts - 1).min(16);
+                    job.next_at_ms = now_ms() + backoff;
+                    *next_due = (*next_due).min(job.next_at_ms);
+                    let _ = self.put(&self.pending, &job);
+                    metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "retried").increment(1);
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, http: &awc::Client, job: &Job) -> Result<(), String> {
+        match job.channel {
+            Channel::Webhook => {
+                let key = store_key(&self.settings.signing_secret, job.tenant.unwrap_or(0));
+                let signature = crate::payments::signature::sign(
+                    key.as_bytes(),
+                    now_ms() / 1000,
+                    job.body.as_bytes(),
+                );
+                let response = http
+                    .post(job.target.as_str())
+                    .insert_header(("content-type", "application/json"))
+                    .insert_header((crate::payments::signature::HEADER, signature))
+                    .insert_header(("flashdrop-event", job.event.as_str()))
+                    .insert_header(("flashdrop-delivery", job.id.to_string()))
+                    .send_body(job.body.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", response.status()))
+                }
+            }
+            Channel::Email => self.send_email(job).await,
+        }
+    }
+
+    async fn send_email(&self, job: &Job) -> Result<(), String> {
+        use lettre::transport::smtp::extension::ClientId;
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+        let message = Message::builder()
+            .from(
+                self.settings
+                    .from
+                    .parse()
+                    .map_err(|e| format!("from: {e}"))?,
+            )
+            .to(job.target.parse().map_err(|e| format!("to: {e}"))?)
+            .subject(job.subject.clone())
+            .body(job.body.clone())
+            .map_err(|e| e.to_string())?;
+        let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            self.settings.smtp_host.as_str(),
+        )
+        .port(self.settings.smtp_port)
+        .hello_name(ClientId::Domain("flashdrop".into()))
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+        mailer
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

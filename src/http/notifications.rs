@@ -1,0 +1,120 @@
+//! Operators' view of outgoing notifications: the dead-letter list (messages
+//! that failed every attempt) and sending one again.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::actors::directory::actor_of_caller;
+use crate::actors::AuditDraft;
+use crate::domain::identity::{id_text, Role};
+use crate::events::notify::{Channel, Job};
+
+use super::error::{ApiError, ErrorKind, Problem};
+use super::extract::{Authenticated, Correlation, Live};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationBody {
+    pub id: String,
+    /// webhook or email
+    pub channel: String,
+    pub target: String,
+    pub event: String,
+    pub store_id: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl NotificationBody {
+    fn new(job: &Job) -> Self {
+        Self {
+            id: job.id.to_string(),
+            channel: match job.channel {
+                Channel::Webhook => "webhook".into(),
+                Channel::Email => "email".into(),
+            },
+            target: job.target.clone(),
+            event: job.event.clone(),
+            store_id: job.tenant.map(id_text),
+            attempts: job.attempts,
+            last_error: job.last_error.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLettersBody {
+    pub items: Vec<NotificationBody>,
+    /// Messages still being delivered (with retries).
+    pub pending: usize,
+}
+
+fn admin(caller: &Authenticated) -> Result<(), ApiError> {
+    if caller.0.role != Role::PlatformAdmin {
+        return Err(ApiError::new(ErrorKind::Forbidden, "platform admins only"));
+    }
+    Ok(())
+}
+
+/// Notifications that failed every attempt (platform admins).
+#[utoipa::path(
+    get, path = "/v1/admin/notifications/dead-letters", tag = "ops",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DeadLettersBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn dead_letters(caller: Authenticated, engine: Live) -> Result<HttpResponse, ApiError> {
+    admin(&caller)?;
+    let notifier = engine.0.notifier();
+    Ok(HttpResponse::Ok().json(DeadLettersBody {
+        items: notifier
+            .dead_letters()
+            .iter()
+            .map(NotificationBody::new)
+            .collect(),
+        pending: notifier.pending_count(),
+    }))
+}
+
+/// Send a dead letter again, its attempts starting over (platform admins).
+#[utoipa::path(
+    post, path = "/v1/admin/notifications/dead-letters/{id}/retry", tag = "ops",
+    params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = NotificationBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "notification_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(
+    caller: Authenticated,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&caller)?;
+    let missing = || ApiError::new(ErrorKind::NotificationNotFound, "no such dead letter");
+    let id: u64 = path.parse().map_err(|_| missing())?;
+    let job = engine.0.notifier().retry(id).ok_or_else(missing)?;
+    engine
+        .0
+        .directory()
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(&caller.0)),
+            "notification.retry",
+            format!("notification:{id}"),
+        )
+        .tenant(job.tenant)
+        .after(
+            serde_json::json!({"event": job.event, "channel": NotificationBody::new(&job).channel})
+                .to_string(),
+        )
+        .correlation(correlation.0)])
+        .await?;
+    Ok(HttpResponse::Accepted().json(NotificationBody::new(&job)))
+}

@@ -1,0 +1,282 @@
+//! Order notifications leave the engine: e-mail to the buyer over SMTP (a
+//! real SMTP conversation with a server the test runs on loopback) and a
+//! signed webhook to each seller, retried, dead-lettered, and sent again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::helpers::*;
+use super::orders::{order_in, place};
+
+/// A minimal SMTP server: accepts every message and keeps its DATA.
+async fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let kept = inbox.clone();
+    actix_web::rt::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let inbox = kept.clone();
+            actix_web::rt::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test-smtp ready\r\n").await.ok();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 test-smtp\r\n",
+                        "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                        "DATA" => {
+                            write.write_all(b"354 go ahead\r\n").await.ok();
+                            let mut message = String::new();
+                            while let Ok(Some(data)) = lines.next_line().await {
+                                if data == "." {
+                                    break;
+                                }
+                                message.push_str(&data);
+                                message.push('\n');
+                            }
+                            inbox.lock().push(message);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await.ok();
+                            break;
+                        }
+                        _ => b"500 unknown\r\n",
+                    };
+                    write.write_all(reply).await.ok();
+                }
+            });
+        }
+    });
+    (port, inbox)
+}
+
+#[derive(Clone, Default)]
+struct Hooks {
+    received: Arc<Mutex<Vec<(String, String, String)>>>,
+    failing: Arc<AtomicBool>,
+}
+
+async fn hook(req: HttpRequest, body: String, hooks: web::Data<Hooks>) -> HttpResponse {
+    if hooks.failing.load(Ordering::Relaxed) {
+        return HttpResponse::InternalServerError().finish();
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    hooks.received.lock().push((
+        header("flashdrop-event"),
+        header("flashdrop-signature"),
+        body,
+    ));
+    HttpResponse::Ok().finish()
+}
+
+/// A seller's webhook endpoint on loopback.
+fn webhook_server() -> (u16, Hooks) {
+    let hooks = Hooks::default();
+    let data = web::Data::new(hooks.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(hook))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    actix_web::rt::spawn(server.run());
+    (port, hooks)
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[actix_web::test]
+async fn buyers_get_email_and_sellers_signed_webhooks_with_retries_and_dead_letters() {
+    let (smtp_port, inbox) = smtp_server().await;
+    let (hook_port, hooks) = webhook_server();
+    let app = spawn_with(|c| {
+        with_admin(c);
+        c.notifications.smtp_host = "127.0.0.1".into();
+        c.notifications.smtp_port = smtp_port;
+        c.notifications.backoff_ms = 50;
+        c.notifications.max_attempts = 3;
+    })
+    .await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("mail", "M-BOOK", 10).await;
+    let seller = app.seller("mail").await;
+    let store = seller.tenant_id.clone().unwrap();
+    let url = format!("http://127.0.0.1:{hook_port}/hooks/flashdrop");
+    let bad = send(
+        app.client
+            .put(app.url(&format!("/v1/tenants/{store}")))
+            .insert_header(bearer(&seller.access_token)),
+        Some(json!({"webhook_url": "ftp://nope"})),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let set = send(
+        app.client
+            .put(app.url(&format!("/v1/tenants/{store}")))
+            .insert_header(bearer(&seller.access_token)),
+        Some(json!({"webhook_url": url})),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let key = set.body["webhook_secret"]
+        .as_str()
+        .expect("the store's signing key")
+        .to_owned();
+
+    let buyer = app.buyer("ivy").await;
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "M-BOOK", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_in(&app, &buyer.access_token, &id, &["paid"]).await;
+    for state in ["packed", "shipped", "delivered"] {
+        let moved = app
+            .post_json(
+                &format!("/v1/orders/{id}/fulfillment"),
+                Some(&seller.access_token),
+                json!({"state": state, "tracking": "TRK-1"}),
+            )
+            .await;
+        assert_eq!(moved.status, StatusCode::OK);
+    }
+    let events = [
+        "order.placed",
+        "order.paid",
+        "order.shipped",
+        "order.delivered",
+    ];
+    let webhooks = eventually(Duration::from_secs(10), || async {
+        let got = hooks.received.lock().clone();
+        (got.len() >= 4).then_some(got)
+    })
+    .await
+    .expect("the seller's webhooks arrive");
+    let names: Vec<&str> = webhooks.iter().map(|(e, _, _)| e.as_str()).collect();
+    for event in events {
+        assert!(names.contains(&event), "{event}: {names:?}");
+    }
+    for (event, signature, body) in &webhooks {
+        flashdrop::payments::signature::verify(
+            key.as_bytes(),
+            signature,
+            body.as_bytes(),
+            now_s(),
+            300,
+        )
+        .unwrap_or_else(|e| panic!("{event}: {e}"));
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["order_id"], id.as_str());
+        assert_eq!(body["event"], event.as_str());
+        assert_eq!(body["lines"][0]["sku"], "M-BOOK");
+    }
+    let mail = eventually(Duration::from_secs(10), || async {
+        let got = inbox.lock().clone();
+        (got.len() >= 4).then_some(got)
+    })
+    .await
+    .expect("the buyer's e-mails arrive");
+    let all = mail.join("\n---\n");
+    for state in ["payment pending", "paid", "shipped", "delivered"] {
+        assert!(all.contains(&format!("is {state}")), "{state}: {all}");
+    }
+    assert!(all.contains(&buyer.email), "addressed to the buyer: {all}");
+
+    // A seller endpoint that keeps failing: retried, then dead-lettered.
+    hooks.failing.store(true, Ordering::Relaxed);
+    let before = hooks.received.lock().len();
+    let second = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "M-BOOK", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let second_id = second.body["order_id"].as_str().unwrap().to_owned();
+    let dead = eventually(Duration::from_secs(10), || async {
+        let list = app
+            .get_as("/v1/admin/notifications/dead-letters", Some(&admin))
+            .await;
+        let items = list.body["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 2).then_some(items)
+    })
+    .await
+    .expect("failed deliveries reach the dead-letter list");
+    assert!(
+        dead.iter()
+            .all(|d| d["attempts"] == 3 && d["channel"] == "webhook"),
+        "{dead:?}"
+    );
+    let as_seller = app
+        .get_as(
+            "/v1/admin/notifications/dead-letters",
+            Some(&seller.access_token),
+        )
+        .await;
+    assert_eq!(as_seller.status, StatusCode::FORBIDDEN);
+    hooks.failing.store(false, Ordering::Relaxed);
+    for letter in &dead {
+        let retried = app
+            .post_json(
+                &format!(
+                    "/v1/admin/notifications/dead-letters/{}/retry",
+                    letter["id"].as_str().unwrap()
+                ),
+                Some(&admin),
+                json!({}),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::ACCEPTED, "{:?}", retried.body);
+    }
+    let missing = app
+        .post_json(
+            "/v1/admin/notifications/dead-letters/999999/retry",
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.code(), "notification_not_found");
+    let redelivered = eventually(Duration::from_secs(10), || async {
+        let got = hooks.received.lock().clone();
+        (got.len() >= before + dead.len()).then_some(got)
+    })
+    .await
+    .expect("retried dead letters are delivered");
+    assert!(redelivered[before..]
+        .iter()
+        .all(|(_, _, body)| body.contains(&second_id)));
+    let empty = app
+        .get_as("/v1/admin/notifications/dead-letters", Some(&admin))
+        .await;
+    assert_eq!(empty.body["items"], json!([]));
+    app.stop().await;
+}
