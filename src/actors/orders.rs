@@ -194,6 +194,15 @@ impl Orders {
             .map(|e| e.value().clone())
             .collect();
         tracing::info!(orders = unfinished.len(), "resuming unfinished orders");
+        // Announcements are queued after a change is durable: a crash in
+        // between would lose one. Every state in every order's history is
+        // announced again here; messages already queued or sent are skipped.
+        for entry in self.entries.iter() {
+            let order = entry.view();
+            for (state, at) in &order.history {
+                announce(&self.deps, &order, *state, *at);
+            }
+        }
         for entry in unfinished {
             self.spawn_actor(entry);
         }
@@ -500,6 +509,82 @@ impl Orders {
     }
 }
 
+/// The event a state announces to the buyer's e-mail and the sellers' webhooks.
+fn event_of(state: OrderState) -> Option<&'static str> {
+    Some(match state {
+        OrderState::PaymentPending => "order.placed",
+        OrderState::Paid => "order.paid",
+        OrderState::Shipped => "order.shipped",
+        OrderState::Delivered => "order.delivered",
+        OrderState::Refunded => "order.refunded",
+        _ => return None,
+    })
+}
+
+/// Queues the messages that announce `state` (reached at `at_ms`): e-mail to
+/// the buyer, a webhook to each seller. Each message has a key made of the
+/// order, the event and the recipient, so announcing again queues nothing.
+fn announce(deps: &OrderDeps, o: &Order, state: OrderState, at_ms: u64) {
+    let Some(event) = event_of(state) else {
+        return;
+    };
+    let id = id_text(o.id);
+    let total = format!(
+        "{}.{:02} {}",
+        o.total_minor() / 100,
+        o.total_minor() % 100,
+        o.currency
+    );
+    if let Some(buyer) = deps.directory.user(o.buyer) {
+        deps.notifier.enqueue(
+            format!("{id}/{event}/email"),
+            Channel::Email,
+            buyer.email,
+            event,
+            None,
+            format!("Your order {id} is {}", state.as_str().replace('_', " ")),
+            format!(
+                "Order {id}\nState: {}\nTotal: {total}\nShipping to: {}\n",
+                state.as_str(),
+                o.shipping_address
+            ),
+        );
+    }
+    for seller in o.sellers() {
+        let Some(tenant) = deps.directory.tenant(seller) else {
+            continue;
+        };
+        if tenant.webhook_url.is_empty() {
+            continue;
+        }
+        let lines: Vec<serde_json::Value> = o
+            .lines
+            .iter()
+            .filter(|l| l.seller == seller)
+            .map(|l| json!({"sku": l.code, "quantity": l.quantity, "unit_price": l.unit_price_minor}))
+            .collect();
+        let body = json!({
+            "event": event,
+            "order_id": id,
+            "state": state.as_str(),
+            "store_id": id_text(seller),
+            "lines": lines,
+            "total": o.seller_total_minor(seller),
+            "currency": o.currency,
+            "at": rfc3339_ms(at_ms),
+        });
+        deps.notifier.enqueue(
+            format!("{id}/{event}/webhook/{}", id_text(seller)),
+            Channel::Webhook,
+            tenant.webhook_url,
+            event,
+            Some(seller),
+            String::new(),
+            body.to_string(),
+        );
+    }
+}
+
 /// The order still has saga work, or may be moved (so it keeps an actor).
 fn needs_actor(order: &Order) -> bool {
     !order.settled()
@@ -654,70 +739,11 @@ impl OrderActor {
         }
     }
 
-    /// Placed, paid, shipped, delivered and refunded orders are announced to
-    /// the buyer by e-mail and to each seller's webhook.
     fn notify_out(&self, before: OrderState) {
-        let o = &self.order;
-        let event = match o.state {
-            OrderState::PaymentPending if before < OrderState::PaymentPending => "order.placed",
-            OrderState::Paid => "order.paid",
-            OrderState::Shipped => "order.shipped",
-            OrderState::Delivered => "order.delivered",
-            OrderState::Refunded => "order.refunded",
-            _ => return,
-        };
-        let id = id_text(o.id);
-        let total = format!(
-            "{}.{:02} {}",
-            o.total_minor() / 100,
-            o.total_minor() % 100,
-            o.currency
-        );
-        if let Some(buyer) = self.deps.directory.user(o.buyer) {
-            self.deps.notifier.enqueue(
-                Channel::Email,
-                buyer.email,
-                event,
-                None,
-                format!("Your order {id} is {}", o.state.as_str().replace('_', " ")),
-                format!(
-                    "Order {id}\nState: {}\nTotal: {total}\nShipping to: {}\n",
-                    o.state.as_str(),
-                    o.shipping_address
-                ),
-            );
-        }
-        for seller in o.sellers() {
-            let Some(tenant) = self.deps.directory.tenant(seller) else {
-                continue;
-            };
-            if tenant.webhook_url.is_empty() {
-                continue;
+        if let Some((state, at)) = self.order.history.last() {
+            if *state != OrderState::PaymentPending || before < OrderState::PaymentPending {
+                announce(&self.deps, &self.order, *state, *at);
             }
-            let lines: Vec<serde_json::Value> = o
-                .lines
-                .iter()
-                .filter(|l| l.seller == seller)
-                .map(|l| json!({"sku": l.code, "quantity": l.quantity, "unit_price": l.unit_price_minor}))
-                .collect();
-            let body = json!({
-                "event": event,
-                "order_id": id,
-                "state": o.state.as_str(),
-                "store_id": id_text(seller),
-                "lines": lines,
-                "total": o.seller_total_minor(seller),
-                "currency": o.currency,
-                "at": rfc3339_ms(o.history.last().map_or(0, |(_, at)| *at)),
-            });
-            self.deps.notifier.enqueue(
-                Channel::Webhook,
-                tenant.webhook_url,
-                event,
-                Some(seller),
-                String::new(),
-                body.to_string(),
-            );
         }
     }
 

@@ -73,6 +73,8 @@ pub struct Notifier {
     settings: NotifySettings,
     pending: sled::Tree,
     dead: sled::Tree,
+    /// The key of every message ever queued, so announcing again is a no-op.
+    seen: sled::Tree,
     next_id: AtomicU64,
     wake: Notify,
 }
@@ -81,6 +83,7 @@ impl Notifier {
     pub fn open(db: &sled::Db, settings: NotifySettings) -> Result<Arc<Self>, sled::Error> {
         let pending = db.open_tree("notifications_pending")?;
         let dead = db.open_tree("notifications_dead")?;
+        let seen = db.open_tree("notifications_seen")?;
         let last = |t: &sled::Tree| -> Result<u64, sled::Error> {
             Ok(t.last()?
                 .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -91,6 +94,7 @@ impl Notifier {
             settings,
             pending,
             dead,
+            seen,
             next_id: AtomicU64::new(next),
             wake: Notify::new(),
         }))
@@ -100,9 +104,12 @@ impl Notifier {
         &self.settings
     }
 
-    /// Queues a message; it is delivered at least once from here on.
+    /// Queues a message unless one with this `key` was queued before; it is
+    /// delivered at least once from here on.
+    #[allow(clippy::too_many_arguments)]
     pub fn enqueue(
         &self,
+        key: String,
         channel: Channel,
         target: String,
         event: &str,
@@ -115,6 +122,11 @@ impl Notifier {
         }
         if self.pending.len() >= self.settings.queue_max {
             metrics::counter!("flashdrop_notifications_dropped_total").increment(1);
+            return;
+        }
+        // Seen keys are skipped; the mark follows the job, so a crash in
+        // between repeats a message rather than losing it.
+        if self.seen.contains_key(key.as_bytes()).unwrap_or(false) {
             return;
         }
         let job = Job {
@@ -130,6 +142,7 @@ impl Notifier {
             last_error: None,
         };
         if self.put(&self.pending, &job).is_ok() {
+            let _ = self.seen.insert(key.as_bytes(), &[]);
             self.wake.notify_one();
         }
     }
@@ -277,5 +290,87 @@ impl Notifier {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notifier(db: &sled::Db) -> Arc<Notifier> {
+        Notifier::open(
+            db,
+            NotifySettings {
+                smtp_host: String::new(),
+                smtp_port: 25,
+                from: "a <a@b.c>".into(),
+                signing_secret: "0123456789abcdef".into(),
+                max_attempts: 2,
+                backoff_ms: 1,
+                queue_max: 10,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_message_is_queued_once_per_key_and_dead_letters_go_back_to_the_queue() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let n = notifier(&db);
+        for _ in 0..3 {
+            n.enqueue(
+                "o1/order.paid/webhook/s".into(),
+                Channel::Webhook,
+                "http://x".into(),
+                "order.paid",
+                Some(1),
+                String::new(),
+                "{}".into(),
+            );
+        }
+        n.enqueue(
+            "o1/order.paid/email".into(),
+            Channel::Email,
+            "a@b.c".into(),
+            "order.paid",
+            None,
+            "s".into(),
+            "b".into(),
+        );
+        assert_eq!(
+            n.pending_count(),
+            1,
+            "e-mail is off without an SMTP host; repeats are skipped"
+        );
+        let job = Notifier::jobs(&n.pending).remove(0);
+        let mut due = u64::MAX;
+        n.settle(job.clone(), Err("refused".into()), &mut due);
+        assert!(due < u64::MAX, "a failed delivery is retried later");
+        n.settle(
+            Notifier::jobs(&n.pending).remove(0),
+            Err("refused".into()),
+            &mut due,
+        );
+        assert_eq!(n.pending_count(), 0);
+        let dead = n.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 2);
+        assert_eq!(n.retry(dead[0].id).map(|j| j.attempts), Some(0));
+        assert_eq!(n.pending_count(), 1);
+        assert!(n.dead_letters().is_empty());
+        assert!(n.retry(dead[0].id).is_none());
+        // Reopened (a restart): the keys still skip repeats.
+        drop(n);
+        let again = notifier(&db);
+        again.enqueue(
+            "o1/order.paid/webhook/s".into(),
+            Channel::Webhook,
+            "http://x".into(),
+            "order.paid",
+            Some(1),
+            String::new(),
+            "{}".into(),
+        );
+        assert_eq!(again.pending_count(), 1);
     }
 }
