@@ -14,7 +14,7 @@ use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, IdempotencyHeader, Live, MaybeCaller};
-use super::orders::{placed, valid_method};
+use super::orders::{delivery_errors, placed};
 
 /// The header that names a guest cart (issued on a guest's first change).
 pub const CART_TOKEN: &str = "cart-token";
@@ -302,21 +302,7 @@ pub async fn checkout(
             "sign in to check out (a guest cart is merged with Cart-Token)",
         ));
     };
-    let mut errors = Vec::new();
-    let address_chars = body.shipping_address.trim().chars().count();
-    let address_max = state.config.orders.shipping_address_max_chars;
-    if address_chars == 0 || address_chars > address_max {
-        errors.push(InvalidField::new(
-            "shipping_address",
-            format!("must be 1..={address_max} characters"),
-        ));
-    }
-    if !valid_method(&body.payment_method) {
-        errors.push(InvalidField::new(
-            "payment_method",
-            "must be a payment method token: pm_ followed by 1..=60 letters, digits or _",
-        ));
-    }
+    let errors = delivery_errors(&state, &body.shipping_address, &body.payment_method);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }

@@ -261,27 +261,36 @@ pub fn validate_order(
             ));
         }
     }
-    let address_chars = address.trim().chars().count();
-    if address_chars == 0 || address_chars > limits.shipping_address_max_chars {
-        errors.push(InvalidField::new(
-            "shipping_address",
-            format!(
-                "must be 1..={} characters",
-                limits.shipping_address_max_chars
-            ),
-        ));
-    }
-    if !valid_method(method) {
-        errors.push(InvalidField::new(
-            "payment_method",
-            "must be a payment method token: pm_ followed by 1..=60 letters, digits or _",
-        ));
-    }
+    errors.extend(delivery_errors(state, address, method));
     if errors.is_empty() {
         Ok(parsed)
     } else {
         Err(ApiError::invalid(errors))
     }
+}
+
+/// What is wrong with a shipping address and a payment method (orders and checkout).
+pub fn delivery_errors(state: &AppState, address: &str, method: &str) -> Vec<InvalidField> {
+    let mut errors = Vec::new();
+    let max = state.config.orders.shipping_address_max_chars;
+    let chars = address.trim().chars().count();
+    if chars == 0 || chars > max {
+        errors.push(InvalidField::new(
+            "shipping_address",
+            format!("must be 1..={max} characters"),
+        ));
+    }
+    if !valid_method(method) {
+        errors.push(method_error());
+    }
+    errors
+}
+
+fn method_error() -> InvalidField {
+    InvalidField::new(
+        "payment_method",
+        "must be a payment method token: pm_ followed by 1..=60 letters, digits or _",
+    )
 }
 
 pub fn valid_method(method: &str) -> bool {
@@ -481,6 +490,37 @@ pub async fn list_orders(
     Ok(HttpResponse::Ok().json(OrderPageBody { items, next_cursor }))
 }
 
+/// A buyer's move on an order: done, audited with the states before and
+/// after, answered with the order.
+async fn buyer_action<F, Fut>(
+    engine: &Live,
+    shopper: &Shopper,
+    correlation: Correlation,
+    id: u128,
+    action: &'static str,
+    act: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(std::sync::Arc<Orders>) -> Fut,
+    Fut: std::future::Future<Output = Result<Order, crate::actors::orders::OrdersError>>,
+{
+    let orders = engine.0.orders().clone();
+    let before = orders.get(id).map(|o| o.state);
+    let order = act(orders).await?;
+    let before = before.unwrap_or(order.state);
+    audit(
+        engine,
+        &shopper.caller,
+        action,
+        &order,
+        before,
+        None,
+        correlation,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+}
+
 async fn audit(
     engine: &Live,
     caller: &Caller,
@@ -526,21 +566,16 @@ pub async fn cancel_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    let orders = engine.0.orders();
-    let before = orders.get(id).map(|o| o.state);
-    let order = orders.cancel(id, shopper.caller.user).await?;
-    let before = before.unwrap_or(order.state);
-    audit(
+    let buyer = shopper.caller.user;
+    buyer_action(
         &engine,
-        &shopper.caller,
-        "order.cancel",
-        &order,
-        before,
-        None,
+        &shopper,
         correlation,
+        id,
+        "order.cancel",
+        |orders| async move { orders.cancel(id, buyer).await },
     )
-    .await?;
-    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -574,27 +609,18 @@ pub async fn pay_order(
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     if !valid_method(&body.payment_method) {
-        return Err(
-            InvalidField::new("payment_method", "must be a payment method token (pm_...)").into(),
-        );
+        return Err(method_error().into());
     }
-    let orders = engine.0.orders();
-    let before = orders.get(id).map(|o| o.state);
-    let order = orders
-        .pay(id, shopper.caller.user, body.payment_method.clone())
-        .await?;
-    let before = before.unwrap_or(order.state);
-    audit(
+    let (buyer, method) = (shopper.caller.user, body.payment_method.clone());
+    buyer_action(
         &engine,
-        &shopper.caller,
-        "order.pay",
-        &order,
-        before,
-        None,
+        &shopper,
         correlation,
+        id,
+        "order.pay",
+        |orders| async move { orders.pay(id, buyer, method).await },
     )
-    .await?;
-    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -630,23 +656,16 @@ pub async fn request_return(
     if chars == 0 || chars > 500 {
         return Err(InvalidField::new("reason", "must be 1..=500 characters").into());
     }
-    let orders = engine.0.orders();
-    let before = orders.get(id).map(|o| o.state);
-    let order = orders
-        .request_return(id, shopper.caller.user, body.reason.trim().to_owned())
-        .await?;
-    let before = before.unwrap_or(order.state);
-    audit(
+    let (buyer, reason) = (shopper.caller.user, body.reason.trim().to_owned());
+    buyer_action(
         &engine,
-        &shopper.caller,
-        "order.return_requested",
-        &order,
-        before,
-        None,
+        &shopper,
         correlation,
+        id,
+        "order.return_requested",
+        |orders| async move { orders.request_return(id, buyer, reason).await },
     )
-    .await?;
-    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
