@@ -16,7 +16,7 @@ use super::helpers::*;
 use super::orders::{order_in, place};
 
 /// A minimal SMTP server: accepts every message and keeps its DATA.
-async fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub async fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox = Arc::new(Mutex::new(Vec::new()));
@@ -61,9 +61,9 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 #[derive(Clone, Default)]
-struct Hooks {
-    received: Arc<Mutex<Vec<(String, String, String)>>>,
-    failing: Arc<AtomicBool>,
+pub struct Hooks {
+    pub received: Arc<Mutex<Vec<(String, String, String)>>>,
+    pub failing: Arc<AtomicBool>,
 }
 
 async fn hook(req: HttpRequest, body: String, hooks: web::Data<Hooks>) -> HttpResponse {
@@ -86,7 +86,7 @@ async fn hook(req: HttpRequest, body: String, hooks: web::Data<Hooks>) -> HttpRe
 }
 
 /// A seller's webhook endpoint on loopback.
-fn webhook_server() -> (u16, Hooks) {
+pub fn webhook_server() -> (u16, Hooks) {
     let hooks = Hooks::default();
     let data = web::Data::new(hooks.clone());
     let server = HttpServer::new(move || {

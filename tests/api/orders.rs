@@ -61,23 +61,52 @@ async fn payments_of(app: &TestApp, admin: &str, order: &str) -> Vec<Value> {
 }
 
 #[actix_web::test]
-async fn a_multi_seller_order_is_paid_shipped_delivered_returned_and_refunded() {
-    let app = spawn_with_admin().await;
+async fn a_multi_seller_cart_is_paid_shipped_delivered_returned_and_refunded_with_notifications() {
+    let (smtp_port, inbox) = super::notifications::smtp_server().await;
+    let (hook_port, hooks) = super::notifications::webhook_server();
+    let app = spawn_with(|c| {
+        with_admin(c);
+        c.notifications.smtp_host = "127.0.0.1".into();
+        c.notifications.smtp_port = smtp_port;
+    })
+    .await;
     let admin = app.platform_admin().await;
     app.stocked_sku("north", "N-TEE", 10).await;
     app.stocked_sku("south", "S-CAP", 10).await;
     let north = app.seller("north").await;
     let south = app.seller("south").await;
+    for (seller, path) in [(&north, "north"), (&south, "south")] {
+        let store = seller.tenant_id.clone().unwrap();
+        let set = send(
+            app.client
+                .put(app.url(&format!("/v1/tenants/{store}")))
+                .insert_header(bearer(&seller.access_token)),
+            Some(json!({"webhook_url": format!("http://127.0.0.1:{hook_port}/{path}")})),
+        )
+        .await;
+        assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    }
     let buyer = app.buyer("ada").await;
     let mut ws = WsClient::connect(&app, Some(&buyer.access_token)).await;
     ws.subscribe(&["orders"]).await;
 
-    let placed = place(
-        &app,
-        &buyer.access_token,
-        json!([{"sku": "N-TEE", "quantity": 2}, {"sku": "S-CAP", "quantity": 1}]),
-        "pm_card_visa",
-        true,
+    // A cart across both stores, checked out.
+    for (sku, quantity) in [("N-TEE", 2), ("S-CAP", 1)] {
+        let added = app
+            .post_json(
+                "/v1/cart/items",
+                Some(&buyer.access_token),
+                json!({"sku": sku, "quantity": quantity}),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
+    }
+    let placed = send(
+        app.client
+            .post(app.url("/v1/cart/checkout"))
+            .insert_header(bearer(&buyer.access_token))
+            .insert_header(("prefer", "wait=10")),
+        Some(json!({"shipping_address": "1 Test Street, Testville", "payment_method": "pm_card_visa"})),
     )
     .await;
     assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
@@ -194,6 +223,53 @@ async fn a_multi_seller_order_is_paid_shipped_delivered_returned_and_refunded() 
         if heard.last().map(String::as_str) == Some("refunded") {
             break;
         }
+    }
+    // The buyer's e-mails and both stores' webhooks, each announcing every
+    // milestone of the order.
+    let milestones = [
+        "order.placed",
+        "order.paid",
+        "order.shipped",
+        "order.delivered",
+        "order.refunded",
+    ];
+    let webhooks = eventually(Duration::from_secs(10), || async {
+        let got = hooks.received.lock().clone();
+        (got.len() >= 2 * milestones.len()).then_some(got)
+    })
+    .await
+    .expect("both stores hear every milestone");
+    for store in [
+        north.tenant_id.clone().unwrap(),
+        south.tenant_id.clone().unwrap(),
+    ] {
+        let mut events: Vec<String> = webhooks
+            .iter()
+            .filter(|(_, _, body)| {
+                serde_json::from_str::<Value>(body).unwrap()["store_id"] == store.as_str()
+            })
+            .map(|(event, _, _)| event.clone())
+            .collect();
+        events.sort();
+        let mut expected: Vec<String> = milestones.iter().map(|m| m.to_string()).collect();
+        expected.sort();
+        assert_eq!(events, expected, "{store}");
+    }
+    let mail = eventually(Duration::from_secs(10), || async {
+        let got = inbox.lock().clone();
+        (got.len() >= milestones.len()).then_some(got)
+    })
+    .await
+    .expect("the buyer's e-mails arrive");
+    let all = mail.join("\n");
+    for state in [
+        "payment pending",
+        "paid",
+        "shipped",
+        "delivered",
+        "refunded",
+    ] {
+        assert!(all.contains(&format!("{id} is {state}")), "{state}: {all}");
     }
     assert_eq!(
         heard,
