@@ -237,6 +237,7 @@ impl Orders {
             orders: Arc::downgrade(self),
             waiters: Vec::new(),
             timer: None,
+            resumed: entry.view.read().pending,
         };
         let addr = match self.arbiters.get(i) {
             Some(arbiter) => OrderActor::start_in_arbiter(arbiter, move |_| actor),
@@ -651,6 +652,8 @@ pub struct OrderActor {
     orders: Weak<Orders>,
     waiters: Vec<oneshot::Sender<()>>,
     timer: Option<SpawnHandle>,
+    /// The step pending when this actor started (begun by an earlier process).
+    resumed: Option<SagaStep>,
 }
 
 impl Actor for OrderActor {
@@ -775,13 +778,16 @@ impl OrderActor {
         };
         let mut order = self.order.clone();
         let logged_before = order.pending == Some(step);
+        // A step this actor found pending when it started was begun by an
+        // earlier process: only the restock step cares (it is not repeated).
+        let resumed = self.resumed.take() == Some(step);
         order.begin(step, now);
         let deps = self.deps.clone();
         self.run(ctx, async move {
             if !logged_before {
                 persist(&deps.wal, &order).await?;
             }
-            let mut order = run_step(&deps, order, step).await;
+            let mut order = run_step(&deps, order, step, resumed).await;
             // One record says both "this step completed" and "the next one
             // starts": half the durable writes, and the log still shows every
             // step as started before it runs.
@@ -1029,7 +1035,7 @@ fn error_code(error: &EngineError) -> String {
 /// Runs one saga step on `order` (already marked as started) and returns the
 /// order with its outcome applied. Every call repeats safely: holds carry
 /// idempotency keys, the provider's calls carry keys from the order.
-async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep) -> Order {
+async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep, resumed: bool) -> Order {
     let Some(engine) = deps.engine() else {
         return transient(deps, order, "engine stopping");
     };
@@ -1213,7 +1219,8 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep) -> Order {
                 Err(other) => transient(deps, order, &other.to_string()),
             }
         }
-        SagaStep::Refund { seller } => refund_seller(deps, &engine, order, seller).await,
+        SagaStep::Refund { seller } => refund_seller(deps, order, seller).await,
+        SagaStep::Restock { seller } => restock(deps, &engine, order, seller, resumed).await,
     }
 }
 
@@ -1296,34 +1303,24 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
     order
 }
 
-/// Refunds a seller's part through the provider, then puts its units back
-/// in stock if the seller asked for it.
-async fn refund_seller(
+/// Puts a refunded part's units back in stock, at most once: after a restart
+/// during this step it is skipped (and counted), since repeating it could
+/// count units twice, which is how oversells start.
+async fn restock(
     deps: &OrderDeps,
     engine: &Arc<Engine>,
     order: Order,
     seller: u128,
+    resumed: bool,
 ) -> Order {
-    let amount = order.seller_total_minor(seller);
-    let Some(payment_id) = order.payment.payment_id.clone() else {
-        return transient(deps, order, "no payment to refund");
-    };
-    let key = order
-        .payment
-        .key(order.id, &format!("refund-{seller:032x}"));
-    match deps.gateway.refund(payment_id, amount, key).await {
-        Ok(_) => {}
-        Err(GatewayError::Unavailable(why)) => return transient(deps, order, &why),
-        Err(other) => return transient(deps, order, &other.to_string()),
+    let mut order = order;
+    if resumed {
+        tracing::warn!(order = %id_text(order.id), store = %id_text(seller), "restock interrupted by a restart; not repeated, count the returned units by hand");
+        metrics::counter!("flashdrop_order_restocks_skipped_total").increment(1);
+        order.restocked(seller, true, deps.clock.now_ms());
+        return order;
     }
-    let restock = order
-        .sub_orders
-        .iter()
-        .any(|s| s.seller == seller && s.restock);
-    if restock {
-        let Ok(tenant) = TenantId::parse(&id_text(seller)) else {
-            return transient(deps, order, "bad seller id");
-        };
+    if let Ok(tenant) = TenantId::parse(&id_text(seller)) {
         for line in order.lines.iter().filter(|l| l.seller == seller) {
             let Ok(code) = SkuCode::parse(&line.code) else {
                 continue;
@@ -1343,6 +1340,25 @@ async fn refund_seller(
                 tracing::warn!(order = %id_text(order.id), %error, "restock after a return failed");
             }
         }
+    }
+    order.restocked(seller, false, deps.clock.now_ms());
+    order
+}
+
+/// Refunds a seller's part through the provider (the restock, if asked
+/// for, is a step of its own).
+async fn refund_seller(deps: &OrderDeps, order: Order, seller: u128) -> Order {
+    let amount = order.seller_total_minor(seller);
+    let Some(payment_id) = order.payment.payment_id.clone() else {
+        return transient(deps, order, "no payment to refund");
+    };
+    let key = order
+        .payment
+        .key(order.id, &format!("refund-{seller:032x}"));
+    match deps.gateway.refund(payment_id, amount, key).await {
+        Ok(_) => {}
+        Err(GatewayError::Unavailable(why)) => return transient(deps, order, &why),
+        Err(other) => return transient(deps, order, &other.to_string()),
     }
     let mut order = order;
     order.refunded(seller, deps.clock.now_ms());

@@ -117,6 +117,11 @@ pub enum SagaStep {
     Refund {
         seller: u128,
     },
+    /// Put a refunded part's units back in stock (at most once: a restart
+    /// during this step skips it rather than risk counting units twice).
+    Restock {
+        seller: u128,
+    },
 }
 
 impl SagaStep {
@@ -130,6 +135,7 @@ impl SagaStep {
             SagaStep::Release => "release",
             SagaStep::RefundAll => "refund_all",
             SagaStep::Refund { .. } => "refund",
+            SagaStep::Restock { .. } => "restock",
         }
     }
 }
@@ -209,6 +215,8 @@ pub struct SubOrder {
     pub return_reason: Option<String>,
     /// The seller accepted the return; the refund step has not finished yet.
     pub refund_pending: bool,
+    /// Refunded with restock; the units are not back in stock yet.
+    pub restock_pending: bool,
     pub refunded_minor: i64,
 }
 
@@ -336,6 +344,7 @@ impl Order {
                     restock: false,
                     return_reason: None,
                     refund_pending: false,
+                    restock_pending: false,
                     refunded_minor: 0,
                 });
             }
@@ -445,6 +454,9 @@ impl Order {
         }
         if now_ms < self.retry_at_ms {
             return None;
+        }
+        if let Some(sub) = self.sub_orders.iter().find(|s| s.restock_pending) {
+            return Some(SagaStep::Restock { seller: sub.seller });
         }
         match self.state {
             OrderState::Created => Some(if self.cancelling.is_some() {
@@ -730,12 +742,27 @@ impl Order {
         if let Some(sub) = self.sub_orders.iter_mut().find(|s| s.seller == seller) {
             sub.refunded_minor = amount;
             sub.refund_pending = false;
+            sub.restock_pending = sub.restock;
             sub.state = OrderState::Refunded;
             sub.history.push((OrderState::Refunded, now_ms));
         }
         self.payment.refunded_minor += amount;
         self.complete(SagaStep::Refund { seller }, now_ms, "");
         self.follow_sub_orders(now_ms);
+    }
+
+    /// A refunded part's units are back in stock (or, `skipped`, the step was
+    /// interrupted and is not repeated: someone counts them by hand).
+    pub fn restocked(&mut self, seller: u128, skipped: bool, now_ms: u64) {
+        if let Some(sub) = self.sub_orders.iter_mut().find(|s| s.seller == seller) {
+            sub.restock_pending = false;
+        }
+        let detail = if skipped {
+            "skipped after a restart"
+        } else {
+            ""
+        };
+        self.complete(SagaStep::Restock { seller }, now_ms, detail);
     }
 
     /// Delivered parts whose return window has passed are closed.
@@ -764,6 +791,7 @@ impl Order {
         self.pending.is_none()
             && (self.state == OrderState::Cancelled || self.state.is_paid())
             && !matches!(self.state, OrderState::ReturnRequested)
+            && !self.sub_orders.iter().any(|s| s.restock_pending)
     }
 }
 
@@ -975,6 +1003,39 @@ mod tests {
         o.refunded(1, 6_100);
         assert_eq!(o.state, OrderState::Refunded);
         assert_eq!(o.payment.refunded_minor, 1_000);
+        assert!(!o.settled(), "the restock is still to do");
+        assert_eq!(o.next_step(6_100), Some(SagaStep::Restock { seller: 1 }));
+        o.begin(SagaStep::Restock { seller: 1 }, 6_100);
+        o.restocked(1, false, 6_200);
+        assert_eq!(o.next_step(6_200), None);
+        assert!(o.settled());
+    }
+
+    #[test]
+    fn an_interrupted_restock_is_recorded_as_skipped_and_not_run_again() {
+        let mut o = order(&[1]);
+        run_to_paid(&mut o);
+        for to in [
+            OrderState::Packed,
+            OrderState::Shipped,
+            OrderState::Delivered,
+        ] {
+            o.fulfil(1, to, None, false, 2_000).unwrap();
+        }
+        o.request_return("broken".into(), 10_000, 3_000).unwrap();
+        o.fulfil(1, OrderState::Refunded, None, true, 3_000)
+            .unwrap();
+        o.begin(SagaStep::Refund { seller: 1 }, 3_000);
+        o.refunded(1, 3_000);
+        o.begin(SagaStep::Restock { seller: 1 }, 3_000);
+        o.restocked(1, true, 3_100);
+        let last = o.saga_log.last().unwrap();
+        assert_eq!(
+            (last.step, last.phase),
+            (SagaStep::Restock { seller: 1 }, Phase::Completed)
+        );
+        assert_eq!(last.detail, "skipped after a restart");
+        assert_eq!(o.next_step(3_100), None);
         assert!(o.settled());
     }
 
