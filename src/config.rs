@@ -404,6 +404,8 @@ pub struct CartConfig {
     pub drop_hold_s: u64,
     /// At checkout, take changed prices silently instead of answering 409 `price_changed`.
     pub accept_price_changes: bool,
+    /// Carts kept in memory at most (guests can make many); past it, new carts get 503.
+    pub carts_max: usize,
 }
 
 impl Default for CartConfig {
@@ -413,6 +415,7 @@ impl Default for CartConfig {
             account_ttl_s: 30 * 86_400,
             drop_hold_s: 600,
             accept_price_changes: false,
+            carts_max: 1_000_000,
         }
     }
 }
@@ -844,6 +847,7 @@ impl Config {
         range("cart.guest_ttl_s", c.guest_ttl_s, 60, 366 * 86_400)?;
         range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;
         range("cart.drop_hold_s", c.drop_hold_s, 10, 86_400)?;
+        range("cart.carts_max", c.carts_max, 1, 1_000_000_000)?;
         let o = &self.orders;
         range("orders.lines_max", o.lines_max, 1, 1_000)?;
         range("orders.quantity_max", o.quantity_max, 1, 1_000_000)?;

@@ -150,6 +150,12 @@ impl Carts {
         guest: bool,
         op: CartOp,
     ) -> Result<CartReply, CartsError> {
+        if !self.entries.contains_key(&owner)
+            && self.entries.len() >= self.deps.config.cart.carts_max
+        {
+            metrics::counter!("flashdrop_carts_refused_total").increment(1);
+            return Err(CartsError::Unavailable);
+        }
         let entry = self
             .entries
             .entry(owner)

@@ -275,20 +275,21 @@ impl Orders {
         limit: usize,
     ) -> Vec<Order> {
         let index = match (buyer, seller) {
-            (Some(b), _) => self.by_buyer.get(&b).map(|ids| ids.clone()),
-            (None, Some(s)) => self.by_seller.get(&s).map(|ids| ids.clone()),
+            (Some(b), _) => self.by_buyer.get(&b),
+            (None, Some(s)) => self.by_seller.get(&s),
             (None, None) => None,
         };
         let Some(ids) = index else {
             return Vec::new();
         };
-        ids.iter()
-            .rev()
-            .skip_while(|id| before.is_some_and(|b| **id != b))
-            .skip(usize::from(before.is_some()))
-            .take(limit)
-            .filter_map(|id| self.get(*id))
-            .collect()
+        // Ids are in creation order; a cursor is the last id of the page before.
+        let end = match before {
+            Some(b) => ids.iter().rposition(|id| *id == b).unwrap_or(0),
+            None => ids.len(),
+        };
+        let page: Vec<u128> = ids[..end].iter().rev().take(limit).copied().collect();
+        drop(ids);
+        page.into_iter().filter_map(|id| self.get(id)).collect()
     }
 
     /// The order a buyer already placed with this key: the same request

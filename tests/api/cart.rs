@@ -428,3 +428,90 @@ async fn a_drop_sku_is_held_when_added_and_the_order_takes_over_the_hold() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn carts_are_bounded_and_orders_page_newest_first() {
+    let app = spawn_with(|c| c.cart.carts_max = 1).await;
+    app.stocked_sku("shop", "B-PEN", 50).await;
+    let first = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/items",
+        None,
+        None,
+        Some(json!({"sku": "B-PEN", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let token = first.header("cart-token").unwrap().to_owned();
+    let second = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/items",
+        None,
+        None,
+        Some(json!({"sku": "B-PEN", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(
+        (second.status, second.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "past cart.carts_max"
+    );
+    let same = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/items",
+        None,
+        Some(&token),
+        Some(json!({"sku": "B-PEN", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(
+        same.status,
+        StatusCode::CREATED,
+        "an existing cart still changes"
+    );
+
+    let buyer = app.buyer("pat").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let placed = super::orders::place(
+            &app,
+            &buyer.access_token,
+            json!([{"sku": "B-PEN", "quantity": 1}]),
+            "pm_card_visa",
+            false,
+        )
+        .await;
+        ids.push(placed.body["order_id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/orders?limit=2&cursor={c}"),
+            None => "/v1/orders?limit=2".to_owned(),
+        };
+        let page = app.get_as(&path, Some(&buyer.access_token)).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        seen.extend(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every order once, newest first");
+    let bad = app
+        .get_as("/v1/orders?limit=0", Some(&buyer.access_token))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
