@@ -508,42 +508,19 @@ where
     let before = orders.get(id).map(|o| o.state);
     let order = act(orders).await?;
     let before = before.unwrap_or(order.state);
-    audit(
-        engine,
-        &shopper.caller,
-        action,
-        &order,
-        before,
-        None,
-        correlation,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
-}
-
-async fn audit(
-    engine: &Live,
-    caller: &Caller,
-    action: &'static str,
-    order: &Order,
-    before: OrderState,
-    tenant: Option<u128>,
-    correlation: Correlation,
-) -> Result<(), ApiError> {
     engine
         .0
         .directory()
         .audit(vec![AuditDraft::new(
-            Some(actor_of_caller(caller)),
+            Some(actor_of_caller(&shopper.caller)),
             action,
             format!("order:{}", id_text(order.id)),
         )
-        .tenant(tenant)
         .before(serde_json::json!({"state": before.as_str()}).to_string())
         .after(serde_json::json!({"state": order.state.as_str()}).to_string())
         .correlation(correlation.0)])
         .await?;
-    Ok(())
+    Ok(HttpResponse::Ok().json(OrderBody::new(&order, None)))
 }
 
 /// Cancel an order before it is paid: the payment is voided and every hold

@@ -639,7 +639,19 @@ async fn webhooks_late_twice_and_out_of_order_settle_orders_once() {
     assert_eq!(first.body["duplicate"], false);
     let second = post_webhook(&app, &forged, Some(signed)).await;
     assert_eq!(second.body["duplicate"], true);
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // The order's actor handles commands after the reconciliation the
+    // webhook queued: a refused cancel shows it has run, and still paid.
+    let after = app
+        .post_json(
+            &format!("/v1/orders/{paid_id}/cancel"),
+            Some(&buyer.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (after.code(), &after.body["state"]),
+        ("invalid_transition", &json!("paid"))
+    );
     let order = app
         .get_as(&format!("/v1/orders/{paid_id}"), Some(&buyer.access_token))
         .await;
