@@ -51,6 +51,19 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The child gets SIGTERM when the bench dies, even by a signal that skips
+/// the destructors that stop it otherwise.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 /// What a run measures, from the command line and the environment.
 pub struct Settings {
     pub seconds: Duration,

@@ -50,6 +50,7 @@ fn config(conninfo: &str, schema: &str) -> StoreResult<tokio_postgres::Config> {
 
 /// Creates the run's schema (dropping a leftover of the same name).
 pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
+    drop_stale_schemas(conninfo).await?;
     let (client, connection) = conninfo
         .parse::<tokio_postgres::Config>()
         .map_err(err)?
@@ -63,6 +64,36 @@ pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
         ))
         .await
         .map_err(err)
+}
+
+/// Drops the schemas of earlier runs whose process is gone (a run killed
+/// before it could drop its own).
+async fn drop_stale_schemas(conninfo: &str) -> StoreResult<()> {
+    let (client, connection) = conninfo
+        .parse::<tokio_postgres::Config>()
+        .map_err(err)?
+        .connect(NoTls)
+        .await
+        .map_err(err)?;
+    actix_rt::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'flashdrop_compare_%'",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.trim_start_matches("flashdrop_compare_");
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await
+                .map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn drop_schema(conninfo: &str, schema: &str) -> StoreResult<()> {

@@ -271,7 +271,9 @@ impl RedisServer {
     pub fn start(appendfsync: &str) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = super::free_port();
-        let child = std::process::Command::new("redis-server")
+        let mut command = std::process::Command::new("redis-server");
+        super::die_with_parent(&mut command);
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", appendfsync])

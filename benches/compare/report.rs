@@ -363,7 +363,7 @@ pub fn write(settings: &Settings, run: &Run, sweep: &[SweepPoint], root: &Path) 
         }
     }
     if let Some(profile) = &run.profile {
-        let _ = writeln!(out, "\n`perf record -F 499 -g` of the flashdrop server during its {clients}-client hot-SKU run, `perf report --no-children --sort dso,symbol`, entries of at least 1%:\n\n```\n{profile}\n```\n");
+        let _ = writeln!(out, "\n`perf record -F 499 -g` of the flashdrop server during an extra {clients}-client hot-SKU run (not counted above: perf slows what it watches), `perf report --no-children --sort dso,symbol`, entries of at least 1%:\n\n```\n{profile}\n```\n");
     } else {
         let _ = writeln!(
             out,

@@ -268,6 +268,7 @@ fn start_flashdrop(extra: &[(String, String)]) -> Target {
         for (k, v) in extra {
             command.env(k, v);
         }
+        super::die_with_parent(command);
     });
     let port = server.port;
     let pid = server.child.id();
@@ -291,7 +292,9 @@ fn start_flashdrop(extra: &[(String, String)]) -> Target {
 /// The baselines' front (`front.rs`) as a child process of this binary.
 fn start_front(spec: &front::StoreSpec, keep: Vec<Box<dyn std::any::Any>>) -> Target {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+    let mut command = std::process::Command::new(std::env::current_exe().expect("own path"));
+    super::die_with_parent(&mut command);
+    let mut child = command
         .args(["--serve-baseline", &spec.render()])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -832,16 +835,16 @@ pub fn compare(settings: &Settings) -> Run {
                     Row::of(&outcome, false, 0, Ok(())).with_cpu(cpu)
                 }
             };
-            let row = if kind == Kind::Flashdrop && clients == settings.clients && settings.profile
-            {
-                let (row, report) = profiled(target.pid, measure);
-                profile = report;
-                row
-            } else {
-                measure()
-            };
+            let row = measure();
             println!("compare:   hot SKU, {clients} clients: {:.0}/s, p99 {:.2} ms, {} errors, oversell {}", row.rate, row.p99, row.errors, row.oversell);
             hot.push((clients, row));
+        }
+        if kind == Kind::Flashdrop && settings.profile {
+            // A run of its own: perf slows what it watches.
+            let ((), report) = profiled(target.pid, || {
+                hot_sku(&target, settings, settings.clients, HOT_UNITS, true, 3);
+            });
+            profile = report;
         }
         let codes = skus(&format!("SPREAD-{:x}", fastrand::u32(..)), SPREAD_SKUS);
         stock(&target, &codes, DEEP_UNITS);
