@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub shutdown_timeout_s: u64,
     pub keep_alive_s: u64,
+    /// Connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`); a drop opening connects thousands at once.
+    pub listen_backlog: u32,
     /// Kernel send buffer of each connection, bytes; 0 leaves it to the
     /// kernel's autotuning. Bounds what a stalled WebSocket client can park
     /// in the kernel before the server sees it as slow.
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             max_connections: 25_000,
             shutdown_timeout_s: 30,
             keep_alive_s: 75,
+            listen_backlog: 4096,
             send_buffer_bytes: 0,
         }
     }
@@ -646,6 +650,7 @@ impl Config {
         range("server.max_connections", s.max_connections, 1, 1_000_000)?;
         range("server.shutdown_timeout_s", s.shutdown_timeout_s, 0, 3600)?;
         range("server.keep_alive_s", s.keep_alive_s, 0, 3600)?;
+        range("server.listen_backlog", s.listen_backlog, 1, 65_535)?;
         if s.send_buffer_bytes != 0 {
             range(
                 "server.send_buffer_bytes",

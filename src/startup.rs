@@ -53,7 +53,11 @@ impl Application {
     /// Binds the listener and starts serving; recovery continues in the background.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))?;
+        let listener = listen(
+            &config.server.host,
+            config.server.port,
+            config.server.listen_backlog,
+        )?;
         let port = listener.local_addr()?.port();
         let engine = Arc::new(OnceLock::new());
         let state = web::Data::new(AppState {
@@ -177,4 +181,18 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Binds `host:port` with a listen backlog of `backlog` (std's `bind` asks
+/// for 128, which a drop opening overflows).
+fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to no address")))?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
 }

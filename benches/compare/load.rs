@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,7 @@ async fn send(
 /// Runs `plan` and answers what the clients saw.
 pub fn run(plan: &Plan) -> Outcome {
     let threads = plan.threads.max(1);
-    let start = Arc::new(AtomicBool::new(false));
+    let (go, start) = tokio::sync::watch::channel(false);
     let ready = Arc::new(AtomicU64::new(0));
     let t0 = Arc::new(parking_lot::Mutex::new(None::<Instant>));
     let nonce = fastrand::u64(..);
@@ -158,7 +158,7 @@ pub fn run(plan: &Plan) -> Outcome {
         std::thread::sleep(Duration::from_millis(1));
     }
     *t0.lock() = Some(Instant::now());
-    start.store(true, Ordering::Release);
+    let _ = go.send(true);
     let began = t0.lock().unwrap();
     let mut all = Tally::default();
     let mut measured = Tally::default();
@@ -196,7 +196,7 @@ async fn client_thread(
     window: (Duration, Duration),
     offset: u64,
     nonce: u64,
-    start: Arc<AtomicBool>,
+    start: tokio::sync::watch::Receiver<bool>,
     ready: Arc<AtomicU64>,
     t0: Arc<parking_lot::Mutex<Option<Instant>>>,
 ) -> Shared {
@@ -219,9 +219,9 @@ async fn client_thread(
                     let _ = connection.connect().await;
                 }
                 ready.fetch_add(1, Ordering::AcqRel);
-                while !start.load(Ordering::Acquire) {
-                    actix_rt::time::sleep(Duration::from_millis(1)).await;
-                }
+                let mut start = start;
+                // An error here means the run is over before it began.
+                let _ = start.wait_for(|go| *go).await;
                 let began = t0.lock().expect("set before start");
                 let measure_from = began + window.0;
                 let deadline = measure_from + window.1;

@@ -15,7 +15,8 @@
 //! written to `target/compare/sweep.md`, for tuning on your own hardware).
 //! `--quick` shortens everything (a smoke run; writes under `target/compare/`).
 //! Knobs (environment): COMPARE_SECONDS (3, measured per point),
-//! COMPARE_CLIENTS (256, the headline concurrency), COMPARE_CONCURRENCY
+//! COMPARE_CLIENTS (256, the headline concurrency), COMPARE_PASSES (3 passes
+//! over every server at the headline concurrency; the median counts), COMPARE_CONCURRENCY
 //! (16,64,256,512), COMPARE_DROP_CLIENTS (1000), COMPARE_CLIENT_THREADS (1),
 //! COMPARE_PG (conninfo, `host=127.0.0.1 port=5432 user=postgres dbname=test`),
 //! COMPARE_PG_CONNECTIONS (32), COMPARE_ONLY (servers to run, of flashdrop,
@@ -68,6 +69,8 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 pub struct Settings {
     pub seconds: Duration,
     pub clients: usize,
+    /// Passes at the headline concurrency (the median counts).
+    pub passes: u32,
     pub concurrency: Vec<usize>,
     pub drop_clients: usize,
     pub threads: usize,
@@ -99,6 +102,7 @@ impl Settings {
         Settings {
             seconds: Duration::from_secs(knob("COMPARE_SECONDS", if quick { 1 } else { 3 })),
             clients,
+            passes: knob("COMPARE_PASSES", if quick { 1 } else { 3 }) as u32,
             concurrency,
             drop_clients: knob("COMPARE_DROP_CLIENTS", if quick { 200 } else { 1000 }) as usize,
             threads: knob("COMPARE_CLIENT_THREADS", 1) as usize,

@@ -1,7 +1,7 @@
 //! The PostgreSQL baseline: a stock row per SKU and a reservation row per
 //! hold, in a schema of the run's own in database `test`. One transaction per
-//! reservation: the reservation insert (its unique `(buyer, idem_key)` is the
-//! idempotency check), then `UPDATE stock ... WHERE available >= $n RETURNING`;
+//! reservation: the reservation insert (its unique `(sku, buyer, idem_key)` is
+//! the idempotency check, keys being per SKU as in flashdrop), then `UPDATE stock ... WHERE available >= $n RETURNING`;
 //! no row means out of stock and the transaction rolls back. Commits are
 //! durable (`synchronous_commit = on`). Expired holds go back to stock from a
 //! sweeper once a second.
@@ -28,7 +28,7 @@ CREATE TABLE stock (
 );
 CREATE TABLE reservations (
     id text PRIMARY KEY,
-    sku text NOT NULL REFERENCES stock (sku),
+    sku text NOT NULL,
     buyer text NOT NULL,
     quantity integer NOT NULL,
     state text NOT NULL,
@@ -36,7 +36,7 @@ CREATE TABLE reservations (
     expires_ms bigint NOT NULL,
     idem_key text,
     fingerprint bigint,
-    UNIQUE (buyer, idem_key)
+    UNIQUE (sku, buyer, idem_key)
 );
 CREATE INDEX reservations_held_expiry ON reservations (expires_ms) WHERE state = 'held';
 ";
@@ -175,7 +175,7 @@ impl PgStore {
             .prepare_cached(
                 "INSERT INTO reservations (id, sku, buyer, quantity, state, created_ms, expires_ms, idem_key, fingerprint) \
                  SELECT $1, $2, $3, $4, 'held', $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM stock WHERE sku = $2) \
-                 ON CONFLICT (buyer, idem_key) DO NOTHING RETURNING id",
+                 ON CONFLICT (sku, buyer, idem_key) DO NOTHING RETURNING id",
             )
             .await
             .map_err(err)?;
@@ -198,11 +198,14 @@ impl PgStore {
         if inserted.is_none() {
             let prior = tx
                 .prepare_cached(
-                    "SELECT id, fingerprint, created_ms, expires_ms FROM reservations WHERE buyer = $1 AND idem_key = $2",
+                    "SELECT id, fingerprint, created_ms, expires_ms FROM reservations WHERE sku = $1 AND buyer = $2 AND idem_key = $3",
                 )
                 .await
                 .map_err(err)?;
-            let row = tx.query_opt(&prior, &[&a.buyer, &key]).await.map_err(err)?;
+            let row = tx
+                .query_opt(&prior, &[&a.sku, &a.buyer, &key])
+                .await
+                .map_err(err)?;
             tx.rollback().await.map_err(err)?;
             return Ok(match row {
                 None => Reserved::UnknownSku,

@@ -260,7 +260,8 @@ impl RedisStore {
 }
 
 /// A `redis-server` of the bench's own: AOF on with `appendfsync` as given,
-/// no RDB snapshots, data in a temp dir, on a free port; stopped on drop.
+/// no RDB snapshots nor automatic AOF rewrites, data in a temp dir, on a free
+/// port; stopped on drop.
 pub struct RedisServer {
     child: std::process::Child,
     pub port: u16,
@@ -276,6 +277,8 @@ impl RedisServer {
         let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes"])
+            // No AOF rewrite mid-run: its fork would compete for the cores.
+            .args(["--auto-aof-rewrite-percentage", "0"])
             .args(["--appendfsync", appendfsync])
             .arg("--dir")
             .arg(dir.path())

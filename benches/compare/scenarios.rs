@@ -35,6 +35,8 @@ pub struct Row {
     /// answered request, in µs (the server's over all its processes).
     pub server_cpu_us: Option<f64>,
     pub client_cpu_us: f64,
+    /// Rates of every pass, lowest first, when this is their median.
+    pub passes: Vec<f64>,
 }
 
 impl Row {
@@ -51,7 +53,17 @@ impl Row {
             first_error: outcome.first_error.clone(),
             server_cpu_us: None,
             client_cpu_us: 0.0,
+            passes: Vec::new(),
         }
+    }
+
+    /// The pass with the median rate, which keeps the rates of all passes.
+    fn median(mut rows: Vec<Row>) -> Row {
+        rows.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let passes = rows.iter().map(|r| r.rate).collect();
+        let mut row = rows.swap_remove(rows.len() / 2);
+        row.passes = passes;
+        row
     }
 
     fn with_cpu(mut self, cpu: Cpu) -> Row {
@@ -81,7 +93,7 @@ impl Cpu {
     }
 }
 
-/// User + system CPU of a process, in ms (0 if it is gone).
+/// User + system CPU of a process and its reaped children, in ms (0 if it is gone).
 fn process_cpu_ms(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some((_, rest)) = stat.rsplit_once(')') else {
@@ -96,7 +108,9 @@ fn process_cpu_ms(pid: &str) -> f64 {
     };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 * 1000.0 / hz
+    // utime, stime, and cutime, cstime: what its ended children used (the
+    // PostgreSQL backends that closed, counted by their postmaster).
+    (ticks(11) + ticks(12) + ticks(13) + ticks(14)) as f64 * 1000.0 / hz
 }
 
 /// The CPU of a server under test: its processes, and every `postgres`
@@ -804,8 +818,6 @@ pub fn compare(settings: &Settings) -> Run {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let mut backends = Vec::new();
-    let mut profile = None;
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
     let kinds = [
         Kind::Flashdrop,
@@ -814,76 +826,115 @@ pub fn compare(settings: &Settings) -> Run {
         Kind::Postgres,
         Kind::Ceiling,
     ];
-    for kind in kinds
+    // Every server runs for the whole comparison and each point is measured
+    // on all of them back to back, so the machine's drift hits all alike.
+    let targets: Vec<(Kind, Target)> = kinds
         .into_iter()
         .filter(|k| only.is_empty() || only.split(',').any(|o| o == k.key()))
-    {
-        println!("compare: {}", kind.label());
-        let target = start(kind, settings, &schema);
-        let checks = kind.is_store().then(|| checks(&target));
-        if let Some(Err(e)) = &checks {
-            println!("compare: {} failed a correctness check: {e}", kind.label());
+        .map(|kind| {
+            println!("compare: starting {}", kind.label());
+            (kind, start(kind, settings, &schema))
+        })
+        .collect();
+    let mut backends: Vec<BackendRun> = targets
+        .iter()
+        .map(|(kind, target)| {
+            let checks = kind.is_store().then(|| checks(target));
+            if let Some(Err(e)) = &checks {
+                println!("compare: {} failed a correctness check: {e}", kind.label());
+            }
+            BackendRun {
+                kind: *kind,
+                checks,
+                hot: Vec::new(),
+                spread: None,
+                mixed: None,
+                drop: None,
+            }
+        })
+        .collect();
+    let hot_point = |kind: Kind, target: &Target, clients: usize| {
+        if kind.is_store() {
+            hot_sku(target, settings, clients, HOT_UNITS, true, 3)
+        } else {
+            let sku = "HOT-CEILING".to_owned();
+            let (outcome, cpu) = timed(target, settings, Work::Hammer { sku }, clients);
+            Row::of(&outcome, false, 0, Ok(())).with_cpu(cpu)
         }
-        let mut hot = Vec::new();
-        for &clients in &settings.concurrency {
-            let measure = || {
-                if kind.is_store() {
-                    hot_sku(&target, settings, clients, HOT_UNITS, true, 3)
-                } else {
-                    let sku = "HOT-CEILING".to_owned();
-                    let (outcome, cpu) = timed(&target, settings, Work::Hammer { sku }, clients);
-                    Row::of(&outcome, false, 0, Ok(())).with_cpu(cpu)
-                }
-            };
-            let row = measure();
-            println!("compare:   hot SKU, {clients} clients: {:.0}/s, p99 {:.2} ms, {} errors, oversell {}", row.rate, row.p99, row.errors, row.oversell);
-            hot.push((clients, row));
+    };
+    for &clients in &settings.concurrency {
+        let passes = if clients == settings.clients {
+            settings.passes
+        } else {
+            1
+        };
+        let mut rows: Vec<Vec<Row>> = vec![Vec::new(); targets.len()];
+        for pass in 1..=passes {
+            for (i, (kind, target)) in targets.iter().enumerate() {
+                let row = hot_point(*kind, target, clients);
+                println!(
+                    "compare: hot SKU, {clients} clients, pass {pass}: {}: {:.0}/s, p99 {:.2} ms, {} errors, oversell {}",
+                    kind.label(), row.rate, row.p99, row.errors, row.oversell
+                );
+                rows[i].push(row);
+            }
         }
-        if kind == Kind::Flashdrop && settings.profile {
+        for (backend, rows) in backends.iter_mut().zip(rows) {
+            backend.hot.push((clients, Row::median(rows)));
+        }
+    }
+    let mut profile = None;
+    if let Some((_, target)) = targets.iter().find(|(k, _)| *k == Kind::Flashdrop) {
+        if settings.profile {
             // A run of its own: perf slows what it watches.
             let ((), report) = profiled(target.pid, || {
-                hot_sku(&target, settings, settings.clients, HOT_UNITS, true, 3);
+                hot_sku(target, settings, settings.clients, HOT_UNITS, true, 3);
             });
             profile = report;
         }
-        let codes = skus(&format!("SPREAD-{:x}", fastrand::u32(..)), SPREAD_SKUS);
-        stock(&target, &codes, DEEP_UNITS);
-        let spread_row = spread(&target, settings, &codes, settings.clients);
-        println!(
-            "compare:   spread: {:.0}/s, p99 {:.2} ms",
-            spread_row.rate, spread_row.p99
-        );
-        let (mixed_row, drop_row) = if kind.is_store() {
-            let codes = skus(&format!("MIXED-{:x}", fastrand::u32(..)), MIXED_SKUS);
-            stock(&target, &codes, DEEP_UNITS);
-            let m = mixed(&target, settings, &codes, settings.clients);
-            println!("compare:   mixed: {:.0}/s, p99 {:.2} ms", m.rate, m.p99);
-            let d = hot_sku(
-                &target,
-                settings,
-                settings.drop_clients,
-                HOT_UNITS,
-                false,
-                3,
-            );
-            println!(
-                "compare:   drop opening: {:.0}/s, p99 {:.2} ms, {} errors",
-                d.rate, d.p99, d.errors
-            );
-            (Some(m), Some(d))
-        } else {
-            (None, None)
-        };
-        drop(target);
-        backends.push(BackendRun {
-            kind,
-            checks,
-            hot,
-            spread: Some(spread_row),
-            mixed: mixed_row,
-            drop: drop_row,
-        });
     }
+    for ((kind, target), backend) in targets.iter().zip(&mut backends) {
+        let codes = skus(&format!("SPREAD-{:x}", fastrand::u32(..)), SPREAD_SKUS);
+        stock(target, &codes, DEEP_UNITS);
+        let row = spread(target, settings, &codes, settings.clients);
+        println!(
+            "compare: spread: {}: {:.0}/s, p99 {:.2} ms",
+            kind.label(),
+            row.rate,
+            row.p99
+        );
+        backend.spread = Some(row);
+    }
+    for ((kind, target), backend) in targets.iter().zip(&mut backends) {
+        if !kind.is_store() {
+            continue;
+        }
+        let codes = skus(&format!("MIXED-{:x}", fastrand::u32(..)), MIXED_SKUS);
+        stock(target, &codes, DEEP_UNITS);
+        let row = mixed(target, settings, &codes, settings.clients);
+        println!(
+            "compare: mixed: {}: {:.0}/s, p99 {:.2} ms",
+            kind.label(),
+            row.rate,
+            row.p99
+        );
+        backend.mixed = Some(row);
+    }
+    for ((kind, target), backend) in targets.iter().zip(&mut backends) {
+        if !kind.is_store() {
+            continue;
+        }
+        let row = hot_sku(target, settings, settings.drop_clients, HOT_UNITS, false, 3);
+        println!(
+            "compare: drop opening: {}: {:.0}/s, p99 {:.2} ms, {} errors",
+            kind.label(),
+            row.rate,
+            row.p99,
+            row.errors
+        );
+        backend.drop = Some(row);
+    }
+    drop(targets);
     let _ = block_on(pg_store::drop_schema(&settings.pg_conninfo, &schema));
     Run {
         backends,
@@ -967,37 +1018,43 @@ pub fn sweep_plan() -> Vec<Setting> {
 }
 
 /// flashdrop alone, one knob at a time: hot SKU sell-outs and a spread over
-/// MIXED_SKUS SKUs at the headline concurrency, a fresh server per setting.
+/// MIXED_SKUS SKUs at the headline concurrency, a server per setting, the
+/// median of `passes` passes.
 pub fn sweep(settings: &Settings) -> Vec<SweepPoint> {
-    let mut points = Vec::new();
-    for Setting {
-        knob,
-        value,
-        default,
-        env,
-    } in sweep_plan()
-    {
-        println!("sweep: {knob} = {value}");
-        let target = start_flashdrop(&env);
-        let hot = hot_sku(&target, settings, settings.clients, HOT_UNITS, true, 3);
-        let codes = skus("SWEEP", MIXED_SKUS);
-        stock(&target, &codes, DEEP_UNITS);
-        let spread = spread(&target, settings, &codes, settings.clients);
-        println!(
-            "sweep:   hot {:.0}/s p99 {:.2} ms; spread {:.0}/s p99 {:.2} ms; errors {}",
-            hot.rate,
-            hot.p99,
-            spread.rate,
-            spread.p99,
-            hot.errors + spread.errors
-        );
-        points.push(SweepPoint {
-            knob,
-            value,
-            default,
-            hot,
-            spread,
-        });
+    // Every setting's server runs for the whole sweep and the passes go over
+    // all of them in turn, so drift does not pass for a knob's effect.
+    let servers: Vec<(Setting, Target)> = sweep_plan()
+        .into_iter()
+        .map(|setting| {
+            println!("sweep: starting {} = {}", setting.knob, setting.value);
+            let target = start_flashdrop(&setting.env);
+            (setting, target)
+        })
+        .collect();
+    let mut rows: Vec<(Vec<Row>, Vec<Row>)> = vec![(Vec::new(), Vec::new()); servers.len()];
+    for pass in 1..=settings.passes {
+        for ((setting, target), (hot, spread_rows)) in servers.iter().zip(&mut rows) {
+            let h = hot_sku(target, settings, settings.clients, HOT_UNITS, true, 3);
+            let codes = skus(&format!("SWEEP-{pass}"), MIXED_SKUS);
+            stock(target, &codes, DEEP_UNITS);
+            let s = spread(target, settings, &codes, settings.clients);
+            println!(
+                "sweep: pass {pass}: {} = {}: hot {:.0}/s p99 {:.2} ms; spread {:.0}/s p99 {:.2} ms; errors {}",
+                setting.knob, setting.value, h.rate, h.p99, s.rate, s.p99, h.errors + s.errors
+            );
+            hot.push(h);
+            spread_rows.push(s);
+        }
     }
-    points
+    servers
+        .into_iter()
+        .zip(rows)
+        .map(|((setting, _target), (hot, spread))| SweepPoint {
+            knob: setting.knob,
+            value: setting.value,
+            default: setting.default,
+            hot: Row::median(hot),
+            spread: Row::median(spread),
+        })
+        .collect()
 }

@@ -7,6 +7,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long one request may wait for its whole answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Connection {
     port: u16,
     stream: Option<TcpStream>,
@@ -68,16 +71,31 @@ impl Connection {
             .extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
         self.request.extend_from_slice(body);
         let reused = self.stream.is_some();
-        match self.exchange().await {
+        match self.exchange_in_time().await {
             Ok(answer) => Ok(answer),
             // A kept-alive connection the server closed in between: once more.
             Err(_) if reused => {
                 self.stream = None;
-                self.exchange().await.map_err(|e| e.to_string())
+                self.exchange_in_time().await.map_err(|e| e.to_string())
             }
             Err(e) => {
                 self.stream = None;
                 Err(e.to_string())
+            }
+        }
+    }
+
+    /// An exchange that takes longer than `ANSWER_TIMEOUT` fails (and the
+    /// connection with it), so a server that hangs cannot hang the bench.
+    async fn exchange_in_time(&mut self) -> std::io::Result<Answer> {
+        match tokio::time::timeout(ANSWER_TIMEOUT, self.exchange()).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.stream = None;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer in 30 s",
+                ))
             }
         }
     }
@@ -105,7 +123,17 @@ impl Connection {
                                 .and_then(|v| v.trim().parse().ok())
                                 .unwrap_or(0);
                         } else if h.name.eq_ignore_ascii_case("connection") {
-                            close = h.value.eq_ignore_ascii_case(b"close");
+                            close = h
+                                .value
+                                .to_ascii_lowercase()
+                                .windows(5)
+                                .any(|w| w == b"close");
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            // Every server under test sends Content-Length.
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                "chunked answers are not read",
+                            ));
                         }
                     }
                     while self.buffer.len() < head + length {
