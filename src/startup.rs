@@ -196,3 +196,25 @@ fn listen(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::listen;
+
+    /// The kernel completes handshakes up to the backlog before any accept:
+    /// 200 at once fit a backlog of 1024 (std's `bind`, at 128, would drop
+    /// the SYNs past it and these connects would time out).
+    #[test]
+    fn the_backlog_holds_a_burst_of_connections_before_any_accept() {
+        let listener = listen("127.0.0.1", 0, 1024).unwrap();
+        let address = listener.local_addr().unwrap();
+        let open: Vec<_> = (0..200)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+            })
+            .collect();
+        assert_eq!(open.len(), 200);
+        assert!(listen("no-such-host.invalid", 0, 16).is_err());
+    }
+}
