@@ -10,7 +10,7 @@
 //! Then a sweep of flashdrop's knobs. Writes `BENCHMARKS.md` and the plots in
 //! `docs/benchmarks/`.
 //!
-//! Run: `cargo bench --bench compare` (everything, about 15 minutes), or
+//! Run: `cargo bench --bench compare` (everything, about 10 minutes on 2 cores), or
 //! `cargo bench --bench compare -- --sweep` (only the knob sweep, printed and
 //! written to `target/compare/sweep.md`, for tuning on your own hardware).
 //! `--quick` shortens everything (a smoke run; writes under `target/compare/`).
@@ -143,12 +143,14 @@ fn main() {
         std::fs::write(out.join("sweep.md"), text).expect("sweep.md");
         return;
     }
-    let run = scenarios::compare(&settings);
+    let begun = std::time::Instant::now();
+    let mut run = scenarios::compare(&settings);
     let sweep = if knob("COMPARE_SWEEP", 1) == 0 {
         Vec::new()
     } else {
         scenarios::sweep(&settings)
     };
+    run.minutes = begun.elapsed().as_secs_f64() / 60.0;
     report::write(&settings, &run, &sweep, &out);
     println!("wrote {}", out.join("BENCHMARKS.md").display());
 }

@@ -13,7 +13,7 @@ use super::{support, Settings};
 /// The goals on the hot SKU: flashdrop / baseline at least this.
 const GOALS: [(Kind, f64); 2] = [(Kind::RedisEverysec, 3.0), (Kind::Postgres, 30.0)];
 
-fn git_revision() -> String {
+pub fn git_revision() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -208,13 +208,18 @@ pub fn write(settings: &Settings, run: &Run, sweep: &[SweepPoint], root: &Path) 
     );
     let _ = writeln!(
         out,
-        "Written by `{command}` on {} ({:.0} minutes, the sweep included), on {}, flashdrop at commit {}. \
+        "Written by `{command}` on {} ({:.0} minutes, {}), on {}, flashdrop at commit {}. \
          Every figure here comes from that one run; the command measures them again and rewrites this file and the plots in `docs/benchmarks/`. \
          The machine is shared and noisy: compare figures within one run, not across runs.\n",
         run.started,
         run.minutes,
+        if sweep.is_empty() {
+            "no sweep"
+        } else {
+            "the sweep included"
+        },
         support::machine(),
-        git_revision(),
+        run.revision,
     );
 
     let _ = writeln!(out, "## What runs\n");

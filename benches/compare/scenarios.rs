@@ -219,7 +219,10 @@ impl BackendRun {
 pub struct Run {
     pub backends: Vec<BackendRun>,
     pub started: String,
+    /// The whole run's length, the sweep included (set once it is done).
     pub minutes: f64,
+    /// The commit measured, read before the run writes any file.
+    pub revision: String,
     pub pg_settings: String,
     pub redis_version: String,
     /// `perf report` of flashdrop's headline hot-SKU run.
@@ -810,6 +813,7 @@ fn profiled<T>(pid: u32, during: impl FnOnce() -> T) -> (T, Option<String>) {
 pub fn compare(settings: &Settings) -> Run {
     let begun = Instant::now();
     let started = support_date();
+    let revision = super::report::git_revision();
     let schema = format!("flashdrop_compare_{}", std::process::id());
     let pg_settings = block_on(pg_store::settings(&settings.pg_conninfo))
         .unwrap_or_else(|e| format!("unavailable: {e}"));
@@ -940,6 +944,7 @@ pub fn compare(settings: &Settings) -> Run {
         backends,
         started,
         minutes: begun.elapsed().as_secs_f64() / 60.0,
+        revision,
         pg_settings,
         redis_version,
         profile,
