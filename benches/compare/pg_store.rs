@@ -48,9 +48,8 @@ fn config(conninfo: &str, schema: &str) -> StoreResult<tokio_postgres::Config> {
     Ok(config)
 }
 
-/// Creates the run's schema (dropping a leftover of the same name).
-pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
-    drop_stale_schemas(conninfo).await?;
+/// One connection for setup and reports, driven on the current runtime.
+async fn admin_client(conninfo: &str) -> StoreResult<tokio_postgres::Client> {
     let (client, connection) = conninfo
         .parse::<tokio_postgres::Config>()
         .map_err(err)?
@@ -58,6 +57,13 @@ pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
         .await
         .map_err(err)?;
     actix_rt::spawn(connection);
+    Ok(client)
+}
+
+/// Creates the run's schema (dropping a leftover of the same name).
+pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
+    drop_stale_schemas(conninfo).await?;
+    let client = admin_client(conninfo).await?;
     client
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}; {SCHEMA}"
@@ -69,13 +75,7 @@ pub async fn create_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
 /// Drops the schemas of earlier runs whose process is gone (a run killed
 /// before it could drop its own).
 async fn drop_stale_schemas(conninfo: &str) -> StoreResult<()> {
-    let (client, connection) = conninfo
-        .parse::<tokio_postgres::Config>()
-        .map_err(err)?
-        .connect(NoTls)
-        .await
-        .map_err(err)?;
-    actix_rt::spawn(connection);
+    let client = admin_client(conninfo).await?;
     let rows = client
         .query(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'flashdrop_compare_%'",
@@ -97,13 +97,7 @@ async fn drop_stale_schemas(conninfo: &str) -> StoreResult<()> {
 }
 
 pub async fn drop_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
-    let (client, connection) = conninfo
-        .parse::<tokio_postgres::Config>()
-        .map_err(err)?
-        .connect(NoTls)
-        .await
-        .map_err(err)?;
-    actix_rt::spawn(connection);
+    let client = admin_client(conninfo).await?;
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await
@@ -112,13 +106,7 @@ pub async fn drop_schema(conninfo: &str, schema: &str) -> StoreResult<()> {
 
 /// The server's durability settings, for the report.
 pub async fn settings(conninfo: &str) -> StoreResult<String> {
-    let (client, connection) = conninfo
-        .parse::<tokio_postgres::Config>()
-        .map_err(err)?
-        .connect(NoTls)
-        .await
-        .map_err(err)?;
-    actix_rt::spawn(connection);
+    let client = admin_client(conninfo).await?;
     let mut out = Vec::new();
     for name in [
         "server_version",
