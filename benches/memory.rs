@@ -55,6 +55,7 @@ fn main() {
                     quantity: 1,
                     ttl_ms: 3_600_000,
                     idempotency: None,
+                    shopper_units_max: None,
                 };
                 engine.reserve(code, cmd).await.unwrap();
             }

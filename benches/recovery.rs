@@ -101,6 +101,7 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
                 quantity: 1,
                 ttl_ms: 3_600_000,
                 idempotency: None,
+                shopper_units_max: None,
             };
             let outcome = ledger.reserve(cmd, now, &mut events).unwrap();
             open.push_back(outcome.receipt.seq);

@@ -30,7 +30,123 @@ pub struct Config {
     pub orders: OrdersConfig,
     pub payments: PaymentsConfig,
     pub notifications: NotificationsConfig,
+    pub outbound: OutboundConfig,
     pub log: LogConfig,
+    /// Set by `Overrides::offline`; never read from a file.
+    #[serde(skip)]
+    pub offline: bool,
+}
+
+/// A secret: serialised and compared as its text, never printed, and read
+/// from any scalar (so a secret of digits is not refused with its value echoed).
+#[derive(Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(unset)"
+        } else {
+            "Secret(redacted)"
+        })
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Scalar;
+        impl serde::de::Visitor<'_> for Scalar {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a secret (text)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Scalar)
+    }
+}
+
+/// Values flashdrop once shipped as defaults: public, so refused as secrets.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "whsec_sandbox_dev_only_change_me",
+    "notify_dev_only_change_me_0123456789",
+];
+
+/// Shortest secret accepted for the derived keys when set explicitly.
+pub const SECRET_MIN_BYTES: usize = 16;
+
+/// HKDF-SHA256 of the main secret (`auth.jwt_secret`) for one purpose: 32
+/// bytes, hex. A leak of one derived key reveals neither the main secret nor
+/// the others.
+pub fn derive_secret(main: &[u8], purpose: &str) -> String {
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"flashdrop secrets v1"), main);
+    let mut key = [0u8; 32];
+    hkdf.expand(purpose.as_bytes(), &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Networks (CIDR, e.g. "127.0.0.1/32") that store webhooks may reach
+    /// although they are loopback, private, link-local, multicast or a cloud
+    /// metadata address. Empty: none of those.
+    pub allowed_networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +168,14 @@ pub struct ServerConfig {
     /// kernel's autotuning. Bounds what a stalled WebSocket client can park
     /// in the kernel before the server sees it as slow.
     pub send_buffer_bytes: usize,
+    /// Proxies (CIDR) whose `X-Forwarded-For` is believed; the client is the
+    /// right-most address not in this list. Empty: the peer address.
+    pub trusted_proxies: Vec<String>,
+    /// Browser origins (e.g. "https://shop.example") allowed to call the API
+    /// (CORS, preflights included). Empty: none.
+    pub cors_allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub cors_max_age_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +190,9 @@ impl Default for ServerConfig {
             keep_alive_s: 75,
             listen_backlog: 4096,
             send_buffer_bytes: 0,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
+            cors_max_age_s: 600,
         }
     }
 }
@@ -167,8 +294,16 @@ pub enum Placement {
 pub struct ReservationConfig {
     pub default_ttl_s: u64,
     pub min_ttl_s: u64,
+    /// Longest hold a shopper may ask for.
     pub max_ttl_s: u64,
     pub max_quantity: u32,
+    /// Units of one SKU a shopper may hold at once through their own
+    /// reservations outside a drop (a drop's `per_buyer_limit` rules inside).
+    pub shopper_units_per_sku_max: u32,
+    /// Open holds one shopper may have at once across every SKU (their own,
+    /// their cart's and their orders' holds all count); past it, their own
+    /// reservations answer 409 `too_many_holds`.
+    pub shopper_holds_max: u32,
     pub open_max_per_sku: usize,
     pub idempotency_keys_max_per_sku: usize,
     pub idempotency_ttl_s: u64,
@@ -181,8 +316,10 @@ impl Default for ReservationConfig {
         Self {
             default_ttl_s: 600,
             min_ttl_s: 1,
-            max_ttl_s: 86_400,
+            max_ttl_s: 900,
             max_quantity: 1_000,
+            shopper_units_per_sku_max: 10,
+            shopper_holds_max: 20,
             open_max_per_sku: 1_000_000,
             idempotency_keys_max_per_sku: 100_000,
             idempotency_ttl_s: 86_400,
@@ -216,8 +353,9 @@ impl Default for StockConfig {
 pub struct AuthConfig {
     /// Allows a missing or short secret (a random one per start) and says so loudly.
     pub dev_mode: bool,
-    /// HS256 key for access tokens, at least 32 bytes; or `jwt_secret_file`.
-    pub jwt_secret: String,
+    /// The main secret: the HS256 key of access tokens, at least 32 bytes (or
+    /// `jwt_secret_file`); the other keys are derived from it unless set.
+    pub jwt_secret: Secret,
     pub jwt_secret_file: PathBuf,
     pub issuer: String,
     pub audience: String,
@@ -238,18 +376,16 @@ pub struct AuthConfig {
     pub login_burst_per_address: u32,
     pub login_refill_per_address_s: u64,
     pub limiter_keys_max: usize,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
     /// The first platform admin, created at start-up when both are set and the account does not exist.
     pub bootstrap_admin_email: String,
-    pub bootstrap_admin_password: String,
+    pub bootstrap_admin_password: Secret,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             dev_mode: false,
-            jwt_secret: String::new(),
+            jwt_secret: Secret::default(),
             jwt_secret_file: PathBuf::new(),
             issuer: "flashdrop".into(),
             audience: "flashdrop-api".into(),
@@ -268,9 +404,8 @@ impl Default for AuthConfig {
             login_burst_per_address: 20,
             login_refill_per_address_s: 6,
             limiter_keys_max: 100_000,
-            trust_forwarded_for: false,
             bootstrap_admin_email: String::new(),
-            bootstrap_admin_password: String::new(),
+            bootstrap_admin_password: Secret::default(),
         }
     }
 }
@@ -471,8 +606,10 @@ impl Default for OrdersConfig {
 pub struct PaymentsConfig {
     /// The provider: only "sandbox" so far.
     pub gateway: String,
-    /// HMAC-SHA256 key of `/v1/payments/webhook` signatures (at least 16 bytes).
-    pub webhook_secret: String,
+    /// HMAC-SHA256 key of `/v1/payments/webhook` signatures (at least 16
+    /// bytes); empty: derived from `auth.jwt_secret` (the sandbox provider
+    /// signs with it; a real provider's key must be set).
+    pub webhook_secret: Secret,
     /// Signatures older (or newer) than this are refused.
     pub webhook_tolerance_s: u64,
     /// Where the sandbox sends its webhooks; empty = this server.
@@ -496,7 +633,7 @@ impl Default for PaymentsConfig {
     fn default() -> Self {
         Self {
             gateway: "sandbox".into(),
-            webhook_secret: "whsec_sandbox_dev_only_change_me".into(),
+            webhook_secret: Secret::default(),
             webhook_tolerance_s: 300,
             webhook_url: String::new(),
             sandbox_latency_ms: 0,
@@ -517,8 +654,9 @@ pub struct NotificationsConfig {
     pub smtp_host: String,
     pub smtp_port: u16,
     pub from: String,
-    /// Each store's webhook signing key is HMAC-SHA256(this, store id) (at least 16 bytes).
-    pub signing_secret: String,
+    /// Each store's webhook signing key is HMAC-SHA256(this, store id) (at
+    /// least 16 bytes); empty: derived from `auth.jwt_secret`.
+    pub signing_secret: Secret,
     /// Deliveries tried before a message goes to the dead-letter list.
     pub max_attempts: u32,
     /// First wait after a failed delivery (doubles each time).
@@ -533,7 +671,7 @@ impl Default for NotificationsConfig {
             smtp_host: String::new(),
             smtp_port: 25,
             from: "flashdrop <orders@flashdrop.invalid>".into(),
-            signing_secret: "notify_dev_only_change_me_0123456789".into(),
+            signing_secret: Secret::default(),
             max_attempts: 8,
             backoff_ms: 1_000,
             queue_max: 100_000,
@@ -587,6 +725,9 @@ pub struct Overrides {
     pub port: Option<u16>,
     /// `--dev`: `auth.dev_mode = true`.
     pub dev: bool,
+    /// An administration command against a stopped server's data: no token
+    /// is issued, so no main secret is needed.
+    pub offline: bool,
 }
 
 impl Config {
@@ -625,8 +766,46 @@ impl Config {
         if overrides.dev {
             config.auth.dev_mode = true;
         }
+        config.offline = overrides.offline;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes every secret concrete: the main secret (from `auth.jwt_secret`,
+    /// its file, or in dev mode and offline a random one per start), then each
+    /// derived key left empty: HKDF-SHA256 of the main secret, one purpose each.
+    /// Running it again changes nothing.
+    pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        let main = match self.jwt_secret()? {
+            Some(secret) => secret,
+            None => {
+                if !self.offline {
+                    tracing::warn!(
+                        "auth.dev_mode: no auth.jwt_secret set, using a random one; tokens and \
+                         store webhook keys change at restart. Never run production like this."
+                    );
+                }
+                let random: Vec<u8> = crate::auth::tokens::random_salt()
+                    .into_iter()
+                    .chain(crate::auth::tokens::random_salt())
+                    .collect();
+                random
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into_bytes()
+            }
+        };
+        self.auth.jwt_secret = Secret(String::from_utf8_lossy(&main).into_owned());
+        self.auth.jwt_secret_file = PathBuf::new();
+        if self.payments.webhook_secret.is_empty() {
+            self.payments.webhook_secret = derive_secret(&main, "payments.webhook_secret").into();
+        }
+        if self.notifications.signing_secret.is_empty() {
+            self.notifications.signing_secret =
+                derive_secret(&main, "notifications.signing_secret").into();
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -651,6 +830,36 @@ impl Config {
         range("server.shutdown_timeout_s", s.shutdown_timeout_s, 0, 3600)?;
         range("server.keep_alive_s", s.keep_alive_s, 0, 3600)?;
         range("server.listen_backlog", s.listen_backlog, 1, 65_535)?;
+        range("server.trusted_proxies", s.trusted_proxies.len(), 0, 1_000)?;
+        parse_networks(&s.trusted_proxies).map_err(|e| invalid("server.trusted_proxies", e))?;
+        range(
+            "server.cors_allowed_origins",
+            s.cors_allowed_origins.len(),
+            0,
+            1_000,
+        )?;
+        for origin in &s.cors_allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.split("://").nth(1).is_some_and(|rest| {
+                    !rest.is_empty() && !rest.contains('/') && !rest.contains('*')
+                });
+            if !ok {
+                return Err(invalid(
+                    "server.cors_allowed_origins",
+                    format!("{origin:?} is not an origin like \"https://shop.example\""),
+                ));
+            }
+        }
+        range("server.cors_max_age_s", s.cors_max_age_s, 0, 86_400)?;
+        range(
+            "outbound.allowed_networks",
+            self.outbound.allowed_networks.len(),
+            0,
+            1_000,
+        )?;
+        parse_networks(&self.outbound.allowed_networks)
+            .map_err(|e| invalid("outbound.allowed_networks", e))?;
         if s.send_buffer_bytes != 0 {
             range(
                 "server.send_buffer_bytes",
@@ -792,6 +1001,18 @@ impl Config {
         )?;
         range("reservations.max_quantity", r.max_quantity, 1, 1_000_000)?;
         range(
+            "reservations.shopper_units_per_sku_max",
+            r.shopper_units_per_sku_max,
+            1,
+            u32::MAX,
+        )?;
+        range(
+            "reservations.shopper_holds_max",
+            r.shopper_holds_max,
+            1,
+            u32::MAX,
+        )?;
+        range(
             "reservations.open_max_per_sku",
             r.open_max_per_sku,
             1,
@@ -886,7 +1107,7 @@ impl Config {
                 "the only gateway is \"sandbox\"",
             ));
         }
-        range("payments.webhook_secret", p.webhook_secret.len(), 16, 1024)?;
+        check_secret("payments.webhook_secret", &p.webhook_secret)?;
         range(
             "payments.webhook_tolerance_s",
             p.webhook_tolerance_s,
@@ -930,12 +1151,7 @@ impl Config {
             3_600_000,
         )?;
         let n = &self.notifications;
-        range(
-            "notifications.signing_secret",
-            n.signing_secret.len(),
-            16,
-            1024,
-        )?;
+        check_secret("notifications.signing_secret", &n.signing_secret)?;
         range("notifications.max_attempts", n.max_attempts, 1, 100)?;
         range("notifications.backoff_ms", n.backoff_ms, 1, 3_600_000)?;
         range("notifications.queue_max", n.queue_max, 1, 100_000_000)?;
@@ -1002,6 +1218,16 @@ impl Config {
         Ok(())
     }
 
+    /// `server.trusted_proxies`, parsed (validated at load).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        parse_networks(&self.server.trusted_proxies).unwrap_or_default()
+    }
+
+    /// `outbound.allowed_networks`, parsed (validated at load).
+    pub fn outbound_allowed(&self) -> Vec<ipnet::IpNet> {
+        parse_networks(&self.outbound.allowed_networks).unwrap_or_default()
+    }
+
     pub fn http_workers(&self) -> usize {
         if self.server.workers == 0 {
             cores()
@@ -1036,7 +1262,7 @@ impl Config {
             smtp_host: n.smtp_host.clone(),
             smtp_port: n.smtp_port,
             from: n.from.clone(),
-            signing_secret: n.signing_secret.clone(),
+            signing_secret: n.signing_secret.expose().to_owned(),
             max_attempts: n.max_attempts,
             backoff_ms: n.backoff_ms,
             queue_max: n.queue_max,
@@ -1072,7 +1298,7 @@ impl Config {
             })?;
             let trimmed = String::from_utf8_lossy(&raw).trim().as_bytes().to_vec();
             ("auth.jwt_secret_file", trimmed)
-        } else if a.dev_mode {
+        } else if a.dev_mode || self.offline {
             return Ok(None);
         } else {
             return Err(invalid(
@@ -1115,6 +1341,42 @@ impl Config {
             units_max: self.stock.units_max,
         }
     }
+}
+
+/// A secret set explicitly (empty: derived): long enough, and not a value
+/// anyone can read in flashdrop's history. The value itself is never echoed.
+fn check_secret(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    if secret.is_empty() {
+        return Ok(());
+    }
+    if PUBLISHED_SECRETS.contains(&secret.expose()) {
+        return Err(invalid(
+            key,
+            "is a value published in flashdrop's sources (an old default); set a secret of \
+             your own, or leave it empty to derive it from auth.jwt_secret",
+        ));
+    }
+    if secret.len() < SECRET_MIN_BYTES || secret.len() > 1024 {
+        return Err(invalid(
+            key,
+            format!(
+                "is {} bytes; give {SECRET_MIN_BYTES}..=1024, or leave it empty to derive it from auth.jwt_secret",
+                secret.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// CIDR networks; a bare address is a network of one.
+fn parse_networks(raw: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    raw.iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{text:?} is not an address or a CIDR network"))
+        })
+        .collect()
 }
 
 fn cores() -> usize {
@@ -1201,6 +1463,7 @@ mod tests {
             port: Some(9100),
             data_dir: Some("/tmp/x".into()),
             dev: false,
+            offline: false,
         };
         let config = load_with(
             "[server]\nport = 9000\n[wal]\nsync = \"none\"\n",

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
                 data_dir,
                 port,
                 dev,
+                offline: false,
             },
         ),
         Command::Admin {
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
                 data_dir,
                 port: None,
                 dev,
+                offline: true,
             },
             email,
         ),

@@ -14,7 +14,6 @@ use crate::actors::{Engine, StartError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Placement};
 use crate::http::{self, extract::AppState};
-use crate::telemetry;
 
 type WorkerArbiters = Arc<parking_lot::Mutex<Vec<(std::thread::ThreadId, actix::ArbiterHandle)>>>;
 
@@ -51,7 +50,11 @@ impl Application {
     }
 
     /// Binds the listener and starts serving; recovery continues in the background.
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        mut config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        config.resolve_secrets()?;
         let config = Arc::new(config);
         let listener = listen(
             &config.server.host,
@@ -60,12 +63,7 @@ impl Application {
         )?;
         let port = listener.local_addr()?.port();
         let engine = Arc::new(OnceLock::new());
-        let state = web::Data::new(AppState {
-            engine: engine.clone(),
-            config: config.clone(),
-            metrics: telemetry::metrics_handle(),
-            admission: http::admission::AdmissionControl::new(&config.admission),
-        });
+        let state = web::Data::new(AppState::new(engine.clone(), config.clone()));
         let max_body_bytes = config.server.max_body_bytes;
         let send_buffer_bytes = config.server.send_buffer_bytes;
         // Each worker registers its arbiter, for `placement = "http_workers"`.

@@ -162,6 +162,7 @@ pub async fn reserve_many(
                         quantity: 1,
                         ttl_ms: 600_000,
                         idempotency: None,
+                        shopper_units_max: None,
                     };
                     let code = &codes[i as usize % codes.len()];
                     engine.reserve(code, cmd).await.expect("reserved");

@@ -327,6 +327,7 @@ async fn hold(
         quantity,
         ttl_ms: deps.config.cart.drop_hold_s * 1000,
         idempotency: None,
+        shopper_units_max: None,
     };
     let (_, outcome) = engine.reserve_sku(info, cmd).await?;
     let receipt = outcome.receipt;

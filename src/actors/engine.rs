@@ -28,6 +28,7 @@ use crate::persistence::{
 use super::carts::Carts;
 use super::directory::{DirectoryDeps, DirectoryService};
 use super::drops::{DropDeps, Drops, DropsError};
+use super::holds::{HoldBook, HoldPlace, TooManyHolds};
 use super::orders::{OrderDeps, Orders};
 use super::registry::{Registry, SendError, SkuInfo};
 use super::sku::{Reply, SkuCommand, SkuDeps};
@@ -55,6 +56,8 @@ pub enum EngineError {
     ProductQuota(u32),
     #[error("this drop admits shoppers through its waiting room")]
     QueuePassRequired(u128),
+    #[error(transparent)]
+    TooManyHolds(#[from] TooManyHolds),
     #[error(transparent)]
     Drops(#[from] DropsError),
 }
@@ -104,6 +107,7 @@ pub struct Engine {
     /// Products per store (tenant id text), for the plan's product quota.
     tenant_products: DashMap<String, u32>,
     drops: Arc<Drops>,
+    holds: Arc<HoldBook>,
     hub: Arc<Hub>,
     orders: Arc<Orders>,
     carts: Arc<Carts>,
@@ -125,6 +129,10 @@ impl Engine {
         clock: Arc<dyn Clock>,
         arbiters: Option<Vec<ArbiterHandle>>,
     ) -> Result<Arc<Self>, StartError> {
+        let mut config = config;
+        config
+            .resolve_secrets()
+            .map_err(|e| StartError::Internal(e.to_string()))?;
         let config = Arc::new(config);
         let limits = config.ledger_limits();
         let data_dir = config.storage.data_dir.clone();
@@ -254,6 +262,13 @@ impl Engine {
         let handles_for_engine = handles.clone();
         let watched = Arc::new(crate::events::Watched::default());
         let sku_watched = watched.clone();
+        let holds = HoldBook::new();
+        for ledger in recovered.ledgers.values() {
+            for buyer in ledger.open_buyers() {
+                holds.opened(buyer);
+            }
+        }
+        let sku_holds = holds.clone();
         let registry = Registry::new(
             handles,
             config.actors.mailbox_capacity as u32,
@@ -267,6 +282,7 @@ impl Engine {
                 idle_timeout,
                 registry,
                 watched: sku_watched,
+                holds: sku_holds,
             },
         );
 
@@ -292,6 +308,9 @@ impl Engine {
                             registry.parked_durable(sku_id, 0);
                         }
                     });
+                    store
+                        .mark_holding(sku.id, ledger.open_reservations() > 0)
+                        .map_err(|e| StartError::Internal(e.to_string()))?;
                     let body = SnapshotBody::Ledger(ledger.snapshot());
                     wal.snapshot(EntityKey::Sku(sku.id), &body, Some(ack))
                         .map_err(lost)?;
@@ -409,6 +428,7 @@ impl Engine {
         events_handle.spawn(drops.clone().run_scheduler());
         let engine = Arc::new(Self {
             drops,
+            holds,
             hub,
             orders,
             carts,
@@ -436,7 +456,10 @@ impl Engine {
         if !auth.bootstrap_admin_email.is_empty() {
             let created = engine
                 .directory
-                .bootstrap_admin(&auth.bootstrap_admin_email, &auth.bootstrap_admin_password)
+                .bootstrap_admin(
+                    &auth.bootstrap_admin_email,
+                    auth.bootstrap_admin_password.expose(),
+                )
                 .await
                 .map_err(|e| StartError::Internal(format!("auth.bootstrap_admin_email: {e}")))?;
             if created {
@@ -582,18 +605,56 @@ impl Engine {
         self.reserve_sku(info, cmd).await
     }
 
+    /// A shopper's own reservation (`POST /v1/skus/{sku}/reservations`):
+    /// outside a drop it takes one of the shopper's `holds_max` places before
+    /// the SKU decides (inside one, the drop's per-buyer limit bounds it).
+    pub async fn reserve_as_shopper(
+        &self,
+        info: Arc<SkuInfo>,
+        cmd: ReserveCmd,
+        holds_max: u32,
+    ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
+        if self.drops.drop_of(info.id).is_some() {
+            return self.reserve_sku(info, cmd).await;
+        }
+        match self.holds.try_take(cmd.buyer.as_str(), holds_max) {
+            Ok(place) => self.reserve_with(info, cmd, Some(place)).await,
+            Err(error) => {
+                metrics::counter!("flashdrop_reservations_total", "outcome" => "hold_limit")
+                    .increment(1);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Open holds of `buyer` across every SKU.
+    pub fn open_holds_of(&self, buyer: &BuyerId) -> u32 {
+        self.holds.open_of(buyer.as_str())
+    }
+
     /// `reserve` for a SKU the caller has already looked up.
     pub async fn reserve_sku(
         &self,
         info: Arc<SkuInfo>,
         cmd: ReserveCmd,
     ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
+        self.reserve_with(info, cmd, None).await
+    }
+
+    /// `reserve_sku` with the shopper's place in the hold book, if it took one:
+    /// the SKU actor turns it into an open hold when the reservation is logged.
+    async fn reserve_with(
+        &self,
+        info: Arc<SkuInfo>,
+        cmd: ReserveCmd,
+        place: Option<HoldPlace>,
+    ) -> Result<(Arc<SkuInfo>, ReserveOutcome), EngineError> {
         let result = if self.directory.tenant_suspended(info.tenant()) {
             Err(EngineError::TenantSuspended)
         } else if let Some(drop) = self.drops.drop_of(info.id) {
             self.reserve_in_drop(&info, &drop, cmd).await
         } else {
-            self.call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
+            self.call(info.id, |reply| SkuCommand::Reserve(cmd, place, reply))
                 .await
         };
         let outcome = match &result {
@@ -602,6 +663,7 @@ impl Engine {
             Err(EngineError::Stock(StockError::OutOfStock { .. })) => "out_of_stock",
             Err(EngineError::Stock(StockError::DropNotLive { .. })) => "drop_not_live",
             Err(EngineError::Stock(StockError::PurchaseLimitExceeded { .. })) => "purchase_limit",
+            Err(EngineError::Stock(StockError::HoldLimitExceeded { .. })) => "hold_limit",
             Err(EngineError::QueuePassRequired(_)) => "queue_pass_required",
             Err(EngineError::Overloaded) => "overloaded",
             Err(EngineError::Unavailable) => "unavailable",
@@ -627,7 +689,7 @@ impl Engine {
         }
         if drop.spec.skus.len() < 2 || drop.spec.per_buyer_limit == 0 {
             return self
-                .call(info.id, |reply| SkuCommand::Reserve(cmd, reply))
+                .call(info.id, |reply| SkuCommand::Reserve(cmd, None, reply))
                 .await;
         }
         let buyer = cmd.buyer.as_str().to_owned();
@@ -657,11 +719,78 @@ impl Engine {
     ) -> Result<ReleaseOutcome, EngineError> {
         self.call(id.sku, |reply| SkuCommand::Release {
             seq: id.seq,
-            buyer,
+            buyer: Some(buyer),
             reply,
         })
         .await
         .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    /// A seller releases any hold on one of the store's SKUs; another store's
+    /// reservation is unknown.
+    pub async fn release_as_seller(
+        &self,
+        id: ReservationId,
+        tenant: &TenantId,
+    ) -> Result<ReleaseOutcome, EngineError> {
+        self.owned_reservation(id, tenant)?;
+        self.call(id.sku, |reply| SkuCommand::Release {
+            seq: id.seq,
+            buyer: None,
+            reply,
+        })
+        .await
+        .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    /// A seller sells any hold on one of the store's SKUs (a till sale).
+    pub async fn commit_as_seller(
+        &self,
+        id: ReservationId,
+        tenant: &TenantId,
+    ) -> Result<CommitOutcome, EngineError> {
+        let info = self.owned_reservation(id, tenant)?;
+        if self.directory.tenant_suspended(info.tenant()) {
+            return Err(EngineError::TenantSuspended);
+        }
+        self.call(id.sku, |reply| SkuCommand::Commit {
+            seq: id.seq,
+            buyer: None,
+            reply,
+        })
+        .await
+        .map_err(unknown_sku_is_unknown_reservation)
+    }
+
+    /// Open holds of one of the store's SKUs, soonest expiry first.
+    pub async fn holds_of(
+        &self,
+        code: &SkuCode,
+        tenant: &TenantId,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<(Arc<SkuInfo>, Vec<ReservationView>), EngineError> {
+        let info = self.owned_sku(code, tenant)?;
+        let holds = self
+            .call(info.id, |reply| SkuCommand::Holds {
+                after,
+                limit,
+                reply,
+            })
+            .await?;
+        Ok((info, holds))
+    }
+
+    /// The SKU of a reservation when it belongs to `tenant`.
+    fn owned_reservation(
+        &self,
+        id: ReservationId,
+        tenant: &TenantId,
+    ) -> Result<Arc<SkuInfo>, EngineError> {
+        match self.registry.info(id.sku) {
+            Some(info) if info.tenant() == tenant.as_str() => Ok(info),
+            _ => Err(EngineError::Stock(StockError::UnknownReservation)),
+        }
     }
 
     pub async fn commit(
@@ -676,7 +805,7 @@ impl Engine {
         }
         self.call(id.sku, |reply| SkuCommand::Commit {
             seq: id.seq,
-            buyer,
+            buyer: Some(buyer),
             reply,
         })
         .await
@@ -905,24 +1034,12 @@ impl Engine {
     }
 }
 
-/// The token keys from `auth.*`; in dev mode without a secret, a random one.
+/// The token keys from `auth.*` (secrets already resolved).
 fn token_keys(config: &Config) -> Result<TokenKeys, StartError> {
-    let secret = match config
+    let secret = config
         .jwt_secret()
         .map_err(|e| StartError::Internal(e.to_string()))?
-    {
-        Some(secret) => secret,
-        None => {
-            tracing::warn!(
-                "auth.dev_mode: no auth.jwt_secret set, using a random one; \
-                 tokens stop working at restart. Never run production like this."
-            );
-            crate::auth::tokens::random_salt()
-                .into_iter()
-                .chain(crate::auth::tokens::random_salt())
-                .collect()
-        }
-    };
+        .ok_or_else(|| StartError::Internal("auth.jwt_secret is not resolved".into()))?;
     let a = &config.auth;
     Ok(TokenKeys::new(
         &secret,

@@ -6,6 +6,7 @@ pub mod carts;
 pub mod directory;
 pub mod drops;
 pub mod engine;
+pub mod holds;
 pub mod orders;
 pub mod registry;
 pub mod sku;

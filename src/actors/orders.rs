@@ -1268,6 +1268,7 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
                 quantity,
                 ttl_ms,
                 idempotency: Some((key, u64::from(quantity))),
+                shopper_units_max: None,
             };
             engine
                 .reserve_sku(info, cmd)

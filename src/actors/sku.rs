@@ -29,7 +29,12 @@ pub type Reply<T> = oneshot::Sender<T>;
 /// Everything a SKU actor is asked. Each carries its own reply channel so the
 /// answer can be sent from the WAL thread the moment it is durable.
 pub enum SkuCommand {
-    Reserve(ReserveCmd, Reply<Result<ReserveOutcome, StockError>>),
+    /// A reservation; a shopper's own carries its place in the hold book.
+    Reserve(
+        ReserveCmd,
+        Option<super::holds::HoldPlace>,
+        Reply<Result<ReserveOutcome, StockError>>,
+    ),
     /// A reservation of a drop SKU whose drop's other SKUs already hold
     /// `elsewhere_units` of this buyer's allowance.
     ReserveInDrop {
@@ -50,13 +55,21 @@ pub enum SkuCommand {
     Publish(Reply<Result<(), StockError>>),
     Release {
         seq: u64,
-        buyer: crate::domain::BuyerId,
+        /// `None`: one of the SKU's sellers, any buyer's hold.
+        buyer: Option<crate::domain::BuyerId>,
         reply: Reply<Result<ReleaseOutcome, StockError>>,
     },
     Commit {
         seq: u64,
-        buyer: crate::domain::BuyerId,
+        /// `None`: one of the SKU's sellers, any buyer's hold.
+        buyer: Option<crate::domain::BuyerId>,
         reply: Reply<Result<CommitOutcome, StockError>>,
+    },
+    /// Open holds, soonest expiry first, after `after` (a seller's list).
+    Holds {
+        after: Option<(u64, u64)>,
+        limit: usize,
+        reply: Reply<Result<Vec<ReservationView>, StockError>>,
     },
     Reservation {
         seq: u64,
@@ -130,6 +143,8 @@ pub struct SkuDeps {
     pub registry: Weak<Registry>,
     /// SKUs whose stock goes on the event feed.
     pub watched: Arc<crate::events::Watched>,
+    /// Open holds per buyer across SKUs, counted from what each actor logs.
+    pub holds: Arc<super::holds::HoldBook>,
 }
 
 /// How a new actor gets its ledger.
@@ -159,6 +174,8 @@ pub struct SkuActor {
     expiry_timer: Option<(u64, SpawnHandle)>,
     /// Available units last announced on the event feed.
     announced: Option<u64>,
+    /// The hold-book place of the reservation being answered, if it has one.
+    place: Option<super::holds::HoldPlace>,
 }
 
 impl SkuActor {
@@ -184,6 +201,7 @@ impl SkuActor {
             last_activity: Instant::now(),
             expiry_timer: None,
             announced: None,
+            place: None,
         }
     }
 
@@ -321,6 +339,7 @@ impl SkuActor {
                 Some(ack) => self.deps.wal.send(WalOp::Fence { ack }),
             }
         } else {
+            self.count_holds(&events);
             let record = WalRecord {
                 entity: EntityKey::Sku(self.sku.0),
                 body: RecordBody::Stock(events),
@@ -355,6 +374,42 @@ impl SkuActor {
         }
     }
 
+    /// Tells the hold book which holds `events` open and end. Runs as the
+    /// events are logged, so a reservation's hold is counted before its answer.
+    fn count_holds(&mut self, events: &[StockEvent]) {
+        let Some(ledger) = &self.ledger else { return };
+        for event in events {
+            match event {
+                StockEvent::Reserved { buyer, .. } => match self.place.take() {
+                    Some(place) => place.open(),
+                    None => self.deps.holds.opened(buyer),
+                },
+                StockEvent::Released { seq, .. } | StockEvent::Committed { seq, .. } => {
+                    if let Some(buyer) = ledger.holder(*seq) {
+                        self.deps.holds.ended(buyer);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Queues a snapshot of `ledger`, marking first whether it holds open
+    /// reservations (start-up loads the SKUs so marked).
+    fn queue_snapshot(
+        deps: &SkuDeps,
+        sku: SkuId,
+        (holding, body): (bool, SnapshotBody),
+        ack: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<(), String> {
+        deps.store
+            .mark_holding(sku.0, holding)
+            .map_err(|e| e.to_string())?;
+        deps.wal
+            .snapshot(EntityKey::Sku(sku.0), &body, ack)
+            .map_err(|e| e.to_string())
+    }
+
     /// The feed item for the ledger's available units, if they changed since
     /// the last one.
     fn announcement(&mut self) -> Option<FeedBody> {
@@ -376,12 +431,11 @@ impl SkuActor {
 
     fn snapshot(&mut self) {
         let Some(ledger) = &self.ledger else { return };
-        let body = SnapshotBody::Ledger(ledger.snapshot());
-        if let Err(error) = self
-            .deps
-            .wal
-            .snapshot(EntityKey::Sku(self.sku.0), &body, None)
-        {
+        let snapshot = (
+            ledger.open_reservations() > 0,
+            SnapshotBody::Ledger(ledger.snapshot()),
+        );
+        if let Err(error) = Self::queue_snapshot(&self.deps, self.sku, snapshot, None) {
             tracing::warn!(sku = self.sku.0, %error, "snapshot not written");
             return;
         }
@@ -459,7 +513,10 @@ impl SkuActor {
             return;
         };
         let Some(ledger) = &self.ledger else { return };
-        let body = SnapshotBody::Ledger(ledger.snapshot());
+        let snapshot = (
+            ledger.open_reservations() > 0,
+            SnapshotBody::Ledger(ledger.snapshot()),
+        );
         if !registry.park(self.sku, self.generation, &mut self.ledger, &self.gate) {
             return;
         }
@@ -472,11 +529,7 @@ impl SkuActor {
                 registry.parked_durable(sku, generation);
             }
         });
-        if let Err(error) = self
-            .deps
-            .wal
-            .snapshot(EntityKey::Sku(sku.0), &body, Some(ack))
-        {
+        if let Err(error) = Self::queue_snapshot(&self.deps, sku, snapshot, Some(ack)) {
             tracing::warn!(sku = sku.0, %error, "passivation snapshot not written");
         }
         ctx.stop();
@@ -521,16 +574,33 @@ impl Handler<SkuCommand> for SkuActor {
             return;
         }
         match command {
-            SkuCommand::Reserve(cmd, reply) => {
+            SkuCommand::Reserve(cmd, place, reply) => {
                 let (result, events) = self.run(|l, now, out| l.reserve(cmd, now, out));
+                // A place the reservation did not use is given back when dropped.
+                self.place = place;
                 self.answer(ctx, events, reply, result);
+                self.place = None;
             }
             SkuCommand::Release { seq, buyer, reply } => {
-                let (result, events) = self.run(|l, now, out| l.release(seq, &buyer, now, out));
+                let (result, events) = self.run(|l, now, out| match &buyer {
+                    Some(buyer) => l.release(seq, buyer, now, out),
+                    None => l.release_as_seller(seq, now, out),
+                });
                 self.answer(ctx, events, reply, result);
             }
             SkuCommand::Commit { seq, buyer, reply } => {
-                let (result, events) = self.run(|l, now, out| l.commit(seq, &buyer, now, out));
+                let (result, events) = self.run(|l, now, out| match &buyer {
+                    Some(buyer) => l.commit(seq, buyer, now, out),
+                    None => l.commit_as_seller(seq, now, out),
+                });
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::Holds {
+                after,
+                limit,
+                reply,
+            } => {
+                let (result, events) = self.run(|l, _, _| Ok(l.open_holds(after, limit)));
                 self.answer(ctx, events, reply, result);
             }
             SkuCommand::Reservation { seq, buyer, reply } => {

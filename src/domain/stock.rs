@@ -49,6 +49,8 @@ impl Default for LedgerLimits {
 pub enum ReleaseReason {
     Buyer,
     Expired,
+    /// One of the SKU's sellers released it (a stuck or abusive hold).
+    Seller,
 }
 
 /// A drop's hold on a SKU: the window in which it can be reserved and how many
@@ -145,6 +147,8 @@ pub enum StockError {
     TooManyUnits { max: u64 },
     #[error("this SKU already holds {max} open reservations")]
     TooManyReservations { max: usize },
+    #[error("a shopper may hold at most {limit} units of this SKU at once; {held} are held")]
+    HoldLimitExceeded { limit: u64, held: u64 },
     #[error("the drop of this SKU is not live")]
     DropNotLive { drop: u128, why: NotLive },
     #[error(
@@ -198,6 +202,10 @@ pub struct ReserveCmd {
     pub ttl_ms: u64,
     /// Key plus a fingerprint of the request body it was first used with.
     pub idempotency: Option<(IdempotencyKey, u64)>,
+    /// A shopper's own hold outside a drop: the units of this SKU the buyer may
+    /// hold at once, counting every open hold of theirs here. `None` for holds
+    /// bounded elsewhere (an order's lines, a cart's drop items).
+    pub shopper_units_max: Option<u64>,
 }
 
 /// What a successful reservation request answers: enough to render it again
@@ -310,6 +318,8 @@ pub struct StockLedger {
     gate: Option<DropGate>,
     /// Units each buyer holds or bought through `gate`'s drop (buyers at 0 are absent).
     drop_usage: HashMap<Arc<str>, u64>,
+    /// Units each buyer holds open in this SKU (derived from `open`; buyers at 0 are absent).
+    held_units: HashMap<Box<str>, u64>,
 }
 
 impl StockLedger {
@@ -334,6 +344,7 @@ impl StockLedger {
             idempotency_order: VecDeque::new(),
             gate: None,
             drop_usage: HashMap::new(),
+            held_units: HashMap::new(),
         }
     }
 
@@ -382,6 +393,43 @@ impl StockLedger {
             Some(gate) if gate.drop == drop => self.drop_usage.get(buyer).copied().unwrap_or(0),
             _ => 0,
         }
+    }
+
+    /// The buyer of every open hold (one entry per hold).
+    pub fn open_buyers(&self) -> impl Iterator<Item = &str> {
+        self.open.values().map(|held| held.buyer.as_str())
+    }
+
+    /// Units `buyer` holds open in this SKU.
+    pub fn held_by(&self, buyer: &str) -> u64 {
+        self.held_units.get(buyer).copied().unwrap_or(0)
+    }
+
+    /// The buyer of reservation `seq`, open or finished (while remembered).
+    pub fn holder(&self, seq: u64) -> Option<&str> {
+        self.open
+            .get(&seq)
+            .or_else(|| self.finished.get(&seq).map(|f| &f.held))
+            .map(|held| held.buyer.as_str())
+    }
+
+    /// Open holds, soonest expiry first, after `after` (the last
+    /// `(expires_at_ms, seq)` of the previous page): a seller's view.
+    pub fn open_holds(&self, after: Option<(u64, u64)>, limit: usize) -> Vec<ReservationView> {
+        use std::ops::Bound;
+        let from: Bound<(u64, u64)> = match after {
+            Some(last) => Bound::Excluded(last),
+            None => Bound::Unbounded,
+        };
+        let range = self.expiries.range((from, Bound::Unbounded));
+        range
+            .take(limit)
+            .filter_map(|(_, seq)| {
+                self.open
+                    .get(seq)
+                    .map(|held| view(*seq, held, ReservationState::Held))
+            })
+            .collect()
     }
 
     pub fn view(&self) -> StockView {
@@ -592,6 +640,11 @@ impl StockLedger {
                     });
                 }
             }
+        } else if let Some(limit) = cmd.shopper_units_max {
+            let held = self.held_by(cmd.buyer.as_str());
+            if held + u64::from(cmd.quantity) > limit {
+                return Err(StockError::HoldLimitExceeded { limit, held });
+            }
         }
         if u64::from(cmd.quantity) > self.available {
             return Err(StockError::OutOfStock {
@@ -638,13 +691,36 @@ impl StockLedger {
         out: &mut Vec<StockEvent>,
     ) -> Result<ReleaseOutcome, StockError> {
         let view = self.owned_view(seq, buyer, now_ms)?;
+        self.release_view(view, ReleaseReason::Buyer, now_ms, out)
+    }
+
+    /// `release` by one of the SKU's sellers: any buyer's hold.
+    pub fn release_as_seller(
+        &mut self,
+        seq: u64,
+        now_ms: u64,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<ReleaseOutcome, StockError> {
+        let view = self
+            .view_of(seq, now_ms)
+            .ok_or(StockError::UnknownReservation)?;
+        self.release_view(view, ReleaseReason::Seller, now_ms, out)
+    }
+
+    fn release_view(
+        &mut self,
+        view: ReservationView,
+        reason: ReleaseReason,
+        now_ms: u64,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<ReleaseOutcome, StockError> {
         match view.state {
             ReservationState::Held => {
                 self.emit(
                     StockEvent::Released {
-                        seq,
+                        seq: view.seq,
                         at_ms: now_ms,
-                        reason: ReleaseReason::Buyer,
+                        reason,
                     },
                     out,
                 )?;
@@ -659,6 +735,7 @@ impl StockLedger {
     }
 
     /// Turns a held reservation into a sale. Committing twice answers the same.
+    /// Only the order saga commits a buyer's own holds (after payment).
     pub fn commit(
         &mut self,
         seq: u64,
@@ -667,6 +744,29 @@ impl StockLedger {
         out: &mut Vec<StockEvent>,
     ) -> Result<CommitOutcome, StockError> {
         let view = self.owned_view(seq, buyer, now_ms)?;
+        self.commit_view(view, now_ms, out)
+    }
+
+    /// `commit` by one of the SKU's sellers (a sale at a till): any buyer's hold.
+    pub fn commit_as_seller(
+        &mut self,
+        seq: u64,
+        now_ms: u64,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<CommitOutcome, StockError> {
+        let view = self
+            .view_of(seq, now_ms)
+            .ok_or(StockError::UnknownReservation)?;
+        self.commit_view(view, now_ms, out)
+    }
+
+    fn commit_view(
+        &mut self,
+        view: ReservationView,
+        now_ms: u64,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<CommitOutcome, StockError> {
+        let seq = view.seq;
         match view.state {
             ReservationState::Held => {
                 let allocation = self.allocate(view.quantity);
@@ -842,6 +942,13 @@ impl StockLedger {
                 }
                 self.available -= quantity_units;
                 self.reserved += quantity_units;
+                match self.held_units.get_mut(buyer.as_str()) {
+                    Some(units) => *units += quantity_units,
+                    None => {
+                        self.held_units
+                            .insert(buyer.as_str().into(), quantity_units);
+                    }
+                }
                 let in_drop = match &self.gate {
                     Some(gate) => {
                         *self
@@ -885,8 +992,9 @@ impl StockLedger {
                 self.reserved -= quantity;
                 self.available += quantity;
                 self.uncount(&held);
+                self.unhold(&held);
                 let state = match reason {
-                    ReleaseReason::Buyer => FinishedState::Released,
+                    ReleaseReason::Buyer | ReleaseReason::Seller => FinishedState::Released,
                     ReleaseReason::Expired => FinishedState::Expired,
                 };
                 self.remember_finished(*seq, held, state, *at_ms);
@@ -919,6 +1027,7 @@ impl StockLedger {
                 self.on_hand_total -= quantity;
                 self.reserved -= quantity;
                 self.sold += quantity;
+                self.unhold(&held);
                 self.remember_finished(*seq, held, FinishedState::Committed, *at_ms);
             }
             StockEvent::LowStock { .. } => self.below_threshold = true,
@@ -946,6 +1055,16 @@ impl StockLedger {
             *used = used.saturating_sub(u64::from(held.quantity));
             if *used == 0 {
                 self.drop_usage.remove(held.buyer.as_str());
+            }
+        }
+    }
+
+    /// A hold ended: its units no longer count against its buyer here.
+    fn unhold(&mut self, held: &Held) {
+        if let Some(units) = self.held_units.get_mut(held.buyer.as_str()) {
+            *units = units.saturating_sub(u64::from(held.quantity));
+            if *units == 0 {
+                self.held_units.remove(held.buyer.as_str());
             }
         }
     }
@@ -1039,6 +1158,13 @@ impl StockLedger {
                     self.reserved
                 )));
             }
+            let by_buyer: u64 = self.held_units.values().sum();
+            if by_buyer != self.reserved {
+                return Err(violation(format!(
+                    "buyers hold {by_buyer}, reserved says {}",
+                    self.reserved
+                )));
+            }
         }
         Ok(())
     }
@@ -1102,6 +1228,10 @@ impl StockLedger {
         ledger.below_threshold = snapshot.below_threshold;
         ledger.next_seq = snapshot.next_seq;
         for (seq, held) in snapshot.open {
+            *ledger
+                .held_units
+                .entry(held.buyer.as_str().into())
+                .or_insert(0) += u64::from(held.quantity);
             ledger.expiries.insert((held.expires_at_ms, seq));
             ledger.expiry_floor_ms = ledger.expiry_floor_ms.min(held.expires_at_ms);
             ledger.open.insert(seq, held);

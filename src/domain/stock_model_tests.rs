@@ -352,6 +352,7 @@ fn run_ledger(
                 quantity: *quantity,
                 ttl_ms: *ttl_ms,
                 idempotency: key.map(|(k, fp)| (IdempotencyKey::parse(&key_name(k)).unwrap(), fp)),
+                shopper_units_max: None,
             };
             ledger.reserve(cmd, now, events).map(|o| Out::Reserved {
                 seq: o.receipt.seq,
@@ -453,6 +454,7 @@ fn reserve_never_oversells_the_last_units() {
         quantity: q,
         ttl_ms: 60_000,
         idempotency: None,
+        shopper_units_max: None,
     };
     assert!(ledger.reserve(cmd(2), 0, &mut events).is_ok());
     assert_eq!(
@@ -485,6 +487,7 @@ fn low_stock_event_fires_once_when_the_threshold_is_crossed() {
         quantity: 6,
         ttl_ms: 1_000,
         idempotency: None,
+        shopper_units_max: None,
     };
     events.clear();
     ledger.reserve(cmd.clone(), 0, &mut events).unwrap();
@@ -526,6 +529,7 @@ fn commit_takes_units_from_warehouses_in_name_order() {
         quantity: 2,
         ttl_ms: 1_000,
         idempotency: None,
+        shopper_units_max: None,
     };
     let seq = ledger.reserve(cmd, 0, &mut events).unwrap().receipt.seq;
     events.clear();
@@ -573,6 +577,7 @@ fn one(buyer: &str, quantity: u32) -> ReserveCmd {
         quantity,
         ttl_ms: 1_000,
         idempotency: None,
+        shopper_units_max: None,
     }
 }
 
@@ -666,4 +671,132 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
         .unwrap();
     assert_eq!(ledger.drop_usage(8, "ana"), 0);
     assert_eq!(ledger.drop_usage(7, "ana"), 0, "the old drop is gone");
+}
+
+fn stocked(units: u64) -> (StockLedger, Vec<StockEvent>) {
+    let mut ledger = StockLedger::new(SkuId(1), LedgerLimits::default());
+    let mut events = Vec::new();
+    ledger
+        .set_stock(
+            vec![(WarehouseId::parse("main").unwrap(), units)],
+            None,
+            &mut events,
+        )
+        .unwrap();
+    (ledger, events)
+}
+
+fn shopper(buyer: &str, quantity: u32, max: u64) -> ReserveCmd {
+    ReserveCmd {
+        shopper_units_max: Some(max),
+        ..one(buyer, quantity)
+    }
+}
+
+#[test]
+fn a_shoppers_own_holds_of_one_sku_are_bounded_and_ended_holds_give_units_back() {
+    let (mut ledger, mut events) = stocked(100);
+    let ana = BuyerId::parse("ana").unwrap();
+    let first = ledger
+        .reserve(shopper("ana", 3, 5), 0, &mut events)
+        .unwrap();
+    ledger
+        .reserve(shopper("ana", 2, 5), 0, &mut events)
+        .unwrap();
+    assert_eq!(
+        ledger.reserve(shopper("ana", 1, 5), 0, &mut events),
+        Err(StockError::HoldLimitExceeded { limit: 5, held: 5 })
+    );
+    assert!(
+        ledger.reserve(shopper("bo", 5, 5), 0, &mut events).is_ok(),
+        "the bound is per shopper"
+    );
+    assert!(
+        ledger.reserve(one("ana", 4), 0, &mut events).is_ok(),
+        "an order's holds are bounded by the order, not here"
+    );
+    assert_eq!(ledger.held_by("ana"), 9);
+    ledger
+        .release(first.receipt.seq, &ana, 10, &mut events)
+        .unwrap();
+    assert_eq!(ledger.held_by("ana"), 6);
+    ledger.expire_due(5_000, &mut events).unwrap();
+    assert_eq!(ledger.held_by("ana"), 0, "expired holds count no more");
+    assert!(ledger
+        .reserve(shopper("ana", 5, 5), 6_000, &mut events)
+        .is_ok());
+    ledger.check_invariants(true).unwrap();
+    let restored = StockLedger::restore(ledger.snapshot(), LedgerLimits::default()).unwrap();
+    assert_eq!(
+        restored.held_by("ana"),
+        5,
+        "the count is rebuilt from the snapshot"
+    );
+}
+
+#[test]
+fn inside_a_drop_the_drops_limit_rules_instead_of_the_shopper_bound() {
+    let (mut ledger, mut events) = gated(0);
+    assert!(ledger
+        .reserve(shopper("ana", 8, 5), 1_000, &mut events)
+        .is_ok());
+}
+
+#[test]
+fn a_seller_releases_or_sells_any_buyers_hold_and_a_buyer_only_its_own() {
+    let (mut ledger, mut events) = stocked(10);
+    let ana = BuyerId::parse("ana").unwrap();
+    let bo = BuyerId::parse("bo").unwrap();
+    let sold = ledger.reserve(one("ana", 2), 0, &mut events).unwrap();
+    let freed = ledger.reserve(one("ana", 3), 0, &mut events).unwrap();
+    assert_eq!(
+        ledger.commit(sold.receipt.seq, &bo, 1, &mut events),
+        Err(StockError::UnknownReservation)
+    );
+    assert!(matches!(
+        ledger.commit_as_seller(sold.receipt.seq, 1, &mut events),
+        Ok(CommitOutcome::Committed(_))
+    ));
+    assert!(matches!(
+        ledger.commit_as_seller(sold.receipt.seq, 2, &mut events),
+        Ok(CommitOutcome::AlreadyCommitted(_))
+    ));
+    assert_eq!(
+        ledger.release_as_seller(freed.receipt.seq, 3, &mut events),
+        Ok(ReleaseOutcome::Released)
+    );
+    assert_eq!(
+        ledger.release(freed.receipt.seq, &ana, 4, &mut events),
+        Ok(ReleaseOutcome::AlreadyReleased)
+    );
+    assert_eq!(
+        ledger.release_as_seller(sold.receipt.seq, 5, &mut events),
+        Err(StockError::ReservationCommitted)
+    );
+    let view = ledger.view();
+    assert_eq!((view.available, view.reserved, view.sold), (8, 0, 2));
+    assert_eq!(ledger.holder(freed.receipt.seq), Some("ana"));
+}
+
+#[test]
+fn open_holds_page_by_expiry_and_never_repeat() {
+    let (mut ledger, mut events) = stocked(100);
+    for (i, buyer) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let cmd = ReserveCmd {
+            ttl_ms: 1_000 - i as u64 * 100,
+            ..one(buyer, 1)
+        };
+        ledger.reserve(cmd, 0, &mut events).unwrap();
+    }
+    let first = ledger.open_holds(None, 2);
+    assert_eq!(
+        first.iter().map(|v| v.buyer.as_str()).collect::<Vec<_>>(),
+        ["e", "d"]
+    );
+    let last = first.last().unwrap();
+    let rest = ledger.open_holds(Some((last.expires_at_ms, last.seq)), 10);
+    assert_eq!(
+        rest.iter().map(|v| v.buyer.as_str()).collect::<Vec<_>>(),
+        ["c", "b", "a"]
+    );
 }

@@ -160,12 +160,7 @@ mod tests {
             },
             ..Config::default()
         };
-        let state = web::Data::new(AppState {
-            engine: Arc::new(OnceLock::new()),
-            admission: AdmissionControl::new(&config.admission),
-            config: Arc::new(config),
-            metrics: crate::telemetry::metrics_handle(),
-        });
+        let state = web::Data::new(AppState::new(Arc::new(OnceLock::new()), Arc::new(config)));
         let (release, held) = tokio::sync::watch::channel(false);
         let app = actix_test::init_service(
             App::new()

@@ -73,6 +73,8 @@ error_table! {
     StockBelowReserved => ("stock_below_reserved", CONFLICT, "Stock cannot go below what is reserved"),
     InsufficientOnHand => ("insufficient_on_hand", CONFLICT, "The warehouse does not hold that many units"),
     TooManyReservations => ("too_many_reservations", CONFLICT, "The SKU holds too many open reservations"),
+    HoldLimitExceeded => ("hold_limit_exceeded", CONFLICT, "A shopper may not hold more units of this SKU"),
+    TooManyHolds => ("too_many_holds", CONFLICT, "A shopper may not hold more reservations at once"),
     SkuExists => ("sku_exists", CONFLICT, "A SKU code is already in use"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
@@ -262,6 +264,11 @@ impl From<StockError> for ApiError {
             StockError::TooManyReservations { .. } => {
                 ApiError::new(ErrorKind::TooManyReservations, detail)
             }
+            StockError::HoldLimitExceeded { limit, held } => {
+                ApiError::new(ErrorKind::HoldLimitExceeded, detail)
+                    .with("limit", Value::from(limit))
+                    .with("held", Value::from(held))
+            }
             StockError::DropNotLive { drop, why } => {
                 let (detail, extra) = match why {
                     NotLive::NotStarted { starts_at_ms } => (
@@ -332,6 +339,11 @@ impl From<EngineError> for ApiError {
             )
             .with("drop_id", Value::from(id_text(drop))),
             EngineError::Drops(error) => error.into(),
+            EngineError::TooManyHolds(error) => {
+                ApiError::new(ErrorKind::TooManyHolds, error.to_string())
+                    .with("limit", Value::from(error.max))
+                    .with("open", Value::from(error.open))
+            }
         }
     }
 }

@@ -33,6 +33,22 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub admission: Arc<super::admission::AdmissionControl>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl AppState {
+    /// The state of an app on `config` whose engine goes into `engine` once
+    /// recovery is done.
+    pub fn new(engine: Arc<OnceLock<Arc<Engine>>>, config: Arc<Config>) -> Self {
+        Self {
+            engine,
+            metrics: crate::telemetry::metrics_handle(),
+            admission: super::admission::AdmissionControl::new(&config.admission),
+            trusted_proxies: config.trusted_proxies(),
+            config,
+        }
+    }
 }
 
 fn state(req: &HttpRequest) -> Result<&AppState, ApiError> {
@@ -208,8 +224,10 @@ impl FromRequest for Seller {
     }
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` hop when
-/// `auth.trust_forwarded_for` says a trusted proxy sets it.
+/// The client's address: the peer, unless the peer is one of
+/// `server.trusted_proxies`; then `X-Forwarded-For` is read right to left and
+/// the first address that is not a trusted proxy is the client (what a client
+/// writes on the left cannot move it).
 pub struct ClientAddress(pub Option<IpAddr>);
 
 impl FromRequest for ClientAddress {
@@ -217,17 +235,42 @@ impl FromRequest for ClientAddress {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let trust = state(req).is_ok_and(|s| s.config.auth.trust_forwarded_for);
-        let forwarded = trust
-            .then(|| req.headers().get("x-forwarded-for"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        let peer = req.peer_addr().map(|a| a.ip());
+        let trusted = state(req)
+            .map(|s| s.trusted_proxies.as_slice())
+            .unwrap_or_default();
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok());
         ready(Ok(ClientAddress(
-            forwarded.or_else(|| req.peer_addr().map(|a| a.ip())),
+            peer.map(|peer| client_address(peer, forwarded, trusted)),
         )))
     }
+}
+
+/// See `ClientAddress`. `forwarded` holds the header lines in arrival order.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|line| line.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev().take(64) {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // Garbage where a proxy should have written an address: stop at
+            // the last hop we could trust.
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 /// The optional `Idempotency-Key` header.

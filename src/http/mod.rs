@@ -43,7 +43,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .app_data(web::PayloadConfig::default().limit(max_body_bytes))
     .app_data(web::PathConfig::default().error_handler(extract::path_error))
     .app_data(web::QueryConfig::default().error_handler(extract::query_error))
-    .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::reserve)))
+    .service(
+        resource("/v1/skus/{sku}/reservations")
+            .route(web::post().to(reservations::reserve))
+            .route(web::get().to(reservations::list_holds)),
+    )
     .service(
         resource("/v1/reservations/{id}")
             .route(web::get().to(reservations::get_reservation))

@@ -63,6 +63,7 @@ impl Modify for BearerAuth {
         stock::set_stock,
         stock::adjust_stock,
         reservations::reserve,
+        reservations::list_holds,
         reservations::get_reservation,
         reservations::release,
         reservations::commit,

@@ -1,5 +1,7 @@
-//! Reservation routes: hold units of a SKU for a while, release them, or commit
-//! them into a sale. Creation honours `Idempotency-Key`.
+//! Reservation routes: a shopper holds units of a SKU for a while (within the
+//! per-shopper bounds) and releases them; the SKU's sellers list, release and
+//! commit (a till sale) any hold on it. Stock is otherwise sold only by a paid
+//! order. Creation honours `Idempotency-Key`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -7,12 +9,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339_ms;
-use crate::domain::stock::{CommitOutcome, Receipt, ReservationState, ReservationView, ReserveCmd};
+use crate::domain::stock::{
+    CommitOutcome, Receipt, ReleaseOutcome, ReservationState, ReservationView, ReserveCmd,
+};
 use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{AppState, IdempotencyHeader, Live, Shopper};
+use super::extract::{AppState, Correlation, IdempotencyHeader, Live, Seller, Shopper};
 use super::stock::sku_code;
+use super::tenants::page_limit;
+use crate::actors::directory::actor_of_caller;
+use crate::actors::AuditDraft;
+use crate::auth::Caller;
 use crate::domain::identity::{id_text, parse_id, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,8 +162,12 @@ pub async fn reserve(
         quantity: body.quantity,
         ttl_ms: ttl_s * 1000,
         idempotency: key.0.map(|k| (k, fingerprint)),
+        shopper_units_max: Some(u64::from(limits.shopper_units_per_sku_max)),
     };
-    let (info, outcome) = engine.0.reserve_sku(info, cmd).await?;
+    let (info, outcome) = engine
+        .0
+        .reserve_as_shopper(info, cmd, limits.shopper_holds_max)
+        .await?;
     let body = ReservationBody::from_receipt(info.id, info.code(), &buyer, &outcome.receipt);
     Ok(HttpResponse::Created()
         .insert_header((
@@ -188,18 +200,51 @@ pub async fn get_reservation(
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
     let caller = &shopper.caller;
-    let sells_it = engine.0.registry().info(id.sku).is_some_and(|info| {
-        caller.role == Role::PlatformAdmin
-            || (caller.role.is_seller()
-                && caller.tenant.map(id_text).as_deref() == Some(info.tenant()))
-    });
-    let owner = (!sells_it).then_some(shopper.buyer);
+    let sees_all = caller.role == Role::PlatformAdmin || sells(&engine, caller, id).is_some();
+    let owner = (!sees_all).then_some(shopper.buyer);
     let view = engine.0.reservation(id, owner).await?;
     let code = sku_code_of(&engine, id.sku);
     Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
 }
 
-/// Give the units back. Releasing twice is not an error.
+/// The caller's store when the caller is a seller of the reservation's SKU.
+fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantId> {
+    let tenant = caller.tenant.filter(|_| caller.role.is_seller())?;
+    let info = engine.0.registry().info(id.sku)?;
+    let text = id_text(tenant);
+    (info.tenant() == text)
+        .then(|| crate::domain::TenantId::parse(&text).ok())
+        .flatten()
+}
+
+/// Audits what a seller did to a shopper's hold.
+async fn audit_seller_move(
+    engine: &Live,
+    caller: &Caller,
+    action: &'static str,
+    view: Option<&ReservationView>,
+    id: ReservationId,
+    correlation: Correlation,
+) -> Result<(), ApiError> {
+    let mut draft = AuditDraft::new(
+        Some(actor_of_caller(caller)),
+        action,
+        format!("reservation:{id}"),
+    )
+    .correlation(correlation.0);
+    if let Some(view) = view {
+        draft = draft.after(
+            serde_json::json!({"buyer_id": view.buyer, "quantity": view.quantity,
+                               "state": view.state})
+            .to_string(),
+        );
+    }
+    engine.0.directory().audit(vec![draft]).await?;
+    Ok(())
+}
+
+/// Give the units back: the buyer its own hold, or one of the SKU's sellers any
+/// hold on it (audited). Releasing twice is not an error.
 #[utoipa::path(
     delete, path = "/v1/reservations/{id}", tag = "reservations",
     params(("id" = String, Path)),
@@ -214,14 +259,36 @@ pub async fn get_reservation(
 pub async fn release(
     shopper: Shopper,
     engine: Live,
+    correlation: Correlation,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    engine.0.release(id, shopper.buyer).await?;
+    match sells(&engine, &shopper.caller, id) {
+        Some(tenant) => {
+            let outcome = engine.0.release_as_seller(id, &tenant).await?;
+            if outcome == ReleaseOutcome::Released {
+                let view = engine.0.reservation(id, None).await.ok();
+                audit_seller_move(
+                    &engine,
+                    &shopper.caller,
+                    "reservation.release",
+                    view.as_ref(),
+                    id,
+                    correlation,
+                )
+                .await?;
+            }
+        }
+        None => {
+            engine.0.release(id, shopper.buyer).await?;
+        }
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Turn the held units into a sale. Committing twice answers the same.
+/// Sell the held units: for the SKU's sellers (a sale at a till; audited).
+/// A shopper's units are sold only through a paid order (`POST /v1/orders`,
+/// checkout), so a shopper's commit is refused. Committing twice answers the same.
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/commit", tag = "reservations",
     params(("id" = String, Path)),
@@ -229,6 +296,7 @@ pub async fn release(
     responses(
         (status = 200, body = ReservationBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: only the SKU's sellers commit; shoppers buy through an order", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "reservation_released, reservation_expired or tenant_suspended", body = Problem, content_type = "application/problem+json"),
     )
@@ -236,12 +304,106 @@ pub async fn release(
 pub async fn commit(
     shopper: Shopper,
     engine: Live,
+    correlation: Correlation,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    let view = match engine.0.commit(id, shopper.buyer).await? {
-        CommitOutcome::Committed(view) | CommitOutcome::AlreadyCommitted(view) => view,
+    let caller = &shopper.caller;
+    let Some(tenant) = sells(&engine, caller, id) else {
+        // Another store's seller learns nothing of this store's reservations.
+        if caller.role.is_seller() {
+            return Err(ApiError::new(
+                ErrorKind::ReservationNotFound,
+                "no such reservation",
+            ));
+        }
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "held units are sold only through a paid order (POST /v1/orders or /v1/cart/checkout); only the SKU's sellers commit a hold directly",
+        ));
     };
+    let (view, fresh) = match engine.0.commit_as_seller(id, &tenant).await? {
+        CommitOutcome::Committed(view) => (view, true),
+        CommitOutcome::AlreadyCommitted(view) => (view, false),
+    };
+    if fresh {
+        audit_seller_move(
+            &engine,
+            caller,
+            "reservation.commit",
+            Some(&view),
+            id,
+            correlation,
+        )
+        .await?;
+    }
     let code = sku_code_of(&engine, id.sku);
     Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldPageBody {
+    pub items: Vec<ReservationBody>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The open holds of one of the store's SKUs, soonest expiry first, with
+/// their buyers (the store's sellers; another store's SKU is not found).
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/reservations", tag = "reservations",
+    params(
+        ("sku" = String, Path, description = "SKU code"),
+        ("limit" = Option<usize>, Query, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = HoldPageBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_holds(
+    seller: Seller,
+    engine: Live,
+    path: web::Path<String>,
+    query: web::Query<HoldsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let code = sku_code(&path)?;
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(parse_hold_cursor).transpose()?;
+    let (info, holds) = engine
+        .0
+        .holds_of(&code, &seller.tenant_id, after, limit + 1)
+        .await?;
+    let more = holds.len() > limit;
+    let next_cursor = more
+        .then(|| {
+            holds
+                .get(limit - 1)
+                .map(|h| format!("{}.{}", h.expires_at_ms, h.seq))
+        })
+        .flatten();
+    let items = holds
+        .iter()
+        .take(limit)
+        .map(|view| ReservationBody::from_view(info.id, info.code(), view))
+        .collect();
+    Ok(HttpResponse::Ok().json(HoldPageBody { items, next_cursor }))
+}
+
+fn parse_hold_cursor(raw: &str) -> Result<(u64, u64), ApiError> {
+    raw.split_once('.')
+        .and_then(|(at, seq)| Some((at.parse().ok()?, seq.parse().ok()?)))
+        .ok_or_else(|| InvalidField::new("cursor", "not a cursor of this list").into())
 }

@@ -406,7 +406,7 @@ pub async fn update_tenant(
 fn with_secret(engine: &Live, tenant: &Tenant) -> TenantBody {
     let mut body = TenantBody::new(tenant);
     if !tenant.webhook_url.is_empty() {
-        let secret = &engine.0.config().notifications.signing_secret;
+        let secret = engine.0.config().notifications.signing_secret.expose();
         body.webhook_secret = Some(crate::events::notify::store_key(secret, tenant.id));
     }
     body

@@ -59,7 +59,8 @@ pub struct Recovered {
     /// Every cart, and those whose latest state is only in the WAL.
     pub carts: HashMap<u128, Cart>,
     pub carts_unsnapshotted: Vec<u128>,
-    /// Ledgers changed by the replayed WAL; every other ledger is exactly its snapshot.
+    /// Ledgers changed by the replayed WAL, and those whose snapshot holds open
+    /// reservations; every other ledger is exactly its snapshot and holds none.
     pub ledgers: HashMap<SkuId, StockLedger>,
     pub start: WriterStart,
     pub stats: RecoveryStats,
@@ -364,6 +365,22 @@ pub fn recover(
         cursor.next_batch = cursor.next_batch.max(batch_seq + 1);
     }
 
+    if mode == RecoveryMode::Snapshots {
+        for id in store.holding_skus()? {
+            let sku = SkuId(id);
+            if ledgers.contains_key(&sku) {
+                continue;
+            }
+            let initial = thresholds.get(&id).copied().unwrap_or(0);
+            let loaded = ledger_from_snapshot(store, sku, limits, mode, initial)?;
+            if loaded.1.open_reservations() > 0 {
+                stats.snapshots_loaded += 1;
+                ledgers.insert(sku, loaded);
+            } else {
+                store.mark_holding(id, false)?;
+            }
+        }
+    }
     for (sku, (_, ledger)) in &ledgers {
         ledger
             .check_invariants(true)

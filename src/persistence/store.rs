@@ -137,6 +137,10 @@ pub struct Store {
     /// entity key ++ generation ++ index → snapshot chunk
     pub chunks: sled::Tree,
     pub meta: sled::Tree,
+    /// SKU id (big-endian u64) → nothing: SKUs whose latest snapshot holds open
+    /// reservations, so start-up loads them (their expiries and their buyers'
+    /// hold counts) without reading every snapshot.
+    holding: sled::Tree,
     data_file: File,
     path: PathBuf,
 }
@@ -186,6 +190,7 @@ impl Store {
             snapshots: db.open_tree("snapshots")?,
             chunks: db.open_tree("snapshot_chunks")?,
             meta: db.open_tree("meta")?,
+            holding: db.open_tree("skus_holding")?,
             db,
             data_file,
             path,
@@ -226,6 +231,35 @@ impl Store {
     pub fn put_cursor(&self, cursor: Cursor) -> Result<(), StoreError> {
         self.meta.insert(CURSOR_KEY, &cursor.to_bytes()[..])?;
         Ok(())
+    }
+
+    /// Notes whether the snapshot about to be written for SKU `sku` holds open
+    /// reservations. Called before the snapshot is queued, so the mark is
+    /// durable no later than the snapshot itself.
+    pub fn mark_holding(&self, sku: u64, holding: bool) -> Result<(), StoreError> {
+        let key = sku.to_be_bytes();
+        if holding {
+            self.holding.insert(key, &[])?;
+        } else {
+            self.holding.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// SKUs marked by `mark_holding`.
+    pub fn holding_skus(&self) -> Result<Vec<u64>, StoreError> {
+        self.holding
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key?;
+                let bytes: [u8; 8] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("holding key", "not 8 bytes"))?;
+                Ok(u64::from_be_bytes(bytes))
+            })
+            .collect()
     }
 
     pub fn snapshot_header(&self, entity: EntityKey) -> Result<Option<SnapshotHeader>, StoreError> {

@@ -332,8 +332,23 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         } else {
             app.client.post(app.url(&path))
         };
-        let done = send(request.insert_header(bearer(&fan.access_token)), None).await;
+        // The buyer releases its own hold; a seller sells one at the till (audited).
+        let actor = if verb == "DELETE" {
+            &fan.access_token
+        } else {
+            &seller
+        };
+        let done = send(request.insert_header(bearer(actor)), None).await;
         assert!(done.status.is_success(), "{route}");
+        if verb == "POST" {
+            let audit = app
+                .get_as("/v1/admin/audit?action=reservation.commit", Some(&seller))
+                .await;
+            assert_eq!(
+                audit.body["items"][0]["target"],
+                format!("reservation:{id}")
+            );
+        }
         let record = app
             .get_as(&format!("/v1/reservations/{id}"), Some(&seller))
             .await;

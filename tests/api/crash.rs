@@ -56,6 +56,12 @@ pub(crate) fn start_with(dir: &Path, run: usize, env: &[(&str, &str)]) -> Server
         .env("FLASHDROP__AUTH__ARGON2_ITERATIONS", "1")
         // 48 clients share few buyer accounts; the limiter is not under test here.
         .env("FLASHDROP__ADMISSION__BUYER_BURST", "100000000")
+        // ... nor are the per-shopper hold bounds: each client holds many.
+        .env(
+            "FLASHDROP__RESERVATIONS__SHOPPER_UNITS_PER_SKU_MAX",
+            "1000000000",
+        )
+        .env("FLASHDROP__RESERVATIONS__SHOPPER_HOLDS_MAX", "1000000000")
         .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -176,11 +182,13 @@ impl Book {
     }
 }
 
-/// One client: reserves, and commits or releases its own reservations.
+/// One client: reserves, and releases its own reservations or has the
+/// store's seller sell them (a till sale; shoppers cannot commit).
 async fn worker(
     base: String,
     http: awc::Client,
     id: usize,
+    seller: (&'static str, String),
     book: Rc<RefCell<Book>>,
     stop: Rc<Cell<bool>>,
 ) {
@@ -248,7 +256,8 @@ async fn worker(
             } else {
                 http.delete(format!("{base}/v1/reservations/{rid}"))
             };
-            let Ok(mut response) = request.insert_header(auth.clone()).send().await else {
+            let actor = if commit { seller.clone() } else { auth.clone() };
+            let Ok(mut response) = request.insert_header(actor).send().await else {
                 break;
             };
             if response.body().await.is_err() {
@@ -363,6 +372,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
     let mut run = 0;
     let mut loaded_cycles = 0;
     let mut kills_during_recovery = 0;
+    let mut seller_auth: Option<(&'static str, String)> = None;
 
     while loaded_cycles < CYCLES {
         run += 1;
@@ -386,6 +396,7 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
                 "authorization",
                 format!("Bearer {}", open_store(&http, &server.base).await),
             );
+            seller_auth = Some(seller.clone());
             let created = send(
                 http.post(format!("{}/v1/products", server.base))
                     .insert_header(seller.clone()),
@@ -461,6 +472,9 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
                     server.base.clone(),
                     http.clone(),
                     id + run * 1000,
+                    seller_auth
+                        .clone()
+                        .expect("the store opens in the first cycle"),
                     book.clone(),
                     stop.clone(),
                 ))

@@ -68,13 +68,7 @@ async fn expired_reservation_returns_its_units_and_the_wal_holds_the_release() {
     );
 
     // An expired reservation cannot be sold; releasing it again is harmless.
-    let commit = crate::helpers::send(
-        app.client
-            .post(app.url(&format!("/v1/reservations/{id}/commit")))
-            .insert_header(bearer(&app.buyer("ana").await.access_token)),
-        None,
-    )
-    .await;
+    let commit = app.commit_as_seller("s", &id).await;
     assert_eq!(commit.code(), "reservation_expired");
     let release = crate::helpers::send(
         app.client

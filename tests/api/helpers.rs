@@ -382,6 +382,18 @@ impl TestApp {
         response.body
     }
 
+    /// `POST /v1/reservations/{id}/commit` as the seller `tenant` (a till sale).
+    pub async fn commit_as_seller(&self, tenant: &str, id: &str) -> Response {
+        let token = self.seller(tenant).await.access_token;
+        send(
+            self.client
+                .post(self.url(&format!("/v1/reservations/{id}/commit")))
+                .insert_header(bearer(&token)),
+            None,
+        )
+        .await
+    }
+
     pub async fn reservation(&self, buyer: &str, id: &str) -> Response {
         let token = self.buyer(buyer).await.access_token;
         send(

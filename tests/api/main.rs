@@ -11,6 +11,7 @@ mod crash;
 mod drops;
 mod expiry;
 mod helpers;
+mod holds;
 mod idempotency;
 mod isolation;
 mod lifecycle;

@@ -14,12 +14,10 @@ use crate::helpers::{send, spawn_app};
 
 #[actix_web::test]
 async fn requests_get_503_not_ready_until_recovery_finishes() {
-    let state = web::Data::new(AppState {
-        engine: Arc::new(OnceLock::new()),
-        config: Arc::new(Config::default()),
-        metrics: flashdrop::telemetry::metrics_handle(),
-        admission: flashdrop::http::admission::AdmissionControl::new(&Default::default()),
-    });
+    let state = web::Data::new(AppState::new(
+        Arc::new(OnceLock::new()),
+        Arc::new(Config::default()),
+    ));
     let app = actix_test::init_service(
         App::new()
             .app_data(state)

@@ -383,12 +383,13 @@ async fn a_thousand_concurrent_checkouts_for_100_units_make_exactly_100_paid_ord
     app.stop().await;
 }
 
-/// The webhook secret of every test app (the default of `[payments]`).
+/// The webhook secret of every test app: derived from its main secret.
 fn webhook_secret() -> Vec<u8> {
-    flashdrop::config::Config::default()
-        .payments
-        .webhook_secret
-        .into_bytes()
+    flashdrop::config::derive_secret(
+        crate::helpers::TEST_SECRET.as_bytes(),
+        "payments.webhook_secret",
+    )
+    .into_bytes()
 }
 
 async fn post_webhook(app: &TestApp, body: &Value, signature: Option<String>) -> Response {

@@ -84,6 +84,7 @@ fn run_workload(
                                 1,
                             )
                         }),
+                        shopper_units_max: None,
                     },
                     now,
                     &mut events,

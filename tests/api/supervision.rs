@@ -30,13 +30,7 @@ async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
             .await;
         ids.push(r.body["reservation_id"].as_str().unwrap().to_owned());
     }
-    send(
-        app.client
-            .post(app.url(&format!("/v1/reservations/{}/commit", ids[0])))
-            .insert_header(bearer(&app.buyer("ana").await.access_token)),
-        None,
-    )
-    .await;
+    app.commit_as_seller("t", &ids[0]).await;
     send(
         app.client
             .delete(app.url(&format!("/v1/reservations/{}", ids[1])))
@@ -82,13 +76,7 @@ async fn an_idle_sku_is_passivated_and_comes_back_with_its_state() {
         .reserve("ana", "IDLE-1", json!({"quantity": 3}), Some("idle-key"))
         .await;
     let id = r.body["reservation_id"].as_str().unwrap().to_owned();
-    send(
-        app.client
-            .post(app.url(&format!("/v1/reservations/{id}/commit")))
-            .insert_header(bearer(&app.buyer("ana").await.access_token)),
-        None,
-    )
-    .await;
+    app.commit_as_seller("t", &id).await;
     let before = app.stock("IDLE-1").await;
 
     let parked = eventually(Duration::from_secs(10), || async {

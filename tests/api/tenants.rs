@@ -89,10 +89,23 @@ async fn onboarding_product_stock_and_reservation_work_with_tokens_only() {
         )
         .await;
     assert_eq!(as_stranger.status, StatusCode::NOT_FOUND);
-    let committed = send(
+    let by_buyer = send(
         app.client
             .post(app.url(&format!("/v1/reservations/{id}/commit")))
             .insert_header(bearer(&buyer.access_token)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        by_buyer.status,
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        by_buyer.body
+    );
+    let committed = send(
+        app.client
+            .post(app.url(&format!("/v1/reservations/{id}/commit")))
+            .insert_header(bearer(&seller)),
         None,
     )
     .await;
@@ -114,6 +127,7 @@ async fn onboarding_product_stock_and_reservation_work_with_tokens_only() {
     assert_eq!(
         actions,
         [
+            "reservation.commit",
             "stock.set",
             "product.create",
             "session.login",
