@@ -1555,3 +1555,83 @@ mod tests {
         assert_eq!(error.key, "auth.jwt_secret_file");
     }
 }
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn with_main(secret: &str) -> Config {
+        let mut config = Config::default();
+        config.auth.jwt_secret = secret.into();
+        config
+    }
+
+    #[test]
+    fn derived_keys_are_hkdf_of_the_main_secret_one_per_purpose_and_stable() {
+        let mut config = with_main("a-main-secret-of-at-least-32-bytes!!");
+        config.resolve_secrets().unwrap();
+        let payments = config.payments.webhook_secret.clone();
+        let notify = config.notifications.signing_secret.clone();
+        assert_eq!(payments.len(), 64);
+        assert_ne!(payments, notify, "one key per purpose");
+        assert_eq!(
+            payments.expose(),
+            derive_secret(
+                b"a-main-secret-of-at-least-32-bytes!!",
+                "payments.webhook_secret"
+            )
+        );
+        config.resolve_secrets().unwrap();
+        assert_eq!(config.payments.webhook_secret, payments, "idempotent");
+        let mut other = with_main("another-main-secret-of-32-bytes-or-more");
+        other.resolve_secrets().unwrap();
+        assert_ne!(other.payments.webhook_secret, payments);
+    }
+
+    #[test]
+    fn a_secret_set_explicitly_is_kept_and_published_or_short_ones_are_refused() {
+        let mut config = with_main("a-main-secret-of-at-least-32-bytes!!");
+        config.payments.webhook_secret = "whsec_from_the_real_provider_123".into();
+        config.resolve_secrets().unwrap();
+        assert_eq!(
+            config.payments.webhook_secret.expose(),
+            "whsec_from_the_real_provider_123"
+        );
+        for published in PUBLISHED_SECRETS {
+            let mut bad = with_main("a-main-secret-of-at-least-32-bytes!!");
+            bad.notifications.signing_secret = (*published).into();
+            let error = bad.validate().unwrap_err();
+            assert_eq!(error.key, "notifications.signing_secret");
+            assert!(!error.to_string().contains(published));
+        }
+        let mut short = with_main("a-main-secret-of-at-least-32-bytes!!");
+        short.payments.webhook_secret = "short".into();
+        assert!(!short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("short\""));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut config = with_main("a-main-secret-of-at-least-32-bytes!!");
+        config.resolve_secrets().unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-main-secret"), "{printed}");
+        assert!(!printed.contains(config.payments.webhook_secret.expose()));
+        assert!(printed.contains("Secret(redacted)"));
+    }
+
+    #[test]
+    fn a_secret_of_digits_is_read_as_text() {
+        let secret: Secret = toml::from_str::<toml::Value>("s = 12345")
+            .unwrap()
+            .get("s")
+            .cloned()
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(secret.expose(), "12345");
+    }
+}

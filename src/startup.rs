@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::{Engine, StartError};
@@ -69,6 +69,7 @@ impl Application {
         // Each worker registers its arbiter, for `placement = "http_workers"`.
         let workers: WorkerArbiters = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let registering = workers.clone();
+        let server_config = config.server.clone();
         let server = HttpServer::new(move || {
             let thread = std::thread::current().id();
             let mut seen = registering.lock();
@@ -76,10 +77,13 @@ impl Application {
                 seen.push((thread, actix::Arbiter::current()));
             }
             drop(seen);
+            let cors = http::security::cors(&server_config);
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(http::admission::limit_in_flight))
+                .wrap(Condition::new(cors.is_some(), cors.unwrap_or_default()))
                 .wrap(from_fn(http::observe))
+                .wrap(http::security::headers())
                 .configure(|cfg| http::routes(cfg, max_body_bytes))
         })
         .on_connect(move |connection, _| {

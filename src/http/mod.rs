@@ -14,6 +14,7 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod reservations;
+pub mod security;
 pub mod social;
 pub mod stock;
 pub mod tenants;

@@ -22,5 +22,6 @@ mod orders;
 mod products;
 mod recovery;
 mod saga_crash;
+mod secure_defaults;
 mod supervision;
 mod tenants;
