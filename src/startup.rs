@@ -10,8 +10,8 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::{Engine, StartError};
-use crate::clock::{Clock, SystemClock};
+use crate::actors::{Engine, Externals, StartError};
+use crate::clock::Clock;
 use crate::config::{Config, Placement};
 use crate::http::{self, extract::AppState};
 
@@ -46,14 +46,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+        Self::build_with(config, Externals::system()).await
     }
 
-    /// Binds the listener and starts serving; recovery continues in the background.
-    pub async fn build_with_clock(
-        mut config: Config,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::build_with(config, Externals::with_clock(clock)).await
+    }
+
+    /// Binds the listener and starts serving; recovery continues in the
+    /// background. `externals` are the clock and the resolver (tests swap them).
+    pub async fn build_with(mut config: Config, externals: Externals) -> anyhow::Result<Self> {
         config.resolve_secrets()?;
         let config = Arc::new(config);
         let listener = listen(
@@ -118,7 +120,7 @@ impl Application {
                 Placement::Arbiters => None,
                 Placement::HttpWorkers => Some(worker_arbiters(&workers, expected_workers).await?),
             };
-            let started = Engine::start_on(engine_config, clock, placement).await?;
+            let started = Engine::start_on(engine_config, externals, placement).await?;
             let _ = slot.set(started);
             tracing::info!("ready");
             Ok(())

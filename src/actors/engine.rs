@@ -35,6 +35,7 @@ use super::sku::{Reply, SkuCommand, SkuDeps};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 use crate::events::hub::HubSettings;
 use crate::events::notify::Notifier;
+use crate::events::outbound::{HostResolver, Outbound, SystemResolver};
 use crate::events::{EventFeed, Hub};
 use crate::payments::SandboxGateway;
 
@@ -85,6 +86,28 @@ pub enum StartError {
     Internal(String),
 }
 
+/// What the engine takes from outside the process, so a test can swap it.
+#[derive(Clone)]
+pub struct Externals {
+    pub clock: Arc<dyn Clock>,
+    /// Resolves the host names of outbound requests (store webhooks).
+    pub resolver: Arc<dyn HostResolver>,
+}
+
+impl Externals {
+    /// The system clock and the system resolver.
+    pub fn system() -> Self {
+        Self::with_clock(Arc::new(crate::clock::SystemClock))
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+}
+
 pub struct Engine {
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
@@ -108,6 +131,7 @@ pub struct Engine {
     tenant_products: DashMap<String, u32>,
     drops: Arc<Drops>,
     holds: Arc<HoldBook>,
+    outbound: Arc<Outbound>,
     hub: Arc<Hub>,
     orders: Arc<Orders>,
     carts: Arc<Carts>,
@@ -119,16 +143,17 @@ impl Engine {
     /// Opens the store, recovers, and starts the WAL writer and the arbiters.
     /// Must run inside an actix `System`.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
-        Self::start_on(config, clock, None).await
+        Self::start_on(config, Externals::with_clock(clock), None).await
     }
 
     /// Like `start`, with SKU actors placed on `arbiters` (the HTTP workers')
     /// instead of arbiters of the engine's own.
     pub async fn start_on(
         config: Config,
-        clock: Arc<dyn Clock>,
+        externals: Externals,
         arbiters: Option<Vec<ArbiterHandle>>,
     ) -> Result<Arc<Self>, StartError> {
+        let clock = externals.clock;
         let mut config = config;
         config
             .resolve_secrets()
@@ -383,7 +408,11 @@ impl Engine {
                 ));
             });
         }
-        let notifier = Notifier::open(&store.db, config.notify_settings())
+        let outbound = Outbound::new(
+            crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
+            externals.resolver,
+        );
+        let notifier = Notifier::open(&store.db, config.notify_settings(), outbound.clone())
             .map_err(|e| StartError::Internal(format!("notification queue: {e}")))?;
         let delivering = notifier.clone();
         events_handle.spawn_fn(move || {
@@ -429,6 +458,7 @@ impl Engine {
         let engine = Arc::new(Self {
             drops,
             holds,
+            outbound,
             hub,
             orders,
             carts,
@@ -515,6 +545,11 @@ impl Engine {
 
     pub fn drops(&self) -> &Arc<Drops> {
         &self.drops
+    }
+
+    /// Where outbound requests on a store's behalf may go.
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

@@ -14,5 +14,5 @@ pub mod sku;
 pub use directory::{
     AuditDraft, AuditFilter, DirectoryService, IdentityError, IssuedTokens, Missing,
 };
-pub use engine::{Engine, EngineError, StartError};
+pub use engine::{Engine, EngineError, Externals, StartError};
 pub use registry::{Registry, SendError, SkuInfo};

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod ids;
 pub mod limiter;
 pub mod order;
+pub mod outbound;
 pub mod product;
 pub mod stock;
 pub mod waiting_room;

@@ -69,8 +69,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Why a delivery did not happen.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another attempt later.
+    Transient(String),
+    /// The target is somewhere store webhooks may not go: no retry.
+    Refused(String),
+}
+
 pub struct Notifier {
     settings: NotifySettings,
+    outbound: Arc<super::outbound::Outbound>,
     pending: sled::Tree,
     dead: sled::Tree,
     /// The key of every message ever queued, so announcing again is a no-op.
@@ -80,7 +90,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn open(db: &sled::Db, settings: NotifySettings) -> Result<Arc<Self>, sled::Error> {
+    pub fn open(
+        db: &sled::Db,
+        settings: NotifySettings,
+        outbound: Arc<super::outbound::Outbound>,
+    ) -> Result<Arc<Self>, sled::Error> {
         let pending = db.open_tree("notifications_pending")?;
         let dead = db.open_tree("notifications_dead")?;
         let seen = db.open_tree("notifications_seen")?;
@@ -92,6 +106,7 @@ impl Notifier {
         let next = last(&pending)?.max(last(&dead)?) + 1;
         Ok(Arc::new(Self {
             settings,
+            outbound,
             pending,
             dead,
             seen,
@@ -185,9 +200,7 @@ impl Notifier {
     /// Delivers due jobs until the process ends. Runs on an actix arbiter
     /// (the HTTP client is single-threaded).
     pub async fn run(self: Arc<Self>) {
-        let http = awc::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .finish();
+        let http = self.outbound.client(Duration::from_secs(10));
         loop {
             let now = now_ms();
             let mut next_due = u64::MAX;
@@ -208,7 +221,7 @@ impl Notifier {
         }
     }
 
-    fn settle(&self, mut job: Job, outcome: Result<(), String>, next_due: &mut u64) {
+    fn settle(&self, mut job: Job, outcome: Result<(), Failure>, next_due: &mut u64) {
         let channel = match job.channel {
             Channel::Webhook => "webhook",
             Channel::Email => "email",
@@ -218,7 +231,14 @@ impl Notifier {
                 let _ = self.pending.remove(job.id.to_be_bytes());
                 metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "delivered").increment(1);
             }
-            Err(error) => {
+            Err(Failure::Refused(why)) => {
+                job.attempts += 1;
+                job.last_error = Some(why);
+                let _ = self.pending.remove(job.id.to_be_bytes());
+                let _ = self.put(&self.dead, &job);
+                metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "refused").increment(1);
+            }
+            Err(Failure::Transient(error)) => {
                 job.attempts += 1;
                 job.last_error = Some(error);
                 if job.attempts >= self.settings.max_attempts {
@@ -236,9 +256,12 @@ impl Notifier {
         }
     }
 
-    async fn deliver(&self, http: &awc::Client, job: &Job) -> Result<(), String> {
+    async fn deliver(&self, http: &awc::Client, job: &Job) -> Result<(), Failure> {
         match job.channel {
             Channel::Webhook => {
+                if let Err(refusal) = self.outbound.check_target(&job.target) {
+                    return Err(Failure::Refused(format!("refused: {refusal}")));
+                }
                 let key = store_key(&self.settings.signing_secret, job.tenant.unwrap_or(0));
                 let signature = crate::payments::signature::sign(
                     key.as_bytes(),
@@ -253,14 +276,17 @@ impl Notifier {
                     .insert_header(("flashdrop-delivery", job.id.to_string()))
                     .send_body(job.body.clone())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|error| match super::outbound::Outbound::refusal(&error) {
+                        Some(refusal) => Failure::Refused(format!("refused: {refusal}")),
+                        None => Failure::Transient(error.to_string()),
+                    })?;
                 if response.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("HTTP {}", response.status()))
+                    Err(Failure::Transient(format!("HTTP {}", response.status())))
                 }
             }
-            Channel::Email => self.send_email(job).await,
+            Channel::Email => self.send_email(job).await.map_err(Failure::Transient),
         }
     }
 
@@ -309,6 +335,10 @@ mod tests {
                 backoff_ms: 1,
                 queue_max: 10,
             },
+            crate::events::outbound::Outbound::new(
+                Default::default(),
+                Arc::new(crate::events::outbound::SystemResolver),
+            ),
         )
         .unwrap()
     }
@@ -344,11 +374,11 @@ mod tests {
         );
         let job = Notifier::jobs(&n.pending).remove(0);
         let mut due = u64::MAX;
-        n.settle(job.clone(), Err("refused".into()), &mut due);
+        n.settle(job.clone(), Err(Failure::Transient("connection refused".into())), &mut due);
         assert!(due < u64::MAX, "a failed delivery is retried later");
         n.settle(
             Notifier::jobs(&n.pending).remove(0),
-            Err("refused".into()),
+            Err(Failure::Transient("connection refused".into())),
             &mut due,
         );
         assert_eq!(n.pending_count(), 0);

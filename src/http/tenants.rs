@@ -381,6 +381,19 @@ pub async fn update_tenant(
             ApiError::from(InvalidField::new("status", "must be active or suspended"))
         })?),
     };
+    if let Some(url) = body.webhook_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        // Only for whoever may set it: nobody else gets a lookup made for them.
+        let may_set = caller.0.role == Role::PlatformAdmin
+            || (caller.0.role == Role::SellerAdmin && caller.0.tenant == Some(id));
+        if may_set {
+            engine
+                .0
+                .outbound()
+                .vet(url)
+                .await
+                .map_err(|refusal| InvalidField::new("webhook_url", refusal.to_string()))?;
+        }
+    }
     let patch = TenantPatch {
         name: body.name,
         branding: body.branding.map(Into::into),

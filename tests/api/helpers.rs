@@ -141,8 +141,17 @@ pub async fn spawn_clocked(
     dir: Option<tempfile::TempDir>,
     clock: Arc<dyn flashdrop::clock::Clock>,
 ) -> TestApp {
+    spawn_externals(config, dir, flashdrop::actors::Externals::with_clock(clock)).await
+}
+
+/// Starts an app with its clock and resolver swapped.
+pub async fn spawn_externals(
+    config: Config,
+    dir: Option<tempfile::TempDir>,
+    externals: flashdrop::actors::Externals,
+) -> TestApp {
     init_logs();
-    let app = Application::build_with_clock(config, clock)
+    let app = Application::build_with(config, externals)
         .await
         .expect("app builds");
     let port = app.port();
@@ -426,6 +435,37 @@ where
             return None;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A resolver the test controls: each name answers what the test set last.
+#[derive(Default)]
+pub struct TestResolver {
+    names: parking_lot::Mutex<HashMap<String, std::net::IpAddr>>,
+}
+
+impl TestResolver {
+    pub fn set(&self, name: &str, ip: &str) {
+        self.names
+            .lock()
+            .insert(name.to_owned(), ip.parse().expect("an address"));
+    }
+}
+
+impl flashdrop::events::outbound::HostResolver for TestResolver {
+    fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send>,
+    > {
+        let found = self.names.lock().get(host).copied();
+        Box::pin(async move {
+            found
+                .map(|ip| vec![std::net::SocketAddr::new(ip, port)])
+                .ok_or_else(|| std::io::Error::other("no such name"))
+        })
     }
 }
 

@@ -119,6 +119,8 @@ async fn buyers_get_email_and_sellers_signed_webhooks_with_retries_and_dead_lett
         c.notifications.smtp_port = smtp_port;
         c.notifications.backoff_ms = 50;
         c.notifications.max_attempts = 3;
+        // The test's webhook receiver is on loopback.
+        c.outbound.allowed_networks = vec!["127.0.0.1/32".into()];
     })
     .await;
     let admin = app.platform_admin().await;
@@ -278,5 +280,149 @@ async fn buyers_get_email_and_sellers_signed_webhooks_with_retries_and_dead_lett
         .get_as("/v1/admin/notifications/dead-letters", Some(&admin))
         .await;
     assert_eq!(empty.body["items"], json!([]));
+    app.stop().await;
+}
+
+/// Sets a store's webhook URL as its seller admin.
+async fn set_webhook(app: &TestApp, seller: &Identity, url: &str) -> Response {
+    let store = seller.tenant_id.clone().unwrap();
+    send(
+        app.client
+            .put(app.url(&format!("/v1/tenants/{store}")))
+            .insert_header(bearer(&seller.access_token)),
+        Some(json!({"webhook_url": url})),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn webhook_urls_inside_the_network_are_refused_when_set() {
+    let app = spawn_app().await;
+    let seller = app.seller("inside").await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://10.0.0.7/hook",
+        "http://172.20.1.1/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9000/hook",
+        "http://[fd00:ec2::254]/latest",
+        "http://[fe80::1]/hook",
+        "http://224.0.0.1/hook",
+        "http://localhost:9000/hook",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://2130706433/hook",
+    ] {
+        let refused = set_webhook(&app, &seller, url).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        assert_eq!(refused.body["errors"][0]["field"], "webhook_url", "{url}");
+    }
+    let store = seller.tenant_id.clone().unwrap();
+    let view = app
+        .get_as(&format!("/v1/tenants/{store}"), Some(&seller.access_token))
+        .await;
+    assert_eq!(view.body["webhook_url"], Value::Null, "nothing was set");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_name_that_resolves_inside_is_refused_when_set_and_at_delivery_and_the_allow_list_admits_the_receiver(
+) {
+    let (hook_port, hooks) = webhook_server();
+    let resolver = Arc::new(TestResolver::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    with_admin(&mut config);
+    let externals = flashdrop::actors::Externals {
+        resolver: resolver.clone(),
+        ..flashdrop::actors::Externals::system()
+    };
+    let app = spawn_externals(config, Some(dir), externals).await;
+    let admin = app.platform_admin().await;
+    app.stocked_sku("rebind", "RB-1", 10).await;
+    let seller = app.seller("rebind").await;
+    let url = format!("http://hooks.rebind.test:{hook_port}/hook");
+
+    // A name that resolves inside is refused when set ...
+    resolver.set("hooks.rebind.test", "127.0.0.1");
+    let refused = set_webhook(&app, &seller, &url).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("loopback"));
+    // ... and one that resolved outside when set, then inside (DNS
+    // rebinding), is refused when the message is delivered.
+    resolver.set("hooks.rebind.test", "203.0.113.50");
+    assert_eq!(
+        set_webhook(&app, &seller, &url).await.status,
+        StatusCode::OK
+    );
+    resolver.set("hooks.rebind.test", "127.0.0.1");
+    let buyer = app.buyer("rb-buyer").await;
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "RB-1", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_in(&app, &buyer.access_token, &id, &["paid"]).await;
+    let dead = eventually(Duration::from_secs(10), || async {
+        let list = app
+            .get_as("/v1/admin/notifications/dead-letters", Some(&admin))
+            .await;
+        let items = list.body["items"].as_array().cloned().unwrap_or_default();
+        (!items.is_empty()).then_some(items)
+    })
+    .await
+    .expect("the refused delivery is a dead letter at once");
+    assert!(
+        dead.iter().all(|d| d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused") && e.contains("loopback"))),
+        "{dead:?}"
+    );
+    assert!(
+        hooks.received.lock().is_empty(),
+        "nothing reached the receiver"
+    );
+    app.stop().await;
+
+    // The allow-list admits the test's receiver, by the same name.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.outbound.allowed_networks = vec!["127.0.0.1/32".into()];
+    let externals = flashdrop::actors::Externals {
+        resolver: resolver.clone(),
+        ..flashdrop::actors::Externals::system()
+    };
+    let app = spawn_externals(config, Some(dir), externals).await;
+    app.stocked_sku("allowed", "AL-1", 10).await;
+    let seller = app.seller("allowed").await;
+    assert_eq!(
+        set_webhook(&app, &seller, &url).await.status,
+        StatusCode::OK
+    );
+    let buyer = app.buyer("al-buyer").await;
+    let placed = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "AL-1", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let id = placed.body["order_id"].as_str().unwrap().to_owned();
+    order_in(&app, &buyer.access_token, &id, &["paid"]).await;
+    let delivered = eventually(Duration::from_secs(10), || async {
+        let got = hooks.received.lock().clone();
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .expect("the allowed receiver gets the webhook");
+    assert_eq!(delivered[0].0, "order.placed");
     app.stop().await;
 }
