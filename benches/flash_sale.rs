@@ -165,7 +165,7 @@ async fn http_layer_reserve<I>(
     _buyer: I,
     path: web::Path<String>,
     _key: flashdrop::http::extract::IdempotencyHeader,
-    body: web::Json<ReserveBody>,
+    body: flashdrop::http::input::Json<ReserveBody>,
 ) -> HttpResponse {
     let id = format!("{:016x}{:016x}", 1u64, 1u64);
     HttpResponse::Created()
@@ -222,9 +222,6 @@ fn start_http_layer<I: actix_web::FromRequest + 'static>(workers: usize) -> Targ
     start_server(workers, || {
         App::new()
             .wrap(actix_web::middleware::from_fn(flashdrop::http::observe))
-            .app_data(
-                web::JsonConfig::default().error_handler(flashdrop::http::extract::json_error),
-            )
             .route(
                 "/v1/skus/{sku}/reservations",
                 web::post().to(http_layer_reserve::<I>),

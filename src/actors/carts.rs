@@ -409,6 +409,8 @@ async fn apply(
                 if existing.is_none() && cart.items.len() >= limits.lines_max {
                     return Err(CartError::TooManyItems(limits.lines_max).into());
                 }
+                // Before any hold: a refused item must hold nothing.
+                cart.accepts_currency(info.code(), &info.price().currency)?;
                 let old_holds = existing
                     .as_ref()
                     .map(|i| i.holds.clone())

@@ -47,6 +47,12 @@ pub enum CartError {
     NoSuchItem(String),
     #[error("the cart is empty")]
     Empty,
+    #[error("{sku} is priced in {currency}, but the cart holds items priced in {cart_currency}: one cart, one currency")]
+    CurrencyMismatch {
+        sku: String,
+        currency: String,
+        cart_currency: String,
+    },
 }
 
 impl Cart {
@@ -74,6 +80,24 @@ impl Cart {
         self.items.iter().find(|i| i.code == code)
     }
 
+    /// The currency the cart's items are priced in, if it holds any.
+    pub fn currency(&self) -> Option<&str> {
+        self.items.first().map(|i| i.currency.as_str())
+    }
+
+    /// Whether an item of SKU `code` priced in `currency` may join the cart:
+    /// one cart, one currency (checkout charges one amount).
+    pub fn accepts_currency(&self, code: &str, currency: &str) -> Result<(), CartError> {
+        match self.currency() {
+            Some(mine) if mine != currency => Err(CartError::CurrencyMismatch {
+                sku: code.to_owned(),
+                currency: currency.to_owned(),
+                cart_currency: mine.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds `item`, or adds its quantity to the same SKU already in the cart.
     /// Answers the line's new quantity.
     pub fn add(
@@ -97,6 +121,7 @@ impl Cart {
         if self.items.len() >= items_max {
             return Err(CartError::TooManyItems(items_max));
         }
+        self.accepts_currency(&item.code, &item.currency)?;
         let quantity = item.quantity;
         self.items.push(item);
         Ok(quantity)

@@ -403,7 +403,7 @@ mod tests {
             }),
         };
         let errors = bad.validate(1_000, &limits).unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_ref()).collect();
         for field in [
             "title",
             "skus",

@@ -95,12 +95,35 @@ impl PasswordPolicy {
         if COMMON_PASSWORDS.contains(&lower.as_str()) {
             return Err(bad("is on the list of common passwords".into()));
         }
-        let local = email.as_str().split('@').next().unwrap_or_default();
-        if local.len() >= 4 && lower.contains(local) {
-            return Err(bad("must not contain the e-mail address".into()));
+        if contains_the_address(&lower, email) {
+            return Err(bad(
+                "must not contain your e-mail address or its name part".into()
+            ));
         }
         Ok(())
     }
+}
+
+/// Letters and digits of a name part this long or longer are something a
+/// guesser tries first; shorter ones (`ana`, `bo`) are common inside words.
+const NAME_PART_MIN_CHARS: usize = 5;
+
+/// Whether `password` (lower case) holds the whole address, or the whole name
+/// part before the `@` when it is meaningful (separators ignored: `j.smith`
+/// and `jsmith` are the same name). A short name part inside a longer word is
+/// not the address.
+fn contains_the_address(password: &str, email: &Email) -> bool {
+    let compact = |text: &str| -> String {
+        text.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    if password.contains(email.as_str()) {
+        return true;
+    }
+    let name = compact(email.as_str().split('@').next().unwrap_or_default());
+    name.chars().count() >= NAME_PART_MIN_CHARS && compact(password).contains(&name)
 }
 
 #[derive(
@@ -795,6 +818,25 @@ mod tests {
             assert!(policy().check(bad, &email).is_err(), "{bad:?} accepted");
         }
         assert!(policy().check(&"xy1-Z".repeat(26), &email).is_err());
+    }
+
+    #[test]
+    fn the_address_rule_refuses_the_address_or_its_name_not_any_word_that_shares_letters() {
+        let refused = |address: &str, password: &str| {
+            policy()
+                .check(password, &Email::parse(address).unwrap())
+                .is_err()
+        };
+        // The whole address, or the whole name part (separators ignored).
+        assert!(refused("bo@shop.example", "x-bo@shop.example-9"));
+        assert!(refused("alexander@example.com", "Alexander-horse-7"));
+        assert!(refused("j.smith@example.com", "JSmith-horse-77"));
+        assert!(refused("ana.lopez@example.com", "my-analopez-secret"));
+        // A short name part inside a word, or one token of a longer name, is fine.
+        assert!(!refused("anna@example.com", "Savannah-horse-7"));
+        assert!(!refused("tim@example.com", "optimistic-Horse-9"));
+        assert!(!refused("john.smith@example.com", "smithereens-Horse-7"));
+        assert!(!refused("sales@example.com", "example-Horse-Battery"));
     }
 
     #[test]

@@ -54,14 +54,18 @@ impl fmt::Display for ReservationId {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct InvalidField {
-    pub field: &'static str,
+    /// The field as the client wrote it (`items[0].quantity`, a header's name).
+    pub field: std::borrow::Cow<'static, str>,
     pub reason: String,
 }
 
 impl InvalidField {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
     }

@@ -15,6 +15,15 @@ pub const SKUS_PER_PRODUCT_MAX: usize = 100;
 /// Largest price in minor units (10 billion in major units of a 2-decimal currency).
 pub const PRICE_MAX_MINOR: i64 = 1_000_000_000_000;
 
+/// Whether `code` is an ISO 4217 currency one can price in (not XXX, "no
+/// currency", nor XTS, the testing code).
+pub fn is_currency(code: &str) -> bool {
+    code.len() == 3
+        && code.bytes().all(|b| b.is_ascii_uppercase())
+        && !matches!(code, "XXX" | "XTS")
+        && iso_currency::Currency::from_code(code).is_some()
+}
+
 /// An amount in minor units of an ISO 4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Money {
@@ -30,10 +39,10 @@ impl Money {
                 format!("amount must be 0..={PRICE_MAX_MINOR} minor units"),
             ));
         }
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        if !is_currency(currency) {
             return Err(InvalidField::new(
                 field,
-                "currency must be three upper-case letters (ISO 4217)",
+                "currency must be an ISO 4217 code in upper case, e.g. USD or EUR",
             ));
         }
         Ok(Self {
@@ -299,7 +308,7 @@ mod tests {
         bad.title = String::new();
         bad.skus[0].price_currency = "usd".into();
         let errors = bad.validate(1000).unwrap_err();
-        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_ref()).collect();
         assert!(fields.contains(&"title"), "{errors:?}");
         assert!(fields.contains(&"skus[].price"), "{errors:?}");
         assert!(fields.contains(&"skus[].sku"), "{errors:?}");

@@ -374,7 +374,11 @@ mod tests {
         );
         let job = Notifier::jobs(&n.pending).remove(0);
         let mut due = u64::MAX;
-        n.settle(job.clone(), Err(Failure::Transient("connection refused".into())), &mut due);
+        n.settle(
+            job.clone(),
+            Err(Failure::Transient("connection refused".into())),
+            &mut due,
+        );
         assert!(due < u64::MAX, "a failed delivery is retried later");
         n.settle(
             Notifier::jobs(&n.pending).remove(0),

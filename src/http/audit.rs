@@ -12,6 +12,7 @@ use crate::domain::InvalidField;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Live};
+use super::input::Query;
 use super::tenants::page_limit;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -112,7 +113,7 @@ fn time_param(field: &'static str, raw: &Option<String>) -> Result<Option<u64>, 
 pub async fn list_audit(
     engine: Live,
     caller: Authenticated,
-    query: web::Query<AuditQuery>,
+    query: Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.0;
     let query = query.into_inner();

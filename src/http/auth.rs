@@ -1,7 +1,7 @@
 //! Account routes: register, log in (a session with rotating refresh tokens),
 //! refresh, log out, and who am I.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,6 +11,7 @@ use crate::domain::identity::{id_text, User};
 
 use super::error::{ApiError, Problem};
 use super::extract::{Authenticated, ClientAddress, Correlation, Live};
+use super::input::Json;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +104,7 @@ pub async fn register(
     engine: Live,
     address: ClientAddress,
     correlation: Correlation,
-    body: web::Json<CredentialsBody>,
+    body: Json<CredentialsBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     engine
@@ -131,7 +132,7 @@ pub async fn login(
     engine: Live,
     address: ClientAddress,
     correlation: Correlation,
-    body: web::Json<CredentialsBody>,
+    body: Json<CredentialsBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let tokens = engine
@@ -155,7 +156,7 @@ pub async fn login(
 pub async fn refresh(
     engine: Live,
     correlation: Correlation,
-    body: web::Json<RefreshBody>,
+    body: Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = engine
         .0

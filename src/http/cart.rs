@@ -14,6 +14,7 @@ use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, IdempotencyHeader, Live, MaybeCaller};
+use super::input::Json;
 use super::orders::{delivery_errors, placed};
 
 /// The header that names a guest cart (issued on a guest's first change).
@@ -202,7 +203,7 @@ pub async fn add_item(
     caller: MaybeCaller,
     engine: Live,
     state: web::Data<AppState>,
-    body: web::Json<AddItemBody>,
+    body: Json<AddItemBody>,
 ) -> Result<HttpResponse, ApiError> {
     let quantity = quantity(&state, body.quantity)?;
     let sku = sku(&body.sku)?;
@@ -229,7 +230,7 @@ pub async fn set_item(
     engine: Live,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<QuantityBody>,
+    body: Json<QuantityBody>,
 ) -> Result<HttpResponse, ApiError> {
     let quantity = quantity(&state, body.quantity)?;
     let sku = sku(&path)?;
@@ -294,7 +295,7 @@ pub async fn checkout(
     engine: Live,
     state: web::Data<AppState>,
     key: IdempotencyHeader,
-    body: web::Json<CheckoutBody>,
+    body: Json<CheckoutBody>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(caller_id) = caller.0.as_ref().map(|c| c.user) else {
         return Err(ApiError::new(

@@ -17,6 +17,7 @@ use crate::domain::InvalidField;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, Seller, Shopper};
+use super::input::{Json, Query};
 use super::tenants::page_limit;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -173,7 +174,7 @@ pub async fn create_drop(
     engine: Live,
     correlation: Correlation,
     state: web::Data<AppState>,
-    body: web::Json<NewDropBody>,
+    body: Json<NewDropBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut errors = Vec::new();
@@ -244,10 +245,7 @@ pub async fn create_drop(
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn upcoming(
-    engine: Live,
-    query: web::Query<UpcomingQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn upcoming(engine: Live, query: Query<UpcomingQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         None => None,

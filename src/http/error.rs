@@ -90,6 +90,7 @@ error_table! {
     NotificationNotFound => ("notification_not_found", NOT_FOUND, "No such dead letter"),
     CartEmpty => ("cart_empty", CONFLICT, "The cart is empty"),
     PriceChanged => ("price_changed", CONFLICT, "Prices changed since the items were added"),
+    CurrencyMismatch => ("currency_mismatch", CONFLICT, "The cart is priced in another currency"),
     InvalidSignature => ("invalid_signature", UNAUTHORIZED, "The webhook signature is missing or wrong"),
     UpgradeRequired => ("websocket_upgrade_required", UPGRADE_REQUIRED, "This route speaks WebSocket only"),
     LimitExceeded => ("limit_exceeded", UNPROCESSABLE_ENTITY, "A configured limit would be exceeded"),
@@ -360,6 +361,14 @@ impl From<CartsError> for ApiError {
                 ApiError::new(ErrorKind::CartItemNotFound, detail)
             }
             CartsError::Cart(CartError::Empty) => ApiError::new(ErrorKind::CartEmpty, detail),
+            CartsError::Cart(CartError::CurrencyMismatch {
+                sku,
+                currency,
+                cart_currency,
+            }) => ApiError::new(ErrorKind::CurrencyMismatch, detail)
+                .with("sku", Value::from(sku))
+                .with("currency", Value::from(currency))
+                .with("cart_currency", Value::from(cart_currency)),
             CartsError::Engine(e) => e.into(),
             CartsError::PriceChanged(changes) => {
                 let changes: Vec<Value> = changes

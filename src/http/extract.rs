@@ -7,7 +7,7 @@ use std::future::{ready, Ready};
 use std::sync::{Arc, OnceLock};
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::PathError;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use std::net::IpAddr;
@@ -297,35 +297,7 @@ impl FromRequest for IdempotencyHeader {
     }
 }
 
-/// JSON body errors: syntax is 400, shape and types are 422, size is 413.
-pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match &error {
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("the body exceeds the limit of {limit} bytes"),
-        ),
-        JsonPayloadError::ContentType => ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            "send the body as Content-Type: application/json",
-        ),
-        JsonPayloadError::Deserialize(inner) => match inner.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::new(ErrorKind::ValidationFailed, inner.to_string())
-            }
-            _ => ApiError::new(ErrorKind::MalformedJson, inner.to_string()),
-        },
-        other => ApiError::new(ErrorKind::MalformedJson, other.to_string()),
-    };
-    api.into()
-}
-
-/// A query string that does not fit its route's parameters is a validation error.
-pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::new(ErrorKind::ValidationFailed, format!("query: {error}")).into()
-}
-
 /// A path segment that cannot name anything is simply not found.
-pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::new(ErrorKind::NotFound, error.to_string()).into()
+pub fn path_error(_error: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(ErrorKind::NotFound, "nothing exists at this path").into()
 }

@@ -22,6 +22,7 @@ use crate::payments::signature;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Authenticated, Correlation, IdempotencyHeader, Live, Shopper};
+use super::input::{Json, Query};
 use super::tenants::page_limit;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -354,7 +355,7 @@ pub async fn create_order(
     engine: Live,
     state: web::Data<AppState>,
     key: IdempotencyHeader,
-    body: web::Json<NewOrderBody>,
+    body: Json<NewOrderBody>,
 ) -> Result<HttpResponse, ApiError> {
     let items: Vec<(String, u32)> = body
         .items
@@ -457,7 +458,7 @@ pub struct OrderPageBody {
 pub async fn list_orders(
     caller: Authenticated,
     engine: Live,
-    query: web::Query<OrdersQuery>,
+    query: Query<OrdersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let before = match &query.cursor {
@@ -582,7 +583,7 @@ pub async fn pay_order(
     engine: Live,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<PayBody>,
+    body: Json<PayBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     if !valid_method(&body.payment_method) {
@@ -626,7 +627,7 @@ pub async fn request_return(
     engine: Live,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<ReturnBody>,
+    body: Json<ReturnBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     let chars = body.reason.trim().chars().count();
@@ -679,7 +680,7 @@ pub async fn fulfil(
     engine: Live,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<FulfillmentBody>,
+    body: Json<FulfillmentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     let mut errors = Vec::new();

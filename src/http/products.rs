@@ -14,6 +14,7 @@ use crate::domain::StockView;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, Seller};
+use super::input::Json;
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
 
@@ -134,7 +135,7 @@ pub async fn create_product(
     engine: Live,
     correlation: Correlation,
     state: web::Data<AppState>,
-    body: web::Json<NewProductBody>,
+    body: Json<NewProductBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let draft = NewProduct {

@@ -16,6 +16,7 @@ use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, IdempotencyHeader, Live, Seller, Shopper};
+use super::input::{Json, Query};
 use super::stock::sku_code;
 use super::tenants::page_limit;
 use crate::actors::directory::actor_of_caller;
@@ -121,7 +122,7 @@ pub async fn reserve(
     state: web::Data<AppState>,
     path: web::Path<String>,
     key: IdempotencyHeader,
-    body: web::Json<ReserveBody>,
+    body: Json<ReserveBody>,
 ) -> Result<HttpResponse, ApiError> {
     let code = sku_code(&path)?;
     let limits = &state.config.reservations;
@@ -377,7 +378,7 @@ pub async fn list_holds(
     seller: Seller,
     engine: Live,
     path: web::Path<String>,
-    query: web::Query<HoldsQuery>,
+    query: Query<HoldsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let code = sku_code(&path)?;
     let limit = page_limit(query.limit)?;

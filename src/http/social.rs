@@ -10,6 +10,7 @@ use crate::domain::InvalidField;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};
+use super::input::Query;
 use super::products::ProductBody;
 use super::tenants::{page_limit, BrandingBody, PageQuery};
 
@@ -126,7 +127,7 @@ pub async fn get_creator(engine: Live, path: web::Path<String>) -> Result<HttpRe
 pub async fn creator_products(
     engine: Live,
     path: web::Path<String>,
-    query: web::Query<PageQuery>,
+    query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = creator_id(&path)?;
     if engine.0.directory().creator(id).is_none() {

@@ -11,6 +11,7 @@ use crate::domain::{InvalidField, SkuCode, StockView, WarehouseId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Correlation, Live, Seller};
+use super::input::Json;
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
 
@@ -106,7 +107,7 @@ pub async fn set_stock(
     engine: Live,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<SetStockBody>,
+    body: Json<SetStockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let code = sku_code(&path)?;
     let body = body.into_inner();
@@ -169,7 +170,7 @@ pub async fn adjust_stock(
     engine: Live,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<AdjustBody>,
+    body: Json<AdjustBody>,
 ) -> Result<HttpResponse, ApiError> {
     let code = sku_code(&path)?;
     let body = body.into_inner();

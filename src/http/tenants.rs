@@ -18,6 +18,7 @@ use crate::domain::InvalidField;
 use super::auth::{AccountBody, TokensBody};
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};
+use super::input::{Json, Query};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -274,7 +275,7 @@ pub async fn onboard(
     engine: Live,
     caller: Authenticated,
     correlation: Correlation,
-    body: web::Json<NewTenantBody>,
+    body: Json<NewTenantBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new = NewTenant {
@@ -310,7 +311,7 @@ pub async fn onboard(
 pub async fn list_tenants(
     engine: Live,
     caller: Authenticated,
-    query: web::Query<PageQuery>,
+    query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if caller.0.role != Role::PlatformAdmin {
         return Err(ApiError::new(
@@ -371,7 +372,7 @@ pub async fn update_tenant(
     caller: Authenticated,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<TenantUpdateBody>,
+    body: Json<TenantUpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     let body = body.into_inner();
@@ -443,7 +444,7 @@ pub async fn invite(
     caller: Authenticated,
     correlation: Correlation,
     path: web::Path<String>,
-    body: web::Json<InviteBody>,
+    body: Json<InviteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     let role = Role::parse(&body.role)
@@ -534,7 +535,7 @@ pub async fn accept_invitation(
     engine: Live,
     caller: Authenticated,
     correlation: Correlation,
-    body: web::Json<AcceptBody>,
+    body: Json<AcceptBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (invitation, tokens) = engine
         .0

@@ -159,13 +159,15 @@ async fn read(
     while let Some(message) = stream.recv().await {
         heard_at.store(since(epoch), Ordering::Release);
         match message {
-            Ok(Message::Text(text)) => match serde_json::from_str::<Request>(&text) {
-                Ok(request) => handle(&engine, &outbox, request),
-                Err(error) => hub.tell(
-                    &outbox,
-                    error_frame("malformed_request", &error.to_string(), None),
-                ),
-            },
+            Ok(Message::Text(text)) => {
+                match super::input::decode_json::<Request>(text.as_bytes()) {
+                    Ok(request) => handle(&engine, &outbox, request),
+                    Err(error) => hub.tell(
+                        &outbox,
+                        error_frame("malformed_request", &error.detail, None),
+                    ),
+                }
+            }
             Ok(Message::Ping(bytes)) => {
                 if session.pong(&bytes).await.is_err() {
                     break;

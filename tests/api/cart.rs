@@ -515,3 +515,74 @@ async fn carts_are_bounded_and_orders_page_newest_first() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_cart_refuses_an_item_in_another_currency_naming_it_and_unknown_currencies_are_refused() {
+    let app = spawn_app().await;
+    app.stocked_sku("dollars", "FX-USD", 10).await;
+    let seller = app.seller("euros").await.access_token;
+    let euro = app
+        .post_json(
+            "/v1/products",
+            Some(&seller),
+            json!({"title": "Euro tee", "skus": [{"sku": "FX-EUR", "price": {"amount": 1500, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(euro.status, StatusCode::CREATED, "{:?}", euro.body);
+    for currency in ["ABC", "usd", "XXX", "EURO", ""] {
+        let refused = app
+            .post_json(
+                "/v1/products",
+                Some(&seller),
+                json!({"title": "Odd", "skus": [{"sku": format!("FX-{currency}-1"), "price": {"amount": 1, "currency": currency}}]}),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{currency}: {:?}",
+            refused.body
+        );
+        assert!(refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ISO 4217"));
+    }
+
+    let buyer = app.buyer("traveller").await;
+    let token = Some(buyer.access_token.as_str());
+    let first = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/items",
+        token,
+        None,
+        Some(json!({"sku": "FX-USD", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let mixed = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/items",
+        token,
+        None,
+        Some(json!({"sku": "FX-EUR", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(mixed.status, StatusCode::CONFLICT, "{:?}", mixed.body);
+    assert_eq!(mixed.code(), "currency_mismatch");
+    assert_eq!(mixed.body["sku"], "FX-EUR");
+    assert_eq!(mixed.body["currency"], "EUR");
+    assert_eq!(mixed.body["cart_currency"], "USD");
+    assert!(mixed.body["detail"].as_str().unwrap().contains("FX-EUR"));
+    let cart = cart_call(&app, "GET", "/v1/cart", token, None, None).await;
+    let codes: Vec<&str> = cart.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["FX-USD"], "nothing was added");
+    app.stop().await;
+}
