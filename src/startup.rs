@@ -104,6 +104,8 @@ impl Application {
         .max_connections(config.server.max_connections)
         .keep_alive(Duration::from_secs(config.server.keep_alive_s))
         .shutdown_timeout(config.server.shutdown_timeout_s)
+        // Signals are ours (run_until_stopped_then): WebSockets close first.
+        .disable_signals()
         .listen(listener)?
         .run();
 
@@ -149,6 +151,20 @@ impl Application {
     /// Serves until the server stops (SIGTERM, SIGINT or a handle), then
     /// flushes the WAL. A failed start-up stops the server and is returned.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until_stopped_then(|_| {}).await
+    }
+
+    /// `run_until_stopped`, calling `on_started` once start-up has fully
+    /// succeeded (lock, recovery, bootstrap admin): never if it fails.
+    /// SIGTERM and SIGINT close every WebSocket ("going away", 1001), let
+    /// in-flight requests finish (`server.shutdown_timeout_s`), then stop.
+    pub async fn run_until_stopped_then(self, on_started: impl FnOnce(u16)) -> anyhow::Result<()> {
+        let port = self.port;
+        let mut on_started = Some(on_started);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let Application {
             server,
             engine,
@@ -168,13 +184,20 @@ impl Application {
                 joined = &mut starting, if !started => {
                     started = true;
                     failure = match joined {
-                        Ok(Ok(())) => continue,
+                        Ok(Ok(())) => {
+                            if let Some(on_started) = on_started.take() {
+                                on_started(port);
+                            }
+                            continue;
+                        }
                         Ok(Err(error)) => Some(anyhow::Error::new(error)),
                         Err(join) => Some(anyhow::anyhow!("start-up task failed: {join}")),
                     };
                     // Only ask: the server future polled by this loop carries out the stop.
                     drop(handle.stop(false));
                 }
+                _ = terminate.recv() => stop_gracefully(&engine, &handle, "SIGTERM"),
+                _ = interrupt.recv() => stop_gracefully(&engine, &handle, "SIGINT"),
             }
         }
         if let Some(failure) = failure {
@@ -185,6 +208,16 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// WebSockets are closed first: the server's graceful stop would otherwise
+/// wait `server.shutdown_timeout_s` for connections that never end.
+fn stop_gracefully(engine: &OnceLock<Arc<Engine>>, handle: &ServerHandle, signal: &str) {
+    tracing::info!(signal, "stopping: closing WebSockets, finishing requests");
+    if let Some(engine) = engine.get() {
+        engine.hub().go_away();
+    }
+    drop(handle.stop(true));
 }
 
 /// Binds `host:port` with a listen backlog of `backlog` (std's `bind` asks

@@ -1,4 +1,6 @@
-//! Logs (tracing, text or JSON) and the process-wide Prometheus recorder.
+//! Logs (tracing, text or JSON) and the process-wide Prometheus recorder:
+//! every series the engine exports, with its help text, registered at zero
+//! when the recorder is installed, plus build and process metrics.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -58,6 +60,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
+            describe_all();
             let upkeep = handle.clone();
             // Histograms are folded into their buckets by upkeep; without it they grow.
             let _ = std::thread::Builder::new()
@@ -69,4 +72,443 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported series: its name, kind, help text, and the values of its
+/// labels known up front (every combination starts at zero).
+pub struct Series {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub labels: &'static [(&'static str, &'static [&'static str])],
+}
+
+const fn series(
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    labels: &'static [(&'static str, &'static [&'static str])],
+) -> Series {
+    Series {
+        name,
+        kind,
+        help,
+        labels,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+const ORDER_STATES: &[&str] = &[
+    "created",
+    "reserved",
+    "payment_pending",
+    "paid",
+    "packed",
+    "shipped",
+    "delivered",
+    "return_requested",
+    "refunded",
+    "closed",
+    "cancelled",
+];
+
+/// Every series flashdrop exports. README's list is checked against what the
+/// binary serves (tests/api/operations.rs).
+pub const SERIES: &[Series] = &[
+    series(
+        "flashdrop_build_info",
+        Gauge,
+        "Always 1; the labels say which build runs",
+        &[],
+    ),
+    series(
+        "flashdrop_http_request_duration_seconds",
+        Histogram,
+        "Time to answer an HTTP request, by route pattern, method and status",
+        &[],
+    ),
+    series(
+        "flashdrop_reservations_total",
+        Counter,
+        "Reservation requests by outcome",
+        &[(
+            "outcome",
+            &[
+                "created",
+                "replayed",
+                "out_of_stock",
+                "drop_not_live",
+                "purchase_limit",
+                "hold_limit",
+                "queue_pass_required",
+                "overloaded",
+                "unavailable",
+                "rejected",
+            ],
+        )],
+    ),
+    series(
+        "flashdrop_wal_batch_records",
+        Histogram,
+        "Records per WAL group commit",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_batch_bytes",
+        Histogram,
+        "Bytes per WAL group commit",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_commit_seconds",
+        Histogram,
+        "Time to make one WAL batch durable, by sync mode",
+        &[("sync", &["fdatasync", "flush", "none"])],
+    ),
+    series(
+        "flashdrop_wal_records_total",
+        Counter,
+        "Records written to the WAL",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_retained_batches",
+        Gauge,
+        "WAL batches kept because a snapshot does not cover them yet",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_dirty_entities",
+        Gauge,
+        "Entities whose latest state is only in the WAL",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_congested_total",
+        Counter,
+        "Requests answered 503 because the WAL writer's queue was nearly full",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_channel_full_total",
+        Counter,
+        "Times a sender found the WAL writer's queue full",
+        &[],
+    ),
+    series(
+        "flashdrop_sku_actors_active",
+        Gauge,
+        "SKU actors in memory",
+        &[],
+    ),
+    series(
+        "flashdrop_mailbox_full_total",
+        Counter,
+        "Requests refused because a SKU actor's mailbox was full",
+        &[],
+    ),
+    series(
+        "flashdrop_sku_actor_restarts_total",
+        Counter,
+        "SKU actors rebuilt from snapshot and WAL, by reason",
+        &[("reason", &["invariant", "requested"])],
+    ),
+    series(
+        "flashdrop_sku_activations_total",
+        Counter,
+        "SKU actors started",
+        &[],
+    ),
+    series(
+        "flashdrop_sku_passivations_total",
+        Counter,
+        "Idle SKU actors that left memory",
+        &[],
+    ),
+    series(
+        "flashdrop_recovery_seconds",
+        Gauge,
+        "How long the last start-up recovery took",
+        &[],
+    ),
+    series(
+        "flashdrop_recovery_records_total",
+        Counter,
+        "WAL records read by recovery",
+        &[],
+    ),
+    series(
+        "flashdrop_products_created_total",
+        Counter,
+        "Products created",
+        &[],
+    ),
+    series(
+        "flashdrop_logins_total",
+        Counter,
+        "Login attempts by outcome",
+        &[("outcome", &["ok", "refused"])],
+    ),
+    series(
+        "flashdrop_login_limited_total",
+        Counter,
+        "Login attempts refused by a rate limit, by what was limited",
+        &[("by", &["account", "address"])],
+    ),
+    series(
+        "flashdrop_registrations_total",
+        Counter,
+        "Registrations by outcome",
+        &[("outcome", &["created", "taken"])],
+    ),
+    series(
+        "flashdrop_refresh_reuse_total",
+        Counter,
+        "Rotated refresh tokens presented again (their sessions are revoked)",
+        &[],
+    ),
+    series(
+        "flashdrop_password_verifications_total",
+        Counter,
+        "Password hashes verified",
+        &[],
+    ),
+    series(
+        "flashdrop_password_hashes_in_flight",
+        Gauge,
+        "Password hashes being computed",
+        &[],
+    ),
+    series(
+        "flashdrop_feed_events_total",
+        Counter,
+        "Changes published on the event feed",
+        &[],
+    ),
+    series(
+        "flashdrop_ws_connections",
+        Gauge,
+        "Open WebSocket connections",
+        &[],
+    ),
+    series(
+        "flashdrop_ws_refused_total",
+        Counter,
+        "WebSocket connections refused, by why",
+        &[("why", &["connections", "shutting_down"])],
+    ),
+    series(
+        "flashdrop_ws_closed_total",
+        Counter,
+        "WebSocket connections closed, by reason",
+        &[(
+            "reason",
+            &[
+                "closed",
+                "client_closed",
+                "heartbeat_timeout",
+                "slow_client",
+                "going_away",
+            ],
+        )],
+    ),
+    series(
+        "flashdrop_ws_stock_frames_total",
+        Counter,
+        "Stock frames sent over WebSockets",
+        &[],
+    ),
+    series(
+        "flashdrop_ws_drop_frames_total",
+        Counter,
+        "Drop frames sent over WebSockets",
+        &[],
+    ),
+    series(
+        "flashdrop_ws_feed_lagged_total",
+        Counter,
+        "Times the WebSocket hub fell a whole feed ring behind",
+        &[],
+    ),
+    series(
+        "flashdrop_ws_resync_refused_total",
+        Counter,
+        "Stock resynchronisations a SKU actor could not take",
+        &[],
+    ),
+    series(
+        "flashdrop_drops_created_total",
+        Counter,
+        "Drops scheduled",
+        &[],
+    ),
+    series(
+        "flashdrop_drop_moves_total",
+        Counter,
+        "Drop state changes, by new state",
+        &[("to", &["live", "sold_out", "ended", "cancelled"])],
+    ),
+    series(
+        "flashdrop_waiting_room_admitted_total",
+        Counter,
+        "Shoppers admitted from waiting rooms",
+        &[],
+    ),
+    series(
+        "flashdrop_admission_limited_total",
+        Counter,
+        "Requests refused by admission control, by limit",
+        &[("by", &["buyer", "store", "in_flight"])],
+    ),
+    series("flashdrop_carts", Gauge, "Carts in memory", &[]),
+    series(
+        "flashdrop_carts_expired_total",
+        Counter,
+        "Carts forgotten after their time to live",
+        &[],
+    ),
+    series(
+        "flashdrop_carts_refused_total",
+        Counter,
+        "New carts refused because cart.carts_max was reached",
+        &[],
+    ),
+    series(
+        "flashdrop_orders_placed_total",
+        Counter,
+        "Orders placed",
+        &[],
+    ),
+    series(
+        "flashdrop_order_moves_total",
+        Counter,
+        "Order state changes, by new state",
+        &[("to", ORDER_STATES)],
+    ),
+    series(
+        "flashdrop_order_restocks_skipped_total",
+        Counter,
+        "Restock steps not repeated after an interruption",
+        &[],
+    ),
+    series(
+        "flashdrop_order_late_payments_undone_total",
+        Counter,
+        "Payments that arrived after an order was cancelled, refunded",
+        &[],
+    ),
+    series(
+        "flashdrop_payment_webhooks_total",
+        Counter,
+        "Payment provider webhooks, by outcome",
+        &[(
+            "outcome",
+            &["accepted", "duplicate", "bad_signature", "unknown_order"],
+        )],
+    ),
+    series(
+        "flashdrop_sandbox_calls_total",
+        Counter,
+        "Sandbox payment provider operations, by kind",
+        &[("op", &["authorize", "capture", "void", "refund"])],
+    ),
+    series(
+        "flashdrop_sandbox_webhooks_total",
+        Counter,
+        "Sandbox provider webhook deliveries, by outcome",
+        &[("outcome", &["delivered", "failed"])],
+    ),
+    series(
+        "flashdrop_sandbox_webhooks_dropped_total",
+        Counter,
+        "Sandbox webhooks dropped because their queue was full",
+        &[],
+    ),
+    series(
+        "flashdrop_notifications_total",
+        Counter,
+        "Notification deliveries, by channel and outcome",
+        &[
+            ("channel", &["webhook", "email"]),
+            (
+                "outcome",
+                &["delivered", "retried", "dead_letter", "refused"],
+            ),
+        ],
+    ),
+    series(
+        "flashdrop_notifications_dropped_total",
+        Counter,
+        "Notifications dropped because the queue was full",
+        &[],
+    ),
+];
+
+/// Describes every series and registers each known label combination at zero.
+fn describe_all() {
+    for s in SERIES {
+        match s.kind {
+            Kind::Counter => metrics::describe_counter!(s.name, s.help),
+            Kind::Gauge => metrics::describe_gauge!(s.name, s.help),
+            Kind::Histogram => metrics::describe_histogram!(s.name, s.help),
+        }
+        for labels in combinations(s.labels) {
+            match s.kind {
+                Kind::Counter => metrics::counter!(s.name, labels.clone()).increment(0),
+                Kind::Gauge if s.name != "flashdrop_build_info" => {
+                    metrics::gauge!(s.name, labels.clone()).increment(0.0)
+                }
+                Kind::Gauge => {}
+                Kind::Histogram => {
+                    let _ = metrics::histogram!(s.name, labels.clone());
+                }
+            }
+        }
+    }
+    metrics::gauge!(
+        "flashdrop_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "profile" => if cfg!(debug_assertions) { "debug" } else { "release" },
+    )
+    .set(1.0);
+    process_collector().describe();
+}
+
+/// Every combination of the label values (one empty set for no labels).
+fn combinations(labels: &[(&'static str, &'static [&'static str])]) -> Vec<Vec<metrics::Label>> {
+    let mut sets = vec![Vec::new()];
+    for (key, values) in labels {
+        sets = sets
+            .into_iter()
+            .flat_map(|set| {
+                values.iter().map(move |value| {
+                    let mut next = set.clone();
+                    next.push(metrics::Label::new(*key, *value));
+                    next
+                })
+            })
+            .collect();
+    }
+    sets
+}
+
+/// The process's own figures (CPU, memory, open files, threads), as
+/// `process_*` series.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of every series, process figures refreshed.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }

@@ -508,6 +508,42 @@ impl DirectoryService {
         Ok(created.is_some())
     }
 
+    /// Makes an existing account a platform admin (an operator's command, on a
+    /// stopped server's data; audited with no actor). Answers whether it
+    /// changed anything; an account of a store must leave it first.
+    pub async fn promote_to_admin(&self, email: &str) -> Result<bool, IdentityError> {
+        let email = Email::parse(email)?;
+        let acks = {
+            let _writing = self.writer.lock();
+            let user = self
+                .state
+                .read()
+                .user_by_email(&email)
+                .cloned()
+                .ok_or(IdentityError::NotFound(Missing::Account))?;
+            match user.role {
+                Role::PlatformAdmin => return Ok(false),
+                Role::SellerAdmin | Role::SellerStaff => {
+                    return Err(IdentityError::Conflict(
+                        "the account belongs to a store; remove it from the store first",
+                    ))
+                }
+                Role::Buyer => {}
+            }
+            let promoted = User {
+                role: Role::PlatformAdmin,
+                updated_at_ms: self.clock.now_ms(),
+                ..user.clone()
+            };
+            let audit = AuditDraft::new(None, "user.role", format!("user:{}", id_text(user.id)))
+                .before(user_summary(&user))
+                .after(user_summary(&promoted));
+            self.write(vec![Entity::User(promoted)], vec![audit])?
+        };
+        Self::durable(acks).await?;
+        Ok(true)
+    }
+
     /// Checks the password and opens a session (a refresh-token family).
     pub async fn login(
         &self,

@@ -179,6 +179,8 @@ pub struct Hub {
     latest: Mutex<HashMap<SkuId, Option<(u64, Frame)>>>,
     max_subscriptions: usize,
     watched: Arc<Watched>,
+    /// Set when the server shuts down: every connection closes with 1001.
+    going_away: tokio::sync::watch::Sender<bool>,
 }
 
 /// A connection slot; the count goes back when it is dropped.
@@ -212,7 +214,20 @@ impl Hub {
             latest: Mutex::new(HashMap::new()),
             max_subscriptions,
             watched,
+            going_away: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// The server is shutting down: every connection closes ("going away",
+    /// 1001) and new ones are refused.
+    pub fn go_away(&self) {
+        self.going_away.send_replace(true);
+    }
+
+    /// Resolves once `go_away` was called.
+    pub async fn gone_away(&self) {
+        let mut going = self.going_away.subscribe();
+        let _ = going.wait_for(|gone| *gone).await;
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -221,6 +236,10 @@ impl Hub {
 
     /// A new connection, within `ws.max_connections`.
     pub fn connect(self: &Arc<Self>) -> Option<Connection> {
+        if *self.going_away.borrow() {
+            metrics::counter!("flashdrop_ws_refused_total", "why" => "shutting_down").increment(1);
+            return None;
+        }
         let before = self.connections.fetch_add(1, Ordering::AcqRel);
         if before >= self.settings.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);

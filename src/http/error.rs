@@ -132,6 +132,8 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
     /// `X-RateLimit-Remaining` for 429s.
     pub rate_limit_remaining: Option<u32>,
+    /// `Allow` for 405s.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -142,6 +144,7 @@ impl ApiError {
             extensions: Map::new(),
             retry_after_s: None,
             rate_limit_remaining: None,
+            allow: None,
         }
     }
 
@@ -209,6 +212,9 @@ impl ResponseError for ApiError {
         ));
         if let Some(seconds) = self.retry_after_s() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         if let Some(remaining) = self.rate_limit_remaining {
             response.insert_header(("x-ratelimit-remaining", remaining.to_string()));

@@ -142,6 +142,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
         .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
+        .service(resource("/docs").route(web::get().to(ops::docs)))
         .default_service(web::to(not_found));
 }
 
@@ -176,11 +177,17 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     ))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// 405 with the `Allow` header RFC 9110 requires: the methods `/openapi.json`
+/// lists for the route (and `HEAD` wherever `GET` is).
+async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let route = req.extensions().get::<RouteLabel>().map(|label| label.0);
+    let allow = route.and_then(openapi::allowed_methods).unwrap_or_default();
+    let mut error = ApiError::new(
         ErrorKind::MethodNotAllowed,
-        "this route does not accept that method",
-    ))
+        format!("this route accepts {allow}"),
+    );
+    error.allow = Some(allow);
+    Err(error)
 }
 
 /// A client's `X-Correlation-ID` when sane, else a fresh random one (128 bits
@@ -203,14 +210,18 @@ fn correlation_id(req: &ServiceRequest) -> HeaderValue {
 
 /// Correlation id in and out, a span for the request, latency by route and status.
 pub async fn observe(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let correlation = correlation_id(&req);
+    let method = req.method().clone();
+    if method == actix_web::http::Method::HEAD {
+        // Served as GET; the connection sends the head without the body.
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
     req.extensions_mut()
         .insert(extract::CorrelationId(correlation.clone()));
-    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         method = %method,

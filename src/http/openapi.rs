@@ -94,6 +94,7 @@ impl Modify for BearerAuth {
         ops::readyz,
         ops::metrics,
         ops::openapi,
+        ops::docs,
         ops::restart_sku,
     ),
     components(schemas(error::Problem, error::FieldError)),
@@ -114,3 +115,42 @@ impl Modify for BearerAuth {
     )
 )]
 pub struct ApiDoc;
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// The methods a route pattern accepts, as an `Allow` value: what the
+/// document lists, and `HEAD` wherever `GET` is.
+pub fn allowed_methods(route: &str) -> Option<String> {
+    static ALLOW: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    ALLOW
+        .get_or_init(|| {
+            document()
+                .paths
+                .paths
+                .iter()
+                .map(|(path, item)| {
+                    let mut methods = Vec::new();
+                    for (method, operation) in [
+                        ("GET", &item.get),
+                        ("HEAD", &item.get),
+                        ("POST", &item.post),
+                        ("PUT", &item.put),
+                        ("PATCH", &item.patch),
+                        ("DELETE", &item.delete),
+                    ] {
+                        if operation.is_some() {
+                            methods.push(method);
+                        }
+                    }
+                    (path.clone(), methods.join(", "))
+                })
+                .collect()
+        })
+        .get(route)
+        .cloned()
+}

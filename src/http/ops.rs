@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Authenticated, Correlation, Live};
-use super::openapi::ApiDoc;
 use super::stock::sku_code;
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
@@ -47,14 +46,35 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(crate::telemetry::render(&state.metrics))
 }
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
 pub async fn openapi() -> HttpResponse {
-    use utoipa::OpenApi;
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(super::openapi::document())
+}
+
+/// What the docs page may load: Scalar's script and styles from its CDN, this
+/// server's document; nothing may frame it.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net; \
+    style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src https://cdn.jsdelivr.net data:; \
+    img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'";
+
+/// Interactive documentation of this API (Scalar), built from `/openapi.json`.
+#[utoipa::path(
+    get, path = "/docs", tag = "ops",
+    responses((status = 200, description = "the documentation page", content_type = "text/html"))
+)]
+pub async fn docs() -> HttpResponse {
+    static HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let html = HTML
+        .get_or_init(|| utoipa_scalar::Scalar::new(super::openapi::document().clone()).to_html());
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, DOCS_CSP))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
+        .body(html.as_str())
 }
 
 /// Drop a SKU's memory and rebuild it from its snapshot and the WAL, as a

@@ -103,8 +103,11 @@ async fn serve(
     let slow = Duration::from_secs(settings.slow_client_timeout_s);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(settings.heartbeat_interval_s));
     heartbeat.tick().await;
+    let going_away = hub.gone_away();
+    let mut going_away = std::pin::pin!(going_away);
     let reason = 'serve: loop {
         tokio::select! {
+            _ = &mut going_away => break 'serve "going_away",
             _ = outbox.ready() => {}
             _ = heartbeat.tick() => {
                 let silent_ms = since(epoch).saturating_sub(heard_at.load(Ordering::Acquire));
@@ -134,10 +137,9 @@ async fn serve(
     if reason != "closed" && reason != "client_closed" {
         tracing::debug!(connection = outbox.id, reason, "closing WebSocket");
         let close = CloseReason {
-            code: if reason == "heartbeat_timeout" {
-                CloseCode::Away
-            } else {
-                CloseCode::Policy
+            code: match reason {
+                "heartbeat_timeout" | "going_away" => CloseCode::Away,
+                _ => CloseCode::Policy,
             },
             description: Some(reason.to_owned()),
         };

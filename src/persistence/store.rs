@@ -50,6 +50,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("another flashdrop holds it (waited {0} s); stop it first")]
+    Locked(u64),
 }
 
 pub fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
@@ -152,13 +154,19 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("sled");
         let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut said = false;
         loop {
             match Self::open_once(&path, cache_capacity_bytes, sync) {
                 Err(StoreError::Sled(sled::Error::Io(e)))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
+                    if e.to_string().contains("could not acquire lock") =>
                 {
-                    tracing::warn!(path = %path.display(), "data directory is locked by another instance; waiting");
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(LOCK_WAIT.as_secs()));
+                    }
+                    if !said {
+                        said = true;
+                        tracing::warn!(path = %path.display(), "data directory is locked by another instance; waiting");
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,

@@ -43,10 +43,29 @@ pub(crate) fn start(dir: &Path, run: usize) -> Server {
     start_with(dir, run, &[])
 }
 
-/// `start` with extra environment (configuration overrides).
+/// `start` with extra environment (configuration overrides): waits for the
+/// listening line, which comes once recovery is done.
 pub(crate) fn start_with(dir: &Path, run: usize, env: &[(&str, &str)]) -> Server {
+    let mut child = spawn(dir, run, env);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("flashdrop listening on ") {
+                let _ = tx.send(address.to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no listening line; see {}", dir.display()));
+    Server { child, base }
+}
+
+/// The server process, not waited for (to kill it while it recovers).
+pub(crate) fn spawn(dir: &Path, run: usize, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(dir.join(format!("server-{run}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashdrop"))
+    Command::new(env!("CARGO_BIN_EXE_flashdrop"))
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir.join("data"))
         .env("FLASHDROP__LOG__LEVEL", "warn")
@@ -67,20 +86,7 @@ pub(crate) fn start_with(dir: &Path, run: usize, env: &[(&str, &str)]) -> Server
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
-        .expect("the flashdrop binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(address) = line.strip_prefix("flashdrop listening on ") {
-                let _ = tx.send(address.to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no listening line; see {}", dir.display()));
-    Server { child, base }
+        .expect("the flashdrop binary starts")
 }
 
 pub(crate) async fn wait_ready(http: &awc::Client, base: &str) {
@@ -376,15 +382,17 @@ async fn acknowledged_reservations_survive_sigkill_at_random_moments() {
 
     while loaded_cycles < CYCLES {
         run += 1;
-        let mut server = start(dir.path(), run);
         if loaded_cycles % 4 == 3 && kills_during_recovery < loaded_cycles / 4 + 1 {
-            // Sometimes die while recovering or checkpointing.
-            std::thread::sleep(Duration::from_millis(rng.u64(0..40)));
-            server.child.kill().unwrap();
-            server.child.wait().unwrap();
+            // Sometimes die while recovering or checkpointing (before the
+            // listening line, which comes once recovery is done).
+            let mut child = spawn(dir.path(), run, &[]);
+            std::thread::sleep(Duration::from_millis(rng.u64(0..120)));
+            child.kill().unwrap();
+            child.wait().unwrap();
             kills_during_recovery += 1;
             continue;
         }
+        let mut server = start(dir.path(), run);
         let http = client();
         wait_ready(&http, &server.base).await;
         if loaded_cycles == 0 {

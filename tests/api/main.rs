@@ -19,6 +19,7 @@ mod live;
 mod notifications;
 mod operations;
 mod orders;
+mod process;
 mod products;
 mod recovery;
 mod saga_crash;
