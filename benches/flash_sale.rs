@@ -259,11 +259,20 @@ fn start_binary(
             // The binary before tokens knows no [auth] section and would refuse it.
             command.env("FLASHDROP__AUTH__JWT_SECRET", support::BENCH_SECRET);
         }
-        if admission_known(bin) {
+        if knows(bin, b"tenant_shopper_multiplier") {
             // Synthetic buyers send thousands of requests a second each.
             command
                 .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
                 .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000");
+        }
+        if knows(bin, b"shopper_holds_max") {
+            // Each synthetic buyer keeps its holds for the whole run.
+            command
+                .env(
+                    "FLASHDROP__RESERVATIONS__SHOPPER_UNITS_PER_SKU_MAX",
+                    "4000000000",
+                )
+                .env("FLASHDROP__RESERVATIONS__SHOPPER_HOLDS_MAX", "4000000000");
         }
     });
     let port = server.port;
@@ -274,11 +283,10 @@ fn start_binary(
     }
 }
 
-/// Whether a flashdrop binary knows the `[admission]` section (binaries from
-/// before it refuse unknown keys).
-fn admission_known(bin: &std::path::Path) -> bool {
-    const KEY: &[u8] = b"tenant_shopper_multiplier";
-    std::fs::read(bin).is_ok_and(|bytes| bytes.windows(KEY.len()).any(|w| w == KEY))
+/// Whether a flashdrop binary knows a config key (binaries from before it
+/// refuse unknown keys), e.g. `tenant_shopper_multiplier` of `[admission]`.
+fn knows(bin: &std::path::Path, key: &[u8]) -> bool {
+    std::fs::read(bin).is_ok_and(|bytes| bytes.windows(key.len()).any(|w| w == key))
 }
 
 async fn prepare(port: u16, identity: Identity, skus: &[String], units: u64) {

@@ -90,10 +90,10 @@ impl Store {
         }
     }
 
-    async fn commit(&self, id: &str, buyer: &str, now_ms: u64) -> StoreResult<Finished> {
+    async fn commit(&self, id: &str, now_ms: u64) -> StoreResult<Finished> {
         match self {
-            Store::Redis(s) => s.commit(id, buyer, now_ms).await,
-            Store::Postgres(s) => s.commit(id, buyer, now_ms).await,
+            Store::Redis(s) => s.commit(id, now_ms).await,
+            Store::Postgres(s) => s.commit(id, now_ms).await,
             Store::Nothing => Ok(Finished::NotFound),
         }
     }
@@ -231,17 +231,20 @@ fn now_ms() -> u64 {
 }
 
 /// The caller's buyer id, from a bearer token verified as flashdrop does.
-fn buyer(req: &HttpRequest, worker: &Worker) -> Option<String> {
+fn caller(req: &HttpRequest, worker: &Worker) -> Option<flashdrop::auth::Caller> {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|t| worker.keys.verify_access(t, now_ms()).ok())
-        .map(|caller| {
-            flashdrop::domain::BuyerId::of_account(caller.user)
-                .as_str()
-                .to_owned()
-        })
+}
+
+fn buyer(req: &HttpRequest, worker: &Worker) -> Option<String> {
+    caller(req, worker).map(|caller| {
+        flashdrop::domain::BuyerId::of_account(caller.user)
+            .as_str()
+            .to_owned()
+    })
 }
 
 fn unauthorized() -> HttpResponse {
@@ -362,20 +365,30 @@ async fn release(
     })
 }
 
+/// As in flashdrop, only a seller commits a hold directly (a shopper's units
+/// are sold through a paid order); the baseline has one store, so any
+/// seller's token will do.
 async fn commit(
     req: HttpRequest,
     worker: web::Data<Rc<Worker>>,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let Some(buyer) = buyer(&req, &worker) else {
+    let Some(caller) = caller(&req, &worker) else {
         return unauthorized();
     };
+    if caller.tenant.is_none() {
+        return problem(
+            403,
+            "forbidden",
+            "only the SKU's sellers commit a hold directly",
+        );
+    }
     let store = match worker.store().await {
         Ok(s) => s,
         Err(e) => return store_down(e),
     };
     let id = path.into_inner();
-    finished(store.commit(&id, &buyer, now_ms()).await, |hold| {
+    finished(store.commit(&id, now_ms()).await, |hold| {
         HttpResponse::Ok().json(json!({
             "reservation_id": hold.id,
             "state": "committed",

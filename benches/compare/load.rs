@@ -39,6 +39,8 @@ pub struct Plan {
     pub window: (Duration, Duration),
     /// Buyer numbers start here, so phases do not share idempotency keys.
     pub buyer_offset: u64,
+    /// `Authorization` of the seller who commits holds (shoppers may not).
+    pub commit_as: String,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -145,9 +147,11 @@ pub fn run(plan: &Plan) -> Outcome {
             let clients = plan.clients / threads + usize::from(t < plan.clients % threads);
             let (port, warm, window, offset) =
                 (plan.port, plan.warm, plan.window, plan.buyer_offset);
+            let commit_as: Arc<str> = plan.commit_as.as_str().into();
             std::thread::spawn(move || {
                 actix_rt::System::new().block_on(client_thread(
                     t, clients, port, work, warm, window, offset, nonce, start, ready, t0,
+                    commit_as,
                 ))
             })
         })
@@ -199,6 +203,7 @@ async fn client_thread(
     start: tokio::sync::watch::Receiver<bool>,
     ready: Arc<AtomicU64>,
     t0: Arc<parking_lot::Mutex<Option<Instant>>>,
+    commit_as: Arc<str>,
 ) -> Shared {
     let shared = Rc::new(RefCell::new(Shared {
         all: Tally::default(),
@@ -211,6 +216,7 @@ async fn client_thread(
         .map(|c| {
             let (work, shared) = (work.clone(), shared.clone());
             let (start, ready, t0) = (start.clone(), ready.clone(), t0.clone());
+            let commit_as = commit_as.clone();
             actix_rt::spawn(async move {
                 let buyer = offset + (thread * 100_000 + c) as u64;
                 let bearer = format!("Bearer {}", crate::support::buyer_token(buyer));
@@ -286,17 +292,17 @@ async fn client_thread(
                     }
                     let Some(id) = id else { continue };
                     let commit = rng.bool();
-                    let (method, path) = if commit {
-                        ("POST", format!("/v1/reservations/{id}/commit"))
+                    let (method, path, who) = if commit {
+                        ("POST", format!("/v1/reservations/{id}/commit"), &*commit_as)
                     } else {
-                        ("DELETE", format!("/v1/reservations/{id}"))
+                        ("DELETE", format!("/v1/reservations/{id}"), bearer.as_str())
                     };
                     let sent = Instant::now();
                     let answer = send(
                         &mut connection,
                         method,
                         &path,
-                        &[("authorization", bearer.as_str())],
+                        &[("authorization", who)],
                         b"",
                         false,
                     )
@@ -310,8 +316,8 @@ async fn client_thread(
                         measure_from,
                         deadline,
                         |t| match (&answer, commit) {
-                            (Ok(_), true) => t.committed += 1,
-                            (Ok(_), false) => t.released += 1,
+                            (Ok((200, _, _)), true) => t.committed += 1,
+                            (Ok((204, _, _)), false) => t.released += 1,
                             _ => t.errors += 1,
                         },
                         answer.as_ref().err(),

@@ -232,7 +232,7 @@ impl PgStore {
         // Only a live hold moves; a commit also needs it unexpired.
         let take = tx
             .prepare_cached(
-                "UPDATE reservations SET state = $3 WHERE id = $1 AND buyer = $2 AND state = 'held' \
+                "UPDATE reservations SET state = $3 WHERE id = $1 AND ($2 = '' OR buyer = $2) AND state = 'held' \
                  AND ($3 = 'released' OR expires_ms >= $4) RETURNING sku, quantity, created_ms, expires_ms",
             )
             .await
@@ -257,7 +257,7 @@ impl PgStore {
         }
         let look = tx
             .prepare_cached(
-                "SELECT state, created_ms, expires_ms FROM reservations WHERE id = $1 AND buyer = $2",
+                "SELECT state, created_ms, expires_ms FROM reservations WHERE id = $1 AND ($2 = '' OR buyer = $2)",
             )
             .await
             .map_err(err)?;
@@ -282,8 +282,9 @@ impl PgStore {
         self.finish(id, buyer, 0, false).await
     }
 
-    pub async fn commit(&self, id: &str, buyer: &str, now_ms: u64) -> StoreResult<Finished> {
-        self.finish(id, buyer, now_ms, true).await
+    /// A seller's commit: any buyer's hold (an empty `buyer` matches all).
+    pub async fn commit(&self, id: &str, now_ms: u64) -> StoreResult<Finished> {
+        self.finish(id, "", now_ms, true).await
     }
 
     pub async fn set_stock(&self, sku: &str, units: i64) -> StoreResult<()> {

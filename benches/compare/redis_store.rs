@@ -61,12 +61,12 @@ end
 return 'C:' .. answer
 "#;
 
-/// KEYS: stock hash, reservation hash, expiry index. ARGV: buyer, id, now_ms,
-/// action (`release` or `commit`). Answers `D:created:expires` (done now or
+/// KEYS: stock hash, reservation hash, expiry index. ARGV: buyer (empty for
+/// a seller, who may finish any hold), id, now_ms, action (`release` or `commit`). Answers `D:created:expires` (done now or
 /// before), `N` (not found), `C` (committed), `L` (released), `E` (expired).
 const FINISH: &str = r#"
 local r = redis.call('HMGET', KEYS[2], 'buyer', 'quantity', 'state', 'created', 'expires')
-if not r[1] or r[1] ~= ARGV[1] then return 'N' end
+if not r[1] or (ARGV[1] ~= '' and r[1] ~= ARGV[1]) then return 'N' end
 local done = 'D:' .. r[4] .. ':' .. r[5]
 local q = tonumber(r[2])
 local state = r[3]
@@ -221,8 +221,9 @@ impl RedisStore {
         self.finish(id, buyer, 0, "release").await
     }
 
-    pub async fn commit(&self, id: &str, buyer: &str, now_ms: u64) -> StoreResult<Finished> {
-        self.finish(id, buyer, now_ms, "commit").await
+    /// A seller's commit: any buyer's hold.
+    pub async fn commit(&self, id: &str, now_ms: u64) -> StoreResult<Finished> {
+        self.finish(id, "", now_ms, "commit").await
     }
 
     pub async fn set_stock(&self, sku: &str, units: i64) -> StoreResult<()> {

@@ -234,6 +234,8 @@ struct Target {
     port: u16,
     /// `Authorization` of the seller (flashdrop); the baselines need none to stock.
     seller: Option<String>,
+    /// `Authorization` for commits: only a seller commits a hold directly.
+    commit_as: String,
     /// Whether it keeps stock (the ceiling does not).
     stores: bool,
     pid: u32,
@@ -278,6 +280,13 @@ fn start_flashdrop(extra: &[(String, String)]) -> Target {
             .env("FLASHDROP__ADMISSION__BUYER_BURST", "4000000000")
             .env("FLASHDROP__ADMISSION__TENANT_SHOPPER_MULTIPLIER", "1000000")
             .env("FLASHDROP__ADMISSION__MAX_IN_FLIGHT", "10000000")
+            // Each synthetic buyer keeps holds open for the whole run; the
+            // per-shopper hold bounds would measure the bound.
+            .env(
+                "FLASHDROP__RESERVATIONS__SHOPPER_UNITS_PER_SKU_MAX",
+                "4000000000",
+            )
+            .env("FLASHDROP__RESERVATIONS__SHOPPER_HOLDS_MAX", "4000000000")
             // Stocking 10,000 SKUs is 10,000 seller requests.
             .env("FLASHDROP__TENANTS__DEFAULT_REQUESTS_PER_MINUTE", "1000000")
             // /readyz answers 503 until recovery is done: not worth a line each.
@@ -297,6 +306,7 @@ fn start_flashdrop(extra: &[(String, String)]) -> Target {
     });
     Target {
         port,
+        commit_as: seller.clone(),
         seller: Some(seller),
         stores: true,
         pid,
@@ -335,6 +345,7 @@ fn start_front(spec: &front::StoreSpec, keep: Vec<Box<dyn std::any::Any>>) -> Ta
     Target {
         port,
         seller: None,
+        commit_as: format!("Bearer {}", support::seller_token(1)),
         stores: !matches!(spec, front::StoreSpec::Nothing),
         pid,
         pids: vec![pid],
@@ -469,6 +480,7 @@ fn hot_sku(
                 warm,
                 window: (Duration::ZERO, Duration::from_secs(120)),
                 buyer_offset: next_buyers(),
+                commit_as: target.commit_as.clone(),
             },
         );
         if !measured {
@@ -522,6 +534,7 @@ fn timed(target: &Target, settings: &Settings, work: Work, clients: usize) -> (O
             warm: true,
             window: (Duration::from_secs(1), settings.seconds),
             buyer_offset: next_buyers(),
+            commit_as: target.commit_as.clone(),
         },
     )
 }
@@ -655,6 +668,11 @@ fn checks(target: &Target) -> Result<(), String> {
     let port = target.port;
     let me = support::buyer_token(9_000_000_001 + u64::from(tag));
     let other = support::buyer_token(9_100_000_001 + u64::from(tag));
+    let seller = target
+        .commit_as
+        .strip_prefix("Bearer ")
+        .expect("a bearer token")
+        .to_owned();
     block_on(async move {
         let api = Api {
             http: http(),
@@ -700,7 +718,7 @@ fn checks(target: &Target) -> Result<(), String> {
         )?;
         expect(
             "committing a released hold is 409",
-            api.finish(&me, &id, true).await == 409,
+            api.finish(&seller, &id, true).await == 409,
         )?;
 
         let (s, held, _) = api.reserve(&me, &two, Some("check-key-2"), 1).await;
@@ -709,10 +727,17 @@ fn checks(target: &Target) -> Result<(), String> {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        expect("a commit is 200", api.finish(&me, &id, true).await == 200)?;
+        expect(
+            "a shopper's own commit is 403 (units are sold through a paid order)",
+            api.finish(&me, &id, true).await == 403,
+        )?;
+        expect(
+            "a seller's commit is 200",
+            api.finish(&seller, &id, true).await == 200,
+        )?;
         expect(
             "a commit again is 200",
-            api.finish(&me, &id, true).await == 200,
+            api.finish(&seller, &id, true).await == 200,
         )?;
         expect(
             "releasing a sold hold is 409",
@@ -747,6 +772,7 @@ fn checks(target: &Target) -> Result<(), String> {
         warm: true,
         window: (Duration::ZERO, Duration::from_secs(60)),
         buyer_offset: next_buyers(),
+        commit_as: target.commit_as.clone(),
     });
     let read = read_stock(port, &[scarce])[0];
     if outcome.all.created != 99 || read != (0, 99, 0) || outcome.all.errors != 0 {

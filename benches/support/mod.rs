@@ -12,6 +12,7 @@ use serde_json::json;
 use flashdrop::actors::Engine;
 use flashdrop::clock::SystemClock;
 use flashdrop::config::Config;
+use flashdrop::domain::identity::Role;
 use flashdrop::domain::product::{NewProduct, NewSku};
 use flashdrop::domain::stock::ReserveCmd;
 use flashdrop::domain::{BuyerId, SkuCode, TenantId, WarehouseId};
@@ -23,6 +24,18 @@ pub const BENCH_SECRET: &str = "flashdrop-bench-secret-0123456789abcdef";
 
 /// A bearer token for buyer number `n` (access tokens need no account).
 pub fn buyer_token(n: u64) -> String {
+    mint((1u128 << 100) | u128::from(n), Role::Buyer, None)
+}
+
+/// A bearer token for a seller of a store that exists only in the token: the
+/// comparison's baseline stores (Redis, PostgreSQL) take it for commits, as
+/// flashdrop takes its real seller's.
+pub fn seller_token(n: u64) -> String {
+    let user = (1u128 << 101) | u128::from(n);
+    mint(user, Role::SellerAdmin, Some(user))
+}
+
+fn mint(user: u128, role: Role, tenant: Option<u128>) -> String {
     let a = flashdrop::config::AuthConfig::default();
     let keys = flashdrop::auth::TokenKeys::new(
         BENCH_SECRET.as_bytes(),
@@ -35,15 +48,7 @@ pub fn buyer_token(n: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let user = (1u128 << 100) | u128::from(n);
-    keys.issue_access(
-        user,
-        flashdrop::domain::identity::Role::Buyer,
-        None,
-        user,
-        now_ms,
-    )
-    .0
+    keys.issue_access(user, role, tenant, user, now_ms).0
 }
 
 /// A bench config: defaults, then `FLASHDROP__SECTION__KEY` overrides from the
@@ -68,6 +73,10 @@ pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
     config.admission.buyer_burst = u32::MAX;
     config.admission.tenant_shopper_multiplier = 1_000_000;
     config.admission.max_in_flight = 10_000_000;
+    // Each synthetic buyer holds many units for the whole run: the per-shopper
+    // hold bounds would measure the bound, not the reserve path.
+    config.reservations.shopper_units_per_sku_max = u32::MAX;
+    config.reservations.shopper_holds_max = u32::MAX;
     config
 }
 
