@@ -80,12 +80,12 @@ pub fn rfc3339_ms(epoch_ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
 }
 
-/// Epoch milliseconds of an RFC 3339 timestamp (any offset); `None` if it is
-/// not one or lies before 1970.
+/// Milliseconds since the Unix epoch of an RFC 3339 time; a time before the
+/// epoch is the epoch (every time the engine keeps is after it).
 pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     let at =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    u64::try_from((at.unix_timestamp_nanos() / 1_000_000).max(0)).ok()
 }
 
 #[cfg(test)]
@@ -102,7 +102,9 @@ mod tests {
             Some(1_795_486_038_000)
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
-        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), None);
+        // Before the epoch is "as early as can be", not an error: a filter
+        // `since=1969-...` means everything.
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), Some(0));
     }
 
     #[test]

@@ -400,10 +400,11 @@ async fn apply(
                 let existing = cart.item(sku.as_str()).cloned();
                 let total = existing.as_ref().map_or(0, |i| i.quantity) + quantity;
                 if total > limits.quantity_max {
-                    return Err(CartError::Invalid(crate::domain::InvalidField::new(
-                        "quantity",
-                        format!("at most {} of one SKU", limits.quantity_max),
-                    ))
+                    return Err(CartError::LineFull {
+                        sku: sku.as_str().to_owned(),
+                        total: u64::from(total),
+                        max: limits.quantity_max,
+                    }
                     .into());
                 }
                 if existing.is_none() && cart.items.len() >= limits.lines_max {

@@ -926,12 +926,18 @@ impl Engine {
             if owned >= max_products {
                 return Err(EngineError::ProductQuota(max_products));
             }
-            let taken: Vec<String> = product
+            // In use already, or listed twice in this product.
+            let mut listed = std::collections::HashSet::new();
+            let mut taken: Vec<String> = product
                 .skus
                 .iter()
-                .filter(|sku| self.registry.contains_code(sku.code.as_str()))
+                .filter(|sku| {
+                    !listed.insert(sku.code.as_str())
+                        || self.registry.contains_code(sku.code.as_str())
+                })
                 .map(|sku| sku.code.to_string())
                 .collect();
+            taken.dedup();
             if !taken.is_empty() {
                 return Err(EngineError::SkuExists(taken));
             }

@@ -41,6 +41,8 @@ pub struct PriceChange {
 pub enum CartError {
     #[error("the cart holds at most {0} different items")]
     TooManyItems(usize),
+    #[error("the cart would hold {total} of {sku}; at most {max} of one SKU")]
+    LineFull { sku: String, total: u64, max: u32 },
     #[error(transparent)]
     Invalid(#[from] InvalidField),
     #[error("the cart holds no {0}")]
@@ -109,11 +111,11 @@ impl Cart {
         if let Some(line) = self.items.iter_mut().find(|i| i.sku == item.sku) {
             let total = line.quantity.saturating_add(item.quantity);
             if total > quantity_max {
-                return Err(InvalidField::new(
-                    "quantity",
-                    format!("the cart would hold {total}; at most {quantity_max} of one SKU"),
-                )
-                .into());
+                return Err(CartError::LineFull {
+                    sku: item.code,
+                    total: u64::from(line.quantity) + u64::from(item.quantity),
+                    max: quantity_max,
+                });
             }
             line.quantity = total;
             return Ok(total);
@@ -209,7 +211,11 @@ mod tests {
         assert_eq!(cart.add(item(1, 3, 100), 2, 5), Ok(5));
         assert!(matches!(
             cart.add(item(1, 1, 100), 2, 5),
-            Err(CartError::Invalid(_))
+            Err(CartError::LineFull {
+                total: 6,
+                max: 5,
+                ..
+            })
         ));
         assert_eq!(cart.add(item(2, 1, 50), 2, 5), Ok(1));
         assert_eq!(

@@ -222,12 +222,8 @@ impl NewDrop {
     /// Checks everything that needs no catalogue; every problem is reported.
     pub fn validate(&self, now_ms: u64, limits: &DropLimits) -> Result<(), Vec<InvalidField>> {
         let mut errors = Vec::new();
-        let title = self.title.trim();
-        if title.is_empty() || title.chars().count() > limits.title_max_chars {
-            errors.push(InvalidField::new(
-                "title",
-                format!("must be 1..={} characters", limits.title_max_chars),
-            ));
+        if let Err(error) = super::ids::check_line("title", &self.title, limits.title_max_chars) {
+            errors.push(error);
         }
         if self.sku_codes.is_empty() || self.sku_codes.len() > limits.skus_max {
             errors.push(InvalidField::new(

@@ -14,7 +14,11 @@ pub fn id_text(id: u128) -> String {
     uuid::Uuid::from_u128(id).hyphenated().to_string()
 }
 
+/// An id as the API writes it: a hyphenated UUID (`format: uuid`).
 pub fn parse_id(raw: &str) -> Option<u128> {
+    if raw.len() != 36 {
+        return None;
+    }
     uuid::Uuid::try_parse(raw).ok().map(|u| u.as_u128())
 }
 
@@ -25,8 +29,10 @@ pub struct Email(String);
 impl Email {
     pub const MAX_LEN: usize = 254;
 
+    /// Exactly what `/openapi.json` says (`EMAIL_PATTERN`): no surrounding
+    /// spaces are trimmed away, so what a client sends is what is checked.
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        let value = raw.trim().to_ascii_lowercase();
+        let value = raw.to_ascii_lowercase();
         let bad = |reason: &str| InvalidField::new("email", reason);
         if value.is_empty() || value.len() > Self::MAX_LEN {
             return Err(bad("must be 3..=254 characters"));
@@ -269,11 +275,16 @@ pub struct TenantPatch {
     pub webhook_url: Option<String>,
 }
 
-/// A store's webhook address: http(s), at most 500 characters, or empty (none).
+/// A store's webhook address: http(s) and printable ASCII without spaces, at
+/// most 500 characters, or empty (none).
 pub fn check_webhook_url(raw: &str) -> Result<(), InvalidField> {
-    let url = raw.trim();
-    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-    if !url.is_empty() && (!scheme_ok || url.len() > 500 || url.chars().any(char::is_whitespace)) {
+    let url = raw;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let shape_ok = rest
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    if !url.is_empty() && (!shape_ok || url.len() > 500) {
         return Err(InvalidField::new(
             "webhook_url",
             "must be an http(s) URL of at most 500 characters, or empty",
@@ -282,13 +293,15 @@ pub fn check_webhook_url(raw: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
+/// A store's name: 1..=100 characters (as sent) with something visible and no
+/// control characters; kept without surrounding spaces.
 pub fn check_store_name(raw: &str) -> Result<String, InvalidField> {
+    let chars = raw.chars().count();
     let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > 100 || name.chars().any(char::is_control) {
+    if chars == 0 || chars > 100 || name.is_empty() || raw.chars().any(char::is_control) {
         return Err(InvalidField::new(
             "name",
-            "must be 1..=100 characters without control characters",
+            "must be 1..=100 characters with something visible and no control characters",
         ));
     }
     Ok(name.to_owned())
@@ -381,6 +394,15 @@ impl ShippingSettings {
                     format!("lists {c} twice"),
                 ));
             }
+        }
+        if self
+            .free_shipping_over_minor
+            .is_some_and(|amount| amount > 1_000_000_000_000)
+        {
+            return Err(InvalidField::new(
+                "shipping.free_shipping_over_minor",
+                "must be 0..=1000000000000 minor units",
+            ));
         }
         if self.handling_days > Self::MAX_HANDLING_DAYS {
             return Err(InvalidField::new(
@@ -784,11 +806,13 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_checked() {
         assert_eq!(
-            Email::parse("  Ana@Example.COM ").unwrap().as_str(),
+            Email::parse("Ana@Example.COM").unwrap().as_str(),
             "ana@example.com"
         );
         for bad in [
             "",
+            // Spaces are refused, not trimmed: the schema's pattern says so.
+            "  ana@example.com ",
             "ana",
             "@example.com",
             "ana@",

@@ -71,6 +71,25 @@ impl InvalidField {
     }
 }
 
+/// Checks a line of text as `/openapi.json` describes it: 1..=`max_chars`
+/// characters as sent, something visible, no control characters.
+pub fn check_line(field: &'static str, raw: &str, max_chars: usize) -> Result<(), InvalidField> {
+    let chars = raw.chars().count();
+    if chars == 0 || chars > max_chars || raw.trim().is_empty() {
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1..={max_chars} characters with something visible"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a token made of `[A-Za-z0-9._:@-]`, 1..=max bytes.
 fn check_token(field: &'static str, raw: &str, max_len: usize) -> Result<(), InvalidField> {
     if raw.is_empty() {

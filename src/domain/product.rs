@@ -1,7 +1,7 @@
 //! Products and their SKUs as sellers create them: validation rules and the
 //! stored form. A product is immutable in the engine core.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use super::ids::{InvalidField, SkuCode, SkuId, TenantId};
 
@@ -216,7 +216,6 @@ impl NewProduct {
                 format!("a product has 1..={SKUS_PER_PRODUCT_MAX} SKUs"),
             ));
         }
-        let mut seen = HashSet::new();
         let mut skus = Vec::with_capacity(self.skus.len());
         for sku in self.skus {
             let code = match SkuCode::parse(&sku.code) {
@@ -226,12 +225,7 @@ impl NewProduct {
                     continue;
                 }
             };
-            if !seen.insert(code.clone()) {
-                errors.push(InvalidField::new(
-                    "skus[].sku",
-                    format!("{code} appears twice"),
-                ));
-            }
+            // A code listed twice is the engine's to refuse (409), like one in use.
             let price = match Money::parse("skus[].price", sku.price_amount, &sku.price_currency) {
                 Ok(price) => price,
                 Err(e) => {

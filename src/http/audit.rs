@@ -19,19 +19,28 @@ use super::tenants::page_limit;
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this store's lines (platform admins; a seller admin's are always their own).
+    #[param(nullable = false, format = Uuid)]
     pub tenant: Option<String>,
     /// Only lines by this account.
+    #[param(nullable = false, format = Uuid)]
     pub actor: Option<String>,
     /// `product` matches `product.create`; a full action matches itself.
+    #[param(nullable = false, max_length = 100)]
     pub action: Option<String>,
     /// Exact target, e.g. `sku:TEE-RED-L`.
+    #[param(nullable = false, max_length = 200)]
     pub target: Option<String>,
     /// RFC 3339, inclusive.
+    #[param(nullable = false, format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339, exclusive.
+    #[param(nullable = false, format = DateTime)]
     pub until: Option<String>,
     /// 1..=100, default 50.
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(nullable = false, pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
 }
 
@@ -51,9 +60,11 @@ pub struct AuditEntryBody {
     pub tenant_id: Option<String>,
     pub action: String,
     pub target: String,
-    #[schema(value_type = Object)]
+    /// A summary of the target before the change (absent for a creation).
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
+    /// A summary of the target after the change (absent for a removal).
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
     pub correlation_id: Option<String>,
 }
@@ -65,8 +76,13 @@ pub struct AuditPageBody {
     pub next_cursor: Option<String>,
 }
 
+/// A stored summary as an object (a summary that is not one is wrapped).
 fn summary(raw: Option<String>) -> Option<serde_json::Value> {
-    raw.map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    raw.map(|text| match serde_json::from_str(&text) {
+        Ok(object @ serde_json::Value::Object(_)) => object,
+        Ok(other) => serde_json::json!({ "value": other }),
+        Err(_) => serde_json::json!({ "text": text }),
+    })
 }
 
 impl AuditEntryBody {
@@ -148,11 +164,23 @@ pub async fn list_audit(
     };
     let cursor = match &query.cursor {
         Some(raw) => Some(
-            raw.parse::<u64>()
-                .map_err(|_| InvalidField::new("cursor", "is not valid"))?,
+            Some(raw)
+                .filter(|r| (1..=19).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|r| r.parse::<u64>().ok())
+                .ok_or_else(|| InvalidField::new("cursor", "is not a cursor of this list"))?,
         ),
         None => None,
     };
+    for (field, value, max) in [
+        ("action", &query.action, 100),
+        ("target", &query.target, 200),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(
+                InvalidField::new(field, format!("must be at most {max} characters")).into(),
+            );
+        }
+    }
     let filter = AuditFilter {
         tenant,
         actor,

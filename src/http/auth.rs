@@ -16,14 +16,20 @@ use super::input::Json;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBody {
+    #[schema(schema_with = super::schemas::email)]
     pub email: String,
-    /// At least `auth.password_min_chars` characters; not a common password.
+    /// `auth.password_min_chars` (12) to `auth.password_max_chars` (128)
+    /// characters; not a common password, at least 5 different characters,
+    /// not the address or its name part.
+    #[schema(schema_with = super::schemas::password)]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
+    /// The refresh token a login, refresh or onboarding answered (`rt1.…`).
+    #[schema(max_length = 512)]
     pub refresh_token: String,
 }
 

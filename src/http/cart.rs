@@ -88,16 +88,20 @@ fn owner_of(
     caller: &MaybeCaller,
     create: bool,
 ) -> Result<(u128, bool), ApiError> {
+    let token = match req.headers().get(CART_TOKEN) {
+        Some(raw) => Some(
+            raw.to_str()
+                .ok()
+                .and_then(parse_id)
+                .ok_or_else(|| InvalidField::new("Cart-Token", "not a cart token"))?,
+        ),
+        None => None,
+    };
     if let Some(caller) = &caller.0 {
         return Ok((caller.user, false));
     }
-    match req.headers().get(CART_TOKEN) {
-        Some(raw) => raw
-            .to_str()
-            .ok()
-            .and_then(parse_id)
-            .map(|id| (id, true))
-            .ok_or_else(|| InvalidField::new("Cart-Token", "not a cart token").into()),
+    match token {
+        Some(id) => Ok((id, true)),
         None if create => {
             // Unguessable: the token is all a guest cart's owner has.
             let mut random = [0u8; 16];
@@ -122,7 +126,7 @@ fn cart_response(mut response: actix_web::HttpResponseBuilder, cart: &Cart) -> H
 /// The cart: a signed-in shopper's, or a guest's by `Cart-Token`.
 #[utoipa::path(
     get, path = "/v1/cart", tag = "cart",
-    params(("Cart-Token" = Option<String>, Header, description = "a guest cart (without a bearer token)")),
+    params(("Cart-Token" = Option<String>, Header, nullable = false, format = Uuid, description = "a guest cart (without a bearer token)")),
     security((), ("bearer" = [])),
     responses(
         (status = 200, body = CartBody),
@@ -142,14 +146,18 @@ pub async fn get_cart(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItemBody {
-    #[schema(example = "TEE-BLK-M")]
+    #[schema(schema_with = super::schemas::sku_code)]
     pub sku: String,
+    /// 1..=`orders.quantity_max` (100) units of one SKU in the cart.
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: u32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuantityBody {
+    /// 1..=`orders.quantity_max` (100).
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: u32,
 }
 
@@ -188,13 +196,13 @@ async fn change(
 #[utoipa::path(
     post, path = "/v1/cart/items", tag = "cart",
     request_body = AddItemBody,
-    params(("Cart-Token" = Option<String>, Header)),
+    params(("Cart-Token" = Option<String>, Header, nullable = false, format = Uuid, description = "a guest cart (without a bearer token)")),
     security((), ("bearer" = [])),
     responses(
         (status = 201, body = CartBody, headers(("Cart-Token" = String, description = "guest carts"))),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "sku_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "out_of_stock, drop_not_live, purchase_limit_exceeded (drop SKUs)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "out_of_stock, drop_not_live, purchase_limit_exceeded (drop SKUs); currency_mismatch (the cart holds another currency, with `sku`); cart_limit_exceeded (lines or units of one SKU)", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -214,7 +222,7 @@ pub async fn add_item(
 #[utoipa::path(
     put, path = "/v1/cart/items/{sku}", tag = "cart",
     request_body = QuantityBody,
-    params(("sku" = String, Path), ("Cart-Token" = Option<String>, Header)),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$"), ("Cart-Token" = Option<String>, Header, nullable = false, format = Uuid, description = "a guest cart (without a bearer token)")),
     security((), ("bearer" = [])),
     responses(
         (status = 200, body = CartBody),
@@ -240,7 +248,7 @@ pub async fn set_item(
 /// Remove an item (a drop SKU's hold is released).
 #[utoipa::path(
     delete, path = "/v1/cart/items/{sku}", tag = "cart",
-    params(("sku" = String, Path), ("Cart-Token" = Option<String>, Header)),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$"), ("Cart-Token" = Option<String>, Header, nullable = false, format = Uuid, description = "a guest cart (without a bearer token)")),
     security((), ("bearer" = [])),
     responses(
         (status = 200, body = CartBody),
@@ -261,8 +269,9 @@ pub async fn remove_item(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
+    #[schema(schema_with = super::schemas::shipping_address)]
     pub shipping_address: String,
-    #[schema(example = "pm_card_visa")]
+    #[schema(schema_with = super::schemas::payment_method)]
     pub payment_method: String,
 }
 
@@ -276,15 +285,16 @@ pub struct CheckoutBody {
     post, path = "/v1/cart/checkout", tag = "cart",
     request_body = CheckoutBody,
     params(
-        ("Idempotency-Key" = Option<String>, Header),
-        ("Cart-Token" = Option<String>, Header, description = "a guest cart to merge"),
-        ("Prefer" = Option<String>, Header, description = "wait=N: wait up to N seconds for the saga"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "same key + same body: the first answer again; same key + another body: 409"),
+        ("Cart-Token" = Option<String>, Header, nullable = false, format = Uuid, description = "a guest cart to merge"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "wait=N: wait up to N seconds for the saga"),
     ),
     security(("bearer" = [])),
     responses(
         (status = 202, body = super::orders::OrderBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "cart_empty, price_changed (with `changes`), idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the buyer's rate (Retry-After, X-RateLimit-Remaining)", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     )

@@ -24,27 +24,43 @@ use super::tenants::page_limit;
 #[serde(deny_unknown_fields)]
 pub struct WaitingRoomBody {
     /// Shoppers admitted per second once the drop is live.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub admit_per_s: u32,
     /// How long an admission lets its shopper reserve (default 300).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     pub pass_ttl_s: Option<u32>,
-    /// Shoppers who may wait at once (default 100000).
+    /// Shoppers who may wait at once (default 100000; at most
+    /// `drops.waiting_room_capacity_max`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDropBody {
+    /// 1..=`drops.title_max_chars` (200) characters with something visible.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub title: String,
-    /// SKU codes of the seller's store; each in at most one open drop.
+    /// 1..=`drops.skus_max` (100) SKU codes of the seller's store, each once;
+    /// each in at most one open drop.
+    #[schema(schema_with = super::schemas::drop_skus)]
     pub skus: Vec<String>,
-    /// RFC 3339.
+    /// RFC 3339; within `drops.horizon_max_s` from now.
+    #[schema(format = DateTime)]
     pub starts_at: String,
-    /// RFC 3339, after `starts_at`.
+    /// RFC 3339, after `starts_at` and in the future, at most
+    /// `drops.duration_max_s` after it.
+    #[schema(format = DateTime)]
     pub ends_at: String,
     /// Units one buyer may hold or have bought across the drop's SKUs; 0 or absent = no limit.
     #[serde(default)]
+    #[schema(maximum = 1000)]
     pub per_buyer_limit: Option<u32>,
     /// Optional waiting room: past `admit_per_s`, shoppers queue first come, first served.
     #[serde(default)]
@@ -237,8 +253,8 @@ pub async fn create_drop(
 #[utoipa::path(
     get, path = "/v1/drops/upcoming", tag = "drops",
     params(
-        ("limit" = Option<usize>, Query, description = "1..=100, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<usize>, Query, nullable = false, minimum = 1, maximum = 100, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^[0-9]{1,19}\\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "next_cursor of the previous page"),
     ),
     responses(
         (status = 200, body = DropPageBody),
@@ -282,7 +298,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, u128)> {
 /// A drop, its state and history.
 #[utoipa::path(
     get, path = "/v1/drops/{id}", tag = "drops",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = DropBody),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -303,7 +319,7 @@ pub async fn get_drop(engine: Live, path: web::Path<String>) -> Result<HttpRespo
 #[utoipa::path(
     post, path = "/v1/drops/{id}/cancel", tag = "drops",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = DropBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -361,7 +377,7 @@ fn standing_body(drop: u128, value: Value) -> StandingBody {
 #[utoipa::path(
     post, path = "/v1/drops/{id}/queue", tag = "drops",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = StandingBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -384,7 +400,7 @@ pub async fn join_queue(
 #[utoipa::path(
     get, path = "/v1/drops/{id}/queue", tag = "drops",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = StandingBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),

@@ -91,6 +91,7 @@ error_table! {
     CartEmpty => ("cart_empty", CONFLICT, "The cart is empty"),
     PriceChanged => ("price_changed", CONFLICT, "Prices changed since the items were added"),
     CurrencyMismatch => ("currency_mismatch", CONFLICT, "The cart is priced in another currency"),
+    CartLimitExceeded => ("cart_limit_exceeded", CONFLICT, "The cart cannot hold more"),
     InvalidSignature => ("invalid_signature", UNAUTHORIZED, "The webhook signature is missing or wrong"),
     UpgradeRequired => ("websocket_upgrade_required", UPGRADE_REQUIRED, "This route speaks WebSocket only"),
     LimitExceeded => ("limit_exceeded", UNPROCESSABLE_ENTITY, "A configured limit would be exceeded"),
@@ -360,7 +361,12 @@ impl From<CartsError> for ApiError {
         let detail = error.to_string();
         match error {
             CartsError::Cart(CartError::TooManyItems(max)) => {
-                ApiError::new(ErrorKind::LimitExceeded, detail).with("limit", json!(max))
+                ApiError::new(ErrorKind::CartLimitExceeded, detail).with("limit", json!(max))
+            }
+            CartsError::Cart(CartError::LineFull { sku, max, .. }) => {
+                ApiError::new(ErrorKind::CartLimitExceeded, detail)
+                    .with("sku", json!(sku))
+                    .with("limit", json!(max))
             }
             CartsError::Cart(CartError::Invalid(field)) => ApiError::invalid(vec![field]),
             CartsError::Cart(CartError::NoSuchItem(_)) => {

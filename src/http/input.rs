@@ -101,11 +101,37 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(InvalidField::new("body", "must be an object").into());
     }
+    if bytes.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        // JSON Schema counts 3.0 and 3e0 as the integer 3, and so do we.
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|error| json_error("", &error))?;
+        integral_floats_as_integers(&mut value);
+        return serde_path_to_error::deserialize(value)
+            .map_err(|error| json_error(&error.path().to_string(), error.inner()));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|error| json_error(&error.path().to_string(), error.inner()))?;
     deserializer.end().map_err(|error| json_error("", &error))?;
     Ok(value)
+}
+
+/// Turns every number with no fractional part into an integer (when it fits
+/// one), so an integer field takes `3.0` as JSON Schema does.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            if let Some(float) = number.as_f64() {
+                if float.fract() == 0.0 && float.abs() < 9_007_199_254_740_992.0 {
+                    *value = Value::from(float as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
@@ -364,6 +390,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_fractions_are_not() {
+        let order: Order =
+            decode_json(br#"{"items": [{"sku": "A.1", "quantity": 3.0}], "express": false}"#)
+                .unwrap();
+        assert_eq!(order.items[0].quantity, 3);
+        let order: Order = decode_json(br#"{"items": [{"sku": "A", "quantity": 2e0}]}"#).unwrap();
+        assert_eq!(order.items[0].quantity, 2);
+        let (field, detail) = refused(r#"{"items": [{"sku": "A", "quantity": 2.5}]}"#);
+        assert_eq!(field, "items[0].quantity", "{detail}");
+        let (field, _) = refused(r#"{"items": [{"sku": "A", "quantity": 1e300}]}"#);
+        assert_eq!(field, "items[0].quantity");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod reservations;
+pub mod schemas;
 pub mod security;
 pub mod social;
 pub mod stock;

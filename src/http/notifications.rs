@@ -82,7 +82,7 @@ pub async fn dead_letters(caller: Authenticated, engine: Live) -> Result<HttpRes
 /// Send a dead letter again, its attempts starting over (platform admins).
 #[utoipa::path(
     post, path = "/v1/admin/notifications/dead-letters/{id}/retry", tag = "ops",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9]{1,19}$", description = "dead letter id")),
     security(("bearer" = [])),
     responses(
         (status = 202, body = NotificationBody),

@@ -10,6 +10,99 @@ use super::{
     stock, tenants, ws,
 };
 
+/// The problems every route of a kind can answer, added to each operation
+/// that does not describe them itself: a body (400, 413, 415, 422), a query
+/// (422), a path parameter (404), a bearer token (401), and everyone but
+/// liveness (503 while recovering or past `admission.max_in_flight`).
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let parameters = operation.parameters.as_deref().unwrap_or_default();
+                let in_path = parameters
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let in_query = parameters
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let in_header = parameters
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Header));
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|requirements| !requirements.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    let responses = &mut operation.responses.responses;
+                    if !responses.contains_key(status) {
+                        responses.insert(status.to_owned(), problem(description));
+                    }
+                };
+                if operation.request_body.is_some() {
+                    add("400", "malformed_json: the body is not JSON");
+                    add(
+                        "413",
+                        "payload_too_large: the body is over server.max_body_bytes",
+                    );
+                    add(
+                        "415",
+                        "unsupported_media_type: the body is not application/json",
+                    );
+                    add("422", "validation_failed: a field is missing, unknown or out of range (`errors` names each)");
+                }
+                if in_query {
+                    add("422", "validation_failed: a query parameter is unknown or out of range (`errors` names each)");
+                }
+                if in_header {
+                    add(
+                        "422",
+                        "validation_failed: a header is not valid (`errors` names it)",
+                    );
+                }
+                if in_path {
+                    add("404", "nothing by that name, or not yours to see");
+                }
+                if secured {
+                    add("401", "unauthenticated: no bearer token, or one that is expired, tampered or revoked");
+                }
+                if path != "/healthz" {
+                    add(
+                        "503",
+                        "not_ready (recovery is running) or overloaded; see Retry-After",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A response with a problem+json body.
+fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 /// Declares the bearer-token scheme the routes refer to as `bearer`.
 struct BearerAuth;
 
@@ -37,7 +130,7 @@ impl Modify for BearerAuth {
         title = "flashdrop",
         description = "Commerce engine for high-traffic product drops. Errors are application/problem+json with a stable `code`.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     paths(
         auth::register,
         auth::login,

@@ -83,7 +83,7 @@ pub async fn docs() -> HttpResponse {
 #[utoipa::path(
     post, path = "/v1/admin/skus/{sku}/restart", tag = "ops",
     security(("bearer" = [])),
-    params(("sku" = String, Path, description = "SKU code")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code")),
     responses(
         (status = 204, description = "rebuilt"),
         (status = 403, body = Problem, content_type = "application/problem+json"),

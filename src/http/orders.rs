@@ -28,19 +28,24 @@ use super::tenants::page_limit;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
-    #[schema(example = "TEE-BLK-M")]
+    #[schema(schema_with = super::schemas::sku_code)]
     pub sku: String,
+    /// 1..=`orders.quantity_max` (100).
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: u32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderBody {
+    /// 1..=`orders.lines_max` (50) lines; a SKU listed twice is 422.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<ItemBody>,
+    #[schema(schema_with = super::schemas::shipping_address)]
     pub shipping_address: String,
     /// A payment method token of the provider (sandbox: `pm_card_visa`,
     /// `pm_card_declined`, `pm_async`, `pm_no_response`, ...).
-    #[schema(example = "pm_card_visa")]
+    #[schema(schema_with = super::schemas::payment_method)]
     pub payment_method: String,
 }
 
@@ -274,12 +279,8 @@ pub fn validate_order(
 pub fn delivery_errors(state: &AppState, address: &str, method: &str) -> Vec<InvalidField> {
     let mut errors = Vec::new();
     let max = state.config.orders.shipping_address_max_chars;
-    let chars = address.trim().chars().count();
-    if chars == 0 || chars > max {
-        errors.push(InvalidField::new(
-            "shipping_address",
-            format!("must be 1..={max} characters"),
-        ));
+    if let Err(error) = crate::domain::ids::check_line("shipping_address", address, max) {
+        errors.push(error);
     }
     if !valid_method(method) {
         errors.push(method_error());
@@ -335,8 +336,8 @@ pub async fn placed(
     post, path = "/v1/orders", tag = "orders",
     request_body = NewOrderBody,
     params(
-        ("Idempotency-Key" = Option<String>, Header),
-        ("Prefer" = Option<String>, Header, description = "wait=N: wait up to N seconds for the saga"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "same key + same body: the first answer again; same key + another body: 409"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "wait=N: wait up to N seconds for the saga"),
     ),
     security(("bearer" = [])),
     responses(
@@ -405,7 +406,7 @@ fn reader_view(caller: &Caller, order: &Order) -> Option<OrderBody> {
 /// An order with its parts, payment, state history and saga log.
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses(
         (status = 200, body = OrderBody),
@@ -445,8 +446,8 @@ pub struct OrderPageBody {
 #[utoipa::path(
     get, path = "/v1/orders", tag = "orders",
     params(
-        ("limit" = Option<usize>, Query, description = "1..=100, default 50"),
-        ("cursor" = Option<String>, Query),
+        ("limit" = Option<usize>, Query, nullable = false, minimum = 1, maximum = 100, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, nullable = false, format = Uuid, description = "next_cursor of the previous page"),
     ),
     security(("bearer" = [])),
     responses(
@@ -528,7 +529,7 @@ where
 /// released. Once paid (or while the capture runs) it is 409 `invalid_transition`.
 #[utoipa::path(
     post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses(
         (status = 200, body = OrderBody),
@@ -559,7 +560,7 @@ pub async fn cancel_order(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
-    #[schema(example = "pm_card_visa")]
+    #[schema(schema_with = super::schemas::payment_method)]
     pub payment_method: String,
 }
 
@@ -568,7 +569,7 @@ pub struct PayBody {
 #[utoipa::path(
     post, path = "/v1/orders/{id}/pay", tag = "orders",
     request_body = PayBody,
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses(
         (status = 200, body = OrderBody),
@@ -604,6 +605,7 @@ pub async fn pay_order(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnBody {
+    #[schema(schema_with = super::schemas::return_reason)]
     pub reason: String,
 }
 
@@ -612,7 +614,7 @@ pub struct ReturnBody {
 #[utoipa::path(
     post, path = "/v1/orders/{id}/returns", tag = "orders",
     request_body = ReturnBody,
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses(
         (status = 200, body = OrderBody),
@@ -630,10 +632,7 @@ pub async fn request_return(
     body: Json<ReturnBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    let chars = body.reason.trim().chars().count();
-    if chars == 0 || chars > 500 {
-        return Err(InvalidField::new("reason", "must be 1..=500 characters").into());
-    }
+    crate::domain::ids::check_line("reason", &body.reason, 500)?;
     let (buyer, reason) = (shopper.caller.user, body.reason.trim().to_owned());
     buyer_action(
         &engine,
@@ -646,12 +645,24 @@ pub async fn request_return(
     .await
 }
 
+/// Where a seller moves its part of an order.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FulfilmentState {
+    Packed,
+    Shipped,
+    Delivered,
+    Refunded,
+    Closed,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FulfillmentBody {
     /// packed, shipped, delivered; on a return: refunded (accept) or closed (refuse).
-    #[schema(example = "shipped")]
-    pub state: String,
+    pub state: FulfilmentState,
+    /// The carrier's tracking number: 1..=100 printable characters.
+    #[schema(pattern = "^[!-~]{1,100}$")]
     pub tracking: Option<String>,
     /// With `refunded`: put the returned units back in stock.
     #[serde(default)]
@@ -664,7 +675,7 @@ pub struct FulfillmentBody {
 #[utoipa::path(
     post, path = "/v1/orders/{id}/fulfillment", tag = "orders",
     request_body = FulfillmentBody,
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses(
         (status = 200, body = OrderBody),
@@ -684,22 +695,13 @@ pub async fn fulfil(
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     let mut errors = Vec::new();
-    let to = OrderState::parse(&body.state).filter(|s| {
-        matches!(
-            s,
-            OrderState::Packed
-                | OrderState::Shipped
-                | OrderState::Delivered
-                | OrderState::Refunded
-                | OrderState::Closed
-        )
+    let to = Some(match body.state {
+        FulfilmentState::Packed => OrderState::Packed,
+        FulfilmentState::Shipped => OrderState::Shipped,
+        FulfilmentState::Delivered => OrderState::Delivered,
+        FulfilmentState::Refunded => OrderState::Refunded,
+        FulfilmentState::Closed => OrderState::Closed,
     });
-    if to.is_none() {
-        errors.push(InvalidField::new(
-            "state",
-            "must be packed, shipped, delivered, refunded or closed",
-        ));
-    }
     if let Some(tracking) = &body.tracking {
         if tracking.is_empty()
             || tracking.len() > 100
@@ -779,13 +781,14 @@ pub struct WebhookAck {
         (status = 200, body = WebhookAck),
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "invalid_signature", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a signed event of another shape", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn payment_webhook(
     req: HttpRequest,
     engine: Live,
     state: web::Data<AppState>,
-    body: String,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let header = req
         .headers()
@@ -797,7 +800,7 @@ pub async fn payment_webhook(
     if let Err(error) = signature::verify(
         payments.webhook_secret.as_bytes(),
         header,
-        body.as_bytes(),
+        &body,
         now_s,
         payments.webhook_tolerance_s,
     ) {
@@ -808,8 +811,7 @@ pub async fn payment_webhook(
             error.to_string(),
         ));
     }
-    let event: WebhookEnvelope = serde_json::from_str(&body)
-        .map_err(|e| ApiError::new(ErrorKind::MalformedJson, e.to_string()))?;
+    let event: WebhookEnvelope = super::input::decode_json(&body)?;
     tracing::debug!(event = %event.id, kind = %event.kind, "payment webhook");
     let new = engine
         .0

@@ -21,9 +21,11 @@ use crate::actors::AuditDraft;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyBody {
-    /// Minor units (cents for USD).
+    /// Minor units (cents for USD), 0..=10^12.
+    #[schema(schema_with = super::schemas::amount)]
     pub amount: i64,
     /// ISO 4217 code, e.g. "USD".
+    #[schema(schema_with = super::schemas::currency)]
     pub currency: String,
 }
 
@@ -31,25 +33,44 @@ pub struct MoneyBody {
 #[serde(deny_unknown_fields)]
 pub struct NewSkuBody {
     /// Marketplace-unique SKU code: letters, digits, `. _ : @ -`, at most 64.
+    #[schema(schema_with = super::schemas::sku_code)]
     pub sku: String,
     pub price: MoneyBody,
     #[serde(default)]
+    #[schema(schema_with = super::schemas::attributes)]
     pub attributes: BTreeMap<String, String>,
     /// Defaults to `stock.low_stock_threshold`.
     #[serde(default)]
+    #[schema(maximum = 1_000_000_000_000_i64)]
     pub low_stock_threshold: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProductBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub title: String,
     #[serde(default)]
+    #[schema(
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub description: String,
     #[serde(default)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub category: String,
     #[serde(default)]
+    #[schema(schema_with = super::schemas::attributes)]
     pub attributes: BTreeMap<String, String>,
+    /// 1..=100 SKUs; a code listed twice, or already in use, is 409 `sku_exists`.
+    #[schema(min_items = 1, max_items = 100)]
     pub skus: Vec<NewSkuBody>,
 }
 
@@ -201,7 +222,7 @@ pub async fn create_product(
 /// A product with live availability of each SKU.
 #[utoipa::path(
     get, path = "/v1/products/{id}", tag = "products",
-    params(("id" = String, Path, description = "product id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "product id (UUID)")),
     responses(
         (status = 200, body = ProductBody),
         (status = 404, body = Problem, content_type = "application/problem+json"),

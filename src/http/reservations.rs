@@ -27,10 +27,15 @@ use crate::domain::identity::{id_text, parse_id, Role};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveBody {
-    /// Units to hold, 1..=`reservations.max_quantity`.
+    /// Units to hold, 1..=`reservations.max_quantity` (1000); outside a drop
+    /// a shopper holds at most `reservations.shopper_units_per_sku_max` (10)
+    /// of one SKU (409 `hold_limit_exceeded`).
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
-    /// How long to hold them; `reservations.default_ttl_s` when absent.
+    /// How long to hold them, `reservations.min_ttl_s`..=`max_ttl_s`
+    /// (1..=900); `reservations.default_ttl_s` (600) when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 900)]
     pub ttl_s: Option<u64>,
 }
 
@@ -99,8 +104,8 @@ fn sku_code_of(engine: &Live, sku: SkuId) -> String {
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/reservations", tag = "reservations",
     params(
-        ("sku" = String, Path, description = "SKU code"),
-        ("Idempotency-Key" = Option<String>, Header, description = "same key + same body: the first answer again; same key + another body: 409"),
+        ("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "same key + same body: the first answer again; same key + another body: 409"),
     ),
     security(("bearer" = [])),
     request_body = ReserveBody,
@@ -186,7 +191,7 @@ pub async fn reserve(
 /// A reservation, as its buyer sees it; the SKU's seller and platform admins see any.
 #[utoipa::path(
     get, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "reservation id")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReservationBody),
@@ -248,7 +253,7 @@ async fn audit_seller_move(
 /// hold on it (audited). Releasing twice is not an error.
 #[utoipa::path(
     delete, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "reservation id")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "released (now or before)"),
@@ -292,7 +297,7 @@ pub async fn release(
 /// checkout), so a shopper's commit is refused. Committing twice answers the same.
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/commit", tag = "reservations",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "reservation id")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReservationBody),
@@ -361,9 +366,9 @@ pub struct HoldPageBody {
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/reservations", tag = "reservations",
     params(
-        ("sku" = String, Path, description = "SKU code"),
-        ("limit" = Option<usize>, Query, description = "1..=100, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code"),
+        ("limit" = Option<usize>, Query, nullable = false, minimum = 1, maximum = 100, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^[0-9]{1,19}\\.[0-9]{1,19}$", description = "next_cursor of the previous page"),
     ),
     security(("bearer" = [])),
     responses(

@@ -37,7 +37,7 @@ fn creator_id(raw: &str) -> Result<u128, ApiError> {
 #[utoipa::path(
     post, path = "/v1/users/{id}/follow", tag = "social",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "the creator's id (its store id)")),
+    params(("id" = String, Path, format = Uuid, description = "the creator's id (its store id)")),
     responses(
         (status = 204, description = "following"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -64,7 +64,7 @@ pub async fn follow(
 #[utoipa::path(
     delete, path = "/v1/users/{id}/follow", tag = "social",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "the creator's id (its store id)")),
+    params(("id" = String, Path, format = Uuid, description = "the creator's id (its store id)")),
     responses(
         (status = 204, description = "not following"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -89,7 +89,7 @@ pub async fn unfollow(
 /// A creator's public profile.
 #[utoipa::path(
     get, path = "/v1/creators/{id}", tag = "social",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = CreatorBody),
         (status = 404, description = "unknown or suspended", body = Problem, content_type = "application/problem+json"),
@@ -118,7 +118,7 @@ pub async fn get_creator(engine: Live, path: web::Path<String>) -> Result<HttpRe
 /// A creator's products with live availability, oldest first.
 #[utoipa::path(
     get, path = "/v1/creators/{id}/products", tag = "social",
-    params(("id" = String, Path), PageQuery),
+    params(("id" = String, Path, format = Uuid), PageQuery),
     responses(
         (status = 200, body = CreatorProductsBody),
         (status = 404, body = Problem, content_type = "application/problem+json"),

@@ -49,19 +49,24 @@ impl StockBody {
 #[serde(deny_unknown_fields)]
 pub struct SetStockBody {
     /// On-hand per warehouse; replaces every warehouse (unlisted ones hold nothing).
+    #[schema(schema_with = super::schemas::warehouses)]
     pub warehouses: BTreeMap<String, u64>,
     /// Optional new low-stock threshold; 0 turns it off.
     #[serde(default)]
+    #[schema(maximum = 1_000_000_000_000_i64)]
     pub low_stock_threshold: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
+    #[schema(schema_with = super::schemas::warehouse)]
     pub warehouse: String,
     /// Units to add (positive) or remove (negative); never 0.
+    #[schema(schema_with = super::schemas::delta)]
     pub delta: i64,
     /// Why: a count, damage, a return... (1..=200 characters).
+    #[schema(schema_with = super::schemas::adjustment_reason)]
     pub reason: String,
 }
 
@@ -72,7 +77,7 @@ pub(super) fn sku_code(raw: &str) -> Result<SkuCode, ApiError> {
 /// Live stock of a SKU.
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/stock", tag = "stock",
-    params(("sku" = String, Path, description = "SKU code")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code")),
     responses(
         (status = 200, body = StockBody),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -89,7 +94,7 @@ pub async fn get_stock(engine: Live, path: web::Path<String>) -> Result<HttpResp
 #[utoipa::path(
     put, path = "/v1/skus/{sku}/stock", tag = "stock",
     params(
-        ("sku" = String, Path, description = "SKU code"),
+        ("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code"),
     ),
     security(("bearer" = [])),
     request_body = SetStockBody,
@@ -122,6 +127,13 @@ pub async fn set_stock(
             )),
         }
     }
+    let units_max = engine.0.config().stock.units_max;
+    if body.low_stock_threshold.is_some_and(|t| t > units_max) {
+        errors.push(InvalidField::new(
+            "low_stock_threshold",
+            format!("must be 0..={units_max}"),
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
@@ -152,7 +164,7 @@ pub async fn set_stock(
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/stock/adjust", tag = "stock",
     params(
-        ("sku" = String, Path, description = "SKU code"),
+        ("sku" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,64}$", description = "SKU code"),
     ),
     security(("bearer" = [])),
     request_body = AdjustBody,
@@ -181,12 +193,8 @@ pub async fn adjust_stock(
     if body.delta == 0 {
         errors.push(InvalidField::new("delta", "must not be 0"));
     }
-    let reason_chars = body.reason.chars().count();
-    if reason_chars == 0 || reason_chars > REASON_MAX_CHARS {
-        errors.push(InvalidField::new(
-            "reason",
-            format!("must be 1..={REASON_MAX_CHARS} characters"),
-        ));
+    if let Err(error) = crate::domain::ids::check_line("reason", &body.reason, REASON_MAX_CHARS) {
+        errors.push(error);
     }
     let Some(warehouse) = warehouse.filter(|_| errors.is_empty()) else {
         return Err(ApiError::invalid(errors));

@@ -25,11 +25,14 @@ use super::input::{Json, Query};
 pub struct BrandingBody {
     /// An https:// URL.
     #[serde(default)]
+    #[schema(pattern = "^https://[!-~]+$", max_length = 2048)]
     pub logo_url: Option<String>,
     /// `#rrggbb`
     #[serde(default)]
+    #[schema(pattern = "^#[0-9a-fA-F]{6}$")]
     pub primary_color: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^#[0-9a-fA-F]{6}$")]
     pub accent_color: Option<String>,
 }
 
@@ -40,8 +43,10 @@ pub struct TaxBody {
     pub prices_include_tax: bool,
     /// Basis points: 2000 = 20%.
     #[serde(default)]
+    #[schema(maximum = 10000)]
     pub default_rate_bp: u32,
     #[serde(default)]
+    #[schema(pattern = "^[ -~]+$", min_length = 1, max_length = 64)]
     pub tax_id: Option<String>,
 }
 
@@ -50,21 +55,29 @@ pub struct TaxBody {
 pub struct ShippingBody {
     /// ISO 3166-1 alpha-2, e.g. `DE`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub origin_country: Option<String>,
+    /// ISO 3166-1 alpha-2 codes, each once, at most 250.
     #[serde(default)]
+    #[schema(schema_with = super::schemas::countries)]
     pub ships_to: Vec<String>,
     #[serde(default)]
+    #[schema(maximum = 60)]
     pub handling_days: u32,
     /// Orders at or above this amount (minor units) ship free.
     #[serde(default)]
+    #[schema(maximum = 1_000_000_000_000_i64)]
     pub free_shipping_over_minor: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
     pub name: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub requests_per_minute: u32,
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub max_products: u32,
 }
 
@@ -72,6 +85,7 @@ pub struct PlanBody {
 #[serde(deny_unknown_fields)]
 pub struct NewTenantBody {
     /// Store name, 1..=100 characters.
+    #[schema(schema_with = super::schemas::store_name)]
     pub name: String,
     #[serde(default)]
     pub branding: BrandingBody,
@@ -86,6 +100,7 @@ pub struct NewTenantBody {
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdateBody {
     #[serde(default)]
+    #[schema(schema_with = super::schemas::store_name, required = false)]
     pub name: Option<String>,
     #[serde(default)]
     pub branding: Option<BrandingBody>,
@@ -93,15 +108,26 @@ pub struct TenantUpdateBody {
     pub tax: Option<TaxBody>,
     #[serde(default)]
     pub shipping: Option<ShippingBody>,
-    /// `active` or `suspended` (a suspended store's SKUs cannot be reserved or bought).
+    /// A suspended store's SKUs cannot be reserved or bought.
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<StatusBody>,
     #[serde(default)]
     pub plan: Option<PlanBody>,
     /// Order notifications (placed, paid, shipped, delivered, refunded) are
     /// POSTed here, signed with `Flashdrop-Signature`; "" turns them off.
+    /// Loopback, private, link-local, multicast and metadata addresses are
+    /// refused (422), also when the name resolves to one.
     #[serde(default)]
+    #[schema(pattern = "^(https?://[!-~]+)?$", max_length = 500)]
     pub webhook_url: Option<String>,
+}
+
+/// A store's status.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusBody {
+    Active,
+    Suspended,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -173,9 +199,17 @@ pub struct TenantListBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
+    #[schema(schema_with = super::schemas::email)]
     pub email: String,
-    /// `seller_admin` or `seller_staff`.
-    pub role: String,
+    pub role: StaffRoleBody,
+}
+
+/// What an invited account becomes.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffRoleBody {
+    SellerAdmin,
+    SellerStaff,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,6 +226,8 @@ pub struct InvitationBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
+    /// The invitation's token, as `POST /v1/tenants/{id}/staff` answered it.
+    #[schema(max_length = 512)]
     pub token: String,
 }
 
@@ -212,7 +248,10 @@ pub struct StaffListBody {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1..=100, default 50.
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(nullable = false, format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -338,9 +377,10 @@ pub async fn list_tenants(
 #[utoipa::path(
     get, path = "/v1/tenants/{id}", tag = "tenants",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = TenantBody),
+        (status = 403, description = "buyers: a store's settings are for its sellers and platform admins", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown, or another store's", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -358,7 +398,7 @@ pub async fn get_tenant(
 #[utoipa::path(
     put, path = "/v1/tenants/{id}", tag = "tenants",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     request_body = TenantUpdateBody,
     responses(
         (status = 200, body = TenantBody),
@@ -376,12 +416,10 @@ pub async fn update_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     let body = body.into_inner();
-    let status = match body.status.as_deref() {
-        None => None,
-        Some(raw) => Some(TenantStatus::parse(raw).ok_or_else(|| {
-            ApiError::from(InvalidField::new("status", "must be active or suspended"))
-        })?),
-    };
+    let status = body.status.map(|status| match status {
+        StatusBody::Active => TenantStatus::Active,
+        StatusBody::Suspended => TenantStatus::Suspended,
+    });
     if let Some(url) = body.webhook_url.as_deref().filter(|u| !u.trim().is_empty()) {
         // Only for whoever may set it: nobody else gets a lookup made for them.
         let may_set = caller.0.role == Role::PlatformAdmin
@@ -430,7 +468,7 @@ fn with_secret(engine: &Live, tenant: &Tenant) -> TenantBody {
 #[utoipa::path(
     post, path = "/v1/tenants/{id}/staff", tag = "tenants",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     request_body = InviteBody,
     responses(
         (status = 201, body = InvitationBody),
@@ -447,14 +485,15 @@ pub async fn invite(
     body: Json<InviteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
-    let role = Role::parse(&body.role)
-        .filter(|r| r.is_seller())
-        .ok_or_else(|| InvalidField::new("role", "must be seller_admin or seller_staff"));
+    let role = match body.role {
+        StaffRoleBody::SellerAdmin => Role::SellerAdmin,
+        StaffRoleBody::SellerStaff => Role::SellerStaff,
+    };
     let directory = engine.0.directory();
     // Scope first: another store's id is 404 whatever the body says.
     directory.tenant_for(&caller.0, id)?;
     let (invitation, token) = directory
-        .invite(&caller.0, id, &body.email, role?, correlation.0)
+        .invite(&caller.0, id, &body.email, role, correlation.0)
         .await?;
     Ok(HttpResponse::Created().json(InvitationBody {
         id: id_text(invitation.id),
@@ -470,7 +509,7 @@ pub async fn invite(
 #[utoipa::path(
     get, path = "/v1/tenants/{id}/staff", tag = "tenants",
     security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = StaffListBody),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -494,7 +533,7 @@ pub async fn list_staff(
 #[utoipa::path(
     delete, path = "/v1/tenants/{id}/staff/{user_id}", tag = "tenants",
     security(("bearer" = [])),
-    params(("id" = String, Path), ("user_id" = String, Path)),
+    params(("id" = String, Path, format = Uuid), ("user_id" = String, Path, format = Uuid)),
     responses(
         (status = 204, description = "removed"),
         (status = 403, body = Problem, content_type = "application/problem+json"),

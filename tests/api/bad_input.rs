@@ -417,7 +417,8 @@ async fn bad_products_are_refused() {
     .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let r = create(json!({"title": "x", "skus": [{"sku": "A-1", "price": price}, {"sku": "A-1", "price": price}]})).await;
-    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_problem(&r, StatusCode::CONFLICT, "sku_exists");
+    assert_eq!(r.body["skus"], json!(["A-1"]), "named once");
     let r = create(json!({"title": "x", "skus": [{"sku": "DUP-1", "price": price}]})).await;
     assert_problem(&r, StatusCode::CONFLICT, "sku_exists");
     assert_eq!(r.body["skus"], json!(["DUP-1"]));

@@ -125,8 +125,8 @@ async fn a_multi_seller_cart_survives_a_restart_and_checks_out_into_one_order() 
             "POST",
             "/v1/cart/items",
             json!({"sku": "C-TEE", "quantity": 98}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            StatusCode::CONFLICT,
+            "cart_limit_exceeded",
         ),
         (
             "POST",

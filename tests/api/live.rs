@@ -158,6 +158,10 @@ async fn a_client_that_never_reads_delays_nobody_and_is_closed_without_a_backlog
         c.ws.slow_client_timeout_s = 2;
         // A small kernel buffer, so the stall reaches the server within the test.
         c.server.send_buffer_bytes = 16 * 1024;
+        // The load holds thousands of units from 16 shoppers: this test is
+        // about fan-out, not about the per-shopper hold bounds.
+        c.reservations.shopper_units_per_sku_max = u32::MAX;
+        c.reservations.shopper_holds_max = u32::MAX;
     })
     .await;
     let codes: Vec<String> = (0..SKUS).map(|i| format!("SLOW-{i}")).collect();
