@@ -85,7 +85,6 @@ impl Application {
                 .wrap(from_fn(http::admission::limit_in_flight))
                 .wrap(Condition::new(cors.is_some(), cors.unwrap_or_default()))
                 .wrap(from_fn(http::observe))
-                .wrap(http::security::headers())
                 .configure(|cfg| http::routes(cfg, max_body_bytes))
         })
         .on_connect(move |connection, _| {

@@ -38,7 +38,11 @@ impl HoldBook {
     /// holds already reach `max`. The place is given back when dropped; by
     /// then the SKU actor has counted the hold if it opened.
     pub fn try_take(self: &Arc<Self>, buyer: &str, max: u32) -> Result<HoldPlace, TooManyHolds> {
-        let mut count = self.buyers.entry(buyer.into()).or_default();
+        // A shopper who holds something is found without allocating a key.
+        let mut count = match self.buyers.get_mut(buyer) {
+            Some(count) => count,
+            None => self.buyers.entry(buyer.into()).or_default(),
+        };
         if count.open + count.pending >= max {
             let open = count.open;
             drop(count);

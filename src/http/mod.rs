@@ -209,7 +209,8 @@ fn correlation_id(req: &ServiceRequest) -> HeaderValue {
         })
 }
 
-/// Correlation id in and out, a span for the request, latency by route and status.
+/// Correlation id in and out, a span for the request, latency by route and
+/// status, and the security headers on every answer.
 pub async fn observe(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -236,9 +237,9 @@ pub async fn observe(
         .extensions()
         .get::<RouteLabel>()
         .map_or("unmatched", |label| label.0);
-    response
-        .headers_mut()
-        .insert(HeaderName::from_static(CORRELATION_HEADER), correlation);
+    let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static(CORRELATION_HEADER), correlation);
+    security::add_headers(headers);
     let elapsed = started.elapsed();
     metrics::histogram!(
         "flashdrop_http_request_duration_seconds",
