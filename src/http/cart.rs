@@ -81,6 +81,19 @@ impl CartBody {
     }
 }
 
+/// The `Cart-Token` header, if sent; a malformed one is 422.
+fn cart_token(req: &HttpRequest) -> Result<Option<u128>, ApiError> {
+    req.headers()
+        .get(CART_TOKEN)
+        .map(|raw| {
+            raw.to_str()
+                .ok()
+                .and_then(parse_id)
+                .ok_or_else(|| InvalidField::new("Cart-Token", "not a cart token").into())
+        })
+        .transpose()
+}
+
 /// Whose cart a request names: the signed-in account's, else the guest
 /// cart of `Cart-Token` (a new one when `create` and there is none).
 fn owner_of(
@@ -88,15 +101,7 @@ fn owner_of(
     caller: &MaybeCaller,
     create: bool,
 ) -> Result<(u128, bool), ApiError> {
-    let token = match req.headers().get(CART_TOKEN) {
-        Some(raw) => Some(
-            raw.to_str()
-                .ok()
-                .and_then(parse_id)
-                .ok_or_else(|| InvalidField::new("Cart-Token", "not a cart token"))?,
-        ),
-        None => None,
-    };
+    let token = cart_token(req)?;
     if let Some(caller) = &caller.0 {
         return Ok((caller.user, false));
     }
@@ -317,15 +322,7 @@ pub async fn checkout(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let merge = match req.headers().get(CART_TOKEN) {
-        Some(raw) => Some(
-            raw.to_str()
-                .ok()
-                .and_then(parse_id)
-                .ok_or_else(|| InvalidField::new("Cart-Token", "not a cart token"))?,
-        ),
-        None => None,
-    };
+    let merge = cart_token(&req)?;
     state
         .admission
         .charge_buyer(caller_id, engine.0.clock().now_ms())?;

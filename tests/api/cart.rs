@@ -444,6 +444,24 @@ async fn carts_are_bounded_and_orders_page_newest_first() {
     .await;
     assert_eq!(first.status, StatusCode::CREATED);
     let token = first.header("cart-token").unwrap().to_owned();
+    // A malformed Cart-Token is 422 naming the header.
+    for (method, path, body) in [
+        ("GET", "/v1/cart", None),
+        (
+            "POST",
+            "/v1/cart/items",
+            Some(json!({"sku": "B-PEN", "quantity": 1})),
+        ),
+    ] {
+        let bad = cart_call(&app, method, path, None, Some("not-a-token"), body).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {:?}",
+            bad.body
+        );
+        assert_eq!(bad.body["errors"][0]["field"], "Cart-Token", "{path}");
+    }
     let second = cart_call(
         &app,
         "POST",
