@@ -28,6 +28,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::Service;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 use tracing::Instrument;
@@ -210,7 +211,7 @@ fn correlation_id(req: &ServiceRequest) -> HeaderValue {
 }
 
 /// Correlation id in and out, a span for the request, latency by route and
-/// status, and the security headers on every answer.
+/// status, and the security headers every answer needs.
 pub async fn observe(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -218,9 +219,9 @@ pub async fn observe(
     let started = Instant::now();
     let correlation = correlation_id(&req);
     let method = req.method().clone();
-    if method == actix_web::http::Method::HEAD {
+    if method == Method::HEAD {
         // Served as GET; the connection sends the head without the body.
-        req.head_mut().method = actix_web::http::Method::GET;
+        req.head_mut().method = Method::GET;
     }
     req.extensions_mut()
         .insert(extract::CorrelationId(correlation.clone()));
@@ -239,7 +240,7 @@ pub async fn observe(
         .map_or("unmatched", |label| label.0);
     let headers = response.headers_mut();
     headers.insert(HeaderName::from_static(CORRELATION_HEADER), correlation);
-    security::add_headers(headers);
+    security::add_headers(headers, method == Method::GET || method == Method::HEAD);
     let elapsed = started.elapsed();
     metrics::histogram!(
         "flashdrop_http_request_duration_seconds",

@@ -70,11 +70,14 @@ pub async fn docs() -> HttpResponse {
     static HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let html = HTML
         .get_or_init(|| utoipa_scalar::Scalar::new(super::openapi::document().clone()).to_html());
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
+    let mut page = HttpResponse::Ok();
+    page.content_type("text/html; charset=utf-8")
         .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, DOCS_CSP))
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
-        .body(html.as_str())
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"));
+    for header in super::security::PAGE_HEADERS {
+        page.insert_header(header);
+    }
+    page.body(html.as_str())
 }
 
 /// Drop a SKU's memory and rebuild it from its snapshot and the WAL, as a

@@ -1,4 +1,4 @@
-//! Browser-facing defences: security headers on every response, and CORS
+//! Browser-facing defences: the security headers each kind of answer needs, and CORS
 //! (preflights included) only for the origins `server.cors_allowed_origins` names.
 
 use actix_cors::Cors;
@@ -6,28 +6,30 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::ServerConfig;
 
-/// Headers every answer carries unless its handler set its own (the docs
-/// page sets a policy that lets its script run). An API answer is never a page
-/// to frame, sniff or cache.
-const HEADERS: [(HeaderName, &str); 5] = [
-    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+/// A page's defences: nothing may frame it, and it leaks no referrer. Sent by
+/// the handlers of answers a browser renders (`/docs`, with the
+/// `Content-Security-Policy` its script needs); a JSON or problem body is
+/// never rendered as a page, so the API's answers do not carry them.
+pub const PAGE_HEADERS: [(HeaderName, &str); 2] = [
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::REFERRER_POLICY, "no-referrer"),
-    (
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
-    (header::CACHE_CONTROL, "no-store"),
 ];
 
-/// Adds `HEADERS` to an answer, keeping any its handler set. Called by the
-/// one middleware that already touches every answer (`observe`), with static
-/// values: no allocation, no extra middleware layer on the reserve path.
-pub fn add_headers(headers: &mut HeaderMap) {
-    for (name, value) in HEADERS {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
+/// Adds the headers that protect any answer, keeping any its handler set:
+/// `nosniff` on every answer (no body is ever run as script or page), and
+/// `Cache-Control: no-store` on `GET` and `HEAD` answers, the only ones a
+/// shared cache could store here (a `POST` answer is cacheable only with
+/// explicit freshness, which flashdrop never sends). Called by the one
+/// middleware that already touches every answer (`observe`), with static
+/// values: no allocation, and no bytes an API client does not need on the
+/// reserve path.
+pub fn add_headers(headers: &mut HeaderMap, readable: bool) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if readable && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 

@@ -152,15 +152,34 @@ async fn a_spoofed_forwarded_for_behind_a_trusted_proxy_does_not_escape_the_addr
 async fn answers_carry_security_headers_and_cors_serves_only_configured_origins() {
     let app = spawn_with(|_| {}).await;
     let health = send(app.client.get(app.url("/healthz")), None).await;
+    assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(health.header("cache-control"), Some("no-store"));
+    // An API answer is not a page: the page-only headers stay off the wire.
+    for name in ["x-frame-options", "content-security-policy", "referrer-policy"] {
+        assert!(health.header(name).is_none(), "{name} on JSON");
+    }
+    // A POST answer is not stored by a cache; it is still never sniffed.
+    let refused = send(
+        app.client.post(app.url("/v1/auth/login")),
+        Some(serde_json::json!({"email": "nobody@example.com", "password": "wrong-password-1"})),
+    )
+    .await;
+    assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
+    assert!(refused.header("cache-control").is_none());
+    // The page a browser renders carries the page's defences.
+    let docs = send(app.client.get(app.url("/docs")), None).await;
+    assert_eq!(docs.status, StatusCode::OK);
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
-        ("cache-control", "no-store"),
+        ("cache-control", "no-cache"),
     ] {
-        assert_eq!(health.header(name), Some(value), "{name}");
+        assert_eq!(docs.header(name), Some(value), "{name} on /docs");
     }
-    assert!(health.header("content-security-policy").is_some());
+    assert!(docs
+        .header("content-security-policy")
+        .is_some_and(|csp| csp.contains("frame-ancestors 'none'")));
     // No origin is allowed by default: a preflight is a plain OPTIONS (405).
     let preflight = send(
         app.client
