@@ -26,3 +26,4 @@ mod saga_crash;
 mod secure_defaults;
 mod supervision;
 mod tenants;
+mod upgrade;

@@ -155,7 +155,11 @@ async fn answers_carry_security_headers_and_cors_serves_only_configured_origins(
     assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(health.header("cache-control"), Some("no-store"));
     // An API answer is not a page: the page-only headers stay off the wire.
-    for name in ["x-frame-options", "content-security-policy", "referrer-policy"] {
+    for name in [
+        "x-frame-options",
+        "content-security-policy",
+        "referrer-policy",
+    ] {
         assert!(health.header(name).is_none(), "{name} on JSON");
     }
     // A POST answer is not stored by a cache; it is still never sniffed.
