@@ -58,7 +58,8 @@ pub struct TokenKeys {
     /// Tokens that verified, by their exact text: a shopper sends the same
     /// token many times in a drop, and a hit skips base64, JSON and HMAC.
     /// A hit still checks expiry; the cache is bounded by `cache_max`.
-    verified: DashMap<Box<str>, Caller>,
+    /// Only verified tokens become keys, so a fast seeded hash is safe here.
+    verified: DashMap<Box<str>, Caller, foldhash::fast::RandomState>,
     cache_max: usize,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -91,7 +92,7 @@ impl TokenKeys {
         validation.validate_exp = false;
         validation.leeway = 0;
         Self {
-            verified: DashMap::new(),
+            verified: DashMap::default(),
             cache_max: DEFAULT_CACHE_MAX,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),

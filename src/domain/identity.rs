@@ -11,7 +11,12 @@ use super::InvalidField;
 
 /// A 128-bit id (UUIDv7 when minted), shown as a hyphenated UUID.
 pub fn id_text(id: u128) -> String {
-    uuid::Uuid::from_u128(id).hyphenated().to_string()
+    // Straight into a buffer: `to_string` would go through `fmt`'s machinery.
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::from_u128(id)
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// An id as the API writes it: a hyphenated UUID (`format: uuid`).

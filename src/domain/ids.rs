@@ -45,8 +45,17 @@ impl ReservationId {
 }
 
 impl fmt::Display for ReservationId {
+    /// 32 lower-case hex digits: the SKU id, then the sequence, 16 each.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}{:016x}", self.sku.0, self.seq)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (half, value) in [self.sku.0, self.seq].into_iter().enumerate() {
+            for (i, slot) in out[half * 16..half * 16 + 16].iter_mut().enumerate() {
+                *slot = HEX[((value >> (60 - 4 * i)) & 0xf) as usize];
+            }
+        }
+        // Only ASCII hex digits were written.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -220,8 +229,14 @@ mod tests {
             seq: 42,
         };
         let text = id.to_string();
-        assert_eq!(text.len(), 32);
+        assert_eq!(text, "00000000deadbeef000000000000002a");
         assert_eq!(ReservationId::parse(&text), Some(id));
+        let widest = ReservationId {
+            sku: SkuId(u64::MAX),
+            seq: 0x0123_4567_89ab_cdef,
+        };
+        assert_eq!(widest.to_string(), "ffffffffffffffff0123456789abcdef");
+        assert_eq!(ReservationId::parse(&widest.to_string()), Some(widest));
     }
 
     #[test]
