@@ -6,6 +6,7 @@
 //! must not queue behind writes, and writes are rare. The lock is never held
 //! across an await.
 
+use crate::domain::policy;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -817,8 +818,7 @@ impl DirectoryService {
                 "this route is for a store's sellers and platform admins",
             ));
         }
-        let visible = caller.role == Role::PlatformAdmin
-            || (caller.role.is_seller() && caller.tenant == Some(id));
+        let visible = policy::sees_store(&caller.principal(), id);
         let tenant = self.state.read().tenant(id).cloned();
         match tenant {
             Some(t) if visible => Ok(t),
@@ -849,12 +849,12 @@ impl DirectoryService {
         correlation: Option<String>,
     ) -> Result<Tenant, IdentityError> {
         let current = self.tenant_for(caller, id)?;
-        if caller.role == Role::SellerStaff {
+        if !policy::manages_store(&caller.principal(), id) {
             return Err(IdentityError::Forbidden(
                 "only a seller admin changes store settings",
             ));
         }
-        if patch.touches_platform_fields() && caller.role != Role::PlatformAdmin {
+        if patch.touches_platform_fields() && !policy::operates_platform(&caller.principal()) {
             return Err(IdentityError::Forbidden(
                 "status and plan are set by platform admins",
             ));
@@ -926,7 +926,7 @@ impl DirectoryService {
 
     fn require_admin_of(&self, caller: &Caller, tenant: u128) -> Result<(), IdentityError> {
         self.tenant_for(caller, tenant)?;
-        if caller.role != Role::SellerAdmin && caller.role != Role::PlatformAdmin {
+        if !policy::manages_store(&caller.principal(), tenant) {
             return Err(IdentityError::Forbidden(
                 "only a seller admin manages staff",
             ));

@@ -25,6 +25,17 @@ pub struct Caller {
     pub expires_at_s: u64,
 }
 
+impl Caller {
+    /// Who this is, as the access rules (`domain::policy`) see it.
+    pub fn principal(&self) -> crate::domain::policy::Principal {
+        crate::domain::policy::Principal {
+            user: self.user,
+            role: self.role,
+            tenant: self.tenant,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod limiter;
 pub mod order;
 pub mod outbound;
+pub mod policy;
 pub mod product;
 pub mod stock;
 pub mod waiting_room;

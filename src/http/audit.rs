@@ -1,13 +1,14 @@
 //! The audit log: platform admins read everything, a seller admin reads their
 //! store's lines. Newest first, filterable, paginated by sequence number.
 
+use crate::domain::policy::{self, AuditRefusal, AuditScope};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::actors::AuditFilter;
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
-use crate::domain::identity::{id_text, parse_id, AuditEntry, Role};
+use crate::domain::identity::{id_text, parse_id, AuditEntry};
 use crate::domain::InvalidField;
 
 use super::error::{ApiError, ErrorKind, Problem};
@@ -140,16 +141,13 @@ pub async fn list_audit(
         ),
         None => None,
     };
-    let tenant = match caller.role {
-        Role::PlatformAdmin => asked_tenant,
-        Role::SellerAdmin => {
-            let own = caller.tenant;
-            if asked_tenant.is_some() && asked_tenant != own {
-                return Err(ApiError::new(ErrorKind::TenantNotFound, "no such store"));
-            }
-            own.or(Some(0))
+    let tenant = match policy::audit_scope(&caller.principal(), asked_tenant) {
+        Ok(AuditScope::Platform(store)) => store,
+        Ok(AuditScope::Store(store)) => Some(store),
+        Err(AuditRefusal::OtherStore) => {
+            return Err(ApiError::new(ErrorKind::TenantNotFound, "no such store"))
         }
-        Role::SellerStaff | Role::Buyer => {
+        Err(AuditRefusal::Forbidden) => {
             return Err(ApiError::new(
                 ErrorKind::Forbidden,
                 "the audit log is for seller admins and platform admins",

@@ -203,9 +203,9 @@ impl FromRequest for Seller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req).and_then(|(engine, caller)| {
-            let tenant = match (caller.role.is_seller(), caller.tenant) {
-                (true, Some(tenant)) => tenant,
-                _ => {
+            let tenant = match caller.principal().selling_for() {
+                Some(tenant) => tenant,
+                None => {
                     return Err(ApiError::new(
                         ErrorKind::Forbidden,
                         "this route is for a store's seller admins and staff",

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
-use crate::domain::identity::{id_text, Role};
+use crate::domain::identity::id_text;
 use crate::events::notify::{Channel, Job};
 
 use super::error::{ApiError, ErrorKind, Problem};
@@ -50,7 +50,7 @@ pub struct DeadLettersBody {
 }
 
 fn admin(caller: &Authenticated) -> Result<(), ApiError> {
-    if caller.0.role != Role::PlatformAdmin {
+    if !crate::domain::policy::operates_platform(&caller.0.principal()) {
         return Err(ApiError::new(ErrorKind::Forbidden, "platform admins only"));
     }
     Ok(())

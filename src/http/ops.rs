@@ -9,7 +9,7 @@ use super::extract::{AppState, Authenticated, Correlation, Live};
 use super::stock::sku_code;
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
-use crate::domain::identity::{parse_id, Role};
+use crate::domain::identity::parse_id;
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
@@ -99,7 +99,7 @@ pub async fn restart_sku(
     correlation: Correlation,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if caller.0.role != Role::PlatformAdmin {
+    if !crate::domain::policy::operates_platform(&caller.0.principal()) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             "only platform admins restart SKUs",

@@ -15,8 +15,9 @@ use crate::actors::orders::{ItemRequest, OrderDraft, Orders};
 use crate::actors::AuditDraft;
 use crate::auth::Caller;
 use crate::clock::rfc3339_ms;
-use crate::domain::identity::{id_text, parse_id, Role};
+use crate::domain::identity::{id_text, parse_id};
 use crate::domain::order::{status_text, Order, OrderState};
+use crate::domain::policy::{self, OrderView};
 use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
 use crate::payments::signature;
 
@@ -392,14 +393,9 @@ pub async fn create_order(
 /// Who may read an order: its buyer, a seller of one of its parts (that part
 /// only), or a platform admin.
 fn reader_view(caller: &Caller, order: &Order) -> Option<OrderBody> {
-    if caller.user == order.buyer || caller.role == Role::PlatformAdmin {
-        return Some(OrderBody::new(order, None));
-    }
-    match (caller.role.is_seller(), caller.tenant) {
-        (true, Some(tenant)) if order.sellers().any(|s| s == tenant) => {
-            Some(OrderBody::new(order, Some(tenant)))
-        }
-        _ => None,
+    match policy::order_view(&caller.principal(), order.buyer, order.sellers())? {
+        OrderView::Whole => Some(OrderBody::new(order, None)),
+        OrderView::PartOf(tenant) => Some(OrderBody::new(order, Some(tenant))),
     }
 }
 
@@ -469,7 +465,7 @@ pub async fn list_orders(
         }
     };
     let caller = caller.0;
-    let seller = caller.role.is_seller().then_some(caller.tenant).flatten();
+    let seller = caller.principal().selling_for();
     let page = match seller {
         Some(tenant) => engine
             .0
@@ -825,30 +821,72 @@ pub async fn payment_webhook(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LedgerBody {
+    /// Oldest first.
     pub payments: Vec<serde_json::Value>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// The sandbox provider's books (platform admins): every payment with its
-/// authorised, captured and refunded amounts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    pub reference: Option<String>,
+}
+
+/// The sandbox provider's books (platform admins), a page at a time: each
+/// payment with its authorised, captured and refunded amounts, oldest first,
+/// optionally only those of one order (`reference`).
 #[utoipa::path(
     get, path = "/v1/admin/payments/sandbox", tag = "payments",
     security(("bearer" = [])),
+    params(
+        ("limit" = Option<usize>, Query, nullable = false, minimum = 1, maximum = 100, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^pay_[0-9a-f]{32}$", description = "next_cursor of the previous page"),
+        ("reference" = Option<String>, Query, nullable = false, min_length = 1, max_length = 128, description = "only the payments of this order id"),
+    ),
     responses(
         (status = 200, body = LedgerBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn sandbox_ledger(caller: Authenticated, engine: Live) -> Result<HttpResponse, ApiError> {
-    if caller.0.role != Role::PlatformAdmin {
+pub async fn sandbox_ledger(
+    caller: Authenticated,
+    engine: Live,
+    query: Query<LedgerQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !policy::operates_platform(&caller.0.principal()) {
         return Err(ApiError::new(ErrorKind::Forbidden, "platform admins only"));
     }
-    let payments = engine
-        .0
-        .sandbox()
-        .ledger()
+    let limit = page_limit(query.limit)?;
+    let is_payment_id = |raw: &str| {
+        raw.strip_prefix("pay_").is_some_and(|hex| {
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    };
+    if query.cursor.as_deref().is_some_and(|c| !is_payment_id(c)) {
+        return Err(InvalidField::new("cursor", "not a cursor").into());
+    }
+    if let Some(reference) = &query.reference {
+        if reference.is_empty() || reference.len() > 128 {
+            return Err(InvalidField::new("reference", "must be 1..=128 characters").into());
+        }
+    }
+    let (page, more) =
+        engine
+            .0
+            .sandbox()
+            .ledger_page(query.cursor.as_deref(), query.reference.as_deref(), limit);
+    let next_cursor = more.then(|| page.last().map(|p| p.id.clone())).flatten();
+    let payments = page
         .into_iter()
         .filter_map(|p| serde_json::to_value(p).ok())
         .collect();
-    Ok(HttpResponse::Ok().json(LedgerBody { payments }))
+    Ok(HttpResponse::Ok().json(LedgerBody {
+        payments,
+        next_cursor,
+    }))
 }

@@ -22,7 +22,8 @@ use super::tenants::page_limit;
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
 use crate::auth::Caller;
-use crate::domain::identity::{id_text, parse_id, Role};
+use crate::domain::identity::parse_id;
+use crate::domain::policy;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -206,21 +207,28 @@ pub async fn get_reservation(
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
     let caller = &shopper.caller;
-    let sees_all = caller.role == Role::PlatformAdmin || sells(&engine, caller, id).is_some();
+    let store = engine
+        .0
+        .registry()
+        .info(id.sku)
+        .and_then(|info| parse_id(info.tenant()));
+    let who = caller.principal();
+    let sees_all =
+        who.is_platform_admin() || store.is_some_and(|s| policy::sees_every_hold(&who, s));
     let owner = (!sees_all).then_some(shopper.buyer);
     let view = engine.0.reservation(id, owner).await?;
     let code = sku_code_of(&engine, id.sku);
     Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
 }
 
-/// The caller's store when the caller is a seller of the reservation's SKU.
+/// The reservation's store when the caller sells for it.
 fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantId> {
-    let tenant = caller.tenant.filter(|_| caller.role.is_seller())?;
     let info = engine.0.registry().info(id.sku)?;
-    let text = id_text(tenant);
-    (info.tenant() == text)
-        .then(|| crate::domain::TenantId::parse(&text).ok())
-        .flatten()
+    let store = parse_id(info.tenant())?;
+    if !policy::sells_for(&caller.principal(), store) {
+        return None;
+    }
+    crate::domain::TenantId::parse(info.tenant()).ok()
 }
 
 /// Audits what a seller did to a shopper's hold.

@@ -352,7 +352,7 @@ pub async fn list_tenants(
     caller: Authenticated,
     query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if caller.0.role != Role::PlatformAdmin {
+    if !crate::domain::policy::operates_platform(&caller.0.principal()) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             "only platform admins list every store",
@@ -422,8 +422,7 @@ pub async fn update_tenant(
     });
     if let Some(url) = body.webhook_url.as_deref().filter(|u| !u.trim().is_empty()) {
         // Only for whoever may set it: nobody else gets a lookup made for them.
-        let may_set = caller.0.role == Role::PlatformAdmin
-            || (caller.0.role == Role::SellerAdmin && caller.0.tenant == Some(id));
+        let may_set = crate::domain::policy::manages_store(&caller.0.principal(), id);
         if may_set {
             engine
                 .0

@@ -16,7 +16,8 @@
 //! the same key. Every change is announced by a webhook, delivered late, in
 //! random order, and sometimes twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +56,8 @@ pub struct WebhookEvent {
 
 #[derive(Default)]
 struct Ledger {
-    payments: HashMap<String, PaymentView>,
+    /// By payment id; ids are time-ordered (UUIDv7), so this is creation order.
+    payments: BTreeMap<String, PaymentView>,
     /// Every operation key seen, and the payment it concerned.
     keys: HashMap<String, String>,
 }
@@ -172,18 +174,41 @@ impl SandboxGateway {
         }
     }
 
-    /// Every payment in the ledger (tests and the admin view).
+    /// Every payment in the ledger.
+    #[cfg(test)]
     pub fn ledger(&self) -> Vec<PaymentView> {
-        let mut all: Vec<_> = self
-            .inner
+        self.inner
             .ledger
             .lock()
             .payments
             .values()
             .cloned()
+            .collect()
+    }
+
+    /// A page of the ledger in payment id (creation) order: at most `limit`
+    /// payments after the payment `after`, only those for `reference` when it
+    /// is given; the flag says whether more follow. A page costs its own
+    /// length, plus the payments skipped by the `reference` filter.
+    pub fn ledger_page(
+        &self,
+        after: Option<&str>,
+        reference: Option<&str>,
+        limit: usize,
+    ) -> (Vec<PaymentView>, bool) {
+        let ledger = self.inner.ledger.lock();
+        let from = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
+        let mut page: Vec<PaymentView> = ledger
+            .payments
+            .range((from, Bound::Unbounded))
+            .map(|(_, payment)| payment)
+            .filter(|payment| reference.is_none_or(|r| payment.reference == r))
+            .take(limit.saturating_add(1))
+            .cloned()
             .collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
     }
 
     fn method_of(&self, id: &str) -> Option<String> {
@@ -587,6 +612,40 @@ mod tests {
         assert_eq!(
             reopened.find("k1".into()).await.unwrap().map(|p| p.id),
             Some(a.id)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ledger_pages_in_creation_order_and_filters_by_reference() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let psp = SandboxGateway::open(settings(), db.open_tree("psp").unwrap(), None).unwrap();
+        let mut made = Vec::new();
+        for n in 0..7 {
+            let mut charge = request(&format!("k{n}"), "pm_card_visa");
+            charge.reference = format!("order-{}", n % 2);
+            made.push(psp.authorize(charge).await.unwrap().id);
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = psp.ledger_page(after.as_deref(), None, 3);
+            assert!(page.len() <= 3);
+            seen.extend(page.iter().map(|p| p.id.clone()));
+            after = page.last().map(|p| p.id.clone());
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, made, "every payment once, oldest first");
+        let (odd, more) = psp.ledger_page(None, Some("order-1"), 10);
+        assert!(!more);
+        assert_eq!(odd.len(), 3);
+        assert!(odd.iter().all(|p| p.reference == "order-1"));
+        let (rest, more) = psp.ledger_page(Some(&odd[0].id), Some("order-1"), 1);
+        assert_eq!((rest[0].id.as_str(), more), (odd[1].id.as_str(), true));
+        assert_eq!(
+            psp.ledger_page(None, Some("order-9"), 10),
+            (Vec::new(), false)
         );
     }
 

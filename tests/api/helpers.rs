@@ -180,6 +180,37 @@ pub async fn spawn_externals(
     }
 }
 
+/// Every payment in the sandbox provider's books (of order `reference` only,
+/// when given), read page by page as a platform admin (`token`).
+pub async fn sandbox_payments(
+    http: &awc::Client,
+    base: &str,
+    token: &str,
+    reference: Option<&str>,
+) -> Vec<Value> {
+    let mut payments = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "100".to_owned())];
+        query.extend(reference.map(|r| ("reference", r.to_owned())));
+        query.extend(cursor.take().map(|c| ("cursor", c)));
+        let page = send(
+            http.get(format!("{base}/v1/admin/payments/sandbox"))
+                .query(&query)
+                .expect("a query string")
+                .insert_header(bearer(token)),
+            None,
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        payments.extend(page.body["payments"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return payments,
+        }
+    }
+}
+
 pub fn client() -> awc::Client {
     awc::Client::builder()
         .connector(awc::Connector::new().limit(1024))

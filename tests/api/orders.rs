@@ -49,15 +49,7 @@ async fn fulfil(app: &TestApp, token: &str, id: &str, body: Value) -> Response {
 
 /// The sandbox provider's payments for one order.
 async fn payments_of(app: &TestApp, admin: &str, order: &str) -> Vec<Value> {
-    let ledger = app.get_as("/v1/admin/payments/sandbox", Some(admin)).await;
-    assert_eq!(ledger.status, StatusCode::OK, "{:?}", ledger.body);
-    ledger.body["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["reference"] == order)
-        .cloned()
-        .collect()
+    sandbox_payments(&app.client, &app.base, admin, Some(order)).await
 }
 
 #[actix_web::test]
@@ -369,8 +361,29 @@ async fn a_thousand_concurrent_checkouts_for_100_units_make_exactly_100_paid_ord
         "{stock}"
     );
     // The provider captured each paid order once and charged nobody else.
-    let ledger = app.get_as("/v1/admin/payments/sandbox", Some(&admin)).await;
-    let payments = ledger.body["payments"].as_array().unwrap();
+    let payments = sandbox_payments(&app.client, &app.base, &admin, None).await;
+    // The books come a bounded page at a time; a bad cursor or bound is 422.
+    let first = app
+        .get_as("/v1/admin/payments/sandbox?limit=50", Some(&admin))
+        .await;
+    assert_eq!(first.body["payments"].as_array().unwrap().len(), 50);
+    assert!(
+        first.body["next_cursor"].is_string(),
+        "{:?}",
+        first.body["next_cursor"]
+    );
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "cursor=pay_nope",
+        "reference=",
+        "page=2",
+    ] {
+        let refused = app
+            .get_as(&format!("/v1/admin/payments/sandbox?{bad}"), Some(&admin))
+            .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
     let captured: Vec<&str> = payments
         .iter()
         .filter(|p| p["captured_minor"].as_i64() > Some(0))

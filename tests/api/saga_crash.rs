@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::crash::{buyer_auth, open_store, start_with, wait_ready};
-use crate::helpers::{client, send};
+use crate::helpers::{client, sandbox_payments, send};
 
 const CYCLES: usize = 20;
 const WORKERS: usize = 16;
@@ -217,18 +217,10 @@ async fn every_saga_finishes_exactly_once_after_sigkill_at_random_moments() {
         Some(json!({"email": ADMIN, "password": ADMIN_PASSWORD})),
     )
     .await;
-    let admin = (
-        "authorization",
-        format!("Bearer {}", login.body["access_token"].as_str().unwrap()),
-    );
-    let ledger = send(
-        http.get(format!("{}/v1/admin/payments/sandbox", server.base))
-            .insert_header(admin),
-        None,
-    )
-    .await;
+    let admin = login.body["access_token"].as_str().unwrap();
+    let payments = sandbox_payments(&http, &server.base, admin, None).await;
     let mut charged: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    for payment in ledger.body["payments"].as_array().unwrap() {
+    for payment in &payments {
         let captured = payment["captured_minor"].as_i64().unwrap();
         if captured > 0 {
             charged

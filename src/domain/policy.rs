@@ -1,0 +1,263 @@
+//! Who may read or change what: every access rule of the API in one pure
+//! module, so a reader finds them in one place and a table of tests pins them.
+//! Handlers ask these functions; they never compare roles themselves.
+
+use super::identity::Role;
+
+/// Who is asking: an authenticated account, its role and its store (sellers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user: u128,
+    pub role: Role,
+    pub tenant: Option<u128>,
+}
+
+impl Principal {
+    /// The store this principal sells for: its own, for seller admins and staff.
+    pub fn selling_for(&self) -> Option<u128> {
+        self.tenant.filter(|_| self.role.is_seller())
+    }
+
+    pub fn is_platform_admin(&self) -> bool {
+        self.role == Role::PlatformAdmin
+    }
+}
+
+/// How much of an order a principal sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderView {
+    /// Every part: its buyer and platform admins.
+    Whole,
+    /// Only the part of this store: a seller of one of its parts.
+    PartOf(u128),
+}
+
+/// Who may read an order of `buyer` with parts sold by `sellers`: the buyer,
+/// a platform admin, or a seller of one of its parts (that part only).
+pub fn order_view(
+    who: &Principal,
+    buyer: u128,
+    mut sellers: impl Iterator<Item = u128>,
+) -> Option<OrderView> {
+    if who.user == buyer || who.is_platform_admin() {
+        return Some(OrderView::Whole);
+    }
+    let store = who.selling_for()?;
+    sellers
+        .any(|s| s == store)
+        .then_some(OrderView::PartOf(store))
+}
+
+/// Whether `who` sells the goods of store `owner` (a SKU's or a hold's store):
+/// its seller admins and staff. They list, release and commit its holds.
+pub fn sells_for(who: &Principal, owner: u128) -> bool {
+    who.selling_for() == Some(owner)
+}
+
+/// Whether `who` sees every hold on a SKU of store `owner`, not only its own.
+pub fn sees_every_hold(who: &Principal, owner: u128) -> bool {
+    who.is_platform_admin() || sells_for(who, owner)
+}
+
+/// Whether `who` may see store `tenant`'s settings and staff: its sellers
+/// and platform admins.
+pub fn sees_store(who: &Principal, tenant: u128) -> bool {
+    who.is_platform_admin() || sells_for(who, tenant)
+}
+
+/// Whether `who` manages store `tenant`'s settings (webhook URL included)
+/// and staff: its seller admins and platform admins; staff do not.
+pub fn manages_store(who: &Principal, tenant: u128) -> bool {
+    who.is_platform_admin() || (who.role == Role::SellerAdmin && who.tenant == Some(tenant))
+}
+
+/// Which part of the audit log `who` may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditScope {
+    /// Everything, or one store when asked for.
+    Platform(Option<u128>),
+    /// Only this store's entries.
+    Store(u128),
+}
+
+/// Why an audit read is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditRefusal {
+    /// Not for this role at all.
+    Forbidden,
+    /// Another store's log: answered as if that store did not exist.
+    OtherStore,
+}
+
+/// The audit log: platform admins read any store's (or all), a seller admin
+/// only its own store's; staff and shoppers none.
+pub fn audit_scope(who: &Principal, asked: Option<u128>) -> Result<AuditScope, AuditRefusal> {
+    match who.role {
+        Role::PlatformAdmin => Ok(AuditScope::Platform(asked)),
+        Role::SellerAdmin => {
+            // A seller admin without a store (never issued) sees an empty log.
+            let own = who.tenant.unwrap_or(0);
+            match asked {
+                Some(other) if other != own => Err(AuditRefusal::OtherStore),
+                _ => Ok(AuditScope::Store(own)),
+            }
+        }
+        Role::SellerStaff | Role::Buyer => Err(AuditRefusal::Forbidden),
+    }
+}
+
+/// Operations of the platform itself (the tenant list, suspensions, dead
+/// letters, the sandbox provider's books, SKU restarts): platform admins only.
+pub fn operates_platform(who: &Principal) -> bool {
+    who.is_platform_admin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STORE: u128 = 10;
+    const OTHER: u128 = 20;
+    const BUYER: u128 = 1;
+
+    fn who(role: Role, user: u128, tenant: Option<u128>) -> Principal {
+        Principal { user, role, tenant }
+    }
+
+    /// Every kind of principal, named for the table.
+    fn cast() -> Vec<(&'static str, Principal)> {
+        vec![
+            ("the buyer", who(Role::Buyer, BUYER, None)),
+            ("another shopper", who(Role::Buyer, 2, None)),
+            ("the store's admin", who(Role::SellerAdmin, 3, Some(STORE))),
+            ("the store's staff", who(Role::SellerStaff, 4, Some(STORE))),
+            (
+                "another store's admin",
+                who(Role::SellerAdmin, 5, Some(OTHER)),
+            ),
+            ("a platform admin", who(Role::PlatformAdmin, 6, None)),
+        ]
+    }
+
+    #[test]
+    fn the_access_table() {
+        // (principal, order view, sells, sees every hold, sees the store,
+        //  manages it, operates the platform) for an order of BUYER sold by
+        // STORE, and a SKU and store STORE.
+        let expected = [
+            (
+                "the buyer",
+                Some(OrderView::Whole),
+                false,
+                false,
+                false,
+                false,
+                false,
+            ),
+            ("another shopper", None, false, false, false, false, false),
+            (
+                "the store's admin",
+                Some(OrderView::PartOf(STORE)),
+                true,
+                true,
+                true,
+                true,
+                false,
+            ),
+            (
+                "the store's staff",
+                Some(OrderView::PartOf(STORE)),
+                true,
+                true,
+                true,
+                false,
+                false,
+            ),
+            (
+                "another store's admin",
+                None,
+                false,
+                false,
+                false,
+                false,
+                false,
+            ),
+            (
+                "a platform admin",
+                Some(OrderView::Whole),
+                false,
+                true,
+                true,
+                true,
+                true,
+            ),
+        ];
+        for ((name, principal), row) in cast().into_iter().zip(expected) {
+            assert_eq!(name, row.0);
+            let seen = (
+                name,
+                order_view(&principal, BUYER, [STORE].into_iter()),
+                sells_for(&principal, STORE),
+                sees_every_hold(&principal, STORE),
+                sees_store(&principal, STORE),
+                manages_store(&principal, STORE),
+                operates_platform(&principal),
+            );
+            assert_eq!(seen, row, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_seller_of_one_part_sees_only_that_part_of_a_multi_store_order() {
+        let other_admin = who(Role::SellerAdmin, 5, Some(OTHER));
+        assert_eq!(
+            order_view(&other_admin, BUYER, [STORE, OTHER].into_iter()),
+            Some(OrderView::PartOf(OTHER))
+        );
+        // A seller who also bought the order sees it whole, as its buyer.
+        let buying_seller = who(Role::SellerAdmin, BUYER, Some(OTHER));
+        assert_eq!(
+            order_view(&buying_seller, BUYER, [STORE].into_iter()),
+            Some(OrderView::Whole)
+        );
+        // A seller role without a store sells for nobody.
+        let storeless = who(Role::SellerStaff, 9, None);
+        assert!(!sells_for(&storeless, STORE));
+        assert_eq!(order_view(&storeless, BUYER, [STORE].into_iter()), None);
+    }
+
+    #[test]
+    fn the_audit_table() {
+        let expected = [
+            ("the buyer", None, Err(AuditRefusal::Forbidden)),
+            ("another shopper", None, Err(AuditRefusal::Forbidden)),
+            ("the store's admin", None, Ok(AuditScope::Store(STORE))),
+            (
+                "the store's admin",
+                Some(STORE),
+                Ok(AuditScope::Store(STORE)),
+            ),
+            (
+                "the store's admin",
+                Some(OTHER),
+                Err(AuditRefusal::OtherStore),
+            ),
+            ("the store's staff", None, Err(AuditRefusal::Forbidden)),
+            ("a platform admin", None, Ok(AuditScope::Platform(None))),
+            (
+                "a platform admin",
+                Some(OTHER),
+                Ok(AuditScope::Platform(Some(OTHER))),
+            ),
+        ];
+        let cast = cast();
+        for (name, asked, want) in expected {
+            let principal = cast.iter().find(|(n, _)| *n == name).unwrap().1;
+            assert_eq!(
+                audit_scope(&principal, asked),
+                want,
+                "{name} asking {asked:?}"
+            );
+        }
+    }
+}
