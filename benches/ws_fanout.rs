@@ -4,7 +4,10 @@
 //! message's commit stamp `ts_us` against its arrival) p50/p99/p999, messages
 //! delivered, server memory per connection (RSS of the server process before
 //! and after the clients connect), and the reservation rate next to the same
-//! load with no watchers (the baseline, same run).
+//! load with no watchers (the baseline, same run). Among the watchers of each
+//! run, `FANOUT_STALLED` (1) subscribe and then never read: the latency of
+//! everyone else must not wait for them (this was a timed assertion in
+//! `tests/api/live.rs`; timings belong here, on a quiet machine).
 //!
 //! The server is the real release binary as a child process (fdatasync, its
 //! defaults: `ws.coalesce_ms` 100). Clients are minimal WebSocket clients on
@@ -13,7 +16,7 @@
 //! Run: `cargo bench --bench ws_fanout`
 //! Knobs: FANOUT_CLIENTS (comma list, default "1000,10000,19500"; this machine
 //! caps open files at 20,000 per process), FANOUT_SECONDS (10),
-//! FANOUT_LOAD_CONNECTIONS (64).
+//! FANOUT_LOAD_CONNECTIONS (64), FANOUT_STALLED (1).
 
 mod support;
 
@@ -102,6 +105,7 @@ async fn watch(
     source: u8,
     watchers: Arc<Watchers>,
     latency_us: Rc<RefCell<Histogram<u64>>>,
+    stalled: bool,
 ) -> std::io::Result<()> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))?;
@@ -137,6 +141,14 @@ async fn watch(
             format!(r#"{{"op":"subscribe","topics":["sku:{SKU}"]}}"#).as_bytes(),
         ))
         .await?;
+    if stalled {
+        // Subscribed, and never reads again: the server must shed it, not wait.
+        watchers.ready.fetch_add(1, Ordering::Relaxed);
+        while !watchers.stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return Ok(());
+    }
     let mut first = true;
     let mut payload = Vec::with_capacity(256);
     loop {
@@ -264,7 +276,13 @@ struct Row {
 }
 
 /// One server, `clients` watchers, then the load for `seconds`.
-fn run(clients: usize, seconds: u64, load_connections: usize, first_source: u8) -> Row {
+fn run(
+    clients: usize,
+    stalled: usize,
+    seconds: u64,
+    load_connections: usize,
+    first_source: u8,
+) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
     let port = server.port;
@@ -302,8 +320,9 @@ fn run(clients: usize, seconds: u64, load_connections: usize, first_source: u8) 
                     // 5,000 clients per source address (127.0.0.x), fresh ones for
                     // each run, so no source runs out of ports (old ones linger in TIME_WAIT).
                     let source = first_source + (i / 5_000) as u8;
+                    let stalls = i < stalled;
                     tasks.push(tokio::task::spawn_local(async move {
-                        if watch(port, source, watchers.clone(), latency)
+                        if watch(port, source, watchers.clone(), latency, stalls)
                             .await
                             .is_err()
                             && !watchers.stop.load(Ordering::Relaxed)
@@ -378,6 +397,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let seconds = knob("FANOUT_SECONDS", if full { 10 } else { 1 });
     let load_connections = knob("FANOUT_LOAD_CONNECTIONS", 64) as usize;
+    let stalled = knob("FANOUT_STALLED", 1) as usize;
     let sizes: Vec<usize> = std::env::var("FANOUT_CLIENTS")
         .unwrap_or_else(|_| {
             if full {
@@ -391,9 +411,16 @@ fn main() {
         .collect();
 
     let mut rows = Vec::new();
-    let baseline = run(0, seconds, load_connections, 2);
+    let baseline = run(0, 0, seconds, load_connections, 2);
     for (i, clients) in sizes.into_iter().enumerate() {
-        rows.push(run(clients, seconds, load_connections, 10 + 10 * i as u8));
+        let stalled = stalled.min(clients);
+        rows.push(run(
+            clients,
+            stalled,
+            seconds,
+            load_connections,
+            10 + 10 * i as u8,
+        ));
     }
 
     let mib = |b: u64| b as f64 / 1_048_576.0;
@@ -402,7 +429,8 @@ fn main() {
     println!("machine: {}", machine());
     println!(
         "load: {load_connections} keep-alive HTTP clients reserving the hot SKU for {seconds} s \
-         (after 2 s of warm-up); server: the release binary, fdatasync, ws.coalesce_ms 100"
+         (after 2 s of warm-up); server: the release binary, fdatasync, ws.coalesce_ms 100; \
+         {stalled} of each run's watchers subscribe and never read"
     );
     println!();
     println!("| watchers | connected | reservations/s | ratio to no watchers | stock messages | delivery p50 ms | p99 ms | p999 ms | max ms | server RSS idle → connected → after load MiB | per connection KiB |");
@@ -438,6 +466,7 @@ fn main() {
         support::json_line(json!({
             "scenario": "ws_fanout",
             "watchers": row.clients,
+            "stalled_watchers": stalled.min(row.clients),
             "connected": row.connected,
             "failed": row.failed,
             "reservations_per_s": row.rate,

@@ -1,7 +1,7 @@
 //! Actor lifecycle: supervised restart rebuilds from durable state, idle actors
 //! are passivated and come back intact, and a full mailbox pushes back with 503.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,12 +105,15 @@ async fn a_full_mailbox_answers_503_with_retry_after() {
     .await;
     app.stocked_sku("t", "FULL-1", 100).await;
 
-    // Block the only arbiter so nothing leaves the mailbox.
+    // Block the only arbiter so nothing leaves the mailbox, until the test
+    // has seen every refusal it expects (then the held four are answered).
     let blocked = Arc::new(AtomicBool::new(false));
     let flag = blocked.clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
     app.engine.arbiter_handles()[0].spawn_fn(move || {
         flag.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(1500));
+        // A bound, so a failing test cannot hang the arbiter forever.
+        let _ = released.recv_timeout(Duration::from_secs(60));
     });
     let started = eventually(Duration::from_secs(5), || {
         let blocked = blocked.clone();
@@ -119,14 +122,34 @@ async fn a_full_mailbox_answers_503_with_retry_after() {
     .await;
     assert!(started.is_some());
 
+    let refused = Arc::new(AtomicUsize::new(0));
     let attempts = (0..20).map(|i| {
         let app = &app;
+        let refused = refused.clone();
         async move {
-            app.reserve(&format!("b{i}"), "FULL-1", json!({"quantity": 1}), None)
-                .await
+            let response = app
+                .reserve(&format!("b{i}"), "FULL-1", json!({"quantity": 1}), None)
+                .await;
+            if response.status == StatusCode::SERVICE_UNAVAILABLE {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            response
         }
     });
-    let responses = join_all(attempts).await;
+    let unblock = async {
+        let all_refused = eventually(Duration::from_secs(30), || {
+            let refused = refused.clone();
+            async move { (refused.load(Ordering::SeqCst) >= 16).then_some(()) }
+        })
+        .await;
+        release.send(()).expect("the arbiter waits");
+        all_refused
+    };
+    let (responses, all_refused) = futures_util::future::join(join_all(attempts), unblock).await;
+    assert!(
+        all_refused.is_some(),
+        "16 of 20 were refused while the mailbox was full"
+    );
     let created = responses
         .iter()
         .filter(|r| r.status == StatusCode::CREATED)
