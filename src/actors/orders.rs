@@ -1019,17 +1019,23 @@ fn engine_transient(error: &EngineError) -> bool {
     matches!(error, EngineError::Overloaded | EngineError::Unavailable)
 }
 
-fn error_code(error: &EngineError) -> String {
+/// The code an order's `rejection` names for a permanent refusal: one of the
+/// API's error codes, never an error's prose (which may change wording).
+fn error_code(error: &EngineError) -> &'static str {
     match error {
-        EngineError::Stock(StockError::OutOfStock { .. }) => "out_of_stock".into(),
-        EngineError::Stock(StockError::DropNotLive { .. }) => "drop_not_live".into(),
-        EngineError::Stock(StockError::PurchaseLimitExceeded { .. }) => {
-            "purchase_limit_exceeded".into()
-        }
-        EngineError::QueuePassRequired(_) => "queue_pass_required".into(),
-        EngineError::TenantSuspended => "tenant_suspended".into(),
-        EngineError::UnknownSku => "sku_not_found".into(),
-        other => other.to_string(),
+        EngineError::Stock(StockError::OutOfStock { .. }) => "out_of_stock",
+        EngineError::Stock(StockError::DropNotLive { .. }) => "drop_not_live",
+        EngineError::Stock(StockError::PurchaseLimitExceeded { .. }) => "purchase_limit_exceeded",
+        EngineError::Stock(StockError::TooManyReservations { .. }) => "too_many_reservations",
+        EngineError::Stock(StockError::HoldLimitExceeded { .. }) => "hold_limit_exceeded",
+        EngineError::Stock(StockError::IdempotencyKeyReused) => "idempotency_key_reused",
+        EngineError::Stock(StockError::TooManyUnits { .. })
+        | EngineError::Stock(StockError::TooManyWarehouses { .. }) => "limit_exceeded",
+        EngineError::TooManyHolds(_) => "too_many_holds",
+        EngineError::QueuePassRequired(_) => "queue_pass_required",
+        EngineError::TenantSuspended => "tenant_suspended",
+        EngineError::UnknownSku => "sku_not_found",
+        _ => "reservation_refused",
     }
 }
 
@@ -1365,4 +1371,46 @@ async fn refund_seller(deps: &OrderDeps, order: Order, seller: u128) -> Order {
     let mut order = order;
     order.refunded(seller, deps.clock.now_ms());
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::holds::TooManyHolds;
+    use crate::domain::stock::NotLive;
+    use crate::http::error::ApiError;
+
+    #[test]
+    fn a_rejections_code_is_the_code_the_api_answers_for_the_same_refusal() {
+        let refusals = [
+            EngineError::Stock(StockError::OutOfStock {
+                requested: 2,
+                available: 1,
+            }),
+            EngineError::Stock(StockError::DropNotLive {
+                drop: 1,
+                why: NotLive::Cancelled,
+            }),
+            EngineError::Stock(StockError::PurchaseLimitExceeded { limit: 1, used: 1 }),
+            EngineError::Stock(StockError::TooManyReservations { max: 1 }),
+            EngineError::Stock(StockError::HoldLimitExceeded { limit: 1, held: 1 }),
+            EngineError::Stock(StockError::IdempotencyKeyReused),
+            EngineError::Stock(StockError::TooManyUnits { max: 1 }),
+            EngineError::Stock(StockError::TooManyWarehouses { max: 1 }),
+            EngineError::TooManyHolds(TooManyHolds { max: 1, open: 1 }),
+            EngineError::QueuePassRequired(1),
+            EngineError::TenantSuspended,
+            EngineError::UnknownSku,
+        ];
+        for refusal in refusals {
+            let code = error_code(&refusal);
+            let api = ApiError::from(refusal).kind.code();
+            assert_eq!(code, api);
+        }
+        assert_eq!(
+            error_code(&EngineError::SkuExists(vec!["A".into()])),
+            "reservation_refused",
+            "anything else is named generically, never by its prose"
+        );
+    }
 }

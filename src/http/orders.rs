@@ -115,7 +115,10 @@ pub struct OrderBody {
     pub shipping_address: String,
     /// rejected, buyer_cancelled, payment_timeout or stock_lost (cancelled orders).
     pub cancel_reason: Option<String>,
-    /// Why the stock could not be held (rejected orders).
+    /// Why the stock could not be held (rejected orders): `<code>: <sku>`,
+    /// the code being the API error code the same refusal answers on
+    /// `POST /v1/skus/{sku}/reservations` (e.g. `out_of_stock: TEE-M`), or
+    /// `reservation_refused` for any other.
     pub rejection: Option<String>,
     /// The saga step under way, if any.
     pub pending_step: Option<String>,
