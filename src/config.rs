@@ -31,6 +31,7 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub notifications: NotificationsConfig,
     pub outbound: OutboundConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     /// Set by `Overrides::offline`; never read from a file.
     #[serde(skip)]
@@ -559,6 +560,45 @@ impl Default for CartConfig {
     }
 }
 
+/// How long ended identity entities stay before a sweep forgets them, in
+/// memory and on disk (a `Deleted` WAL record, then their snapshot goes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between sweeps.
+    pub sweep_interval_s: u64,
+    /// Entities forgotten per WAL commit at most; a sweep repeats while a batch is full.
+    pub sweep_batch_max: usize,
+    /// A session this long after it expired or was revoked (at least `auth.access_ttl_s`).
+    pub sessions_s: u64,
+    /// An invitation this long after it expired, used or not.
+    pub invitations_s: u64,
+    /// A follow this long after its unfollow.
+    pub unfollows_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_s: 60,
+            sweep_batch_max: 1_000,
+            sessions_s: 7 * 86_400,
+            invitations_s: 7 * 86_400,
+            unfollows_s: 30 * 86_400,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn rules(&self) -> crate::domain::identity::Retention {
+        crate::domain::identity::Retention {
+            sessions_ms: self.sessions_s * 1000,
+            invitations_ms: self.invitations_s * 1000,
+            unfollows_ms: self.unfollows_s * 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrdersConfig {
@@ -1069,6 +1109,24 @@ impl Config {
             100_000_000,
         )?;
         range("drops.room_tick_ms", d.room_tick_ms, 1, 10_000)?;
+        let r = &self.retention;
+        range("retention.sweep_interval_s", r.sweep_interval_s, 1, 86_400)?;
+        range("retention.sweep_batch_max", r.sweep_batch_max, 1, 100_000)?;
+        // A purged session is no longer refused by id: its access tokens
+        // must have expired by then.
+        range(
+            "retention.sessions_s",
+            r.sessions_s,
+            self.auth.access_ttl_s,
+            10 * 366 * 86_400,
+        )?;
+        range(
+            "retention.invitations_s",
+            r.invitations_s,
+            0,
+            10 * 366 * 86_400,
+        )?;
+        range("retention.unfollows_s", r.unfollows_s, 0, 10 * 366 * 86_400)?;
         let c = &self.cart;
         range("cart.guest_ttl_s", c.guest_ttl_s, 60, 366 * 86_400)?;
         range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;

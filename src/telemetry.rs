@@ -368,6 +368,18 @@ pub const SERIES: &[Series] = &[
         "Requests refused by admission control, by limit",
         &[("by", &["buyer", "store", "in_flight"])],
     ),
+    series(
+        "flashdrop_identity_purged_total",
+        Counter,
+        "Ended sessions, invitations and unfollows forgotten after their retention, by kind",
+        &[("kind", &["session", "invitation", "unfollow"])],
+    ),
+    series(
+        "flashdrop_identity_resident",
+        Gauge,
+        "Sessions, invitations and unfollow tombstones in memory, by kind (set by each sweep)",
+        &[("kind", &["session", "invitation", "unfollow"])],
+    ),
     series("flashdrop_carts", Gauge, "Carts in memory", &[]),
     series(
         "flashdrop_carts_expired_total",

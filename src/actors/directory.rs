@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::identity::{
     check_store_name, id_text, Actor, AuditEntry, Branding, Directory, Email, Entity, Follow,
-    Invitation, PasswordPolicy, Plan, RefreshDecision, RevokeReason, Role, Session,
+    Invitation, PasswordPolicy, Plan, RefreshDecision, Resident, RevokeReason, Role, Session,
     ShippingSettings, TaxSettings, Tenant, TenantPatch, TenantStatus, User,
 };
 use crate::domain::limiter::{KeyedLimiter, Rate, Verdict};
@@ -372,6 +372,61 @@ impl DirectoryService {
             ack.await.map_err(|_| IdentityError::Unavailable)?;
         }
         Ok(())
+    }
+
+    /// Forgets sessions, invitations and unfollows past their retention
+    /// (`[retention]`): out of memory now, and out of the store once their
+    /// `Deleted` records are durable, which this awaits. At most
+    /// `retention.sweep_batch_max` per call; returns how many went, so a
+    /// sweep calls again while a batch comes back full.
+    pub async fn purge_ended(&self) -> Result<usize, IdentityError> {
+        let retention = &self.config.retention;
+        let now = self.clock.now_ms();
+        let acks = {
+            let _writing = self.writer.lock();
+            if self.wal.congested() {
+                return Err(IdentityError::Overloaded);
+            }
+            let ended =
+                self.state
+                    .read()
+                    .purgeable(now, &retention.rules(), retention.sweep_batch_max);
+            let mut acks = Vec::with_capacity(ended.len());
+            let mut state = self.state.write();
+            for entity in &ended {
+                state.remove(entity);
+                let (tx, rx) = oneshot::channel();
+                let ack: persistence::Ack = Box::new(move || {
+                    let _ = tx.send(());
+                });
+                self.wal
+                    .forget(EntityKey::of(entity), Some(ack))
+                    .map_err(|_| IdentityError::Unavailable)?;
+                acks.push(rx);
+                let kind = match entity {
+                    Entity::Session(_) => "session",
+                    Entity::Invitation(_) => "invitation",
+                    _ => "unfollow",
+                };
+                metrics::counter!("flashdrop_identity_purged_total", "kind" => kind).increment(1);
+            }
+            let resident = state.resident();
+            metrics::gauge!("flashdrop_identity_resident", "kind" => "session")
+                .set(resident.sessions as f64);
+            metrics::gauge!("flashdrop_identity_resident", "kind" => "invitation")
+                .set(resident.invitations as f64);
+            metrics::gauge!("flashdrop_identity_resident", "kind" => "unfollow")
+                .set(resident.unfollows as f64);
+            acks
+        };
+        let purged = acks.len();
+        Self::durable(acks).await?;
+        Ok(purged)
+    }
+
+    /// Sessions, invitations and unfollow tombstones held in memory.
+    pub fn resident(&self) -> Resident {
+        self.state.read().resident()
     }
 
     /// Appends audit lines on their own (for changes made elsewhere, e.g. stock).

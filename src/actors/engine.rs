@@ -452,6 +452,30 @@ impl Engine {
                 metrics::gauge!("flashdrop_carts").set(carts.count() as f64);
             }
         });
+        let purging = Arc::downgrade(&directory);
+        let purge_every = Duration::from_secs(config.retention.sweep_interval_s);
+        let purge_batch = config.retention.sweep_batch_max;
+        events_handle.spawn(async move {
+            let mut every = tokio::time::interval(purge_every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(directory) = purging.upgrade() else {
+                    break;
+                };
+                // Batch by batch, each awaited, so the WAL never sees a flood.
+                loop {
+                    match directory.purge_ended().await {
+                        Ok(n) if n >= purge_batch => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "identity purge deferred");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
         events_handle.spawn(hub.clone().run(hub_feed));
         events_handle.spawn(drops.clone().watch_levels(drops_feed));
         events_handle.spawn(drops.clone().run_scheduler());

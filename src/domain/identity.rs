@@ -648,6 +648,28 @@ pub struct Directory {
     following: HashMap<u128, HashSet<u128>>,
     /// (creator, follower) -> the id of their `Follow`.
     follow_ids: HashMap<(u128, u128), u128>,
+    /// (creator, follower) -> when they unfollowed: tombstones kept for
+    /// `Retention::unfollows_ms`, then purged.
+    unfollowed_at: HashMap<(u128, u128), u64>,
+}
+
+/// How long ended things stay before they are purged (each a knob in `[retention]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// After a session expired or was revoked.
+    pub sessions_ms: u64,
+    /// After an invitation expired, whether it was used or not.
+    pub invitations_ms: u64,
+    /// After an unfollow.
+    pub unfollows_ms: u64,
+}
+
+/// Entities of each purgeable kind held in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resident {
+    pub sessions: usize,
+    pub invitations: usize,
+    pub unfollows: usize,
 }
 
 impl Directory {
@@ -682,6 +704,8 @@ impl Directory {
                 self.follow_ids
                     .insert((follow.creator, follow.follower), follow.id);
                 if follow.active {
+                    self.unfollowed_at
+                        .remove(&(follow.creator, follow.follower));
                     self.followers
                         .entry(follow.creator)
                         .or_default()
@@ -691,6 +715,8 @@ impl Directory {
                         .or_default()
                         .insert(follow.creator);
                 } else {
+                    self.unfollowed_at
+                        .insert((follow.creator, follow.follower), follow.at_ms);
                     if let Some(set) = self.followers.get_mut(&follow.creator) {
                         set.remove(&follow.follower);
                     }
@@ -795,6 +821,75 @@ impl Directory {
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
+
+    pub fn resident(&self) -> Resident {
+        Resident {
+            sessions: self.sessions.len(),
+            invitations: self.invitations.len(),
+            unfollows: self.unfollowed_at.len(),
+        }
+    }
+
+    /// Ended sessions, invitations and unfollows past their retention at
+    /// `now_ms`, at most `max` of them. Nothing live is ever returned: a
+    /// session is ended once expired or revoked, an invitation once expired
+    /// (a used one too), a follow once unfollowed.
+    pub fn purgeable(&self, now_ms: u64, retention: &Retention, max: usize) -> Vec<Entity> {
+        let past = |ended_at: u64, keep_ms: u64| ended_at.saturating_add(keep_ms) <= now_ms;
+        let sessions = self.sessions.values().filter(|s| {
+            let ended_at = s
+                .revoked
+                .map_or(s.expires_at_ms, |(_, at)| at.min(s.expires_at_ms));
+            past(ended_at, retention.sessions_ms)
+        });
+        let invitations = self
+            .invitations
+            .values()
+            .filter(|i| past(i.expires_at_ms, retention.invitations_ms));
+        let unfollows = self
+            .unfollowed_at
+            .iter()
+            .filter(|(_, at)| past(**at, retention.unfollows_ms))
+            .filter_map(|(&(creator, follower), &at_ms)| {
+                let id = self.follow_id(creator, follower)?;
+                Some(Entity::Follow(Follow {
+                    id,
+                    creator,
+                    follower,
+                    active: false,
+                    at_ms,
+                }))
+            });
+        sessions
+            .cloned()
+            .map(Entity::Session)
+            .chain(invitations.cloned().map(Entity::Invitation))
+            .chain(unfollows)
+            .take(max)
+            .collect()
+    }
+
+    /// Forgets a purged session, invitation or unfollow. Accounts, stores and
+    /// audit entries are never purged: this leaves them be.
+    pub fn remove(&mut self, entity: &Entity) {
+        match entity {
+            Entity::Session(s) => {
+                self.sessions.remove(&s.id);
+            }
+            Entity::Invitation(i) => {
+                self.invitations.remove(&i.id);
+            }
+            Entity::Follow(f) => {
+                let pair = (f.creator, f.follower);
+                if self.follow_ids.get(&pair) == Some(&f.id) && !self.follows(f.follower, f.creator)
+                {
+                    self.follow_ids.remove(&pair);
+                    self.unfollowed_at.remove(&pair);
+                }
+            }
+            Entity::User(_) | Entity::Tenant(_) | Entity::Audit(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -806,6 +901,117 @@ mod tests {
             min_chars: 12,
             max_chars: 128,
         }
+    }
+
+    #[test]
+    fn only_ended_things_past_their_retention_are_purgeable_and_removed_whole() {
+        let session = |id: u128, expires_at_ms: u64, revoked: Option<u64>| {
+            Entity::Session(Session {
+                id,
+                user: 7,
+                salt: [0; 16],
+                generation: 1,
+                created_at_ms: 0,
+                rotated_at_ms: 0,
+                expires_at_ms,
+                revoked: revoked.map(|at| (RevokeReason::Logout, at)),
+            })
+        };
+        let invitation = |id: u128, expires_at_ms: u64, accepted_by: Option<u128>| {
+            Entity::Invitation(Invitation {
+                id,
+                tenant: 3,
+                email: format!("i{id}@test.example"),
+                role: Role::SellerStaff,
+                salt: [0; 16],
+                invited_by: 7,
+                created_at_ms: 0,
+                expires_at_ms,
+                accepted_by,
+            })
+        };
+        let follow = |id: u128, follower: u128, active: bool, at_ms: u64| {
+            Entity::Follow(Follow {
+                id,
+                creator: 3,
+                follower,
+                active,
+                at_ms,
+            })
+        };
+        let mut directory = Directory::default();
+        for entity in [
+            session(1, 1_000, None),        // expired at 1,000
+            session(2, 9_000, Some(500)),   // revoked at 500
+            session(3, 9_000, None),        // live
+            session(4, 1_000, Some(2_000)), // expired first, at 1,000
+            invitation(10, 1_000, Some(7)), // used, expired at 1,000
+            invitation(11, 1_000, None),    // unused, expired at 1,000
+            invitation(12, 9_000, Some(7)), // used, not yet expired
+            follow(20, 8, true, 100),       // followed ...
+            follow(20, 8, false, 600),      // ... and unfollowed at 600
+            follow(21, 9, true, 100),       // still follows
+        ] {
+            directory.apply(&entity);
+        }
+        let retention = Retention {
+            sessions_ms: 1_000,
+            invitations_ms: 2_000,
+            unfollows_ms: 3_000,
+        };
+        let ids = |directory: &Directory, now_ms: u64| {
+            let mut ids: Vec<u128> = directory
+                .purgeable(now_ms, &retention, 100)
+                .iter()
+                .map(|e| match e {
+                    Entity::Session(s) => s.id,
+                    Entity::Invitation(i) => i.id,
+                    Entity::Follow(f) => f.id,
+                    other => panic!("{other:?} is never purgeable"),
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&directory, 1_499), Vec::<u128>::new());
+        assert_eq!(ids(&directory, 1_500), vec![2]);
+        assert_eq!(ids(&directory, 2_000), vec![1, 2, 4]);
+        assert_eq!(ids(&directory, 3_000), vec![1, 2, 4, 10, 11]);
+        assert_eq!(ids(&directory, 3_600), vec![1, 2, 4, 10, 11, 20]);
+        assert_eq!(ids(&directory, u64::MAX), vec![1, 2, 3, 4, 10, 11, 12, 20]);
+        assert_eq!(directory.purgeable(u64::MAX, &retention, 3).len(), 3);
+
+        assert_eq!(
+            directory.resident(),
+            Resident {
+                sessions: 4,
+                invitations: 3,
+                unfollows: 1
+            }
+        );
+        for entity in directory.purgeable(3_600, &retention, 100) {
+            directory.remove(&entity);
+        }
+        assert_eq!(
+            directory.resident(),
+            Resident {
+                sessions: 1,
+                invitations: 1,
+                unfollows: 0
+            }
+        );
+        assert!(directory.session(3).is_some() && directory.session(1).is_none());
+        assert_eq!(
+            directory.follow_id(3, 8),
+            None,
+            "the unfollow is gone whole"
+        );
+        assert_eq!(directory.follow_id(3, 9), Some(21));
+        assert!(directory.follows(9, 3), "a live follow is never touched");
+        // Re-following after the purge starts a fresh pair.
+        directory.apply(&follow(22, 8, true, 4_000));
+        assert!(directory.follows(8, 3));
+        assert_eq!(ids(&directory, u64::MAX), vec![3, 12]);
     }
 
     #[test]

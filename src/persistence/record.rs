@@ -180,6 +180,9 @@ pub enum RecordBody {
     Order(Box<Order>),
     /// The new full state of a cart.
     Cart(Box<Cart>),
+    /// The entity ends: replay forgets it, and its snapshot is deleted once
+    /// this record is durable. Appended last, so older records keep their tags.
+    Deleted,
 }
 
 /// The full state of one entity at some LSN.

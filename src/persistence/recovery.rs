@@ -32,6 +32,8 @@ pub struct RecoveryStats {
     pub records: u64,
     pub applied: u64,
     pub snapshots_loaded: u64,
+    /// Entities whose last record is `Deleted`.
+    pub forgotten: u64,
     pub elapsed: Duration,
 }
 
@@ -208,6 +210,24 @@ fn next_audit_seq_on_disk(store: &Store) -> Result<u64, StoreError> {
     }
 }
 
+/// Applies a `Deleted` record at `lsn` to `entities`: the entity goes unless
+/// its state is newer (a snapshot taken after it was created anew). Returns
+/// whether it went.
+fn forget_newer<K: std::hash::Hash + Eq, T>(
+    entities: &mut HashMap<K, (u64, T)>,
+    key: K,
+    lsn: u64,
+) -> bool {
+    match entities.get(&key) {
+        Some((covers, _)) if *covers >= lsn => false,
+        Some(_) => {
+            entities.remove(&key);
+            true
+        }
+        None => true,
+    }
+}
+
 /// Rebuilds everything at start-up.
 pub fn recover(
     store: &Store,
@@ -256,6 +276,9 @@ pub fn recover(
     let mut ledgers: HashMap<SkuId, (u64, StockLedger)> = HashMap::new();
     let mut first_seen: HashMap<EntityKey, u64> = HashMap::new();
     let mut retained = VecDeque::new();
+    // Entities whose last record is `Deleted`, with its LSN: their snapshot
+    // may have outlived a crash and must go before the record is truncated.
+    let mut forgotten: HashMap<EntityKey, u64> = HashMap::new();
 
     for item in store.wal.iter() {
         let (key, value) = item?;
@@ -270,6 +293,41 @@ pub fn recover(
             let (lsn, payload) = frame.map_err(|e| corrupt("wal frame", e))?;
             let record = decode_record(payload).map_err(|e| corrupt("wal record", e))?;
             stats.records += 1;
+            if matches!(record.body, RecordBody::Deleted) {
+                let key = record.entity;
+                let gone = match key {
+                    EntityKey::Sku(_) | EntityKey::Product(_) => {
+                        return Err(corrupt(
+                            "wal record",
+                            format!("lsn {lsn}: {key:?} cannot be deleted"),
+                        ))
+                    }
+                    EntityKey::Drop(id) => {
+                        drops_from_wal.remove(&id);
+                        forget_newer(&mut drops, id, lsn)
+                    }
+                    EntityKey::Order(id) => {
+                        orders_from_wal.remove(&id);
+                        forget_newer(&mut orders, id, lsn)
+                    }
+                    EntityKey::Cart(id) => {
+                        carts_from_wal.remove(&id);
+                        forget_newer(&mut carts, id, lsn)
+                    }
+                    _ => {
+                        from_wal.remove(&key);
+                        forget_newer(&mut directory, key, lsn)
+                    }
+                };
+                if gone {
+                    first_seen.remove(&key);
+                    forgotten.insert(key, lsn);
+                }
+                continue;
+            }
+            if !forgotten.is_empty() {
+                forgotten.remove(&record.entity);
+            }
             first_seen.entry(record.entity).or_insert(lsn);
             match (record.entity, record.body) {
                 (EntityKey::Sku(id), RecordBody::Stock(events)) => {
@@ -365,6 +423,16 @@ pub fn recover(
         cursor.next_batch = cursor.next_batch.max(batch_seq + 1);
     }
 
+    // A snapshot older than the record that ended its entity is stale in
+    // either mode; one taken after the entity was created anew is not.
+    for (key, deleted_lsn) in &forgotten {
+        if let Some(header) = store.snapshot_header(*key)? {
+            if header.covers_lsn < *deleted_lsn {
+                store.delete_snapshot(*key)?;
+            }
+        }
+    }
+    stats.forgotten = forgotten.len() as u64;
     if mode == RecoveryMode::Snapshots {
         for id in store.holding_skus()? {
             let sku = SkuId(id);

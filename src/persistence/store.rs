@@ -337,6 +337,12 @@ impl Store {
         })
     }
 
+    /// Removes an entity's snapshot: its header, then every chunk.
+    pub fn delete_snapshot(&self, entity: EntityKey) -> Result<(), StoreError> {
+        self.snapshots.remove(entity.to_bytes())?;
+        self.delete_chunks_before(entity, u64::MAX)
+    }
+
     /// Removes chunks of `entity` older than `generation`.
     pub fn delete_chunks_before(
         &self,

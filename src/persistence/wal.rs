@@ -5,7 +5,9 @@
 //! cover. A snapshot is written in two steps: its chunks in one commit, the
 //! header that makes them current in the next, once the chunks are durable.
 //! Batches are deleted once every entity with records in them has a durable
-//! snapshot past those records. Any write or sync failure ends the process.
+//! snapshot past those records. An entity is forgotten by a `Deleted` record:
+//! from then on it needs none of its records, and its snapshot goes in the
+//! commit after the record is durable. Any write or sync failure ends the process.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +19,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use rkyv::util::AlignedVec;
 
 use super::batch::BatchBuilder;
-use super::record::{encode_record, encode_snapshot, EntityKey, SnapshotBody, WalRecord};
+use super::record::{
+    encode_record, encode_snapshot, EntityKey, RecordBody, SnapshotBody, WalRecord,
+};
 use super::store::{Cursor, SnapshotHeader, Store, StoreError, SyncMode};
 use crate::events::feed::{now_us, EventFeed, FeedBatch, FeedBody, FeedEvent};
 
@@ -31,6 +35,14 @@ pub enum WalOp {
         ack: Option<Ack>,
         /// Published to the event feed, with this record's LSN, once durable.
         publish: Option<FeedBody>,
+    },
+    /// A `Deleted` record: the entity needs no older record any more, and its
+    /// snapshot is removed once the record is durable. The entity must not be
+    /// written again unless it is created anew.
+    Forget {
+        entity: EntityKey,
+        bytes: AlignedVec,
+        ack: Option<Ack>,
     },
     /// Published to the event feed with the last LSN assigned before it, once
     /// everything sent before it is durable (a state republished on request).
@@ -156,6 +168,16 @@ impl WalHandle {
         })
     }
 
+    /// Ends `entity`: a `Deleted` record, then its snapshot goes. `ack` runs
+    /// once the record is durable (recovery will not bring the entity back).
+    pub fn forget(&self, entity: EntityKey, ack: Option<Ack>) -> Result<(), WalError> {
+        let bytes = encode_record(&WalRecord {
+            entity,
+            body: RecordBody::Deleted,
+        })?;
+        self.send(WalOp::Forget { entity, bytes, ack })
+    }
+
     pub fn snapshot(
         &self,
         entity: EntityKey,
@@ -252,6 +274,11 @@ struct Writer {
     headers_due: Vec<PendingHeader>,
     /// Old chunks to delete (their replacement header is durable).
     deletes_due: Vec<(EntityKey, u64)>,
+    /// Entities forgotten in the commit being gathered.
+    forgets_this_commit: Vec<EntityKey>,
+    /// Snapshots to delete in the commit being gathered (their `Deleted`
+    /// record is durable).
+    forgets_due: Vec<EntityKey>,
     dirty: HashMap<EntityKey, Dirty>,
     dirty_order: BTreeSet<(u64, EntityKey)>,
     retained: VecDeque<(u64, u64)>,
@@ -301,6 +328,8 @@ impl Writer {
             chunks_this_commit: Vec::new(),
             headers_due: Vec::new(),
             deletes_due: Vec::new(),
+            forgets_this_commit: Vec::new(),
+            forgets_due: Vec::new(),
             dirty,
             dirty_order,
             retained: start.retained,
@@ -316,6 +345,7 @@ impl Writer {
         !self.headers_due.is_empty()
             || !self.acks_carried.is_empty()
             || !self.deletes_due.is_empty()
+            || !self.forgets_due.is_empty()
     }
 
     fn run(&mut self) {
@@ -402,6 +432,7 @@ impl Writer {
                 let lsn = self.cursor.next_lsn;
                 self.cursor.next_lsn += 1;
                 self.builder.push(&bytes);
+                self.revive(entity);
                 self.mark_dirty(entity, lsn);
                 if let Some(ack) = ack {
                     self.acks_now.push(ack);
@@ -410,11 +441,28 @@ impl Writer {
                     self.published.push(FeedEvent { seq: lsn, body });
                 }
             }
+            WalOp::Forget { entity, bytes, ack } => {
+                let lsn = self.cursor.next_lsn;
+                self.cursor.next_lsn += 1;
+                self.builder.push(&bytes);
+                // Nothing before the `Deleted` record is needed any more, but
+                // the record itself is, until the snapshot it ends is gone:
+                // the entity stays dirty from its LSN until then.
+                if let Some(dirty) = self.dirty.remove(&entity) {
+                    self.dirty_order.remove(&(dirty.first_lsn, entity));
+                }
+                self.mark_dirty(entity, lsn);
+                self.forgets_this_commit.push(entity);
+                if let Some(ack) = ack {
+                    self.acks_now.push(ack);
+                }
+            }
             WalOp::Publish(body) => self.published.push(FeedEvent {
                 seq: self.cursor.next_lsn - 1,
                 body,
             }),
             WalOp::Snapshot { entity, bytes, ack } => {
+                self.revive(entity);
                 let covers_lsn = self.cursor.next_lsn - 1;
                 let generation = self.cursor.next_generation;
                 self.cursor.next_generation += 1;
@@ -438,6 +486,17 @@ impl Writer {
                 self.stopping = true;
                 self.shutdown_acks.push(ack);
             }
+        }
+    }
+
+    /// An entity written again after it was forgotten is created anew: its
+    /// old snapshot must not be deleted over the new one.
+    fn revive(&mut self, entity: EntityKey) {
+        if !self.forgets_this_commit.is_empty() {
+            self.forgets_this_commit.retain(|e| *e != entity);
+        }
+        if !self.forgets_due.is_empty() {
+            self.forgets_due.retain(|e| *e != entity);
         }
     }
 
@@ -515,6 +574,19 @@ impl Writer {
                 .delete_chunks_before(entity, generation)
                 .unwrap_or_else(|e| fatal("deleting old snapshot chunks", &e));
         }
+        // Forgotten entities: their `Deleted` record is durable, their
+        // snapshot (and any header written just above) can go.
+        // Written before the truncation below, so a crash never keeps the
+        // snapshot without the record that ends it.
+        for entity in std::mem::take(&mut self.forgets_due) {
+            self.deletes_written = true;
+            store
+                .delete_snapshot(entity)
+                .unwrap_or_else(|e| fatal("deleting a forgotten snapshot", &e));
+            if let Some(dirty) = self.dirty.remove(&entity) {
+                self.dirty_order.remove(&(dirty.first_lsn, entity));
+            }
+        }
         let truncated = self.truncate();
         // A commit that only carries fences has nothing new to make durable.
         let wrote = records > 0
@@ -554,6 +626,7 @@ impl Writer {
                 .push((pending.entity, pending.header.generation));
         }
         self.headers_due = std::mem::take(&mut self.chunks_this_commit);
+        self.forgets_due = std::mem::take(&mut self.forgets_this_commit);
         for ack in self.acks_now.drain(..) {
             ack();
         }

@@ -257,6 +257,95 @@ async fn logout_revokes_refresh_and_access_tokens_even_after_a_restart() {
     app.stop().await;
 }
 
+#[actix_web::test]
+async fn ended_sessions_and_unfollows_are_purged_after_their_retention_and_stay_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    crate::helpers::with_admin(&mut config);
+    config.retention.sweep_interval_s = 1;
+    config.retention.sessions_s = config.auth.access_ttl_s;
+    config.retention.unfollows_s = 60;
+    let clock = Arc::new(ManualClock::new(1_795_000_000_000));
+    let app = spawn_clocked(config.clone(), None, clock.clone()).await;
+    let maker = app.seller("maker").await.tenant_id.unwrap();
+    let ana = app.buyer("ana").await;
+    let fan = app.buyer("fan").await;
+    let follow = format!("/v1/users/{maker}/follow");
+    let r = app
+        .post_json(&follow, Some(&fan.access_token), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = send(
+        app.client
+            .delete(app.url(&follow))
+            .insert_header(bearer(&fan.access_token)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let out = send(
+        app.client
+            .post(app.url("/v1/auth/logout"))
+            .insert_header(bearer(&ana.access_token)),
+        None,
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    let before = app.engine.directory().resident();
+    assert_eq!(before.unfollows, 1);
+
+    // Just short of the retention nothing goes, however many sweeps run.
+    clock.advance_ms(config.auth.access_ttl_s * 1000 - 1);
+    let purged = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        (app.engine.directory().resident().unfollows == 0).then_some(())
+    })
+    .await;
+    assert!(purged.is_some(), "the unfollow went after 60 s");
+    assert_eq!(
+        app.engine.directory().resident().sessions,
+        before.sessions,
+        "the logged-out session is kept for its retention"
+    );
+    assert_eq!(
+        refresh(&app, &ana.refresh_token).await.code(),
+        "invalid_refresh_token"
+    );
+    clock.advance_ms(1);
+    let after = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        let now = app.engine.directory().resident();
+        (now.sessions == before.sessions - 1).then_some(now)
+    })
+    .await
+    .expect("the logged-out session is purged once its retention passed");
+    assert_eq!(after.unfollows, 0);
+    // What went is answered as what never was; everything live still works.
+    assert_eq!(
+        refresh(&app, &ana.refresh_token).await.code(),
+        "invalid_refresh_token"
+    );
+    let fan_fresh = refresh(&app, &fan.refresh_token).await;
+    assert_eq!(fan_fresh.status, StatusCode::OK, "{:?}", fan_fresh.body);
+    let fan_token = fan_fresh.body["access_token"].as_str().unwrap().to_owned();
+    let r = app.post_json(&follow, Some(&fan_token), json!({})).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "following again works");
+    let creator = app.get_as(&format!("/v1/creators/{maker}"), None).await;
+    assert_eq!(creator.body["followers"], 1);
+    app.stop().await;
+
+    // Nothing purged comes back from the WAL or a snapshot.
+    let app = spawn_clocked(config, Some(dir), clock.clone()).await;
+    let recovered = app.engine.directory().resident();
+    assert_eq!(recovered.sessions, after.sessions);
+    assert_eq!(recovered.unfollows, 0);
+    assert_eq!(
+        refresh(&app, &ana.refresh_token).await.code(),
+        "invalid_refresh_token"
+    );
+    let creator = app.get_as(&format!("/v1/creators/{maker}"), None).await;
+    assert_eq!(creator.body["followers"], 1, "the new follow survives");
+    app.stop().await;
+}
+
 async fn verifications(app: &TestApp) -> u64 {
     app.engine.directory().password_verifications()
 }
