@@ -546,6 +546,9 @@ pub struct CartConfig {
     pub accept_price_changes: bool,
     /// Carts kept in memory at most (guests can make many); past it, new carts get 503.
     pub carts_max: usize,
+    /// A cart's actor stops after this long unused (the cart stays; an
+    /// expired cart is forgotten only once its actor has stopped).
+    pub actor_idle_s: u64,
 }
 
 impl Default for CartConfig {
@@ -556,6 +559,7 @@ impl Default for CartConfig {
             drop_hold_s: 600,
             accept_price_changes: false,
             carts_max: 1_000_000,
+            actor_idle_s: 60,
         }
     }
 }
@@ -565,7 +569,7 @@ impl Default for CartConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Seconds between sweeps.
+    /// Seconds between sweeps (of expired carts and of ended identity entities).
     pub sweep_interval_s: u64,
     /// Entities forgotten per WAL commit at most; a sweep repeats while a batch is full.
     pub sweep_batch_max: usize,
@@ -1132,6 +1136,7 @@ impl Config {
         range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;
         range("cart.drop_hold_s", c.drop_hold_s, 10, 86_400)?;
         range("cart.carts_max", c.carts_max, 1, 1_000_000_000)?;
+        range("cart.actor_idle_s", c.actor_idle_s, 1, 86_400)?;
         let o = &self.orders;
         range("orders.lines_max", o.lines_max, 1, 1_000)?;
         range("orders.quantity_max", o.quantity_max, 1, 1_000_000)?;

@@ -94,7 +94,13 @@ impl Carts {
     ) -> Arc<Self> {
         let now = clock.now_ms();
         let entries = DashMap::new();
-        for cart in recovered.into_iter().filter(|c| !c.is_expired(now)) {
+        let (live, expired): (Vec<Cart>, Vec<Cart>) =
+            recovered.into_iter().partition(|c| !c.is_expired(now));
+        // Carts that expired while the server was down leave the disk too.
+        for cart in &expired {
+            let _ = wal.forget(EntityKey::Cart(cart.owner), None);
+        }
+        for cart in live {
             entries.insert(
                 cart.owner,
                 Arc::new(CartEntry {
@@ -135,12 +141,24 @@ impl Carts {
             .unwrap_or_else(|| Cart::new(owner, guest, now, ttl_ms(&self.deps.config, guest)))
     }
 
-    /// Forgets carts that expired (their holds lapse on their own).
+    /// Forgets carts that expired (their holds lapse on their own), in
+    /// memory and, by a `Deleted` record each, on disk. Skipped while the WAL
+    /// is congested; the next sweep finds them.
     pub fn sweep(&self) -> usize {
+        if self.deps.wal.congested() {
+            return 0;
+        }
         let now = self.deps.clock.now_ms();
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| !(e.view.read().is_expired(now) && e.addr.lock().is_none()));
+        // The record is sent while the cart's shard is locked, so a cart made
+        // anew for the same owner is written after it and survives it.
+        self.entries.retain(|owner, e| {
+            let expired = e.view.read().is_expired(now) && e.addr.lock().is_none();
+            if expired && self.deps.wal.forget(EntityKey::Cart(*owner), None).is_err() {
+                return true;
+            }
+            !expired
+        });
         before - self.entries.len()
     }
 
@@ -233,18 +251,15 @@ struct CartActor {
     last_used_ms: u64,
 }
 
-/// A cart actor with nothing to do for this long stops (its cart stays).
-const IDLE_STOP: Duration = Duration::from_secs(60);
-
 impl Actor for CartActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(32);
-        ctx.run_interval(IDLE_STOP, |act, ctx| {
-            if act.deps.clock.now_ms().saturating_sub(act.last_used_ms)
-                >= IDLE_STOP.as_millis() as u64
-            {
+        // With nothing to do for `cart.actor_idle_s` it stops (its cart stays).
+        let idle = Duration::from_secs(self.deps.config.cart.actor_idle_s);
+        ctx.run_interval(idle, move |act, ctx| {
+            if act.deps.clock.now_ms().saturating_sub(act.last_used_ms) >= idle.as_millis() as u64 {
                 *act.entry.addr.lock() = None;
                 ctx.stop();
             }
@@ -273,9 +288,8 @@ impl Handler<CartMsg> for CartActor {
                     return (cart, Err(CartsError::Unavailable));
                 }
                 if let (Some(guest), Ok(CartReply::Placed(_))) = (guest, &result) {
-                    // The guest cart was checked out with this one: empty it.
-                    let emptied = Cart::new(guest.owner, true, deps.clock.now_ms(), 0);
-                    if persist(&deps.wal, &emptied).await.is_ok() {
+                    // The guest cart was checked out with this one: it ends.
+                    if forget(&deps.wal, guest.owner).await.is_ok() {
                         if let Some(carts) = carts {
                             carts.entries.remove(&guest.owner);
                         }
@@ -291,6 +305,17 @@ impl Handler<CartMsg> for CartActor {
             }),
         );
     }
+}
+
+/// Ends a cart: once this returns Ok, recovery will not bring it back.
+async fn forget(wal: &WalHandle, owner: u128) -> Result<(), ()> {
+    let (tx, rx) = oneshot::channel();
+    let ack: crate::persistence::Ack = Box::new(move || {
+        let _ = tx.send(());
+    });
+    wal.forget(EntityKey::Cart(owner), Some(ack))
+        .map_err(|_| ())?;
+    rx.await.map_err(|_| ())
 }
 
 async fn persist(wal: &WalHandle, cart: &Cart) -> Result<(), ()> {

@@ -440,8 +440,9 @@ impl Engine {
             handles_for_engine.clone(),
         );
         let sweeping = Arc::downgrade(&carts);
+        let sweep_every = Duration::from_secs(config.retention.sweep_interval_s);
         events_handle.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
+            let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
                 let Some(carts) = sweeping.upgrade() else {
@@ -453,10 +454,9 @@ impl Engine {
             }
         });
         let purging = Arc::downgrade(&directory);
-        let purge_every = Duration::from_secs(config.retention.sweep_interval_s);
         let purge_batch = config.retention.sweep_batch_max;
         events_handle.spawn(async move {
-            let mut every = tokio::time::interval(purge_every);
+            let mut every = tokio::time::interval(sweep_every);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;

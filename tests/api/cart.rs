@@ -604,3 +604,105 @@ async fn a_cart_refuses_an_item_in_another_currency_naming_it_and_unknown_curren
     assert_eq!(codes, ["FX-USD"], "nothing was added");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn expired_and_merged_carts_leave_memory_and_disk_and_a_new_cart_survives_a_restart() {
+    use flashdrop::domain::identity::parse_id;
+    use flashdrop::persistence::EntityKey;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.retention.sweep_interval_s = 1;
+    config.cart.actor_idle_s = 1;
+    config.cart.guest_ttl_s = 60;
+    config.cart.account_ttl_s = 120;
+    let clock = std::sync::Arc::new(flashdrop::clock::ManualClock::new(1_795_000_000_000));
+    let app = spawn_clocked(config.clone(), None, clock.clone()).await;
+    app.stocked_sku("shop", "E-MUG", 10).await;
+    let add = |token: Option<String>, cart: Option<String>| {
+        let app = &app;
+        async move {
+            let added = cart_call(
+                app,
+                "POST",
+                "/v1/cart/items",
+                token.as_deref(),
+                cart.as_deref(),
+                Some(json!({"sku": "E-MUG", "quantity": 1})),
+            )
+            .await;
+            assert!(added.status.is_success(), "{:?}", added.body);
+            added
+        }
+    };
+    let kim = app.buyer("kim").await;
+    let kim_cart = EntityKey::Cart(parse_id(&kim.user_id).unwrap());
+    add(Some(kim.access_token.clone()), None).await;
+    // A guest cart merged at checkout ends at once.
+    let guest = add(None, None).await;
+    let guest_token = guest.header("cart-token").unwrap().to_owned();
+    let gus = app.buyer("gus").await;
+    let placed = cart_call(
+        &app,
+        "POST",
+        "/v1/cart/checkout",
+        Some(&gus.access_token),
+        Some(&guest_token),
+        Some(checkout_body()),
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let store = app.engine.store().clone();
+    assert!(store.snapshot_header(kim_cart).unwrap().is_some());
+    let carts = || app.engine.carts().count();
+    assert_eq!(carts(), 2, "kim's and gus's (emptied by checkout)");
+
+    // Kim's cart expires 120 s after its last use: then it goes from memory,
+    // and its snapshot from disk.
+    clock.advance_ms(119_000);
+    let lee = app.buyer("lee").await;
+    add(Some(lee.access_token.clone()), None).await;
+    assert_eq!(carts(), 3);
+    clock.advance_ms(1_000);
+    let swept = eventually(Duration::from_secs(30), || async {
+        (store.snapshot_header(kim_cart).unwrap().is_none()).then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "kim's expired cart left the disk");
+    assert_eq!(carts(), 1, "only lee's cart is live");
+    let kim_token = kim.access_token.clone();
+    let seen = cart_call(&app, "GET", "/v1/cart", Some(&kim_token), None, None).await;
+    assert_eq!(seen.body["items"], json!([]));
+
+    // Kim comes back: a new cart, which a restart keeps.
+    add(Some(kim_token.clone()), None).await;
+    drop(store);
+    app.stop().await;
+    let app = spawn_clocked(config.clone(), None, clock.clone()).await;
+    assert_eq!(app.engine.carts().count(), 2, "lee's and kim's new cart");
+    let seen = cart_call(&app, "GET", "/v1/cart", Some(&kim_token), None, None).await;
+    assert_eq!(seen.body["items"][0]["quantity"], 1, "{:?}", seen.body);
+    let guest_after = cart_call(&app, "GET", "/v1/cart", None, Some(&guest_token), None).await;
+    assert_eq!(
+        guest_after.body["items"],
+        json!([]),
+        "the merged guest cart stays gone"
+    );
+    app.stop().await;
+
+    // Carts that expire while the server is down are never loaded, and
+    // recovery's pass sends them off the disk too.
+    clock.advance_ms(121_000);
+    let app = spawn_clocked(config, Some(dir), clock.clone()).await;
+    assert_eq!(app.engine.carts().count(), 0);
+    let store = app.engine.store().clone();
+    let gone = eventually(Duration::from_secs(30), || async {
+        (store.snapshot_header(kim_cart).unwrap().is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "a cart that expired while down left the disk"
+    );
+    drop(store);
+    app.stop().await;
+}
