@@ -579,6 +579,9 @@ pub struct RetentionConfig {
     pub invitations_s: u64,
     /// A follow this long after its unfollow.
     pub unfollows_s: u64,
+    /// A notification's "already queued" mark this long; a restart announces
+    /// again only order states reached more recently than this.
+    pub notification_keys_s: u64,
 }
 
 impl Default for RetentionConfig {
@@ -589,6 +592,7 @@ impl Default for RetentionConfig {
             sessions_s: 7 * 86_400,
             invitations_s: 7 * 86_400,
             unfollows_s: 30 * 86_400,
+            notification_keys_s: 30 * 86_400,
         }
     }
 }
@@ -1131,6 +1135,12 @@ impl Config {
             10 * 366 * 86_400,
         )?;
         range("retention.unfollows_s", r.unfollows_s, 0, 10 * 366 * 86_400)?;
+        range(
+            "retention.notification_keys_s",
+            r.notification_keys_s,
+            3_600,
+            10 * 366 * 86_400,
+        )?;
         let c = &self.cart;
         range("cart.guest_ttl_s", c.guest_ttl_s, 60, 366 * 86_400)?;
         range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;

@@ -462,6 +462,12 @@ pub const SERIES: &[Series] = &[
         "Notifications dropped because the queue was full",
         &[],
     ),
+    series(
+        "flashdrop_notification_keys_purged_total",
+        Counter,
+        "Notification keys forgotten after retention.notification_keys_s",
+        &[],
+    ),
 ];
 
 /// Describes every series and registers each known label combination at zero.

@@ -412,8 +412,13 @@ impl Engine {
             crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
             externals.resolver,
         );
-        let notifier = Notifier::open(&store.db, config.notify_settings(), outbound.clone())
-            .map_err(|e| StartError::Internal(format!("notification queue: {e}")))?;
+        let notifier = Notifier::open(
+            &store.db,
+            config.notify_settings(),
+            outbound.clone(),
+            clock.clone(),
+        )
+        .map_err(|e| StartError::Internal(format!("notification queue: {e}")))?;
         let delivering = notifier.clone();
         events_handle.spawn_fn(move || {
             actix_rt::spawn(delivering.run());
@@ -441,6 +446,9 @@ impl Engine {
         );
         let sweeping = Arc::downgrade(&carts);
         let sweep_every = Duration::from_secs(config.retention.sweep_interval_s);
+        let purge_batch = config.retention.sweep_batch_max;
+        let marks = notifier.clone();
+        let marks_keep_ms = config.retention.notification_keys_s * 1000;
         events_handle.spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
@@ -451,10 +459,19 @@ impl Engine {
                 let forgotten = carts.sweep();
                 metrics::counter!("flashdrop_carts_expired_total").increment(forgotten as u64);
                 metrics::gauge!("flashdrop_carts").set(carts.count() as f64);
+                loop {
+                    match marks.purge_keys(marks_keep_ms, purge_batch) {
+                        Ok(n) if n >= purge_batch => tokio::task::yield_now().await,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "notification keys not purged");
+                            break;
+                        }
+                    }
+                }
             }
         });
         let purging = Arc::downgrade(&directory);
-        let purge_batch = config.retention.sweep_batch_max;
         events_handle.spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

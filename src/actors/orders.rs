@@ -186,7 +186,6 @@ impl Orders {
 
     /// Gives the sagas their engine and resumes every unfinished one.
     pub fn start(self: &Arc<Self>, engine: &Arc<Engine>) {
-        let _ = self.deps.engine.set(Arc::downgrade(engine));
         let unfinished: Vec<Arc<OrderEntry>> = self
             .entries
             .iter()
@@ -195,14 +194,22 @@ impl Orders {
             .collect();
         tracing::info!(orders = unfinished.len(), "resuming unfinished orders");
         // Announcements are queued after a change is durable: a crash in
-        // between would lose one. Every state in every order's history is
-        // announced again here; messages already queued or sent are skipped.
+        // between would lose one. Every state an order reached within
+        // `retention.notification_keys_s` is announced again here; messages
+        // already queued or sent are skipped, since their marks are that
+        // young at least. Older states were announced long ago.
+        let keep_ms = self.deps.config.retention.notification_keys_s * 1000;
+        let now = self.deps.clock.now_ms();
         for entry in self.entries.iter() {
             let order = entry.view();
             for (state, at) in &order.history {
-                announce(&self.deps, &order, *state, *at);
+                if at.saturating_add(keep_ms) > now {
+                    announce(&self.deps, &order, *state, *at);
+                }
             }
         }
+        // Only now can a saga run: whatever it announces comes after these.
+        let _ = self.deps.engine.set(Arc::downgrade(engine));
         for entry in unfinished {
             self.spawn_actor(entry);
         }

@@ -2,6 +2,8 @@
 //! the buyer's e-mail (SMTP). Jobs are kept in their own sled tree until
 //! delivered, retried with exponential back-off, and moved to a dead-letter
 //! list after `max_attempts`; an operator can send a dead letter again.
+//! Each message's key is marked when it is queued, so announcing again is a
+//! no-op; marks older than `retention.notification_keys_s` are purged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,10 @@ use std::time::Duration;
 use hmac::{Mac, SimpleHmac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use sled::Transactional;
 use tokio::sync::Notify;
+
+use crate::clock::Clock;
 
 #[derive(Debug, Clone)]
 pub struct NotifySettings {
@@ -63,6 +68,14 @@ pub fn store_key(signing_secret: &str, tenant: u128) -> String {
         .collect()
 }
 
+/// A mark's place in `seen_by_time`.
+fn aged_key(at_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut aged = Vec::with_capacity(8 + key.len());
+    aged.extend_from_slice(&at_ms.to_be_bytes());
+    aged.extend_from_slice(key);
+    aged
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -83,8 +96,12 @@ pub struct Notifier {
     outbound: Arc<super::outbound::Outbound>,
     pending: sled::Tree,
     dead: sled::Tree,
-    /// The key of every message ever queued, so announcing again is a no-op.
+    /// key -> when it was queued (ms, big-endian): announcing again is a no-op.
     seen: sled::Tree,
+    /// (when queued, ms big-endian) ++ key: the marks in the order they age out.
+    seen_by_time: sled::Tree,
+    /// Dates the marks (the engine's clock, which order states are dated by).
+    clock: Arc<dyn Clock>,
     next_id: AtomicU64,
     wake: Notify,
 }
@@ -94,10 +111,21 @@ impl Notifier {
         db: &sled::Db,
         settings: NotifySettings,
         outbound: Arc<super::outbound::Outbound>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, sled::Error> {
         let pending = db.open_tree("notifications_pending")?;
         let dead = db.open_tree("notifications_dead")?;
         let seen = db.open_tree("notifications_seen")?;
+        let seen_by_time = db.open_tree("notifications_seen_by_time")?;
+        if seen_by_time.is_empty() && !seen.is_empty() {
+            // Marks written before they carried a time are dated now, once.
+            let now = clock.now_ms();
+            for item in seen.iter() {
+                let (key, _) = item?;
+                seen.insert(&key, &now.to_be_bytes())?;
+                seen_by_time.insert(aged_key(now, &key), &[])?;
+            }
+        }
         let last = |t: &sled::Tree| -> Result<u64, sled::Error> {
             Ok(t.last()?
                 .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -110,6 +138,8 @@ impl Notifier {
             pending,
             dead,
             seen,
+            seen_by_time,
+            clock,
             next_id: AtomicU64::new(next),
             wake: Notify::new(),
         }))
@@ -157,9 +187,47 @@ impl Notifier {
             last_error: None,
         };
         if self.put(&self.pending, &job).is_ok() {
-            let _ = self.seen.insert(key.as_bytes(), &[]);
+            let now = self.clock.now_ms();
+            let marked = (&self.seen, &self.seen_by_time).transaction(|(seen, by_time)| {
+                seen.insert(key.as_bytes(), &now.to_be_bytes())?;
+                by_time.insert(aged_key(now, key.as_bytes()), &[])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            });
+            if let Err(error) = marked {
+                tracing::error!(?error, "notification key not marked");
+            }
             self.wake.notify_one();
         }
+    }
+
+    /// Forgets at most `max` marks queued `keep_ms` or longer ago; returns
+    /// how many went.
+    pub fn purge_keys(&self, keep_ms: u64, max: usize) -> Result<usize, sled::Error> {
+        let Some(cutoff) = self.clock.now_ms().checked_sub(keep_ms) else {
+            return Ok(0);
+        };
+        let end = (cutoff + 1).to_be_bytes();
+        let mut purged = 0;
+        for item in self.seen_by_time.range(..&end[..]).take(max) {
+            let (aged, _) = item?;
+            let result = (&self.seen, &self.seen_by_time).transaction(|(seen, by_time)| {
+                seen.remove(&aged[8..])?;
+                by_time.remove(&aged)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            });
+            match result {
+                Ok(()) => purged += 1,
+                Err(sled::transaction::TransactionError::Storage(error)) => return Err(error),
+                Err(sled::transaction::TransactionError::Abort(())) => {}
+            }
+        }
+        metrics::counter!("flashdrop_notification_keys_purged_total").increment(purged as u64);
+        Ok(purged)
+    }
+
+    /// Marks held on disk.
+    pub fn marked_keys(&self) -> usize {
+        self.seen.len()
     }
 
     fn put(&self, tree: &sled::Tree, job: &Job) -> Result<(), ()> {
@@ -324,6 +392,10 @@ mod tests {
     use super::*;
 
     fn notifier(db: &sled::Db) -> Arc<Notifier> {
+        clocked(db, Arc::new(crate::clock::SystemClock))
+    }
+
+    fn clocked(db: &sled::Db, clock: Arc<dyn Clock>) -> Arc<Notifier> {
         Notifier::open(
             db,
             NotifySettings {
@@ -339,8 +411,61 @@ mod tests {
                 Default::default(),
                 Arc::new(crate::events::outbound::SystemResolver),
             ),
+            clock,
         )
         .unwrap()
+    }
+
+    fn webhook(n: &Notifier, key: &str) {
+        n.enqueue(
+            key.into(),
+            Channel::Webhook,
+            "http://x".into(),
+            "order.paid",
+            Some(1),
+            String::new(),
+            "{}".into(),
+        );
+    }
+
+    #[test]
+    fn marks_older_than_their_retention_are_purged_oldest_first_and_a_key_may_then_queue_again() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let n = clocked(&db, clock.clone());
+        webhook(&n, "o1/order.paid/webhook/s");
+        clock.advance_ms(500);
+        webhook(&n, "o2/order.paid/webhook/s");
+        webhook(&n, "o3/order.paid/webhook/s");
+        assert_eq!(n.marked_keys(), 3);
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 0, "none is old enough");
+        clock.advance_ms(499);
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 0);
+        clock.advance_ms(1);
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 1, "o1 is 1,000 ms old");
+        clock.advance_ms(10_000);
+        assert_eq!(n.purge_keys(1_000, 1).unwrap(), 1, "at most max per call");
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 1);
+        assert_eq!(n.marked_keys(), 0);
+        assert_eq!(n.seen_by_time.len(), 0, "the index goes with the marks");
+        let before = n.pending_count();
+        webhook(&n, "o1/order.paid/webhook/s");
+        assert_eq!(n.pending_count(), before + 1, "a purged key is new again");
+    }
+
+    #[test]
+    fn marks_written_without_a_time_are_dated_at_the_first_open_and_purged_later() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let legacy = db.open_tree("notifications_seen").unwrap();
+        legacy.insert(b"o9/order.paid/email", &[]).unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(5_000));
+        let n = clocked(&db, clock.clone());
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 0, "dated now, not at 0");
+        webhook(&n, "o9/order.paid/email");
+        assert_eq!(n.pending_count(), 0, "the legacy mark still skips a repeat");
+        clock.advance_ms(1_000);
+        assert_eq!(n.purge_keys(1_000, 10).unwrap(), 1);
+        assert_eq!(n.marked_keys(), 0);
     }
 
     #[test]

@@ -426,3 +426,95 @@ async fn a_name_that_resolves_inside_is_refused_when_set_and_at_delivery_and_the
     assert_eq!(delivered[0].0, "order.placed");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn once_its_marks_are_purged_an_old_order_is_not_announced_again_after_a_restart() {
+    let (hook_port, hooks) = webhook_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    with_admin(&mut config);
+    config.outbound.allowed_networks = vec!["127.0.0.1/32".into()];
+    config.retention.sweep_interval_s = 1;
+    config.retention.notification_keys_s = 3_600;
+    let clock = Arc::new(flashdrop::clock::ManualClock::new(1_795_000_000_000));
+    let app = spawn_clocked(config.clone(), None, clock.clone()).await;
+    app.stocked_sku("olds", "O-LAMP", 10).await;
+    let seller = app.seller("olds").await;
+    let url = format!("http://127.0.0.1:{hook_port}/hooks");
+    assert_eq!(
+        set_webhook(&app, &seller, &url).await.status,
+        StatusCode::OK
+    );
+    let buyer = app.buyer("old").await;
+    let first = place(
+        &app,
+        &buyer.access_token,
+        json!([{"sku": "O-LAMP", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let first = first.body["order_id"].as_str().unwrap().to_owned();
+    order_in(&app, &buyer.access_token, &first, &["paid"]).await;
+    let delivered = |n: usize| {
+        let hooks = hooks.clone();
+        async move {
+            eventually(Duration::from_secs(20), || async {
+                let got = hooks.received.lock().clone();
+                (got.len() >= n).then_some(got)
+            })
+            .await
+            .expect("the webhooks arrive")
+        }
+    };
+    let before: Vec<String> = delivered(2).await.into_iter().map(|(e, _, _)| e).collect();
+    assert_eq!(before, ["order.placed", "order.paid"]);
+    let notifier = app.engine.notifier().clone();
+    assert!(notifier.marked_keys() >= 2);
+
+    clock.advance_ms(3_600_000);
+    let purged = eventually(Duration::from_secs(30), || async {
+        (notifier.marked_keys() == 0).then_some(())
+    })
+    .await;
+    assert!(purged.is_some(), "the marks went after an hour");
+    drop(notifier);
+    app.stop().await;
+
+    // The restart announces only what is younger than the marks' retention:
+    // a new order's webhooks arrive, the old order's never again.
+    let app = spawn_clocked(config, Some(dir), clock.clone()).await;
+    let fresh = app
+        .post_json(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": buyer.refresh_token}),
+        )
+        .await;
+    let token = fresh.body["access_token"].as_str().unwrap().to_owned();
+    let second = place(
+        &app,
+        &token,
+        json!([{"sku": "O-LAMP", "quantity": 1}]),
+        "pm_card_visa",
+        true,
+    )
+    .await;
+    let second = second.body["order_id"].as_str().unwrap().to_owned();
+    order_in(&app, &token, &second, &["paid"]).await;
+    let after = delivered(4).await;
+    let orders: Vec<String> = after
+        .iter()
+        .map(|(_, _, body)| {
+            let body: Value = serde_json::from_str(body).unwrap();
+            body["order_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        [&first, &first, &second, &second].map(String::as_str),
+        "{after:?}"
+    );
+    assert_eq!(app.engine.notifier().pending_count(), 0);
+    app.stop().await;
+}
