@@ -630,6 +630,8 @@ pub struct OrdersConfig {
     pub reply_wait_ms: u64,
     /// Webhook event ids remembered to drop duplicates.
     pub webhook_dedupe_max: usize,
+    /// A settled order's actor stops after this long without messages.
+    pub actor_idle_s: u64,
 }
 
 impl Default for OrdersConfig {
@@ -645,6 +647,7 @@ impl Default for OrdersConfig {
             active_max: 100_000,
             reply_wait_ms: 5_000,
             webhook_dedupe_max: 100_000,
+            actor_idle_s: 10,
         }
     }
 }
@@ -675,6 +678,9 @@ pub struct PaymentsConfig {
     /// While a payment is pending, the saga also asks the provider this often
     /// (webhooks can be lost).
     pub poll_interval_ms: u64,
+    /// Sandbox webhooks waiting to be sent, at most; past it new ones are
+    /// dropped (counted; the saga's polling finds the outcome).
+    pub sandbox_webhook_queue_max: usize,
 }
 
 impl Default for PaymentsConfig {
@@ -691,6 +697,7 @@ impl Default for PaymentsConfig {
             sandbox_webhook_delay_max_ms: 400,
             sandbox_webhook_duplicate_rate: 0.2,
             poll_interval_ms: 5_000,
+            sandbox_webhook_queue_max: 4_096,
         }
     }
 }
@@ -711,6 +718,8 @@ pub struct NotificationsConfig {
     pub backoff_ms: u64,
     /// Undelivered messages kept at most.
     pub queue_max: usize,
+    /// One delivery (a webhook's HTTP exchange, an SMTP session) may take this long.
+    pub delivery_timeout_s: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -723,6 +732,7 @@ impl Default for NotificationsConfig {
             max_attempts: 8,
             backoff_ms: 1_000,
             queue_max: 100_000,
+            delivery_timeout_s: 10,
         }
     }
 }
@@ -1167,6 +1177,7 @@ impl Config {
         range("orders.retry_backoff_ms", o.retry_backoff_ms, 1, 60_000)?;
         range("orders.active_max", o.active_max, 1, 100_000_000)?;
         range("orders.reply_wait_ms", o.reply_wait_ms, 0, 60_000)?;
+        range("orders.actor_idle_s", o.actor_idle_s, 1, 86_400)?;
         range(
             "orders.webhook_dedupe_max",
             o.webhook_dedupe_max,
@@ -1223,11 +1234,23 @@ impl Config {
             10,
             3_600_000,
         )?;
+        range(
+            "payments.sandbox_webhook_queue_max",
+            p.sandbox_webhook_queue_max,
+            1,
+            1_000_000,
+        )?;
         let n = &self.notifications;
         check_secret("notifications.signing_secret", &n.signing_secret)?;
         range("notifications.max_attempts", n.max_attempts, 1, 100)?;
         range("notifications.backoff_ms", n.backoff_ms, 1, 3_600_000)?;
         range("notifications.queue_max", n.queue_max, 1, 100_000_000)?;
+        range(
+            "notifications.delivery_timeout_s",
+            n.delivery_timeout_s,
+            1,
+            300,
+        )?;
         if n.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(
                 "notifications.from",
@@ -1339,6 +1362,7 @@ impl Config {
             max_attempts: n.max_attempts,
             backoff_ms: n.backoff_ms,
             queue_max: n.queue_max,
+            delivery_timeout: std::time::Duration::from_secs(n.delivery_timeout_s),
         }
     }
 

@@ -385,7 +385,8 @@ impl Engine {
             events_handle.clone(),
             Duration::from_millis(config.drops.room_tick_ms),
         );
-        let (webhook_tx, webhook_rx) = tokio::sync::mpsc::channel(4096);
+        let (webhook_tx, webhook_rx) =
+            tokio::sync::mpsc::channel(config.payments.sandbox_webhook_queue_max);
         let sandbox_settings = config.sandbox_settings();
         let psp_tree = store
             .db

@@ -692,9 +692,6 @@ impl Handler<OrderMsg> for OrderActor {
     }
 }
 
-/// A settled order's actor stops after this long without messages.
-const IDLE_STOP: Duration = Duration::from_secs(10);
-
 /// What a step did to the order.
 type StepResult = Result<Order, ()>;
 
@@ -844,7 +841,9 @@ impl OrderActor {
         if !needs_actor(o) {
             // A settled order needs no actor: it stops once idle for a while,
             // and is started again on demand (a command, a late webhook).
-            self.timer = Some(ctx.run_later(IDLE_STOP, |act, ctx| {
+            // A settled order's actor stops after `orders.actor_idle_s` without messages.
+            let idle = Duration::from_secs(self.deps.config.orders.actor_idle_s);
+            self.timer = Some(ctx.run_later(idle, |act, ctx| {
                 if !needs_actor(&act.order) {
                     ctx.stop();
                 }

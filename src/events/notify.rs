@@ -29,6 +29,8 @@ pub struct NotifySettings {
     pub backoff_ms: u64,
     /// Pending jobs kept at most; past it new ones are dropped (counted).
     pub queue_max: usize,
+    /// One delivery may take this long.
+    pub delivery_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,7 +270,7 @@ impl Notifier {
     /// Delivers due jobs until the process ends. Runs on an actix arbiter
     /// (the HTTP client is single-threaded).
     pub async fn run(self: Arc<Self>) {
-        let http = self.outbound.client(Duration::from_secs(10));
+        let http = self.outbound.client(self.settings.delivery_timeout);
         loop {
             let now = now_ms();
             let mut next_due = u64::MAX;
@@ -377,7 +379,7 @@ impl Notifier {
         )
         .port(self.settings.smtp_port)
         .hello_name(ClientId::Domain("flashdrop".into()))
-        .timeout(Some(Duration::from_secs(10)))
+        .timeout(Some(self.settings.delivery_timeout))
         .build();
         mailer
             .send(message)
@@ -406,6 +408,7 @@ mod tests {
                 max_attempts: 2,
                 backoff_ms: 1,
                 queue_max: 10,
+                delivery_timeout: Duration::from_secs(1),
             },
             crate::events::outbound::Outbound::new(
                 Default::default(),
