@@ -141,25 +141,34 @@ impl Carts {
             .unwrap_or_else(|| Cart::new(owner, guest, now, ttl_ms(&self.deps.config, guest)))
     }
 
-    /// Forgets carts that expired (their holds lapse on their own), in
-    /// memory and, by a `Deleted` record each, on disk. Skipped while the WAL
-    /// is congested; the next sweep finds them.
-    pub fn sweep(&self) -> usize {
+    /// Forgets at most `max` carts that expired (their holds lapse on their
+    /// own), in memory and, by a `Deleted` record each, on disk; returns how
+    /// many went, so a sweep calls again while a batch comes back full.
+    /// Forgets none while the WAL is congested; the next sweep finds them.
+    pub fn sweep(&self, max: usize) -> usize {
         if self.deps.wal.congested() {
             return 0;
         }
         let now = self.deps.clock.now_ms();
-        let before = self.entries.len();
-        // The record is sent while the cart's shard is locked, so a cart made
-        // anew for the same owner is written after it and survives it.
-        self.entries.retain(|owner, e| {
-            let expired = e.view.read().is_expired(now) && e.addr.lock().is_none();
-            if expired && self.deps.wal.forget(EntityKey::Cart(*owner), None).is_err() {
-                return true;
-            }
-            !expired
-        });
-        before - self.entries.len()
+        let idle_and_expired =
+            |e: &CartEntry| e.view.read().is_expired(now) && e.addr.lock().is_none();
+        let expired: Vec<u128> = self
+            .entries
+            .iter()
+            .filter(|e| idle_and_expired(e.value()))
+            .map(|e| *e.key())
+            .take(max)
+            .collect();
+        let mut forgotten = 0;
+        for owner in expired {
+            // The record is sent while the cart's shard is locked, so a cart
+            // made anew for the same owner is written after it and survives it.
+            let removed = self.entries.remove_if(&owner, |owner, e| {
+                idle_and_expired(e) && self.deps.wal.forget(EntityKey::Cart(*owner), None).is_ok()
+            });
+            forgotten += usize::from(removed.is_some());
+        }
+        forgotten
     }
 
     pub async fn apply(

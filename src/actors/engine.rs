@@ -457,8 +457,15 @@ impl Engine {
                 let Some(carts) = sweeping.upgrade() else {
                     break;
                 };
-                let forgotten = carts.sweep();
-                metrics::counter!("flashdrop_carts_expired_total").increment(forgotten as u64);
+                // Batch by batch, so a mass expiry never floods the WAL.
+                loop {
+                    let forgotten = carts.sweep(purge_batch);
+                    metrics::counter!("flashdrop_carts_expired_total").increment(forgotten as u64);
+                    if forgotten < purge_batch {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
                 metrics::gauge!("flashdrop_carts").set(carts.count() as f64);
                 loop {
                     match marks.purge_keys(marks_keep_ms, purge_batch) {
