@@ -571,7 +571,7 @@ impl Default for CartConfig {
 pub struct RetentionConfig {
     /// Seconds between sweeps (of expired carts and of ended identity entities).
     pub sweep_interval_s: u64,
-    /// Entities forgotten per WAL commit at most; a sweep repeats while a batch is full.
+    /// Entities forgotten per batch at most (at most a tenth of `wal.channel_capacity`); a sweep repeats while a batch is full.
     pub sweep_batch_max: usize,
     /// A session this long after it expired or was revoked (at least `auth.access_ttl_s`).
     pub sessions_s: u64,
@@ -1130,6 +1130,17 @@ impl Config {
         let r = &self.retention;
         range("retention.sweep_interval_s", r.sweep_interval_s, 1, 86_400)?;
         range("retention.sweep_batch_max", r.sweep_batch_max, 1, 100_000)?;
+        // A batch is sent only while the WAL queue is under 90% full, and
+        // under the directory's and carts' locks: it must fit in the rest.
+        if r.sweep_batch_max > self.wal.channel_capacity / 10 {
+            return Err(invalid(
+                "retention.sweep_batch_max",
+                format!(
+                    "at most a tenth of wal.channel_capacity ({})",
+                    self.wal.channel_capacity / 10
+                ),
+            ));
+        }
         // A purged session is no longer refused by id: its access tokens
         // must have expired by then.
         range(
@@ -1708,6 +1719,19 @@ mod secret_tests {
             .unwrap_err()
             .to_string()
             .contains("short\""));
+    }
+
+    #[test]
+    fn a_sweep_batch_must_fit_in_the_wal_queues_headroom() {
+        let mut config = with_main("a-main-secret-of-at-least-32-bytes!!");
+        config.wal.channel_capacity = 1_000;
+        config.retention.sweep_batch_max = 100;
+        config.validate().unwrap();
+        config.retention.sweep_batch_max = 101;
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "retention.sweep_batch_max"
+        );
     }
 
     #[test]
