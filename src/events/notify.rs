@@ -476,15 +476,7 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let n = notifier(&db);
         for _ in 0..3 {
-            n.enqueue(
-                "o1/order.paid/webhook/s".into(),
-                Channel::Webhook,
-                "http://x".into(),
-                "order.paid",
-                Some(1),
-                String::new(),
-                "{}".into(),
-            );
+            webhook(&n, "o1/order.paid/webhook/s");
         }
         n.enqueue(
             "o1/order.paid/email".into(),
@@ -524,15 +516,7 @@ mod tests {
         // Reopened (a restart): the keys still skip repeats.
         drop(n);
         let again = notifier(&db);
-        again.enqueue(
-            "o1/order.paid/webhook/s".into(),
-            Channel::Webhook,
-            "http://x".into(),
-            "order.paid",
-            Some(1),
-            String::new(),
-            "{}".into(),
-        );
+        webhook(&again, "o1/order.paid/webhook/s");
         assert_eq!(again.pending_count(), 1);
     }
 }

@@ -36,6 +36,16 @@ async fn me(app: &TestApp, token: &str) -> Response {
     app.get_as("/v1/auth/me", Some(token)).await
 }
 
+async fn logout(app: &TestApp, token: &str) -> Response {
+    send(
+        app.client
+            .post(app.url("/v1/auth/logout"))
+            .insert_header(bearer(token)),
+        None,
+    )
+    .await
+}
+
 async fn refresh(app: &TestApp, token: &str) -> Response {
     app.post_json("/v1/auth/refresh", None, json!({ "refresh_token": token }))
         .await
@@ -222,14 +232,10 @@ async fn logout_revokes_refresh_and_access_tokens_even_after_a_restart() {
     let config = test_config(dir.path());
     let app = spawn_config(config.clone(), None).await;
     let ana = app.buyer("ana").await;
-    let out = send(
-        app.client
-            .post(app.url("/v1/auth/logout"))
-            .insert_header(bearer(&ana.access_token)),
-        None,
-    )
-    .await;
-    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        logout(&app, &ana.access_token).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_unauthenticated(&me(&app, &ana.access_token).await, "after logout");
     assert_eq!(
         refresh(&app, &ana.refresh_token).await.code(),
@@ -283,14 +289,10 @@ async fn ended_sessions_and_unfollows_are_purged_after_their_retention_and_stay_
     )
     .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-    let out = send(
-        app.client
-            .post(app.url("/v1/auth/logout"))
-            .insert_header(bearer(&ana.access_token)),
-        None,
-    )
-    .await;
-    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        logout(&app, &ana.access_token).await.status,
+        StatusCode::NO_CONTENT
+    );
     let before = app.engine.directory().resident();
     assert_eq!(before.unfollows, 1);
 

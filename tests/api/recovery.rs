@@ -196,6 +196,27 @@ fn user(id: u128, email: &str) -> flashdrop::domain::identity::User {
     }
 }
 
+fn directory_record(entity: &flashdrop::domain::identity::Entity) -> WalRecord {
+    WalRecord {
+        entity: EntityKey::of(entity),
+        body: RecordBody::Directory(Box::new(entity.clone())),
+    }
+}
+
+fn recovered_users(recovered: &flashdrop::persistence::Recovered) -> Vec<(u128, String)> {
+    use flashdrop::domain::identity::Entity;
+    let mut users: Vec<_> = recovered
+        .directory
+        .iter()
+        .filter_map(|e| match e {
+            Entity::User(u) => Some((u.id, u.email.clone())),
+            _ => None,
+        })
+        .collect();
+    users.sort();
+    users
+}
+
 #[test]
 fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
     use flashdrop::domain::identity::Entity;
@@ -206,12 +227,8 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
     // after a crash between the two. Ana again: a newer record, no snapshot.
     let ana = user(1, "ana@test.example");
     let bo = user(2, "bo@test.example");
-    let record = |entity: &Entity| WalRecord {
-        entity: EntityKey::of(entity),
-        body: RecordBody::Directory(Box::new(entity.clone())),
-    };
     let ana_entity = Entity::User(ana.clone());
-    wal.append(&record(&ana_entity), None).unwrap();
+    wal.append(&directory_record(&ana_entity), None).unwrap();
     wal.snapshot(
         EntityKey::User(1),
         &SnapshotBody::Directory(ana_entity),
@@ -219,12 +236,12 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
     )
     .unwrap();
     let bo_entity = Entity::User(bo.clone());
-    wal.append(&record(&bo_entity), None).unwrap();
+    wal.append(&directory_record(&bo_entity), None).unwrap();
     let ana_renamed = Entity::User(flashdrop::domain::identity::User {
         email: "ana.new@test.example".into(),
         ..ana
     });
-    wal.append(&record(&ana_renamed), None).unwrap();
+    wal.append(&directory_record(&ana_renamed), None).unwrap();
     let audit = Entity::Audit(flashdrop::domain::identity::AuditEntry {
         seq: 41,
         at_ms: 5,
@@ -236,21 +253,12 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
         after: None,
         correlation_id: None,
     });
-    wal.append(&record(&audit), None).unwrap();
+    wal.append(&directory_record(&audit), None).unwrap();
     stop(&wal, thread);
 
     let recovered = recover(&store, &limits(), RecoveryMode::Snapshots).unwrap();
-    let mut users: Vec<_> = recovered
-        .directory
-        .iter()
-        .filter_map(|e| match e {
-            Entity::User(u) => Some((u.id, u.email.clone())),
-            _ => None,
-        })
-        .collect();
-    users.sort();
     assert_eq!(
-        users,
+        recovered_users(&recovered),
         vec![
             (1, "ana.new@test.example".to_owned()),
             (2, "bo@test.example".to_owned())
@@ -276,27 +284,6 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
             .all(|e| !matches!(e, Entity::Audit(_))),
         "audit lines stay on disk"
     );
-}
-
-fn directory_record(entity: &flashdrop::domain::identity::Entity) -> WalRecord {
-    WalRecord {
-        entity: EntityKey::of(entity),
-        body: RecordBody::Directory(Box::new(entity.clone())),
-    }
-}
-
-fn recovered_users(recovered: &flashdrop::persistence::Recovered) -> Vec<(u128, String)> {
-    use flashdrop::domain::identity::Entity;
-    let mut users: Vec<_> = recovered
-        .directory
-        .iter()
-        .filter_map(|e| match e {
-            Entity::User(u) => Some((u.id, u.email.clone())),
-            _ => None,
-        })
-        .collect();
-    users.sort();
-    users
 }
 
 #[test]
