@@ -33,7 +33,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use flashdrop::actors::Engine;
+use flashdrop::app::Node;
 use flashdrop::persistence::SyncMode;
 use flashdrop::startup::Application;
 
@@ -57,7 +57,7 @@ fn start_flashdrop(
     prefix: &str,
     skus: usize,
     units: u64,
-) -> (Target, Arc<Engine>) {
+) -> (Target, Arc<Node>) {
     let config = bench_config(dir, SyncMode::Fdatasync);
     let (tx, rx) = std::sync::mpsc::channel();
     let prefix = prefix.to_owned();
@@ -66,7 +66,7 @@ fn start_flashdrop(
         system.block_on(async move {
             let app = Application::build(config).await.unwrap();
             let port = app.port();
-            let slot: Arc<OnceLock<Arc<Engine>>> = app.engine();
+            let slot: Arc<OnceLock<Arc<Node>>> = app.engine();
             let handle = app.server_handle();
             let running = actix_rt::spawn(app.run_until_stopped());
             let engine = loop {
@@ -663,7 +663,7 @@ fn main() {
     );
     let stock = actix_rt::System::new().block_on(async {
         let code = flashdrop::domain::SkuCode::parse("SELL-0").unwrap();
-        engine.stock(&code).await.unwrap().1
+        engine.inventory().stock(&code).await.unwrap().1
     });
     drop(engine);
     (target.stop)();

@@ -49,7 +49,11 @@ fn main() {
             let (engine, tenant, buyer) = (engine.clone(), tenant.clone(), buyer.clone());
             async move {
                 let main = vec![(WarehouseId::parse("main").unwrap(), 100)];
-                engine.set_stock(code, &tenant, main, None).await.unwrap();
+                engine
+                    .inventory()
+                    .set_stock(code, &tenant, main, None)
+                    .await
+                    .unwrap();
                 let cmd = ReserveCmd {
                     buyer,
                     quantity: 1,
@@ -57,7 +61,7 @@ fn main() {
                     idempotency: None,
                     shopper_units_max: None,
                 };
-                engine.reserve(code, cmd).await.unwrap();
+                engine.inventory().reserve(code, cmd).await.unwrap();
             }
         });
         run_bounded(activations, 512).await;

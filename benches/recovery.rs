@@ -31,7 +31,15 @@ fn knob(name: &str, default: u64) -> u64 {
 /// Writes products for the SKUs, then `records` stock records through the WAL
 /// writer. Returns the bytes of WAL written.
 fn generate(dir: &std::path::Path, records: u64) -> u64 {
-    let store = Arc::new(Store::open(dir, 256 << 20, SyncMode::Flush).unwrap());
+    let store = Arc::new(
+        Store::open(
+            dir,
+            256 << 20,
+            SyncMode::Flush,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap(),
+    );
     let settings = WalSettings {
         sync: SyncMode::Flush,
         ..WalSettings::default()
@@ -136,7 +144,13 @@ fn main() {
     let generation = generated.elapsed();
 
     // Replay alone (no snapshot exists, so every record is applied).
-    let store = Store::open(dir.path(), 256 << 20, SyncMode::Fdatasync).unwrap();
+    let store = Store::open(
+        dir.path(),
+        256 << 20,
+        SyncMode::Fdatasync,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
     let replay = recover(&store, &LedgerLimits::default(), RecoveryMode::Snapshots).unwrap();
     let stats = replay.stats.clone();
     assert_eq!(stats.records, records + SKUS / 100);

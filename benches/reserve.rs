@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-use flashdrop::actors::Engine;
+use flashdrop::app::Node;
 use flashdrop::domain::SkuCode;
 use flashdrop::persistence::SyncMode;
 
@@ -23,7 +23,7 @@ const SCENARIOS: [(&str, usize); 2] = [("spread_1000_skus", 1000), ("hot_sku", 1
 
 struct Rig {
     system: actix_rt::SystemRunner,
-    engine: Arc<Engine>,
+    engine: Arc<Node>,
     codes: Arc<Vec<SkuCode>>,
     _dir: tempfile::TempDir,
 }

@@ -141,13 +141,24 @@ pub fn derive_secret(main: &[u8], purpose: &str) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Networks (CIDR, e.g. "127.0.0.1/32") that store webhooks may reach
     /// although they are loopback, private, link-local, multicast or a cloud
     /// metadata address. Empty: none of those.
     pub allowed_networks: Vec<String>,
+    /// Resolving a webhook's host name may take this long.
+    pub resolve_timeout_ms: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allowed_networks: Vec::new(),
+            resolve_timeout_ms: 3_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +215,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// sled page cache.
     pub cache_capacity_mb: u64,
+    /// A data directory another process holds is waited for this long, then refused.
+    pub lock_wait_s: u64,
 }
 
 impl Default for StorageConfig {
@@ -211,6 +224,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("flashdrop-data"),
             cache_capacity_mb: 128,
+            lock_wait_s: 10,
         }
     }
 }
@@ -488,6 +502,8 @@ pub struct WsConfig {
     pub max_message_bytes: usize,
     /// Commits the event feed keeps for subscribers that fall behind.
     pub feed_capacity_batches: usize,
+    /// A closing connection's close frame may take this long to send.
+    pub close_timeout_ms: u64,
 }
 
 impl Default for WsConfig {
@@ -502,6 +518,7 @@ impl Default for WsConfig {
             client_timeout_s: 45,
             max_message_bytes: 4096,
             feed_capacity_batches: 4096,
+            close_timeout_ms: 1_000,
         }
     }
 }
@@ -681,6 +698,10 @@ pub struct PaymentsConfig {
     /// Sandbox webhooks waiting to be sent, at most; past it new ones are
     /// dropped (counted; the saga's polling finds the outcome).
     pub sandbox_webhook_queue_max: usize,
+    /// Deliveries of one sandbox webhook tried at most.
+    pub sandbox_webhook_attempts_max: u32,
+    /// One sandbox webhook delivery may take this long.
+    pub sandbox_webhook_timeout_ms: u64,
 }
 
 impl Default for PaymentsConfig {
@@ -698,6 +719,8 @@ impl Default for PaymentsConfig {
             sandbox_webhook_duplicate_rate: 0.2,
             poll_interval_ms: 5_000,
             sandbox_webhook_queue_max: 4_096,
+            sandbox_webhook_attempts_max: 5,
+            sandbox_webhook_timeout_ms: 5_000,
         }
     }
 }
@@ -720,6 +743,10 @@ pub struct NotificationsConfig {
     pub queue_max: usize,
     /// One delivery (a webhook's HTTP exchange, an SMTP session) may take this long.
     pub delivery_timeout_s: u64,
+    /// Dead letters kept at most; past it the oldest go (counted).
+    pub dead_letters_max: usize,
+    /// With nothing due, the delivery loop looks at the queue again after this long.
+    pub idle_wait_s: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -733,6 +760,8 @@ impl Default for NotificationsConfig {
             backoff_ms: 1_000,
             queue_max: 100_000,
             delivery_timeout_s: 10,
+            dead_letters_max: 10_000,
+            idle_wait_s: 60,
         }
     }
 }
@@ -932,6 +961,7 @@ impl Config {
             8,
             1 << 20,
         )?;
+        range("storage.lock_wait_s", self.storage.lock_wait_s, 0, 600)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
@@ -1251,11 +1281,30 @@ impl Config {
             1,
             1_000_000,
         )?;
+        range(
+            "payments.sandbox_webhook_attempts_max",
+            p.sandbox_webhook_attempts_max,
+            1,
+            100,
+        )?;
+        range(
+            "payments.sandbox_webhook_timeout_ms",
+            p.sandbox_webhook_timeout_ms,
+            100,
+            60_000,
+        )?;
         let n = &self.notifications;
         check_secret("notifications.signing_secret", &n.signing_secret)?;
         range("notifications.max_attempts", n.max_attempts, 1, 100)?;
         range("notifications.backoff_ms", n.backoff_ms, 1, 3_600_000)?;
         range("notifications.queue_max", n.queue_max, 1, 100_000_000)?;
+        range(
+            "notifications.dead_letters_max",
+            n.dead_letters_max,
+            1,
+            10_000_000,
+        )?;
+        range("notifications.idle_wait_s", n.idle_wait_s, 1, 3_600)?;
         range(
             "notifications.delivery_timeout_s",
             n.delivery_timeout_s,
@@ -1292,6 +1341,7 @@ impl Config {
             86_400,
         )?;
         range("ws.max_message_bytes", ws.max_message_bytes, 64, 1 << 20)?;
+        range("ws.close_timeout_ms", ws.close_timeout_ms, 10, 10_000)?;
         range(
             "ws.feed_capacity_batches",
             ws.feed_capacity_batches,
@@ -1374,6 +1424,8 @@ impl Config {
             backoff_ms: n.backoff_ms,
             queue_max: n.queue_max,
             delivery_timeout: std::time::Duration::from_secs(n.delivery_timeout_s),
+            dead_letters_max: n.dead_letters_max,
+            idle_wait: std::time::Duration::from_secs(n.idle_wait_s),
         }
     }
 
@@ -1387,7 +1439,8 @@ impl Config {
             webhook_delay_min_ms: p.sandbox_webhook_delay_min_ms,
             webhook_delay_max_ms: p.sandbox_webhook_delay_max_ms,
             webhook_duplicate_rate: p.sandbox_webhook_duplicate_rate,
-            webhook_attempts: 5,
+            webhook_attempts: p.sandbox_webhook_attempts_max,
+            webhook_timeout: std::time::Duration::from_millis(p.sandbox_webhook_timeout_ms),
         }
     }
 

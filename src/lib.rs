@@ -1,7 +1,9 @@
 //! flashdrop: a commerce engine for high-traffic product drops.
-//! Data flows `http -> actors -> domain` and `actors -> persistence`.
+//! Data flows `http -> services/actors -> domain` and `actors/services ->
+//! persistence`; `app` starts it all as named steps.
 
 pub mod actors;
+pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod payments;
 pub mod persistence;
+pub mod services;
 pub mod startup;
 pub mod telemetry;
 

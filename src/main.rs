@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use std::sync::Arc;
 
-use flashdrop::actors::Engine;
+use flashdrop::app::Node;
 use flashdrop::clock::SystemClock;
 use flashdrop::config::{Config, Overrides};
 use flashdrop::startup::Application;
@@ -126,11 +126,11 @@ impl Offline {
 /// closes it; prints `done` on success, one line on failure.
 fn offline<F, Fut>(config: Config, done: String, work: F) -> ExitCode
 where
-    F: FnOnce(Arc<Engine>) -> Fut + 'static,
+    F: FnOnce(Arc<Node>) -> Fut + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let result = actix_web::rt::System::new().block_on(async move {
-        let engine = Engine::start(config, Arc::new(SystemClock)).await?;
+        let engine = Node::start(config, Arc::new(SystemClock)).await?;
         let outcome = work(engine.clone()).await;
         engine.shutdown().await;
         outcome

@@ -10,7 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::{Engine, Externals, StartError};
+use crate::app::{Externals, Node, StartError};
 use crate::clock::Clock;
 use crate::config::{Config, Placement};
 use crate::http::{self, extract::AppState};
@@ -40,7 +40,7 @@ async fn worker_arbiters(
 pub struct Application {
     port: u16,
     server: Server,
-    engine: Arc<OnceLock<Arc<Engine>>>,
+    engine: Arc<OnceLock<Arc<Node>>>,
     starting: tokio::task::JoinHandle<Result<(), StartError>>,
 }
 
@@ -66,6 +66,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let engine = Arc::new(OnceLock::new());
         let state = web::Data::new(AppState::new(engine.clone(), config.clone()));
+        let admission = web::Data::from(state.admission.clone());
         let max_body_bytes = config.server.max_body_bytes;
         let send_buffer_bytes = config.server.send_buffer_bytes;
         // Each worker registers its arbiter, for `placement = "http_workers"`.
@@ -82,6 +83,7 @@ impl Application {
             let cors = http::security::cors(&server_config);
             App::new()
                 .app_data(state.clone())
+                .app_data(admission.clone())
                 .wrap(from_fn(http::admission::limit_in_flight))
                 .wrap(Condition::new(cors.is_some(), cors.unwrap_or_default()))
                 .wrap(from_fn(http::observe))
@@ -121,7 +123,7 @@ impl Application {
                 Placement::Arbiters => None,
                 Placement::HttpWorkers => Some(worker_arbiters(&workers, expected_workers).await?),
             };
-            let started = Engine::start_on(engine_config, externals, placement).await?;
+            let started = Node::start_on(engine_config, externals, placement).await?;
             let _ = slot.set(started);
             tracing::info!("ready");
             Ok(())
@@ -143,7 +145,7 @@ impl Application {
     }
 
     /// Set once recovery has finished.
-    pub fn engine(&self) -> Arc<OnceLock<Arc<Engine>>> {
+    pub fn engine(&self) -> Arc<OnceLock<Arc<Node>>> {
         self.engine.clone()
     }
 
@@ -211,7 +213,7 @@ impl Application {
 
 /// WebSockets are closed first: the server's graceful stop would otherwise
 /// wait `server.shutdown_timeout_s` for connections that never end.
-fn stop_gracefully(engine: &OnceLock<Arc<Engine>>, handle: &ServerHandle, signal: &str) {
+fn stop_gracefully(engine: &OnceLock<Arc<Node>>, handle: &ServerHandle, signal: &str) {
     tracing::info!(signal, "stopping: closing WebSockets, finishing requests");
     if let Some(engine) = engine.get() {
         engine.hub().go_away();

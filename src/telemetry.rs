@@ -468,6 +468,12 @@ pub const SERIES: &[Series] = &[
         "Notification keys forgotten after retention.notification_keys_s",
         &[],
     ),
+    series(
+        "flashdrop_notification_dead_letters_dropped_total",
+        Counter,
+        "Oldest dead letters dropped past notifications.dead_letters_max",
+        &[],
+    ),
 ];
 
 /// Describes every series and registers each known label combination at zero.

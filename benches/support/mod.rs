@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
-use flashdrop::actors::Engine;
+use flashdrop::app::Node;
 use flashdrop::clock::SystemClock;
 use flashdrop::config::Config;
 use flashdrop::domain::identity::Role;
@@ -81,7 +81,7 @@ pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
 }
 
 /// Creates `count` SKUs (100 per product) and gives each `units` in "main".
-pub async fn stock_skus(engine: &Engine, prefix: &str, count: usize, units: u64) -> Vec<SkuCode> {
+pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -> Vec<SkuCode> {
     let tenant = TenantId::parse(TENANT).unwrap();
     let codes: Vec<SkuCode> = (0..count)
         .map(|i| SkuCode::parse(&format!("{prefix}-{i}")).unwrap())
@@ -107,6 +107,7 @@ pub async fn stock_skus(engine: &Engine, prefix: &str, count: usize, units: u64)
         let tenant = tenant.clone();
         async move {
             engine
+                .catalog()
                 .create_product(&tenant, valid, u32::MAX)
                 .await
                 .unwrap()
@@ -119,6 +120,7 @@ pub async fn stock_skus(engine: &Engine, prefix: &str, count: usize, units: u64)
             async move {
                 let warehouse = vec![(WarehouseId::parse("main").unwrap(), units)];
                 engine
+                    .inventory()
                     .set_stock(code, &tenant, warehouse, None)
                     .await
                     .unwrap();
@@ -149,7 +151,7 @@ pub async fn run_bounded<F: std::future::Future>(futures: impl Iterator<Item = F
 /// `n` one-unit reservations round-robin over `codes` from `in_flight` tasks,
 /// each awaiting its own reply as an HTTP handler does.
 pub async fn reserve_many(
-    engine: &Arc<Engine>,
+    engine: &Arc<Node>,
     codes: &Arc<Vec<SkuCode>>,
     n: u64,
     in_flight: usize,
@@ -174,7 +176,11 @@ pub async fn reserve_many(
                         shopper_units_max: None,
                     };
                     let code = &codes[i as usize % codes.len()];
-                    engine.reserve(code, cmd).await.expect("reserved");
+                    engine
+                        .inventory()
+                        .reserve(code, cmd)
+                        .await
+                        .expect("reserved");
                 }
             })
         })
@@ -185,8 +191,8 @@ pub async fn reserve_many(
     started.elapsed()
 }
 
-pub async fn start_engine(config: Config) -> Arc<Engine> {
-    Engine::start(config, Arc::new(SystemClock)).await.unwrap()
+pub async fn start_engine(config: Config) -> Arc<Node> {
+    Node::start(config, Arc::new(SystemClock)).await.unwrap()
 }
 
 /// Resident set size of this process, in bytes.

@@ -5,7 +5,7 @@
 //! starts the actor of an account's (or a guest's) cart.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -21,15 +21,15 @@ use crate::domain::order::Order;
 use crate::domain::{BuyerId, ReservationId, ReserveCmd, SkuCode, SkuId};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
-use super::engine::{Engine, EngineError};
 use super::orders::{ItemRequest, OrderDraft, Orders, OrdersError};
+use crate::services::inventory::{InventoryError, StockPort};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CartsError {
     #[error(transparent)]
     Cart(#[from] CartError),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Stock(#[from] InventoryError),
     #[error("prices changed since the items were added; the cart now shows the new prices")]
     PriceChanged(Vec<PriceChange>),
     #[error(transparent)]
@@ -68,7 +68,7 @@ pub struct CartDeps {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
     pub orders: Arc<Orders>,
-    engine: OnceLock<Weak<Engine>>,
+    pub stock: Arc<dyn StockPort>,
 }
 
 struct CartEntry {
@@ -90,6 +90,7 @@ impl Carts {
         clock: Arc<dyn Clock>,
         config: Arc<Config>,
         orders: Arc<Orders>,
+        stock: Arc<dyn StockPort>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Self> {
         let now = clock.now_ms();
@@ -115,16 +116,12 @@ impl Carts {
                 clock,
                 config,
                 orders,
-                engine: OnceLock::new(),
+                stock,
             }),
             entries,
             arbiters,
             next_arbiter: AtomicUsize::new(0),
         })
-    }
-
-    pub fn start(self: &Arc<Self>, engine: &Arc<Engine>) {
-        let _ = self.deps.engine.set(Arc::downgrade(engine));
     }
 
     pub fn count(&self) -> usize {
@@ -350,12 +347,11 @@ async fn persist(wal: &WalHandle, cart: &Cart) -> Result<(), ()> {
 /// Holds `quantity` more of a drop SKU for the cart's owner.
 async fn hold(
     deps: &CartDeps,
-    engine: &Engine,
     owner: u128,
     sku: SkuId,
     quantity: u32,
 ) -> Result<(u64, u32, u64), CartsError> {
-    let info = engine.sku_info(sku).ok_or(EngineError::UnknownSku)?;
+    let info = deps.stock.sku_info(sku).ok_or(InventoryError::UnknownSku)?;
     let cmd = ReserveCmd {
         buyer: BuyerId::of_account(owner),
         quantity,
@@ -363,17 +359,17 @@ async fn hold(
         idempotency: None,
         shopper_units_max: None,
     };
-    let (_, outcome) = engine.reserve_sku(info, cmd).await?;
+    let outcome = deps.stock.reserve(info, cmd).await?;
     let receipt = outcome.receipt;
     Ok((receipt.seq, quantity, receipt.expires_at_ms))
 }
 
-async fn unhold(engine: &Engine, owner: u128, sku: u64, seq: u64) {
+async fn unhold(stock: &dyn StockPort, owner: u128, sku: u64, seq: u64) {
     let id = ReservationId {
         sku: SkuId(sku),
         seq,
     };
-    if let Err(error) = engine.release(id, BuyerId::of_account(owner)).await {
+    if let Err(error) = stock.release(id, BuyerId::of_account(owner)).await {
         tracing::debug!(%error, "cart hold already gone");
     }
 }
@@ -383,7 +379,6 @@ async fn unhold(engine: &Engine, owner: u128, sku: u64, seq: u64) {
 /// decrease gives back the newest holds, holding again what it overshot.
 async fn resize_holds(
     deps: &CartDeps,
-    engine: &Engine,
     owner: u128,
     sku: u64,
     mut holds: Vec<(u64, u32, u64)>,
@@ -394,11 +389,11 @@ async fn resize_holds(
         let Some((seq, units, _)) = holds.pop() else {
             break;
         };
-        unhold(engine, owner, sku, seq).await;
+        unhold(deps.stock.as_ref(), owner, sku, seq).await;
         held -= units;
     }
     if held < target {
-        holds.push(hold(deps, engine, owner, SkuId(sku), target - held).await?);
+        holds.push(hold(deps, owner, SkuId(sku), target - held).await?);
     }
     Ok(holds)
 }
@@ -410,9 +405,7 @@ async fn apply(
     op: CartOp,
     guest: Option<Cart>,
 ) -> (Cart, Result<CartReply, CartsError>) {
-    let Some(engine) = deps.engine.get().and_then(Weak::upgrade) else {
-        return (cart, Err(CartsError::Unavailable));
-    };
+    let stock = deps.stock.as_ref();
     let now = deps.clock.now_ms();
     let limits = &deps.config.orders;
     let ttl = ttl_ms(&deps.config, cart.guest);
@@ -426,8 +419,8 @@ async fn apply(
     let result = match op {
         CartOp::Add { sku, quantity } => {
             let outcome = async {
-                let info = engine.sku(&sku)?;
-                let in_drop = engine.drops().drop_of(info.id).is_some();
+                let info = stock.sku(&sku)?;
+                let in_drop = stock.in_drop(info.id);
                 if in_drop && cart.guest {
                     return Err(CartsError::SignInForDrops);
                 }
@@ -451,7 +444,7 @@ async fn apply(
                     .map(|i| i.holds.clone())
                     .unwrap_or_default();
                 let holds = if in_drop {
-                    resize_holds(deps, &engine, cart.owner, info.id.0, old_holds, total).await?
+                    resize_holds(deps, cart.owner, info.id.0, old_holds, total).await?
                 } else {
                     Vec::new()
                 };
@@ -492,7 +485,7 @@ async fn apply(
                 let holds = if old.holds.is_empty() {
                     Vec::new()
                 } else {
-                    resize_holds(deps, &engine, cart.owner, old.sku, old.holds, quantity).await?
+                    resize_holds(deps, cart.owner, old.sku, old.holds, quantity).await?
                 };
                 let line = cart.set_quantity(sku.as_str(), quantity)?;
                 line.holds = holds;
@@ -504,7 +497,7 @@ async fn apply(
         CartOp::Remove { sku } => match cart.remove(sku.as_str()) {
             Ok(item) => {
                 for (seq, _, _) in item.holds {
-                    unhold(&engine, cart.owner, item.sku, seq).await;
+                    unhold(stock, cart.owner, item.sku, seq).await;
                 }
                 Ok(CartReply::Cart(cart.clone()))
             }
@@ -517,7 +510,7 @@ async fn apply(
             if cart.items.is_empty() {
                 return (original, Err(CartError::Empty.into()));
             }
-            let changes = cart.reprice(|sku| engine.sku_info(SkuId(sku)).map(|i| i.price().amount));
+            let changes = cart.reprice(|sku| stock.sku_info(SkuId(sku)).map(|i| i.price().amount));
             if !changes.is_empty() && !deps.config.cart.accept_price_changes {
                 // The cart keeps the new prices: checking out again accepts them.
                 return (cart, Err(CartsError::PriceChanged(changes)));

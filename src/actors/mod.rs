@@ -1,11 +1,10 @@
-//! actix actors and what starts them: SKU actors (one per SKU, supervised,
-//! placed by hash on N arbiters), the registry that finds them, the directory
-//! of accounts and stores, and `Engine`.
+//! actix actors: SKU actors (one per SKU, supervised, placed by hash on N
+//! arbiters) and the registry that finds them, carts, orders and drops, and
+//! the directory of accounts and stores.
 
 pub mod carts;
 pub mod directory;
 pub mod drops;
-pub mod engine;
 pub mod holds;
 pub mod orders;
 pub mod registry;
@@ -14,5 +13,4 @@ pub mod sku;
 pub use directory::{
     AuditDraft, AuditFilter, DirectoryService, IdentityError, IssuedTokens, Missing,
 };
-pub use engine::{Engine, EngineError, Externals, StartError};
 pub use registry::{Registry, SendError, SkuInfo};

@@ -5,17 +5,17 @@
 //! and the notifications each move sends.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::clock::{rfc3339_ms, Clock};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::identity::id_text;
 use crate::domain::order::{
@@ -23,15 +23,12 @@ use crate::domain::order::{
 };
 use crate::domain::{
     BuyerId, CommitOutcome, IdempotencyKey, ReservationId, ReserveCmd, SkuCode, SkuId, StockError,
-    TenantId, WarehouseId,
+    TenantId,
 };
-use crate::events::hub::Frame;
-use crate::events::notify::{Channel, Notifier};
-use crate::events::Hub;
 use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
-use super::engine::{Engine, EngineError};
+use crate::services::inventory::{InventoryError, StockPort};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrdersError {
@@ -82,16 +79,29 @@ pub struct OrderDraft {
     pub idempotency: Option<(String, u64)>,
 }
 
+/// Who hears of an order's moves: the buyer's live connections, the e-mail
+/// and webhooks that announce a state. An interface, so a saga runs in a
+/// test without a notifier.
+pub trait OrderListener: Send + Sync {
+    /// `state`, reached at `at_ms`, is durable. Called again for the same
+    /// state after a restart: what it sends must be keyed so a repeat is a
+    /// no-op.
+    fn reached(&self, order: &Order, state: OrderState, at_ms: u64);
+    /// The order changed and the change is durable.
+    fn changed(&self, order: &Order);
+}
+
 /// What every order actor shares.
 pub struct OrderDeps {
     pub wal: WalHandle,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
     pub gateway: Arc<dyn PaymentGateway>,
-    pub hub: Arc<Hub>,
-    pub notifier: Arc<Notifier>,
-    pub directory: Arc<super::DirectoryService>,
-    engine: OnceLock<Weak<Engine>>,
+    pub stock: Arc<dyn StockPort>,
+    pub listener: Arc<dyn OrderListener>,
+    /// Sagas wait (as a transient failure) until `Orders::start` has
+    /// announced again what a crash may have lost.
+    started: AtomicBool,
 }
 
 impl OrderDeps {
@@ -100,24 +110,22 @@ impl OrderDeps {
         clock: Arc<dyn Clock>,
         config: Arc<Config>,
         gateway: Arc<dyn PaymentGateway>,
-        hub: Arc<Hub>,
-        notifier: Arc<Notifier>,
-        directory: Arc<super::DirectoryService>,
+        stock: Arc<dyn StockPort>,
+        listener: Arc<dyn OrderListener>,
     ) -> Self {
         Self {
             wal,
             clock,
             config,
             gateway,
-            hub,
-            notifier,
-            directory,
-            engine: OnceLock::new(),
+            stock,
+            listener,
+            started: AtomicBool::new(false),
         }
     }
 
-    fn engine(&self) -> Option<Arc<Engine>> {
-        self.engine.get().and_then(Weak::upgrade)
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 }
 
@@ -184,8 +192,9 @@ impl Orders {
         orders
     }
 
-    /// Gives the sagas their engine and resumes every unfinished one.
-    pub fn start(self: &Arc<Self>, engine: &Arc<Engine>) {
+    /// Announces again what a crash may have lost, then lets the sagas run
+    /// and resumes every unfinished one.
+    pub fn start(self: &Arc<Self>) {
         let unfinished: Vec<Arc<OrderEntry>> = self
             .entries
             .iter()
@@ -204,12 +213,12 @@ impl Orders {
             let order = entry.view();
             for (state, at) in &order.history {
                 if at.saturating_add(keep_ms) > now {
-                    announce(&self.deps, &order, *state, *at);
+                    self.deps.listener.reached(&order, *state, *at);
                 }
             }
         }
         // Only now can a saga run: whatever it announces comes after these.
-        let _ = self.deps.engine.set(Arc::downgrade(engine));
+        self.deps.started.store(true, Ordering::Release);
         for entry in unfinished {
             self.spawn_actor(entry);
         }
@@ -326,12 +335,14 @@ impl Orders {
         if self.active() >= self.deps.config.orders.active_max {
             return Err(OrdersError::Overloaded);
         }
-        let engine = self.deps.engine().ok_or(OrdersError::Unavailable)?;
+        if !self.deps.started() {
+            return Err(OrdersError::Unavailable);
+        }
         let mut lines = Vec::with_capacity(draft.items.len());
         let mut unknown = Vec::new();
         let mut currency: Option<String> = None;
         for item in &draft.items {
-            let Ok(info) = engine.sku(&item.sku) else {
+            let Ok(info) = self.deps.stock.sku(&item.sku) else {
                 unknown.push(item.sku.as_str().to_owned());
                 continue;
             };
@@ -518,82 +529,6 @@ impl Orders {
     }
 }
 
-/// The event a state announces to the buyer's e-mail and the sellers' webhooks.
-fn event_of(state: OrderState) -> Option<&'static str> {
-    Some(match state {
-        OrderState::PaymentPending => "order.placed",
-        OrderState::Paid => "order.paid",
-        OrderState::Shipped => "order.shipped",
-        OrderState::Delivered => "order.delivered",
-        OrderState::Refunded => "order.refunded",
-        _ => return None,
-    })
-}
-
-/// Queues the messages that announce `state` (reached at `at_ms`): e-mail to
-/// the buyer, a webhook to each seller. Each message has a key made of the
-/// order, the event and the recipient, so announcing again queues nothing.
-fn announce(deps: &OrderDeps, o: &Order, state: OrderState, at_ms: u64) {
-    let Some(event) = event_of(state) else {
-        return;
-    };
-    let id = id_text(o.id);
-    let total = format!(
-        "{}.{:02} {}",
-        o.total_minor() / 100,
-        o.total_minor() % 100,
-        o.currency
-    );
-    if let Some(buyer) = deps.directory.user(o.buyer) {
-        deps.notifier.enqueue(
-            format!("{id}/{event}/email"),
-            Channel::Email,
-            buyer.email,
-            event,
-            None,
-            format!("Your order {id} is {}", state.as_str().replace('_', " ")),
-            format!(
-                "Order {id}\nState: {}\nTotal: {total}\nShipping to: {}\n",
-                state.as_str(),
-                o.shipping_address
-            ),
-        );
-    }
-    for seller in o.sellers() {
-        let Some(tenant) = deps.directory.tenant(seller) else {
-            continue;
-        };
-        if tenant.webhook_url.is_empty() {
-            continue;
-        }
-        let lines: Vec<serde_json::Value> = o
-            .lines
-            .iter()
-            .filter(|l| l.seller == seller)
-            .map(|l| json!({"sku": l.code, "quantity": l.quantity, "unit_price": l.unit_price_minor}))
-            .collect();
-        let body = json!({
-            "event": event,
-            "order_id": id,
-            "state": state.as_str(),
-            "store_id": id_text(seller),
-            "lines": lines,
-            "total": o.seller_total_minor(seller),
-            "currency": o.currency,
-            "at": rfc3339_ms(at_ms),
-        });
-        deps.notifier.enqueue(
-            format!("{id}/{event}/webhook/{}", id_text(seller)),
-            Channel::Webhook,
-            tenant.webhook_url,
-            event,
-            Some(seller),
-            String::new(),
-            body.to_string(),
-        );
-    }
-}
-
 /// The order still has saga work, or may be moved (so it keeps an actor).
 fn needs_actor(order: &Order) -> bool {
     !order.settled()
@@ -700,8 +635,10 @@ impl OrderActor {
         self.deps.clock.now_ms()
     }
 
+    /// Nothing to do now and nothing half done (a step backing off after a
+    /// transient failure is still under way).
     fn idle(&self) -> bool {
-        self.order.next_step(self.now()).is_none()
+        self.order.pending.is_none() && self.order.next_step(self.now()).is_none()
     }
 
     /// Runs `work` on a copy of the order with the mailbox paused, then makes
@@ -750,23 +687,13 @@ impl OrderActor {
     fn notify_out(&self, before: OrderState) {
         if let Some((state, at)) = self.order.history.last() {
             if *state != OrderState::PaymentPending || before < OrderState::PaymentPending {
-                announce(&self.deps, &self.order, *state, *at);
+                self.deps.listener.reached(&self.order, *state, *at);
             }
         }
     }
 
     fn notify_buyer(&self) {
-        let o = &self.order;
-        let frame = Frame::from(
-            json!({
-                "type": "order",
-                "order_id": id_text(o.id),
-                "state": o.state.as_str(),
-                "at": rfc3339_ms(o.history.last().map_or(0, |(_, at)| *at)),
-            })
-            .to_string(),
-        );
-        self.deps.hub.tell_users(&[o.buyer], &frame);
+        self.deps.listener.changed(&self.order);
     }
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
@@ -775,8 +702,10 @@ impl OrderActor {
             ctx.cancel_future(handle);
         }
         let Some(step) = self.order.next_step(now) else {
-            for waiter in self.waiters.drain(..) {
-                let _ = waiter.send(());
+            if self.order.pending.is_none() {
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
             self.schedule_wake(ctx, now);
             return;
@@ -1021,26 +950,24 @@ fn transient(deps: &OrderDeps, mut order: Order, why: &str) -> Order {
     order
 }
 
-fn engine_transient(error: &EngineError) -> bool {
-    matches!(error, EngineError::Overloaded | EngineError::Unavailable)
-}
-
 /// The code an order's `rejection` names for a permanent refusal: one of the
 /// API's error codes, never an error's prose (which may change wording).
-fn error_code(error: &EngineError) -> &'static str {
+fn error_code(error: &InventoryError) -> &'static str {
     match error {
-        EngineError::Stock(StockError::OutOfStock { .. }) => "out_of_stock",
-        EngineError::Stock(StockError::DropNotLive { .. }) => "drop_not_live",
-        EngineError::Stock(StockError::PurchaseLimitExceeded { .. }) => "purchase_limit_exceeded",
-        EngineError::Stock(StockError::TooManyReservations { .. }) => "too_many_reservations",
-        EngineError::Stock(StockError::HoldLimitExceeded { .. }) => "hold_limit_exceeded",
-        EngineError::Stock(StockError::IdempotencyKeyReused) => "idempotency_key_reused",
-        EngineError::Stock(StockError::TooManyUnits { .. })
-        | EngineError::Stock(StockError::TooManyWarehouses { .. }) => "limit_exceeded",
-        EngineError::TooManyHolds(_) => "too_many_holds",
-        EngineError::QueuePassRequired(_) => "queue_pass_required",
-        EngineError::TenantSuspended => "tenant_suspended",
-        EngineError::UnknownSku => "sku_not_found",
+        InventoryError::Stock(StockError::OutOfStock { .. }) => "out_of_stock",
+        InventoryError::Stock(StockError::DropNotLive { .. }) => "drop_not_live",
+        InventoryError::Stock(StockError::PurchaseLimitExceeded { .. }) => {
+            "purchase_limit_exceeded"
+        }
+        InventoryError::Stock(StockError::TooManyReservations { .. }) => "too_many_reservations",
+        InventoryError::Stock(StockError::HoldLimitExceeded { .. }) => "hold_limit_exceeded",
+        InventoryError::Stock(StockError::IdempotencyKeyReused) => "idempotency_key_reused",
+        InventoryError::Stock(StockError::TooManyUnits { .. })
+        | InventoryError::Stock(StockError::TooManyWarehouses { .. }) => "limit_exceeded",
+        InventoryError::TooManyHolds(_) => "too_many_holds",
+        InventoryError::QueuePassRequired(_) => "queue_pass_required",
+        InventoryError::TenantSuspended => "tenant_suspended",
+        InventoryError::UnknownSku => "sku_not_found",
         _ => "reservation_refused",
     }
 }
@@ -1049,12 +976,13 @@ fn error_code(error: &EngineError) -> &'static str {
 /// order with its outcome applied. Every call repeats safely: holds carry
 /// idempotency keys, the provider's calls carry keys from the order.
 async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep, resumed: bool) -> Order {
-    let Some(engine) = deps.engine() else {
-        return transient(deps, order, "engine stopping");
-    };
+    if !deps.started() {
+        return transient(deps, order, "engine starting");
+    }
+    let stock = &deps.stock;
     let buyer = BuyerId::of_account(order.buyer);
     match step {
-        SagaStep::Reserve => reserve(deps, &engine, order, buyer).await,
+        SagaStep::Reserve => reserve(deps, order, buyer).await,
         SagaStep::Authorize => {
             let payment = &order.payment;
             let request = ChargeRequest {
@@ -1129,9 +1057,9 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep, resumed: bool)
                         sku: SkuId(line.sku),
                         seq: *seq,
                     };
-                    match engine.commit(id, buyer.clone()).await {
+                    match stock.commit(id, buyer.clone()).await {
                         Ok(CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)) => {}
-                        Err(e) if engine_transient(&e) => {
+                        Err(e) if e.is_transient() => {
                             return transient(deps, order, &e.to_string())
                         }
                         Err(e) => {
@@ -1199,11 +1127,9 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep, resumed: bool)
                     sku: SkuId(sku),
                     seq,
                 };
-                match engine.release(id, buyer.clone()).await {
+                match stock.release(id, buyer.clone()).await {
                     Ok(_) => {}
-                    Err(e) if engine_transient(&e) => {
-                        return transient(deps, order, &e.to_string())
-                    }
+                    Err(e) if e.is_transient() => return transient(deps, order, &e.to_string()),
                     // Expired, or already gone: nothing is held.
                     Err(e) => {
                         tracing::debug!(order = %id_text(order.id), error = %e, "hold already gone");
@@ -1233,7 +1159,7 @@ async fn run_step(deps: &OrderDeps, order: Order, step: SagaStep, resumed: bool)
             }
         }
         SagaStep::Refund { seller } => refund_seller(deps, order, seller).await,
-        SagaStep::Restock { seller } => restock(deps, &engine, order, seller, resumed).await,
+        SagaStep::Restock { seller } => restock(deps, order, seller, resumed).await,
     }
 }
 
@@ -1258,10 +1184,10 @@ fn finish_with_status(
     order
 }
 
-async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: BuyerId) -> Order {
+async fn reserve(deps: &OrderDeps, order: Order, buyer: BuyerId) -> Order {
     let ttl_ms = deps.config.orders.hold_ttl_s * 1000;
     let attempts = order.lines.iter().enumerate().map(|(i, line)| {
-        let engine = engine.clone();
+        let stock = deps.stock.clone();
         let buyer = buyer.clone();
         let key = format!("order-{:032x}-{i}", order.id);
         let (sku, quantity, held) = (
@@ -1273,8 +1199,8 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
             if held {
                 return Ok(None);
             }
-            let info = engine.sku_info(sku).ok_or(EngineError::UnknownSku)?;
-            let key = IdempotencyKey::parse(&key).map_err(|_| EngineError::Unavailable)?;
+            let info = stock.sku_info(sku).ok_or(InventoryError::UnknownSku)?;
+            let key = IdempotencyKey::parse(&key).map_err(|_| InventoryError::Unavailable)?;
             let cmd = ReserveCmd {
                 buyer,
                 quantity,
@@ -1282,10 +1208,10 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
                 idempotency: Some((key, u64::from(quantity))),
                 shopper_units_max: None,
             };
-            engine
-                .reserve_sku(info, cmd)
+            stock
+                .reserve(info, cmd)
                 .await
-                .map(|(_, outcome)| Some(outcome.receipt.seq))
+                .map(|outcome| Some(outcome.receipt.seq))
         }
     });
     let results = futures_util::future::join_all(attempts).await;
@@ -1299,7 +1225,7 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
         .iter()
         .zip(&results)
         .find_map(|(line, r)| match r {
-            Err(e) if !engine_transient(e) => Some(format!("{}: {}", error_code(e), line.code)),
+            Err(e) if !e.is_transient() => Some(format!("{}: {}", error_code(e), line.code)),
             _ => None,
         });
     let mut order = order;
@@ -1320,13 +1246,7 @@ async fn reserve(deps: &OrderDeps, engine: &Arc<Engine>, order: Order, buyer: Bu
 /// Puts a refunded part's units back in stock, at most once: after a restart
 /// during this step it is skipped (and counted), since repeating it could
 /// count units twice, which is how oversells start.
-async fn restock(
-    deps: &OrderDeps,
-    engine: &Arc<Engine>,
-    order: Order,
-    seller: u128,
-    resumed: bool,
-) -> Order {
+async fn restock(deps: &OrderDeps, order: Order, seller: u128, resumed: bool) -> Order {
     let mut order = order;
     if resumed {
         tracing::warn!(order = %id_text(order.id), store = %id_text(seller), "restock interrupted by a restart; not repeated, count the returned units by hand");
@@ -1339,16 +1259,10 @@ async fn restock(
             let Ok(code) = SkuCode::parse(&line.code) else {
                 continue;
             };
-            let warehouse = match engine.stock(&code).await {
-                Ok((_, view)) => view.warehouses.keys().next().cloned(),
-                Err(_) => None,
-            };
-            let Some(warehouse) = warehouse.and_then(|w| WarehouseId::parse(&w).ok()) else {
-                continue;
-            };
             let reason = format!("return of order {}", id_text(order.id));
-            if let Err(error) = engine
-                .adjust_stock(&code, &tenant, warehouse, i64::from(line.quantity), reason)
+            if let Err(error) = deps
+                .stock
+                .restock(code, tenant.clone(), line.quantity, reason)
                 .await
             {
                 tracing::warn!(order = %id_text(order.id), %error, "restock after a return failed");
@@ -1389,24 +1303,24 @@ mod tests {
     #[test]
     fn a_rejections_code_is_the_code_the_api_answers_for_the_same_refusal() {
         let refusals = [
-            EngineError::Stock(StockError::OutOfStock {
+            InventoryError::Stock(StockError::OutOfStock {
                 requested: 2,
                 available: 1,
             }),
-            EngineError::Stock(StockError::DropNotLive {
+            InventoryError::Stock(StockError::DropNotLive {
                 drop: 1,
                 why: NotLive::Cancelled,
             }),
-            EngineError::Stock(StockError::PurchaseLimitExceeded { limit: 1, used: 1 }),
-            EngineError::Stock(StockError::TooManyReservations { max: 1 }),
-            EngineError::Stock(StockError::HoldLimitExceeded { limit: 1, held: 1 }),
-            EngineError::Stock(StockError::IdempotencyKeyReused),
-            EngineError::Stock(StockError::TooManyUnits { max: 1 }),
-            EngineError::Stock(StockError::TooManyWarehouses { max: 1 }),
-            EngineError::TooManyHolds(TooManyHolds { max: 1, open: 1 }),
-            EngineError::QueuePassRequired(1),
-            EngineError::TenantSuspended,
-            EngineError::UnknownSku,
+            InventoryError::Stock(StockError::PurchaseLimitExceeded { limit: 1, used: 1 }),
+            InventoryError::Stock(StockError::TooManyReservations { max: 1 }),
+            InventoryError::Stock(StockError::HoldLimitExceeded { limit: 1, held: 1 }),
+            InventoryError::Stock(StockError::IdempotencyKeyReused),
+            InventoryError::Stock(StockError::TooManyUnits { max: 1 }),
+            InventoryError::Stock(StockError::TooManyWarehouses { max: 1 }),
+            InventoryError::TooManyHolds(TooManyHolds { max: 1, open: 1 }),
+            InventoryError::QueuePassRequired(1),
+            InventoryError::TenantSuspended,
+            InventoryError::UnknownSku,
         ];
         for refusal in refusals {
             let code = error_code(&refusal);
@@ -1414,9 +1328,13 @@ mod tests {
             assert_eq!(code, api);
         }
         assert_eq!(
-            error_code(&EngineError::SkuExists(vec!["A".into()])),
+            error_code(&InventoryError::Stock(StockError::UnknownReservation)),
             "reservation_refused",
             "anything else is named generically, never by its prose"
         );
     }
 }
+
+#[cfg(test)]
+#[path = "orders_saga_tests.rs"]
+mod saga_tests;

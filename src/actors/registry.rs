@@ -12,7 +12,7 @@ use crate::domain::product::{Money, Product};
 use crate::domain::stock::StockLedger;
 use crate::domain::SkuId;
 
-use super::sku::{Gate, Init, SkuActor, SkuCommand, SkuDeps};
+use super::sku::{Gate, Init, SkuActor, SkuCommand, SkuDeps, SkuHome};
 
 /// What the registry knows of a SKU without asking its actor.
 #[derive(Debug)]
@@ -94,14 +94,14 @@ impl Registry {
     pub fn new(
         arbiters: Vec<ArbiterHandle>,
         mailbox_capacity: u32,
-        deps: impl FnOnce(Weak<Registry>) -> SkuDeps,
+        deps: impl FnOnce(Weak<dyn SkuHome>) -> SkuDeps,
     ) -> Arc<Self> {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Arc::new_cyclic(|weak| Self {
             slots: DashMap::new(),
             codes: DashMap::new(),
             arbiters,
-            deps: Arc::new(deps(weak.clone())),
+            deps: Arc::new(deps(weak.clone() as Weak<dyn SkuHome>)),
             mailbox_capacity,
             next_generation: AtomicU64::new(1),
         })
@@ -260,6 +260,22 @@ impl Registry {
             }
         }
         counts
+    }
+}
+
+impl SkuHome for Registry {
+    fn park(
+        &self,
+        sku: SkuId,
+        generation: u64,
+        ledger: &mut Option<StockLedger>,
+        gate: &Gate,
+    ) -> bool {
+        Registry::park(self, sku, generation, ledger, gate)
+    }
+
+    fn parked_durable(&self, sku: SkuId, generation: u64) {
+        Registry::parked_durable(self, sku, generation)
     }
 }
 

@@ -22,8 +22,6 @@ use crate::persistence::{
     WalRecord,
 };
 
-use super::registry::Registry;
-
 pub type Reply<T> = oneshot::Sender<T>;
 
 /// Everything a SKU actor is asked. Each carries its own reply channel so the
@@ -97,6 +95,22 @@ impl Message for SkuCommand {
     type Result = ();
 }
 
+/// Where an idle SKU actor hands its ledger back: the registry, seen
+/// through this interface so the actor needs nothing else of it.
+pub trait SkuHome: Send + Sync {
+    /// Takes the ledger of an idle actor; refused when a message is queued
+    /// for it or it is no longer the SKU's current actor.
+    fn park(
+        &self,
+        sku: SkuId,
+        generation: u64,
+        ledger: &mut Option<StockLedger>,
+        gate: &Gate,
+    ) -> bool;
+    /// The parked ledger's snapshot is durable: its memory may go.
+    fn parked_durable(&self, sku: SkuId, generation: u64);
+}
+
 /// Bounds one actor's mailbox. actix's own capacity is per sender and cannot
 /// bound a mailbox shared by every request, so senders pass this gate first.
 #[derive(Debug)]
@@ -140,7 +154,8 @@ pub struct SkuDeps {
     pub snapshot_every_records: u64,
     pub snapshot_interval: Duration,
     pub idle_timeout: Duration,
-    pub registry: Weak<Registry>,
+    /// Where the actor parks its ledger when idle (the registry).
+    pub registry: Weak<dyn SkuHome>,
     /// SKUs whose stock goes on the event feed.
     pub watched: Arc<crate::events::Watched>,
     /// Open holds per buyer across SKUs, counted from what each actor logs.

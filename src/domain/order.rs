@@ -449,11 +449,13 @@ impl Order {
     /// The saga step to run now, if any. `None`: the order waits for someone
     /// (the buyer's payment retry, a webhook, a seller) or is done.
     pub fn next_step(&self, now_ms: u64) -> Option<SagaStep> {
-        if let Some(step) = self.pending {
-            return Some(step);
-        }
+        // A step that failed transiently is repeated once its back-off is
+        // over, not at once: a provider that is down is not hammered.
         if now_ms < self.retry_at_ms {
             return None;
+        }
+        if let Some(step) = self.pending {
+            return Some(step);
         }
         if let Some(sub) = self.sub_orders.iter().find(|s| s.restock_pending) {
             return Some(SagaStep::Restock { seller: sub.seller });
@@ -891,7 +893,8 @@ mod tests {
         o.begin(SagaStep::Reserve, 1_000);
         assert_eq!(o.next_step(999_999), Some(SagaStep::Reserve));
         o.step_failed_transiently(1_000, 500, "unavailable");
-        assert_eq!(o.next_step(1_200), Some(SagaStep::Reserve));
+        assert_eq!(o.next_step(1_200), None, "backing off");
+        assert_eq!(o.next_step(1_500), Some(SagaStep::Reserve));
     }
 
     #[test]

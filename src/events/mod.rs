@@ -4,6 +4,7 @@
 pub mod feed;
 pub mod hub;
 pub mod notify;
+pub mod order_news;
 pub mod outbound;
 
 pub use feed::{EventFeed, FeedBatch, FeedBody, FeedEvent, Watched};

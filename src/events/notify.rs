@@ -5,7 +5,7 @@
 //! Each message's key is marked when it is queued, so announcing again is a
 //! no-op; marks older than `retention.notification_keys_s` are purged.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,10 @@ pub struct NotifySettings {
     pub queue_max: usize,
     /// One delivery may take this long.
     pub delivery_timeout: Duration,
+    /// Dead letters kept at most; past it the oldest go.
+    pub dead_letters_max: usize,
+    /// With nothing due, the delivery loop looks again after this long.
+    pub idle_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +109,8 @@ pub struct Notifier {
     /// Dates the marks (the engine's clock, which order states are dated by).
     clock: Arc<dyn Clock>,
     next_id: AtomicU64,
+    /// Dead letters stored (sled counts a tree by reading all of it).
+    dead_count: AtomicUsize,
     wake: Notify,
 }
 
@@ -134,6 +140,7 @@ impl Notifier {
                 .unwrap_or(0))
         };
         let next = last(&pending)?.max(last(&dead)?) + 1;
+        let dead_count = AtomicUsize::new(dead.len());
         Ok(Arc::new(Self {
             settings,
             outbound,
@@ -143,6 +150,7 @@ impl Notifier {
             seen_by_time,
             clock,
             next_id: AtomicU64::new(next),
+            dead_count,
             wake: Notify::new(),
         }))
     }
@@ -248,8 +256,43 @@ impl Notifier {
             .collect()
     }
 
-    pub fn dead_letters(&self) -> Vec<Job> {
-        Self::jobs(&self.dead)
+    /// Dead letters after `after` (an id), oldest first, at most `limit`, and
+    /// whether more follow.
+    pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> (Vec<Job>, bool) {
+        let from = after.map_or(0, |id| id.saturating_add(1));
+        let mut page: Vec<Job> = self
+            .dead
+            .range(from.to_be_bytes()..)
+            .values()
+            .filter_map(|v| v.ok().and_then(|v| serde_json::from_slice(&v).ok()))
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
+    /// How many dead letters are kept.
+    pub fn dead_count(&self) -> usize {
+        self.dead_count.load(Ordering::Relaxed)
+    }
+
+    /// Moves a job to the dead letters; past `dead_letters_max` the oldest go.
+    fn bury(&self, job: &Job) {
+        if self.put(&self.dead, job).is_err() {
+            return;
+        }
+        let mut kept = self.dead_count.fetch_add(1, Ordering::Relaxed) + 1;
+        while kept > self.settings.dead_letters_max {
+            match self.dead.pop_min() {
+                Ok(Some(_)) => {
+                    kept = self.dead_count.fetch_sub(1, Ordering::Relaxed) - 1;
+                    metrics::counter!("flashdrop_notification_dead_letters_dropped_total")
+                        .increment(1);
+                }
+                _ => break,
+            }
+        }
     }
 
     pub fn pending_count(&self) -> usize {
@@ -259,6 +302,7 @@ impl Notifier {
     /// Sends a dead letter again (attempts start over); `None` if there is none.
     pub fn retry(&self, id: u64) -> Option<Job> {
         let bytes = self.dead.remove(id.to_be_bytes()).ok()??;
+        self.dead_count.fetch_sub(1, Ordering::Relaxed);
         let mut job: Job = serde_json::from_slice(&bytes).ok()?;
         job.attempts = 0;
         job.next_at_ms = 0;
@@ -283,7 +327,7 @@ impl Notifier {
                 self.settle(job, outcome, &mut next_due);
             }
             let wait = if next_due == u64::MAX {
-                Duration::from_secs(60)
+                self.settings.idle_wait
             } else {
                 Duration::from_millis(next_due.saturating_sub(now_ms()).max(1))
             };
@@ -305,7 +349,7 @@ impl Notifier {
                 job.attempts += 1;
                 job.last_error = Some(why);
                 let _ = self.pending.remove(job.id.to_be_bytes());
-                let _ = self.put(&self.dead, &job);
+                self.bury(&job);
                 metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "refused").increment(1);
             }
             Err(Failure::Transient(error)) => {
@@ -313,7 +357,7 @@ impl Notifier {
                 job.last_error = Some(error);
                 if job.attempts >= self.settings.max_attempts {
                     let _ = self.pending.remove(job.id.to_be_bytes());
-                    let _ = self.put(&self.dead, &job);
+                    self.bury(&job);
                     metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "dead_letter").increment(1);
                 } else {
                     let backoff = self.settings.backoff_ms << (job.attempts - 1).min(16);
@@ -409,10 +453,13 @@ mod tests {
                 backoff_ms: 1,
                 queue_max: 10,
                 delivery_timeout: Duration::from_secs(1),
+                dead_letters_max: 3,
+                idle_wait: Duration::from_secs(1),
             },
             crate::events::outbound::Outbound::new(
                 Default::default(),
                 Arc::new(crate::events::outbound::SystemResolver),
+                Duration::from_secs(3),
             ),
             clock,
         )
@@ -506,17 +553,47 @@ mod tests {
             &mut due,
         );
         assert_eq!(n.pending_count(), 0);
-        let dead = n.dead_letters();
-        assert_eq!(dead.len(), 1);
+        let (dead, more) = n.dead_letters(None, 10);
+        assert_eq!((dead.len(), more), (1, false));
         assert_eq!(dead[0].attempts, 2);
         assert_eq!(n.retry(dead[0].id).map(|j| j.attempts), Some(0));
         assert_eq!(n.pending_count(), 1);
-        assert!(n.dead_letters().is_empty());
+        assert!(n.dead_letters(None, 10).0.is_empty());
+        assert_eq!(n.dead_count(), 0);
         assert!(n.retry(dead[0].id).is_none());
         // Reopened (a restart): the keys still skip repeats.
         drop(n);
         let again = notifier(&db);
         webhook(&again, "o1/order.paid/webhook/s");
         assert_eq!(again.pending_count(), 1);
+    }
+
+    #[test]
+    fn dead_letters_are_bounded_oldest_out_and_paged_across_a_restart() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let n = notifier(&db);
+        let mut buried = Vec::new();
+        for i in 0..5 {
+            webhook(&n, &format!("o{i}/order.paid/webhook/s"));
+            let job = Notifier::jobs(&n.pending).remove(0);
+            buried.push(job.id);
+            n.settle(
+                job,
+                Err(Failure::Refused("inside".into())),
+                &mut u64::MAX.clone(),
+            );
+        }
+        assert_eq!(n.dead_count(), 3, "dead_letters_max is 3");
+        let (first, more) = n.dead_letters(None, 2);
+        assert!(more);
+        let (rest, more) = n.dead_letters(Some(first[1].id), 2);
+        assert!(!more);
+        let kept: Vec<u64> = first.iter().chain(&rest).map(|j| j.id).collect();
+        assert_eq!(kept, buried[2..], "the two oldest went");
+        drop(n);
+        let reopened = notifier(&db);
+        assert_eq!(reopened.dead_count(), 3, "counted again at open");
+        assert!(reopened.retry(rest[0].id).is_some());
+        assert_eq!(reopened.dead_count(), 2);
     }
 }

@@ -14,9 +14,6 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::domain::outbound::{Host, OutboundPolicy, Refusal, Target};
 
-/// How long resolving a target's name may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// Turns a host name into addresses (the system's resolver, or a test's).
 pub trait HostResolver: Send + Sync {
     fn lookup(
@@ -49,11 +46,21 @@ pub struct Refused(pub Refusal);
 pub struct Outbound {
     policy: OutboundPolicy,
     resolver: Arc<dyn HostResolver>,
+    /// How long resolving a target's name may take (`outbound.resolve_timeout_ms`).
+    resolve_timeout: Duration,
 }
 
 impl Outbound {
-    pub fn new(policy: OutboundPolicy, resolver: Arc<dyn HostResolver>) -> Arc<Self> {
-        Arc::new(Self { policy, resolver })
+    pub fn new(
+        policy: OutboundPolicy,
+        resolver: Arc<dyn HostResolver>,
+        resolve_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            resolver,
+            resolve_timeout,
+        })
     }
 
     /// Checks a target when it is set: its shape, a literal address, and the
@@ -66,7 +73,7 @@ impl Outbound {
             return Ok(());
         };
         let lookup = self.resolver.lookup(name, target.port);
-        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        match tokio::time::timeout(self.resolve_timeout, lookup).await {
             Ok(Ok(addresses)) => {
                 let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
                 self.policy.check_resolved(name, &ips)
@@ -123,7 +130,7 @@ impl Resolve for Guarded {
             };
             self.0.policy.check_target(&target).map_err(Refused)?;
             let lookup = self.0.resolver.lookup(&name, port);
-            let addresses = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+            let addresses = tokio::time::timeout(self.0.resolve_timeout, lookup)
                 .await
                 .map_err(|_| format!("resolving {name} timed out"))??;
             let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
@@ -155,6 +162,7 @@ mod tests {
         Outbound::new(
             OutboundPolicy::new(allowed.iter().map(|n| n.parse().unwrap()).collect()),
             Arc::new(Fixed(vec![resolves_to.parse().unwrap()])),
+            Duration::from_secs(3),
         )
     }
 

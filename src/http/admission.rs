@@ -17,7 +17,6 @@ use crate::config::AdmissionConfig;
 use crate::domain::limiter::{KeyedLimiter, Rate, Verdict, Window};
 
 use super::error::{ApiError, ErrorKind};
-use super::extract::AppState;
 
 /// Shards of the buyer table, so buyers on different workers rarely share a lock.
 const SHARDS: usize = 16;
@@ -116,8 +115,8 @@ pub async fn limit_in_flight(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let exempt = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
     let control = req
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.admission.clone());
+        .app_data::<web::Data<AdmissionControl>>()
+        .map(|control| control.clone().into_inner());
     let Some(control) = control.filter(|_| !exempt) else {
         return next
             .call(req)
@@ -142,7 +141,6 @@ pub async fn limit_in_flight(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
 
     use actix_web::http::StatusCode;
     use actix_web::middleware::from_fn;
@@ -160,11 +158,11 @@ mod tests {
             },
             ..Config::default()
         };
-        let state = web::Data::new(AppState::new(Arc::new(OnceLock::new()), Arc::new(config)));
+        let control = web::Data::from(AdmissionControl::new(&config.admission));
         let (release, held) = tokio::sync::watch::channel(false);
         let app = actix_test::init_service(
             App::new()
-                .app_data(state.clone())
+                .app_data(control.clone())
                 .wrap(from_fn(limit_in_flight))
                 .route(
                     "/slow",
@@ -185,7 +183,7 @@ mod tests {
         );
         let second = async {
             // The first request is in flight by the time this one arrives.
-            while state.admission.in_flight() == 0 {
+            while control.in_flight() == 0 {
                 tokio::task::yield_now().await;
             }
             let refused = actix_test::call_service(
@@ -206,10 +204,6 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
         assert_eq!(health.status(), StatusCode::OK);
-        assert_eq!(
-            state.admission.in_flight(),
-            0,
-            "every request is counted out"
-        );
+        assert_eq!(control.in_flight(), 0, "every request is counted out");
     }
 }

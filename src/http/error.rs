@@ -11,12 +11,13 @@ use utoipa::ToSchema;
 use crate::actors::carts::CartsError;
 use crate::actors::drops::DropsError;
 use crate::actors::orders::OrdersError;
-use crate::actors::{EngineError, IdentityError, Missing};
+use crate::actors::{IdentityError, Missing};
 use crate::clock::rfc3339_ms;
 use crate::domain::cart::CartError;
 use crate::domain::identity::id_text;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
+use crate::services::{CatalogError, InventoryError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.
 macro_rules! error_table {
@@ -312,33 +313,41 @@ impl From<StockError> for ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
         match error {
-            EngineError::Stock(stock) => stock.into(),
-            EngineError::UnknownSku => ApiError::new(ErrorKind::SkuNotFound, "no such SKU"),
-            EngineError::SkuExists(codes) => {
+            CatalogError::SkuExists(codes) => {
                 let detail = format!("SKU codes already in use: {}", codes.join(", "));
                 ApiError::new(ErrorKind::SkuExists, detail).with("skus", json!(codes))
             }
-            EngineError::Overloaded => ApiError::new(
-                ErrorKind::Overloaded,
-                "this SKU's queue is full; retry after the Retry-After delay",
-            ),
-            EngineError::Unavailable => ApiError::new(
-                ErrorKind::Unavailable,
-                "the request was not carried out; retry shortly",
-            ),
-            EngineError::TenantSuspended => ApiError::new(
-                ErrorKind::TenantSuspended,
-                "this store is suspended; its SKUs cannot be reserved or bought",
-            ),
-            EngineError::ProductQuota(max) => ApiError::new(
+            CatalogError::ProductQuota(max) => ApiError::new(
                 ErrorKind::QuotaExceeded,
                 format!("the store's plan allows at most {max} products"),
             )
             .with("max_products", Value::from(max)),
-            EngineError::QueuePassRequired(drop) => ApiError::new(
+            CatalogError::Unavailable => InventoryError::Unavailable.into(),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(error: InventoryError) -> Self {
+        match error {
+            InventoryError::Stock(stock) => stock.into(),
+            InventoryError::UnknownSku => ApiError::new(ErrorKind::SkuNotFound, "no such SKU"),
+            InventoryError::Overloaded => ApiError::new(
+                ErrorKind::Overloaded,
+                "this SKU's queue is full; retry after the Retry-After delay",
+            ),
+            InventoryError::Unavailable => ApiError::new(
+                ErrorKind::Unavailable,
+                "the request was not carried out; retry shortly",
+            ),
+            InventoryError::TenantSuspended => ApiError::new(
+                ErrorKind::TenantSuspended,
+                "this store is suspended; its SKUs cannot be reserved or bought",
+            ),
+            InventoryError::QueuePassRequired(drop) => ApiError::new(
                 ErrorKind::QueuePassRequired,
                 format!(
                     "join the drop's waiting room first: POST /v1/drops/{}/queue",
@@ -346,8 +355,8 @@ impl From<EngineError> for ApiError {
                 ),
             )
             .with("drop_id", Value::from(id_text(drop))),
-            EngineError::Drops(error) => error.into(),
-            EngineError::TooManyHolds(error) => {
+            InventoryError::Drops(error) => error.into(),
+            InventoryError::TooManyHolds(error) => {
                 ApiError::new(ErrorKind::TooManyHolds, error.to_string())
                     .with("limit", Value::from(error.max))
                     .with("open", Value::from(error.open))
@@ -381,7 +390,7 @@ impl From<CartsError> for ApiError {
                 .with("sku", Value::from(sku))
                 .with("currency", Value::from(currency))
                 .with("cart_currency", Value::from(cart_currency)),
-            CartsError::Engine(e) => e.into(),
+            CartsError::Stock(e) => e.into(),
             CartsError::PriceChanged(changes) => {
                 let changes: Vec<Value> = changes
                     .iter()
@@ -516,7 +525,7 @@ mod tests {
 
     #[test]
     fn overload_answers_carry_retry_after() {
-        let response = ApiError::from(EngineError::Overloaded).error_response();
+        let response = ApiError::from(InventoryError::Overloaded).error_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
         assert_eq!(

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpMessage;
 
-use crate::actors::Engine;
+use crate::app::Node;
 use crate::auth::{Caller, TokenError};
 use crate::config::Config;
 use crate::domain::identity::id_text;
@@ -29,7 +29,7 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 /// Shared by every worker.
 pub struct AppState {
     /// Set once recovery has finished.
-    pub engine: Arc<OnceLock<Arc<Engine>>>,
+    pub engine: Arc<OnceLock<Arc<Node>>>,
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub admission: Arc<super::admission::AdmissionControl>,
@@ -40,7 +40,7 @@ pub struct AppState {
 impl AppState {
     /// The state of an app on `config` whose engine goes into `engine` once
     /// recovery is done.
-    pub fn new(engine: Arc<OnceLock<Arc<Engine>>>, config: Arc<Config>) -> Self {
+    pub fn new(engine: Arc<OnceLock<Arc<Node>>>, config: Arc<Config>) -> Self {
         Self {
             engine,
             metrics: crate::telemetry::metrics_handle(),
@@ -58,7 +58,7 @@ fn state(req: &HttpRequest) -> Result<&AppState, ApiError> {
 }
 
 /// The engine, once recovery is done.
-pub struct Live(pub Arc<Engine>);
+pub struct Live(pub Arc<Node>);
 
 impl FromRequest for Live {
     type Error = ApiError;
@@ -102,7 +102,7 @@ fn unauthenticated(detail: &str) -> ApiError {
 
 /// Verifies `Authorization: Bearer <access token>`: signature, algorithm,
 /// issuer, audience, expiry, and that its session is not revoked.
-fn authenticate(req: &HttpRequest) -> Result<(Arc<Engine>, Caller), ApiError> {
+fn authenticate(req: &HttpRequest) -> Result<(Arc<Node>, Caller), ApiError> {
     let engine = state(req)?
         .engine
         .get()
@@ -127,7 +127,7 @@ fn authenticate(req: &HttpRequest) -> Result<(Arc<Engine>, Caller), ApiError> {
 }
 
 /// Verifies an access token (signature, claims, expiry, revocation).
-pub fn verify_token(engine: &Engine, token: &str) -> Result<Caller, ApiError> {
+pub fn verify_token(engine: &Node, token: &str) -> Result<Caller, ApiError> {
     let directory = engine.directory();
     let caller = directory
         .keys()

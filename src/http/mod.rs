@@ -143,8 +143,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
-        .service(resource("/docs").route(web::get().to(ops::docs)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
         .default_service(web::to(not_found));
 }
 

@@ -2,16 +2,19 @@
 //! that failed every attempt) and sending one again.
 
 use actix_web::{web, HttpResponse};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::actors::directory::actor_of_caller;
 use crate::actors::AuditDraft;
 use crate::domain::identity::id_text;
+use crate::domain::InvalidField;
 use crate::events::notify::{Channel, Job};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};
+use super::input::Query;
+use super::tenants::page_limit;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationBody {
@@ -44,9 +47,21 @@ impl NotificationBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLettersBody {
+    /// Oldest first; at most `notifications.dead_letters_max` are kept.
     pub items: Vec<NotificationBody>,
     /// Messages still being delivered (with retries).
     pub pending: usize,
+    /// Dead letters kept in all.
+    pub total: usize,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
 }
 
 fn admin(caller: &Authenticated) -> Result<(), ApiError> {
@@ -56,26 +71,48 @@ fn admin(caller: &Authenticated) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Notifications that failed every attempt (platform admins).
+/// Notifications that failed every attempt (platform admins), oldest first,
+/// a page at a time.
 #[utoipa::path(
     get, path = "/v1/admin/notifications/dead-letters", tag = "ops",
     security(("bearer" = [])),
+    params(
+        ("limit" = Option<usize>, Query, nullable = false, minimum = 1, maximum = 100, description = "1..=100, default 50"),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^[0-9]{1,19}$", description = "next_cursor of the previous page"),
+    ),
     responses(
         (status = 200, body = DeadLettersBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn dead_letters(caller: Authenticated, engine: Live) -> Result<HttpResponse, ApiError> {
+pub async fn dead_letters(
+    caller: Authenticated,
+    engine: Live,
+    query: Query<DeadLettersQuery>,
+) -> Result<HttpResponse, ApiError> {
     admin(&caller)?;
+    let limit = page_limit(query.limit)?;
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<u64>()
+                .ok()
+                .filter(|_| raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| InvalidField::new("cursor", "must be a next_cursor"))?,
+        ),
+    };
     let notifier = engine.0.notifier();
+    let (page, more) = notifier.dead_letters(after, limit);
+    let next_cursor = more
+        .then(|| page.last().map(|j| j.id.to_string()))
+        .flatten();
     Ok(HttpResponse::Ok().json(DeadLettersBody {
-        items: notifier
-            .dead_letters()
-            .iter()
-            .map(NotificationBody::new)
-            .collect(),
+        items: page.iter().map(NotificationBody::new).collect(),
         pending: notifier.pending_count(),
+        total: notifier.dead_count(),
+        next_cursor,
     }))
 }
 

@@ -1,5 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`, gathered from the handlers.
 
+use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -186,8 +187,8 @@ impl Modify for BearerAuth {
         ops::healthz,
         ops::readyz,
         ops::metrics,
-        ops::openapi,
-        ops::docs,
+        openapi,
+        docs,
         ops::restart_sku,
     ),
     components(schemas(error::Problem, error::FieldError)),
@@ -246,4 +247,34 @@ pub fn allowed_methods(route: &str) -> Option<String> {
         })
         .get(route)
         .cloned()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(document())
+}
+
+/// What the docs page may load: Scalar's script and styles from its CDN, this
+/// server's document; nothing may frame it.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net; \
+    style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src https://cdn.jsdelivr.net data:; \
+    img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'";
+
+/// Interactive documentation of this API (Scalar), built from `/openapi.json`.
+#[utoipa::path(
+    get, path = "/docs", tag = "ops",
+    responses((status = 200, description = "the documentation page", content_type = "text/html"))
+)]
+pub async fn docs() -> HttpResponse {
+    static HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let html = HTML.get_or_init(|| utoipa_scalar::Scalar::new(document().clone()).to_html());
+    let mut page = HttpResponse::Ok();
+    page.content_type("text/html; charset=utf-8")
+        .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, DOCS_CSP))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"));
+    for header in super::security::PAGE_HEADERS {
+        page.insert_header(header);
+    }
+    page.body(html.as_str())
 }

@@ -49,37 +49,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(crate::telemetry::render(&state.metrics))
 }
 
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
-}
-
-/// What the docs page may load: Scalar's script and styles from its CDN, this
-/// server's document; nothing may frame it.
-const DOCS_CSP: &str = "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net; \
-    style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src https://cdn.jsdelivr.net data:; \
-    img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'";
-
-/// Interactive documentation of this API (Scalar), built from `/openapi.json`.
-#[utoipa::path(
-    get, path = "/docs", tag = "ops",
-    responses((status = 200, description = "the documentation page", content_type = "text/html"))
-)]
-pub async fn docs() -> HttpResponse {
-    static HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let html = HTML
-        .get_or_init(|| utoipa_scalar::Scalar::new(super::openapi::document().clone()).to_html());
-    let mut page = HttpResponse::Ok();
-    page.content_type("text/html; charset=utf-8")
-        .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, DOCS_CSP))
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"));
-    for header in super::security::PAGE_HEADERS {
-        page.insert_header(header);
-    }
-    page.body(html.as_str())
-}
-
 /// Drop a SKU's memory and rebuild it from its snapshot and the WAL, as a
 /// supervisor restart does (platform admins; for an operator who suspects a
 /// SKU's memory).
@@ -106,9 +75,9 @@ pub async fn restart_sku(
         ));
     }
     let code = sku_code(&path)?;
-    let (info, before) = engine.0.stock(&code).await?;
-    engine.0.restart_sku(&code).await?;
-    let (_, after) = engine.0.stock(&code).await?;
+    let (info, before) = engine.0.inventory().stock(&code).await?;
+    engine.0.inventory().restart_sku(&code).await?;
+    let (_, after) = engine.0.inventory().stock(&code).await?;
     let summary = |v: &crate::domain::StockView| {
         json!({"available": v.available, "reserved": v.reserved, "sold": v.sold}).to_string()
     };

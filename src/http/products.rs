@@ -183,6 +183,7 @@ pub async fn create_product(
     let max_products = directory.max_products(seller.tenant);
     let product = engine
         .0
+        .catalog()
         .create_product(&seller.tenant_id, valid, max_products)
         .await?;
     directory
@@ -231,7 +232,11 @@ pub async fn create_product(
 pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
     let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
-    let product = engine.0.product(id.as_u128()).ok_or_else(not_found)?;
-    let stock = engine.0.product_stock(&product).await?;
+    let product = engine
+        .0
+        .catalog()
+        .product(id.as_u128())
+        .ok_or_else(not_found)?;
+    let stock = engine.0.inventory().product_stock(&product).await?;
     Ok(HttpResponse::Ok().json(ProductBody::new(&product, stock)))
 }

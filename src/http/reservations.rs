@@ -95,8 +95,8 @@ fn reservation_id(raw: &str) -> Result<ReservationId, ApiError> {
 fn sku_code_of(engine: &Live, sku: SkuId) -> String {
     engine
         .0
-        .registry()
-        .info(sku)
+        .inventory()
+        .sku_info(sku)
         .map(|info| info.code().to_owned())
         .unwrap_or_default()
 }
@@ -152,7 +152,7 @@ pub async fn reserve(
     }
     let now_ms = engine.0.clock().now_ms();
     let remaining = state.admission.charge_buyer(shopper.caller.user, now_ms)?;
-    let info = engine.0.sku(&code)?;
+    let info = engine.0.inventory().sku(&code)?;
     if let Some(store) = parse_id(info.tenant()) {
         if let Some(rpm) = engine.0.directory().plan_requests_per_minute(store) {
             state.admission.charge_store(store, rpm, now_ms)?;
@@ -173,6 +173,7 @@ pub async fn reserve(
     };
     let (info, outcome) = engine
         .0
+        .inventory()
         .reserve_as_shopper(info, cmd, limits.shopper_holds_max)
         .await?;
     let body = ReservationBody::from_receipt(info.id, info.code(), &buyer, &outcome.receipt);
@@ -209,21 +210,21 @@ pub async fn get_reservation(
     let caller = &shopper.caller;
     let store = engine
         .0
-        .registry()
-        .info(id.sku)
+        .inventory()
+        .sku_info(id.sku)
         .and_then(|info| parse_id(info.tenant()));
     let who = caller.principal();
     let sees_all =
         who.is_platform_admin() || store.is_some_and(|s| policy::sees_every_hold(&who, s));
     let owner = (!sees_all).then_some(shopper.buyer);
-    let view = engine.0.reservation(id, owner).await?;
+    let view = engine.0.inventory().reservation(id, owner).await?;
     let code = sku_code_of(&engine, id.sku);
     Ok(HttpResponse::Ok().json(ReservationBody::from_view(id.sku, &code, &view)))
 }
 
 /// The reservation's store when the caller sells for it.
 fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantId> {
-    let info = engine.0.registry().info(id.sku)?;
+    let info = engine.0.inventory().sku_info(id.sku)?;
     let store = parse_id(info.tenant())?;
     if !policy::sells_for(&caller.principal(), store) {
         return None;
@@ -279,9 +280,9 @@ pub async fn release(
     let id = reservation_id(&path)?;
     match sells(&engine, &shopper.caller, id) {
         Some(tenant) => {
-            let outcome = engine.0.release_as_seller(id, &tenant).await?;
+            let outcome = engine.0.inventory().release_as_seller(id, &tenant).await?;
             if outcome == ReleaseOutcome::Released {
-                let view = engine.0.reservation(id, None).await.ok();
+                let view = engine.0.inventory().reservation(id, None).await.ok();
                 audit_seller_move(
                     &engine,
                     &shopper.caller,
@@ -294,7 +295,7 @@ pub async fn release(
             }
         }
         None => {
-            engine.0.release(id, shopper.buyer).await?;
+            engine.0.inventory().release(id, shopper.buyer).await?;
         }
     }
     Ok(HttpResponse::NoContent().finish())
@@ -336,7 +337,7 @@ pub async fn commit(
             "held units are sold only through a paid order (POST /v1/orders or /v1/cart/checkout); only the SKU's sellers commit a hold directly",
         ));
     };
-    let (view, fresh) = match engine.0.commit_as_seller(id, &tenant).await? {
+    let (view, fresh) = match engine.0.inventory().commit_as_seller(id, &tenant).await? {
         CommitOutcome::Committed(view) => (view, true),
         CommitOutcome::AlreadyCommitted(view) => (view, false),
     };
@@ -398,6 +399,7 @@ pub async fn list_holds(
     let after = query.cursor.as_deref().map(parse_hold_cursor).transpose()?;
     let (info, holds) = engine
         .0
+        .inventory()
         .holds_of(&code, &seller.tenant_id, after, limit + 1)
         .await?;
     let more = holds.len() > limit;

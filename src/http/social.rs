@@ -111,7 +111,7 @@ pub async fn get_creator(engine: Live, path: web::Path<String>) -> Result<HttpRe
             accent_color: tenant.branding.accent_color,
         },
         followers,
-        products: engine.0.product_count_of(&id_text(id)),
+        products: engine.0.catalog().product_count_of(&id_text(id)),
     }))
 }
 
@@ -140,6 +140,7 @@ pub async fn creator_products(
     };
     let products: Vec<_> = engine
         .0
+        .catalog()
         .products_of(&id_text(id))
         .into_iter()
         .filter(|p| after.is_none_or(|a| p.id > a))
@@ -147,7 +148,7 @@ pub async fn creator_products(
         .collect();
     let mut items = Vec::with_capacity(products.len());
     for product in &products {
-        let stock = engine.0.product_stock(product).await?;
+        let stock = engine.0.inventory().product_stock(product).await?;
         items.push(ProductBody::new(product, stock));
     }
     let next_cursor = (products.len() == limit)

@@ -86,7 +86,7 @@ pub(super) fn sku_code(raw: &str) -> Result<SkuCode, ApiError> {
 )]
 pub async fn get_stock(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let code = sku_code(&path)?;
-    let (info, view) = engine.0.stock(&code).await?;
+    let (info, view) = engine.0.inventory().stock(&code).await?;
     Ok(HttpResponse::Ok().json(StockBody::new(info.code(), view)))
 }
 
@@ -137,9 +137,10 @@ pub async fn set_stock(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let before = engine.0.stock(&code).await.ok().map(|(_, v)| v);
+    let before = engine.0.inventory().stock(&code).await.ok().map(|(_, v)| v);
     let (info, view) = engine
         .0
+        .inventory()
         .set_stock(
             &code,
             &seller.tenant_id,
@@ -199,9 +200,10 @@ pub async fn adjust_stock(
     let Some(warehouse) = warehouse.filter(|_| errors.is_empty()) else {
         return Err(ApiError::invalid(errors));
     };
-    let before = engine.0.stock(&code).await.ok().map(|(_, v)| v);
+    let before = engine.0.inventory().stock(&code).await.ok().map(|(_, v)| v);
     let (info, view) = engine
         .0
+        .inventory()
         .adjust_stock(&code, &seller.tenant_id, warehouse, body.delta, body.reason)
         .await?;
     audit_stock(

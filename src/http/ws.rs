@@ -12,7 +12,7 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::Engine;
+use crate::app::Node;
 use crate::domain::identity::{id_text, parse_id};
 use crate::domain::SkuCode;
 use crate::events::hub::{hello_frame, Connection, Frame, Outbox, SubscribeError, Topic};
@@ -81,7 +81,7 @@ fn since(epoch: Instant) -> u64 {
 }
 
 async fn serve(
-    engine: Arc<Engine>,
+    engine: Arc<Node>,
     connection: Connection,
     mut session: Session,
     stream: MessageStream,
@@ -144,13 +144,17 @@ async fn serve(
             description: Some(reason.to_owned()),
         };
         // A client that reads nothing cannot take the close frame either.
-        let _ = tokio::time::timeout(Duration::from_secs(1), session.close(Some(close))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(settings.close_timeout_ms),
+            session.close(Some(close)),
+        )
+        .await;
     }
     drop(connection);
 }
 
 async fn read(
-    engine: Arc<Engine>,
+    engine: Arc<Node>,
     outbox: Arc<Outbox>,
     mut session: Session,
     mut stream: MessageStream,
@@ -186,7 +190,7 @@ async fn read(
     outbox.close("client_closed");
 }
 
-fn handle(engine: &Engine, outbox: &Arc<Outbox>, request: Request) {
+fn handle(engine: &Node, outbox: &Arc<Outbox>, request: Request) {
     let hub = engine.hub();
     match request {
         Request::Subscribe { topics } => {
@@ -262,11 +266,11 @@ fn drop_state_frame(id: u128, entry: &crate::actors::drops::DropEntry) -> Frame 
     )
 }
 
-fn topic(engine: &Engine, raw: &str) -> Result<Topic, (&'static str, &'static str)> {
+fn topic(engine: &Node, raw: &str) -> Result<Topic, (&'static str, &'static str)> {
     match raw.split_once(':') {
         Some(("sku", code)) => SkuCode::parse(code)
             .ok()
-            .and_then(|code| engine.sku(&code).ok())
+            .and_then(|code| engine.inventory().sku(&code).ok())
             .map(|info| Topic::Sku(info.id))
             .ok_or(("sku_not_found", "no such SKU")),
         Some(("drop", id)) => parse_id(id)

@@ -41,6 +41,8 @@ pub struct SandboxSettings {
     /// ... and are sent twice this often.
     pub webhook_duplicate_rate: f64,
     pub webhook_attempts: u32,
+    /// One webhook delivery may take this long.
+    pub webhook_timeout: Duration,
 }
 
 /// A webhook event as the sandbox sends it.
@@ -516,7 +518,7 @@ pub async fn deliver_webhooks(
     settings: SandboxSettings,
 ) {
     let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(settings.webhook_timeout)
         .finish();
     let secret: Arc<[u8]> = secret.into();
     while let Some(event) = events.recv().await {
@@ -575,6 +577,7 @@ mod tests {
             webhook_delay_max_ms: 0,
             webhook_duplicate_rate: 0.0,
             webhook_attempts: 1,
+            webhook_timeout: Duration::from_secs(5),
         }
     }
 

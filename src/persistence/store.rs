@@ -17,7 +17,6 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 const CURSOR_KEY: &[u8] = b"cursor";
 /// How long start-up waits for a previous instance to let go of the data directory.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const HEADER_LEN: usize = 32;
 
 /// How far a commit goes before the WAL acknowledges it.
@@ -149,11 +148,16 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store. Another process holding the directory is
-    /// waited for up to `LOCK_WAIT`, then refused.
-    pub fn open(dir: &Path, cache_capacity_bytes: u64, sync: SyncMode) -> Result<Self, StoreError> {
+    /// waited for up to `lock_wait` (`storage.lock_wait_s`), then refused.
+    pub fn open(
+        dir: &Path,
+        cache_capacity_bytes: u64,
+        sync: SyncMode,
+        lock_wait: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("sled");
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let deadline = std::time::Instant::now() + lock_wait;
         let mut said = false;
         loop {
             match Self::open_once(&path, cache_capacity_bytes, sync) {
@@ -161,7 +165,7 @@ impl Store {
                     if e.to_string().contains("could not acquire lock") =>
                 {
                     if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Locked(LOCK_WAIT.as_secs()));
+                        return Err(StoreError::Locked(lock_wait.as_secs()));
                     }
                     if !said {
                         said = true;

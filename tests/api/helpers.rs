@@ -9,14 +9,14 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-use flashdrop::actors::Engine;
+use flashdrop::app::Node;
 use flashdrop::config::Config;
 use flashdrop::startup::Application;
 
 pub struct TestApp {
     pub base: String,
     pub client: awc::Client,
-    pub engine: Arc<Engine>,
+    pub engine: Arc<Node>,
     server: ServerHandle,
     _dir: Option<tempfile::TempDir>,
     /// Accounts the helpers made, by role and name.
@@ -141,14 +141,14 @@ pub async fn spawn_clocked(
     dir: Option<tempfile::TempDir>,
     clock: Arc<dyn flashdrop::clock::Clock>,
 ) -> TestApp {
-    spawn_externals(config, dir, flashdrop::actors::Externals::with_clock(clock)).await
+    spawn_externals(config, dir, flashdrop::app::Externals::with_clock(clock)).await
 }
 
 /// Starts an app with its clock and resolver swapped.
 pub async fn spawn_externals(
     config: Config,
     dir: Option<tempfile::TempDir>,
-    externals: flashdrop::actors::Externals,
+    externals: flashdrop::app::Externals,
 ) -> TestApp {
     init_logs();
     let app = Application::build_with(config, externals)
@@ -502,7 +502,7 @@ impl flashdrop::events::outbound::HostResolver for TestResolver {
 
 /// A buyer's access token minted with the test key (no account: fast enough
 /// for hundreds of buyers); `n` picks the account id.
-pub fn minted_buyer(engine: &Engine, n: u64) -> (String, u128) {
+pub fn minted_buyer(engine: &Node, n: u64) -> (String, u128) {
     let keys = flashdrop::auth::TokenKeys::new(
         TEST_SECRET.as_bytes(),
         "flashdrop",

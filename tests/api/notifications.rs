@@ -238,6 +238,36 @@ async fn buyers_get_email_and_sellers_signed_webhooks_with_retries_and_dead_lett
             .all(|d| d["attempts"] == 3 && d["channel"] == "webhook"),
         "{dead:?}"
     );
+    // A page at a time, oldest first: the pages together are the list.
+    let first = app
+        .get_as("/v1/admin/notifications/dead-letters?limit=1", Some(&admin))
+        .await;
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(1));
+    let cursor = first.body["next_cursor"].as_str().expect("more follow");
+    let rest = app
+        .get_as(
+            &format!("/v1/admin/notifications/dead-letters?limit=100&cursor={cursor}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(rest.body["next_cursor"], json!(null));
+    let paged: Vec<&serde_json::Value> = first.body["items"]
+        .as_array()
+        .into_iter()
+        .chain(rest.body["items"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(first.body["total"], paged.len());
+    assert_eq!(paged[..dead.len()], dead.iter().collect::<Vec<_>>());
+    for bad in ["limit=0", "limit=101", "cursor=abc", "cursor=-1"] {
+        let refused = app
+            .get_as(
+                &format!("/v1/admin/notifications/dead-letters?{bad}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
     let as_seller = app
         .get_as(
             "/v1/admin/notifications/dead-letters",
@@ -333,9 +363,9 @@ async fn a_name_that_resolves_inside_is_refused_when_set_and_at_delivery_and_the
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     with_admin(&mut config);
-    let externals = flashdrop::actors::Externals {
+    let externals = flashdrop::app::Externals {
         resolver: resolver.clone(),
-        ..flashdrop::actors::Externals::system()
+        ..flashdrop::app::Externals::system()
     };
     let app = spawn_externals(config, Some(dir), externals).await;
     let admin = app.platform_admin().await;
@@ -395,9 +425,9 @@ async fn a_name_that_resolves_inside_is_refused_when_set_and_at_delivery_and_the
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.outbound.allowed_networks = vec!["127.0.0.1/32".into()];
-    let externals = flashdrop::actors::Externals {
+    let externals = flashdrop::app::Externals {
         resolver: resolver.clone(),
-        ..flashdrop::actors::Externals::system()
+        ..flashdrop::app::Externals::system()
     };
     let app = spawn_externals(config, Some(dir), externals).await;
     app.stocked_sku("allowed", "AL-1", 10).await;

@@ -21,7 +21,15 @@ fn limits() -> LedgerLimits {
 }
 
 fn open(dir: &std::path::Path) -> Arc<Store> {
-    Arc::new(Store::open(dir, 16 << 20, SyncMode::Flush).unwrap())
+    Arc::new(
+        Store::open(
+            dir,
+            16 << 20,
+            SyncMode::Flush,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap(),
+    )
 }
 
 fn start(store: &Arc<Store>) -> (WalHandle, std::thread::JoinHandle<()>) {

@@ -41,6 +41,7 @@ async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
     let before = app.stock("SUP-1").await;
 
     app.engine
+        .inventory()
         .restart_sku(&SkuCode::parse("SUP-1").unwrap())
         .await
         .unwrap();
