@@ -796,7 +796,9 @@ impl OrderActor {
                         return;
                     }
                 }
-                if poll {
+                // A step backing off is repeated first; the provider is
+                // asked once no step is under way.
+                if poll && act.order.pending.is_none() {
                     act.reconcile(ctx);
                 } else {
                     ctx.notify(OrderMsg::Drive);
@@ -813,6 +815,8 @@ impl OrderActor {
             return;
         };
         if self.order.pending.is_some() {
+            // A step is under way (or backing off): it decides first.
+            ctx.notify(OrderMsg::Drive);
             return;
         }
         let deps = self.deps.clone();

@@ -154,6 +154,8 @@ enum Next {
     Unavailable,
     /// The payment is authorised, but the answer is lost on the way back.
     AuthorizeThenLoseAnswer,
+    /// An asynchronous method: the provider decides later (or never).
+    Pending,
 }
 
 #[derive(Default)]
@@ -171,6 +173,8 @@ struct FakeGateway {
     provider: Mutex<Provider>,
     /// Captures never answer (the process dies in the middle of one).
     hang_captures: AtomicBool,
+    /// This many voids fail without an answer before one succeeds.
+    failing_voids: AtomicU32,
     capture_calls: AtomicU32,
 }
 
@@ -215,10 +219,10 @@ impl PaymentGateway for FakeGateway {
         let payment = PaymentView {
             id: format!("pay_{}", provider.payments.len() + 1),
             reference: request.reference,
-            status: if declined {
-                PspStatus::Declined
-            } else {
-                PspStatus::Authorized
+            status: match next {
+                Some(Next::Decline) => PspStatus::Declined,
+                Some(Next::Pending) => PspStatus::Pending,
+                _ => PspStatus::Authorized,
             },
             amount_minor: request.amount_minor,
             currency: request.currency,
@@ -255,8 +259,13 @@ impl PaymentGateway for FakeGateway {
     }
 
     fn void(&self, payment_id: String, _: String) -> GatewayFuture<PaymentView> {
+        let failing = self.failing_voids.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_voids.store(failing - 1, Ordering::SeqCst);
+            return answer(Err(GatewayError::Unavailable("timed out".into())));
+        }
         let voided = self.update(&payment_id, |p| {
-            if p.status == PspStatus::Authorized {
+            if matches!(p.status, PspStatus::Authorized | PspStatus::Pending) {
                 p.status = PspStatus::Voided;
             }
         });
@@ -323,6 +332,8 @@ impl Bench {
         );
         let mut config = Config::default();
         config.orders.retry_backoff_ms = 1;
+        // Timers run on real time: keep the provider polls short.
+        config.payments.poll_interval_ms = 10;
         let (wal, _writer) =
             crate::persistence::wal::start(store, config.wal_settings(), WriterStart::default());
         Self {
@@ -563,4 +574,42 @@ async fn a_crash_during_the_commit_repeats_it_and_the_unit_is_sold_once() {
     assert_eq!(order.state, OrderState::Paid);
     assert_eq!(stock.ledger.lock().committed, vec![1], "sold once");
     assert_eq!(gateway.provider.lock().captures.len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_void_that_fails_while_an_asynchronous_payment_waits_is_repeated_after_its_back_off() {
+    let bench = Bench::new();
+    let (stock, gateway) = (FakeStock::new(), FakeGateway::scripted(&[Next::Pending]));
+    gateway.failing_voids.store(2, Ordering::SeqCst);
+    let (orders, _) = bench.orders(Vec::new(), &stock, &gateway);
+
+    let (placed, _) = orders.place(draft("pm_async")).await.unwrap();
+    let waiting = until(&bench, &orders, placed.id, |o| {
+        o.payment.status == PaymentStatus::Pending
+    })
+    .await;
+    assert_eq!(waiting.state, OrderState::PaymentPending);
+    // The deadline passes with the payment still pending: the saga voids it,
+    // and the provider fails the first two voids. The saga must not wait for
+    // a poll that a step under way never answers.
+    bench
+        .clock
+        .advance_ms(bench.config.orders.payment_deadline_s * 1000 + 1);
+    let order = until(&bench, &orders, placed.id, Order::settled).await;
+    assert!(
+        order.settled(),
+        "stalled: {:?} {:?} {:#?}",
+        order.state,
+        order.payment,
+        order.saga_log
+    );
+    assert_eq!(order.state, OrderState::Cancelled);
+    let voids_failed = order
+        .saga_log
+        .iter()
+        .filter(|e| e.step == SagaStep::Void && e.phase == Phase::Failed)
+        .count();
+    assert_eq!(voids_failed, 2);
+    assert_eq!(stock.ledger.lock().released, vec![1]);
+    assert!(gateway.provider.lock().captures.is_empty());
 }

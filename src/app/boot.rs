@@ -9,7 +9,6 @@ use std::time::Duration;
 use actix::{Arbiter, ArbiterHandle};
 
 use crate::actors::carts::Carts;
-use crate::actors::directory::{DirectoryDeps, DirectoryService};
 use crate::actors::drops::{DropDeps, Drops};
 use crate::actors::holds::HoldBook;
 use crate::actors::orders::{OrderDeps, Orders};
@@ -29,6 +28,7 @@ use crate::payments::SandboxGateway;
 use crate::persistence::{
     self, EntityKey, Recovered, RecoveryMode, SnapshotBody, Store, WalHandle, WalSettings,
 };
+use crate::services::identity::{DirectoryDeps, DirectoryService};
 use crate::services::{Catalog, CatalogDeps, Inventory, InventoryDeps};
 
 use super::{Externals, Node, Runtime, Services, StartError};

@@ -15,7 +15,6 @@ use actix::{Arbiter, ArbiterHandle};
 use tokio::sync::oneshot;
 
 use crate::actors::carts::Carts;
-use crate::actors::directory::DirectoryService;
 use crate::actors::drops::Drops;
 use crate::actors::orders::Orders;
 use crate::clock::Clock;
@@ -25,6 +24,7 @@ use crate::events::outbound::{HostResolver, Outbound, SystemResolver};
 use crate::events::Hub;
 use crate::payments::SandboxGateway;
 use crate::persistence::{self, RecoveryStats, Store, WalHandle, WalOp};
+use crate::services::identity::DirectoryService;
 use crate::services::{Catalog, Inventory};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,12 +15,12 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, Notify};
 
-use crate::actors::directory::DirectoryService;
 use crate::actors::registry::Registry;
 use crate::actors::sku::SkuCommand;
 use crate::domain::drop::DropState;
 use crate::domain::identity::id_text;
 use crate::domain::SkuId;
+use crate::services::identity::DirectoryService;
 
 use super::feed::{now_us, FeedBatch, FeedBody, Watched};
 

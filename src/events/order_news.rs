@@ -8,12 +8,12 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::actors::orders::OrderListener;
-use crate::actors::DirectoryService;
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::id_text;
 use crate::domain::order::{Order, OrderState};
 use crate::events::hub::{Frame, Hub};
 use crate::events::notify::{Channel, Notifier};
+use crate::services::identity::DirectoryService;
 
 /// The production `OrderListener`.
 pub struct OrderNews {

@@ -6,10 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::AuditFilter;
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
 use crate::domain::identity::{id_text, parse_id, AuditEntry};
 use crate::domain::InvalidField;
+use crate::services::identity::AuditFilter;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Live};

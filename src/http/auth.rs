@@ -5,9 +5,9 @@ use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::actors::IssuedTokens;
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::{id_text, User};
+use crate::services::identity::IssuedTokens;
 
 use super::error::{ApiError, Problem};
 use super::extract::{Authenticated, ClientAddress, Correlation, Live};
@@ -205,11 +205,12 @@ pub async fn logout(
 )]
 pub async fn me(engine: Live, caller: Authenticated) -> Result<HttpResponse, ApiError> {
     let directory = engine.0.directory();
-    let user = directory
-        .user(caller.0.user)
-        .ok_or(crate::actors::IdentityError::NotFound(
-            crate::actors::Missing::Account,
-        ))?;
+    let user =
+        directory
+            .user(caller.0.user)
+            .ok_or(crate::services::identity::IdentityError::NotFound(
+                crate::services::identity::Missing::Account,
+            ))?;
     Ok(HttpResponse::Ok().json(MeBody {
         account: AccountBody::new(&user),
         following: directory.following_count(user.id),

@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::actors::directory::actor_of_caller;
 use crate::actors::drops::standing_json;
-use crate::actors::AuditDraft;
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
 use crate::domain::drop::{DropLimits, FlashDrop, NewDrop, WaitingRoomSpec};
 use crate::domain::identity::{id_text, parse_id};
 use crate::domain::InvalidField;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, Seller, Shopper};

@@ -11,12 +11,12 @@ use utoipa::ToSchema;
 use crate::actors::carts::CartsError;
 use crate::actors::drops::DropsError;
 use crate::actors::orders::OrdersError;
-use crate::actors::{IdentityError, Missing};
 use crate::clock::rfc3339_ms;
 use crate::domain::cart::CartError;
 use crate::domain::identity::id_text;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
+use crate::services::identity::{IdentityError, Missing};
 use crate::services::{CatalogError, InventoryError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.

@@ -5,11 +5,11 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::actors::directory::actor_of_caller;
-use crate::actors::AuditDraft;
 use crate::domain::identity::id_text;
 use crate::domain::InvalidField;
 use crate::events::notify::{Channel, Job};
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};

@@ -7,9 +7,9 @@ use serde_json::json;
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Authenticated, Correlation, Live};
 use super::stock::sku_code;
-use crate::actors::directory::actor_of_caller;
-use crate::actors::AuditDraft;
 use crate::domain::identity::parse_id;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]

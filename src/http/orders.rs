@@ -10,9 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::actors::directory::actor_of_caller;
 use crate::actors::orders::{ItemRequest, OrderDraft, Orders};
-use crate::actors::AuditDraft;
 use crate::auth::Caller;
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::{id_text, parse_id};
@@ -20,6 +18,8 @@ use crate::domain::order::{status_text, Order, OrderState};
 use crate::domain::policy::{self, OrderView};
 use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
 use crate::payments::signature;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Authenticated, Correlation, IdempotencyHeader, Live, Shopper};

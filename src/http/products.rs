@@ -15,8 +15,8 @@ use crate::domain::StockView;
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, Seller};
 use super::input::Json;
-use crate::actors::directory::actor_of_caller;
-use crate::actors::AuditDraft;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -19,11 +19,11 @@ use super::extract::{AppState, Correlation, IdempotencyHeader, Live, Seller, Sho
 use super::input::{Json, Query};
 use super::stock::sku_code;
 use super::tenants::page_limit;
-use crate::actors::directory::actor_of_caller;
-use crate::actors::AuditDraft;
 use crate::auth::Caller;
 use crate::domain::identity::parse_id;
 use crate::domain::policy;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -12,8 +12,8 @@ use crate::domain::{InvalidField, SkuCode, StockView, WarehouseId};
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Correlation, Live, Seller};
 use super::input::Json;
-use crate::actors::directory::actor_of_caller;
-use crate::actors::AuditDraft;
+use crate::services::identity::actor_of_caller;
+use crate::services::identity::AuditDraft;
 
 pub const REASON_MAX_CHARS: usize = 200;
 

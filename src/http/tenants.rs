@@ -6,14 +6,14 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::directory::NewTenant;
-use crate::actors::IdentityError;
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::{
     id_text, parse_id, Branding, Plan, Role, ShippingSettings, TaxSettings, Tenant, TenantPatch,
     TenantStatus,
 };
 use crate::domain::InvalidField;
+use crate::services::identity::IdentityError;
+use crate::services::identity::NewTenant;
 
 use super::auth::{AccountBody, TokensBody};
 use super::error::{ApiError, ErrorKind, Problem};
@@ -550,8 +550,9 @@ pub async fn remove_staff(
     let tenant = tenant_id(&tenant)?;
     let directory = engine.0.directory();
     directory.tenant_for(&caller.0, tenant)?;
-    let user =
-        parse_id(&user).ok_or(IdentityError::NotFound(crate::actors::Missing::StaffMember))?;
+    let user = parse_id(&user).ok_or(IdentityError::NotFound(
+        crate::services::identity::Missing::StaffMember,
+    ))?;
     directory
         .remove_staff(&caller.0, tenant, user, correlation.0)
         .await?;

@@ -15,7 +15,6 @@ use crate::actors::drops::{DropEntry, Drops, DropsError};
 use crate::actors::holds::{HoldBook, HoldPlace, TooManyHolds};
 use crate::actors::registry::{Registry, SendError, SkuInfo};
 use crate::actors::sku::{Reply, SkuCommand};
-use crate::actors::DirectoryService;
 use crate::clock::Clock;
 use crate::domain::product::Product;
 use crate::domain::stock::{
@@ -24,6 +23,7 @@ use crate::domain::stock::{
 };
 use crate::domain::{BuyerId, ReservationId, SkuCode, SkuId, TenantId, WarehouseId};
 use crate::persistence::WalHandle;
+use crate::services::identity::DirectoryService;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InventoryError {

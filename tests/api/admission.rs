@@ -11,8 +11,10 @@ use serde_json::json;
 
 use flashdrop::clock::ManualClock;
 
-use crate::drops::{reserve_as, scheduled};
-use crate::helpers::{eventually, minted_buyer, spawn_clocked, spawn_with, test_config, WsClient};
+use crate::helpers::{
+    eventually, minted_buyer, reserve_as, scheduled, spawn_clocked, spawn_with, test_config,
+    WsClient,
+};
 
 const T0: u64 = 1_800_000_000_000;
 

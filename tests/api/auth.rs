@@ -214,7 +214,7 @@ async fn audit_actions_of(app: &TestApp, user: &str) -> Vec<String> {
         .engine
         .directory()
         .audit_page(
-            &flashdrop::actors::AuditFilter {
+            &flashdrop::services::identity::AuditFilter {
                 actor: parse_id(user),
                 ..Default::default()
             },

@@ -6,9 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::drops::scheduled;
 use super::helpers::*;
-use super::orders::order_in;
 
 async fn cart_call(
     app: &TestApp,
@@ -494,7 +492,7 @@ async fn carts_are_bounded_and_orders_page_newest_first() {
     let buyer = app.buyer("pat").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let placed = super::orders::place(
+        let placed = place(
             &app,
             &buyer.access_token,
             json!([{"sku": "B-PEN", "quantity": 1}]),

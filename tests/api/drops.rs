@@ -12,51 +12,11 @@ use serde_json::{json, Value};
 use flashdrop::clock::{rfc3339_ms, ManualClock};
 
 use crate::helpers::{
-    bearer, eventually, minted_buyer, send, spawn_app, spawn_clocked, test_config, Response,
-    TestApp, WsClient,
+    bearer, create_drop, eventually, minted_buyer, reserve_as, scheduled, send, spawn_app,
+    spawn_clocked, test_config, Response, TestApp, WsClient,
 };
 
 const T0: u64 = 1_800_000_000_000;
-
-pub async fn create_drop(app: &TestApp, store: &str, body: Value) -> Response {
-    let seller = app.seller(store).await;
-    app.post_json("/v1/drops", Some(&seller.access_token), body)
-        .await
-}
-
-/// A drop of `skus` from `start_ms` to `end_ms`; returns its id.
-pub async fn scheduled(
-    app: &TestApp,
-    store: &str,
-    skus: &[&str],
-    start_ms: u64,
-    end_ms: u64,
-    extra: Value,
-) -> String {
-    let mut body = json!({
-        "title": "Sneaker drop",
-        "skus": skus,
-        "starts_at": rfc3339_ms(start_ms),
-        "ends_at": rfc3339_ms(end_ms),
-    });
-    for (key, value) in extra.as_object().unwrap() {
-        body[key] = value.clone();
-    }
-    let created = create_drop(app, store, body).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    assert_eq!(created.body["state"], "scheduled");
-    created.body["id"].as_str().unwrap().to_owned()
-}
-
-pub async fn reserve_as(app: &TestApp, token: &str, sku: &str, body: Value) -> Response {
-    send(
-        app.client
-            .post(app.url(&format!("/v1/skus/{sku}/reservations")))
-            .insert_header(bearer(token)),
-        Some(body),
-    )
-    .await
-}
 
 async fn drop_state(app: &TestApp, id: &str) -> Value {
     let response = app.get_as(&format!("/v1/drops/{id}"), None).await;

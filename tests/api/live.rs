@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::drops::reserve_as;
-use crate::helpers::{eventually, minted_buyer, spawn_with, TestApp, WsClient};
+use crate::helpers::{eventually, minted_buyer, reserve_as, spawn_with, TestApp, WsClient};
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()

@@ -9,39 +9,6 @@ use serde_json::{json, Value};
 
 use super::helpers::*;
 
-/// Places an order; answers the 202 body.
-pub async fn place(app: &TestApp, token: &str, items: Value, method: &str, wait: bool) -> Response {
-    let mut request = app
-        .client
-        .post(app.url("/v1/orders"))
-        .insert_header(bearer(token));
-    if wait {
-        request = request.insert_header(("prefer", "wait=10"));
-    }
-    send(
-        request,
-        Some(json!({"items": items, "shipping_address": "1 Test Street, Testville", "payment_method": method})),
-    )
-    .await
-}
-
-/// Polls the order until its state is one of `states`.
-pub async fn order_in(app: &TestApp, token: &str, id: &str, states: &[&str]) -> Value {
-    let found = eventually(Duration::from_secs(20), || async {
-        let order = app.get_as(&format!("/v1/orders/{id}"), Some(token)).await;
-        let state = order.body["state"].as_str().unwrap_or_default().to_owned();
-        states.contains(&state.as_str()).then_some(order.body)
-    })
-    .await;
-    match found {
-        Some(order) => order,
-        None => {
-            let order = app.get_as(&format!("/v1/orders/{id}"), Some(token)).await;
-            panic!("order {id} never reached {states:?}: {:#}", order.body)
-        }
-    }
-}
-
 async fn fulfil(app: &TestApp, token: &str, id: &str, body: Value) -> Response {
     app.post_json(&format!("/v1/orders/{id}/fulfillment"), Some(token), body)
         .await
@@ -54,8 +21,8 @@ async fn payments_of(app: &TestApp, admin: &str, order: &str) -> Vec<Value> {
 
 #[actix_web::test]
 async fn a_multi_seller_cart_is_paid_shipped_delivered_returned_and_refunded_with_notifications() {
-    let (smtp_port, inbox) = super::notifications::smtp_server().await;
-    let (hook_port, hooks) = super::notifications::webhook_server();
+    let (smtp_port, inbox) = smtp_server().await;
+    let (hook_port, hooks) = webhook_server();
     let app = spawn_with(|c| {
         with_admin(c);
         c.notifications.smtp_host = "127.0.0.1".into();

@@ -258,9 +258,9 @@ async fn write_upgrade_fixture() {
     .await;
     assert_eq!(paid.status, StatusCode::ACCEPTED, "{:?}", paid.body);
     let paid_id = paid.body["order_id"].as_str().unwrap().to_owned();
-    super::orders::order_in(&app, &bob.access_token, &paid_id, &["paid"]).await;
+    order_in(&app, &bob.access_token, &paid_id, &["paid"]).await;
     let carol = app.buyer("carol").await;
-    let declined = super::orders::place(
+    let declined = place(
         &app,
         &carol.access_token,
         json!([{"sku": "U-TEE", "quantity": 1}]),
@@ -272,7 +272,7 @@ async fn write_upgrade_fixture() {
     let declined_id = declined.body["order_id"].as_str().unwrap().to_owned();
 
     // A scheduled drop, and a staff member who joined by invitation.
-    let drop = super::drops::scheduled(
+    let drop = scheduled(
         &app,
         "north",
         &["U-DROP"],

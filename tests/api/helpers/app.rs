@@ -1,4 +1,5 @@
-//! One isolated flashdrop per test: temp data dir, port 0, real HTTP client.
+//! One isolated flashdrop per test: temp data dir, port 0, real HTTP client,
+//! the accounts the helpers made, and tokens minted without an account.
 //! Logs only when TEST_LOG is set.
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use serde_json::{json, Value};
 use flashdrop::app::Node;
 use flashdrop::config::Config;
 use flashdrop::startup::Application;
+
+use super::client::{bearer, client, email_for, send, Response};
 
 pub struct TestApp {
     pub base: String,
@@ -44,36 +47,6 @@ pub struct Identity {
     pub access_token: String,
     pub refresh_token: String,
     pub tenant_id: Option<String>,
-}
-
-/// `Authorization: Bearer <token>`.
-pub fn bearer(token: &str) -> (&'static str, String) {
-    ("authorization", format!("Bearer {token}"))
-}
-
-/// A test e-mail address for a helper name (names may hold `:` or `@`).
-pub fn email_for(name: &str) -> String {
-    let local: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("{}-{:08x}@test.example", local, fastrand::u32(..))
-}
-
-pub struct Response {
-    pub status: StatusCode,
-    pub headers: actix_web::http::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Response {
-    pub fn code(&self) -> &str {
-        self.body["code"].as_str().unwrap_or("")
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
 }
 
 fn init_logs() {
@@ -177,67 +150,6 @@ pub async fn spawn_externals(
         server,
         _dir: dir,
         identities: parking_lot::Mutex::new(HashMap::new()),
-    }
-}
-
-/// Every payment in the sandbox provider's books (of order `reference` only,
-/// when given), read page by page as a platform admin (`token`).
-pub async fn sandbox_payments(
-    http: &awc::Client,
-    base: &str,
-    token: &str,
-    reference: Option<&str>,
-) -> Vec<Value> {
-    let mut payments = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "100".to_owned())];
-        query.extend(reference.map(|r| ("reference", r.to_owned())));
-        query.extend(cursor.take().map(|c| ("cursor", c)));
-        let page = send(
-            http.get(format!("{base}/v1/admin/payments/sandbox"))
-                .query(&query)
-                .expect("a query string")
-                .insert_header(bearer(token)),
-            None,
-        )
-        .await;
-        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
-        payments.extend(page.body["payments"].as_array().unwrap().iter().cloned());
-        match page.body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return payments,
-        }
-    }
-}
-
-pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .connector(awc::Connector::new().limit(1024))
-        .timeout(Duration::from_secs(60))
-        .finish()
-}
-
-pub async fn send(req: awc::ClientRequest, body: Option<Value>) -> Response {
-    let mut response = match body {
-        Some(body) => req
-            .insert_header(("content-type", "application/json"))
-            .send_body(body.to_string())
-            .await
-            .expect("request sent"),
-        None => req.send().await.expect("request sent"),
-    };
-    let bytes = response.body().limit(8 << 20).await.expect("body read");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Response {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body,
     }
 }
 
@@ -451,24 +363,6 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it returns Some or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A resolver the test controls: each name answers what the test set last.
 #[derive(Default)]
 pub struct TestResolver {
@@ -519,82 +413,4 @@ pub fn minted_buyer(engine: &Node, n: u64) -> (String, u128) {
         engine.clock().now_ms(),
     );
     (token, user)
-}
-
-/// A WebSocket client of `GET /v1/ws`.
-pub struct WsClient {
-    framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
-}
-
-impl WsClient {
-    pub async fn connect(app: &TestApp, token: Option<&str>) -> WsClient {
-        let url = format!("{}/v1/ws", app.base.replace("http://", "ws://"));
-        let mut request = awc::Client::new().ws(url).max_frame_size(1 << 20);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let (_, framed) = request.connect().await.expect("WebSocket connects");
-        let mut client = WsClient { framed };
-        let hello = client.next_json(Duration::from_secs(10)).await;
-        assert_eq!(
-            hello.as_ref().map(|h| h["type"].clone()),
-            Some(json!("hello"))
-        );
-        client
-    }
-
-    pub async fn send(&mut self, message: Value) {
-        use futures_util::SinkExt;
-        self.framed
-            .send(awc::ws::Message::Text(message.to_string().into()))
-            .await
-            .expect("WebSocket send");
-    }
-
-    /// Subscribes and waits for the `subscribed` answer; returns it.
-    pub async fn subscribe(&mut self, topics: &[&str]) -> Value {
-        self.send(json!({"op": "subscribe", "topics": topics}))
-            .await;
-        self.until(Duration::from_secs(10), |m| m["type"] == "subscribed")
-            .await
-            .expect("subscribed")
-    }
-
-    /// The next JSON message within `timeout` (answering pings), or None.
-    pub async fn next_json(&mut self, timeout: Duration) -> Option<Value> {
-        use futures_util::{SinkExt, StreamExt};
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.framed.next())
-                .await
-                .ok()??
-                .ok()?;
-            match frame {
-                awc::ws::Frame::Text(bytes) => return serde_json::from_slice(&bytes).ok(),
-                awc::ws::Frame::Ping(bytes) => {
-                    let _ = self.framed.send(awc::ws::Message::Pong(bytes)).await;
-                }
-                awc::ws::Frame::Close(reason) => {
-                    return Some(json!({"type": "closed", "reason": format!("{reason:?}")}))
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Reads until a message satisfies `wanted` (None when `timeout` passes).
-    pub async fn until(
-        &mut self,
-        timeout: Duration,
-        wanted: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let message = self.next_json(deadline - Instant::now()).await?;
-            if wanted(&message) {
-                return Some(message);
-            }
-        }
-        None
-    }
 }

@@ -1,0 +1,170 @@
+//! Memory of history: places and settles ORDERS one-unit orders (default
+//! 1,000,000) from BUYERS shoppers (100,000), with LOGINS logins and logouts
+//! (100,000) of one account alongside, and reports the resident set after
+//! each quarter, the growth per order, and what stays resident (orders,
+//! sessions). Memory should follow what is active: once orders settle and
+//! sessions end, RSS at the end should be close to RSS at the half.
+//!
+//! Run: `cargo bench --bench order_memory` (ORDERS, BUYERS, LOGINS to change).
+//! The WAL does not sync (`wal.sync = none`): this measures memory, not disks.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashdrop::actors::orders::{ItemRequest, OrderDraft};
+use flashdrop::app::Node;
+use flashdrop::domain::order::OrderState;
+use flashdrop::domain::{SkuCode, TenantId, WarehouseId};
+use flashdrop::persistence::SyncMode;
+
+use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+const SKUS: usize = 100;
+const EMAIL: &str = "memory-shopper@bench.example";
+const PASSWORD: &str = "memory-Bench-7-battery";
+
+/// Places and settles orders `from..to` (buyer = order number mod `buyers`).
+async fn orders(node: &Arc<Node>, codes: &Arc<Vec<SkuCode>>, from: u64, to: u64, buyers: u64) {
+    let placing = (from..to).map(|n| {
+        let (node, codes) = (node.clone(), codes.clone());
+        async move {
+            let draft = OrderDraft {
+                buyer: (1u128 << 100) | u128::from(n % buyers),
+                items: vec![ItemRequest {
+                    sku: codes[n as usize % codes.len()].clone(),
+                    quantity: 1,
+                    reservations: Vec::new(),
+                }],
+                shipping_address: "1 Bench Street".into(),
+                payment_method: "pm_card_visa".into(),
+                idempotency: None,
+            };
+            let (order, _) = node.orders().place(draft).await.expect("placed");
+            let settled = node
+                .orders()
+                .settle(order.id, Duration::from_secs(60))
+                .await
+                .expect("settled");
+            assert_eq!(settled.state, OrderState::Paid, "order {n}");
+        }
+    });
+    run_bounded(placing, 256).await;
+}
+
+/// Logs the account in and out `count` times.
+async fn logins(node: &Arc<Node>, count: u64, done: &AtomicU64) {
+    let sessions = (0..count).map(|_| async {
+        let tokens = node
+            .directory()
+            .login(EMAIL, PASSWORD.into(), None, None)
+            .await
+            .expect("logged in");
+        let caller =
+            flashdrop::http::extract::verify_token(node, &tokens.access_token).expect("token");
+        node.directory()
+            .logout(&caller, None)
+            .await
+            .expect("logged out");
+        done.fetch_add(1, Ordering::Relaxed);
+    });
+    run_bounded(sessions, 16).await;
+}
+
+fn main() {
+    let total = knob("ORDERS", 1_000_000);
+    let buyers = knob("BUYERS", 100_000).max(1);
+    let login_total = knob("LOGINS", 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = bench_config(dir.path(), SyncMode::None);
+    // Cheap password hashing: this measures what a session leaves behind.
+    config.auth.dev_mode = true;
+    config.auth.argon2_memory_kib = 8;
+    config.auth.argon2_iterations = 1;
+    config.auth.login_burst_per_account = 1_000_000;
+    config.auth.login_burst_per_address = 1_000_000;
+    config.orders.active_max = 100_000;
+    config.payments.sandbox_webhook_queue_max = 1;
+    let cache_mib = config.storage.cache_capacity_mb;
+    let system = actix_rt::System::new();
+    let node = system.block_on(start_engine(config));
+    let codes = Arc::new(system.block_on(stock_skus(&node, "ORD", SKUS, 0)));
+    let tenant = TenantId::parse(support::TENANT).unwrap();
+    system.block_on(async {
+        for code in codes.iter() {
+            let units = total / SKUS as u64 + 1;
+            let main = vec![(WarehouseId::parse("main").unwrap(), units)];
+            node.inventory()
+                .set_stock(code, &tenant, main, None)
+                .await
+                .unwrap();
+        }
+        node.directory()
+            .register(EMAIL, PASSWORD.into(), None, None)
+            .await
+            .expect("registered");
+    });
+    let start_rss = rss_bytes();
+    let started = Instant::now();
+    let logged = AtomicU64::new(0);
+    let mut rows = Vec::new();
+    let quarters = 4;
+    for q in 0..quarters {
+        let (from, to) = (total * q / quarters, total * (q + 1) / quarters);
+        let (login_from, login_to) = (login_total * q / quarters, login_total * (q + 1) / quarters);
+        system.block_on(async {
+            futures_util::future::join(
+                orders(&node, &codes, from, to, buyers),
+                logins(&node, login_to - login_from, &logged),
+            )
+            .await;
+        });
+        let resident = node.directory().resident();
+        rows.push((
+            to,
+            logged.load(Ordering::Relaxed),
+            rss_bytes(),
+            node.orders().count(),
+            resident,
+            started.elapsed(),
+        ));
+    }
+    system.block_on(node.shutdown());
+
+    println!(
+        "\nOrder history in memory on {} (sled cache capacity {cache_mib} MiB, wal.sync = none)",
+        support::machine()
+    );
+    println!("| orders settled | logins + logouts | RSS | growth since start | orders resident | sessions resident | elapsed |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| 0 | 0 | {:.0} MiB | - | 0 | - | - |", mib(start_rss));
+    for (orders, logins, rss, resident_orders, identity, at) in &rows {
+        println!(
+            "| {orders} | {logins} | {:.0} MiB | {:.0} MiB | {resident_orders} | {} | {:.0} s |",
+            mib(*rss),
+            mib(rss.saturating_sub(start_rss)),
+            identity.sessions,
+            at.as_secs_f64()
+        );
+    }
+    let half = rows[quarters as usize / 2 - 1].2;
+    let end = rows[quarters as usize - 1].2;
+    println!(
+        "RSS at the end / RSS at the half: {:.2} (target: <= 1.10); growth per order in the second half: {:.0} B",
+        end as f64 / half as f64,
+        end.saturating_sub(half) as f64 / (total / 2).max(1) as f64
+    );
+}

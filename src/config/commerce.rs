@@ -1,0 +1,205 @@
+//! `[cart]`, `[orders]` and `[payments]`: carts, the checkout saga and the payment provider.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_secret, Secret};
+use super::{invalid, range, ConfigError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CartConfig {
+    /// A guest cart (no account) lives this long after its last use ...
+    pub guest_ttl_s: u64,
+    /// ... and a signed-in shopper's cart this long.
+    pub account_ttl_s: u64,
+    /// Adding a drop SKU holds its stock this long (the hold does not outlive it).
+    pub drop_hold_s: u64,
+    /// At checkout, take changed prices silently instead of answering 409 `price_changed`.
+    pub accept_price_changes: bool,
+    /// Carts kept in memory at most (guests can make many); past it, new carts get 503.
+    pub carts_max: usize,
+    /// A cart's actor stops after this long unused (the cart stays; an
+    /// expired cart is forgotten only once its actor has stopped).
+    pub actor_idle_s: u64,
+}
+
+impl CartConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        range("cart.guest_ttl_s", c.guest_ttl_s, 60, 366 * 86_400)?;
+        range("cart.account_ttl_s", c.account_ttl_s, 60, 366 * 86_400)?;
+        range("cart.drop_hold_s", c.drop_hold_s, 10, 86_400)?;
+        range("cart.carts_max", c.carts_max, 1, 1_000_000_000)?;
+        range("cart.actor_idle_s", c.actor_idle_s, 1, 86_400)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Lines in one order (and items in one cart).
+    pub lines_max: usize,
+    /// Units of one line.
+    pub quantity_max: u32,
+    pub shipping_address_max_chars: usize,
+    /// A payment must succeed this long after the order is placed, or it is cancelled.
+    pub payment_deadline_s: u64,
+    /// Holds taken by the saga last this long (past the payment deadline, so a
+    /// capture always finds its stock).
+    pub hold_ttl_s: u64,
+    /// Delivered parts may be returned this long after delivery; then they close.
+    pub return_window_s: u64,
+    /// First wait before a step that failed transiently runs again (doubles, up to 32x).
+    pub retry_backoff_ms: u64,
+    /// Orders at once in the saga (not yet paid or cancelled); past it, 503.
+    pub active_max: usize,
+    /// How long a request waits for the saga before answering with the state so far.
+    pub reply_wait_ms: u64,
+    /// Webhook event ids remembered to drop duplicates.
+    pub webhook_dedupe_max: usize,
+    /// A settled order's actor stops after this long without messages.
+    pub actor_idle_s: u64,
+}
+
+impl OrdersConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let o = self;
+        range("orders.lines_max", o.lines_max, 1, 1_000)?;
+        range("orders.quantity_max", o.quantity_max, 1, 1_000_000)?;
+        range(
+            "orders.shipping_address_max_chars",
+            o.shipping_address_max_chars,
+            1,
+            10_000,
+        )?;
+        range("orders.payment_deadline_s", o.payment_deadline_s, 1, 86_400)?;
+        range(
+            "orders.hold_ttl_s",
+            o.hold_ttl_s,
+            o.payment_deadline_s + 1,
+            86_400 * 30,
+        )?;
+        range("orders.return_window_s", o.return_window_s, 0, 366 * 86_400)?;
+        range("orders.retry_backoff_ms", o.retry_backoff_ms, 1, 60_000)?;
+        range("orders.active_max", o.active_max, 1, 100_000_000)?;
+        range("orders.reply_wait_ms", o.reply_wait_ms, 0, 60_000)?;
+        range("orders.actor_idle_s", o.actor_idle_s, 1, 86_400)?;
+        range(
+            "orders.webhook_dedupe_max",
+            o.webhook_dedupe_max,
+            16,
+            100_000_000,
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// The provider: only "sandbox" so far.
+    pub gateway: String,
+    /// HMAC-SHA256 key of `/v1/payments/webhook` signatures (at least 16
+    /// bytes); empty: derived from `auth.jwt_secret` (the sandbox provider
+    /// signs with it; a real provider's key must be set).
+    pub webhook_secret: Secret,
+    /// Signatures older (or newer) than this are refused.
+    pub webhook_tolerance_s: u64,
+    /// Where the sandbox sends its webhooks; empty = this server.
+    pub webhook_url: String,
+    /// Sandbox: latency of every call, share of calls that fail, and when
+    /// asynchronous methods (`pm_async`) are decided.
+    pub sandbox_latency_ms: u64,
+    pub sandbox_failure_rate: f64,
+    pub sandbox_async_delay_ms: u64,
+    /// Sandbox webhooks are delivered after a random delay in this range
+    /// (so out of order), and twice this often.
+    pub sandbox_webhook_delay_min_ms: u64,
+    pub sandbox_webhook_delay_max_ms: u64,
+    pub sandbox_webhook_duplicate_rate: f64,
+    /// While a payment is pending, the saga also asks the provider this often
+    /// (webhooks can be lost).
+    pub poll_interval_ms: u64,
+    /// Sandbox webhooks waiting to be sent, at most; past it new ones are
+    /// dropped (counted; the saga's polling finds the outcome).
+    pub sandbox_webhook_queue_max: usize,
+    /// Deliveries of one sandbox webhook tried at most.
+    pub sandbox_webhook_attempts_max: u32,
+    /// One sandbox webhook delivery may take this long.
+    pub sandbox_webhook_timeout_ms: u64,
+}
+
+impl PaymentsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let p = self;
+        if p.gateway != "sandbox" {
+            return Err(invalid(
+                "payments.gateway",
+                "the only gateway is \"sandbox\"",
+            ));
+        }
+        check_secret("payments.webhook_secret", &p.webhook_secret)?;
+        range(
+            "payments.webhook_tolerance_s",
+            p.webhook_tolerance_s,
+            1,
+            86_400,
+        )?;
+        range(
+            "payments.sandbox_latency_ms",
+            p.sandbox_latency_ms,
+            0,
+            60_000,
+        )?;
+        range(
+            "payments.sandbox_failure_rate",
+            p.sandbox_failure_rate,
+            0.0,
+            1.0,
+        )?;
+        range(
+            "payments.sandbox_async_delay_ms",
+            p.sandbox_async_delay_ms,
+            0,
+            3_600_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_delay_max_ms",
+            p.sandbox_webhook_delay_max_ms,
+            p.sandbox_webhook_delay_min_ms,
+            3_600_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_duplicate_rate",
+            p.sandbox_webhook_duplicate_rate,
+            0.0,
+            1.0,
+        )?;
+        range(
+            "payments.poll_interval_ms",
+            p.poll_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_queue_max",
+            p.sandbox_webhook_queue_max,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "payments.sandbox_webhook_attempts_max",
+            p.sandbox_webhook_attempts_max,
+            1,
+            100,
+        )?;
+        range(
+            "payments.sandbox_webhook_timeout_ms",
+            p.sandbox_webhook_timeout_ms,
+            100,
+            60_000,
+        )?;
+        Ok(())
+    }
+}
