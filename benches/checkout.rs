@@ -14,6 +14,8 @@
 
 mod support;
 
+use support::knob;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,13 +24,6 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use support::machine;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {

@@ -24,6 +24,8 @@
 
 mod support;
 
+use support::knob;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -38,13 +40,6 @@ use flashdrop::persistence::SyncMode;
 use flashdrop::startup::Application;
 
 use support::{bench_config, machine, stock_skus};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Target {
     port: u16,

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::{knob, mib};
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,17 +16,6 @@ use flashdrop::domain::{BuyerId, TenantId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1048576.0
-}
 
 fn main() {
     let skus = knob("MEMORY_SKUS", 1_000_000) as usize;

@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::{knob, mib};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,17 +23,6 @@ use flashdrop::domain::{SkuCode, TenantId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1_048_576.0
-}
 
 const SKUS: usize = 100;
 const EMAIL: &str = "memory-shopper@bench.example";

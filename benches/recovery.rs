@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::knob;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,13 +22,6 @@ use flashdrop::persistence::{
 
 const SKUS: u64 = 1_000;
 const OPEN_PER_SKU: usize = 50;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Writes products for the SKUs, then `records` stock records through the WAL
 /// writer. Returns the bytes of WAL written.

@@ -20,6 +20,8 @@
 
 mod support;
 
+use support::{knob, mib};
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,13 +36,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use support::machine;
 
 const SKU: &str = "FANOUT-HOT";
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -423,7 +418,6 @@ fn main() {
         ));
     }
 
-    let mib = |b: u64| b as f64 / 1_048_576.0;
     println!();
     println!("WebSocket fan-out of one hot SKU during a flash sale");
     println!("machine: {}", machine());

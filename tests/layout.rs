@@ -26,13 +26,19 @@ fn imports(code: &str, parent: &str, name: &str) -> bool {
             }
         }
     }
-    code.match_indices("super::{").any(|(at, _)| {
-        let list = &code[at + 8..];
-        let list = &list[..list.find('}').unwrap_or(list.len())];
-        list.split(',').any(|item| {
-            let item = item.trim();
-            item == name || item.starts_with(&format!("{name}::"))
-        })
+    let lists = [String::from("super::{"), format!("crate::{parent}::{{")];
+    lists.iter().any(|opening| {
+        code.match_indices(opening.as_str())
+            .any(|(at, _)| lists_name(&code[at + opening.len()..], name))
+    })
+}
+
+/// Whether an import list (`a, b::C, ..}`) names module `name`.
+fn lists_name(list: &str, name: &str) -> bool {
+    let list = &list[..list.find('}').unwrap_or(list.len())];
+    list.split(',').any(|item| {
+        let item = item.trim();
+        item == name || item.starts_with(&format!("{name}::"))
     })
 }
 
@@ -126,6 +132,11 @@ fn the_cycle_finder_finds_a_cycle_and_the_import_reader_reads_each_form() {
         "orders"
     ));
     assert!(imports("crate::actors::orders::X", "actors", "orders"));
+    assert!(imports(
+        "use crate::actors::{carts, orders::X};",
+        "actors",
+        "orders"
+    ));
     assert!(!imports("use super::orders_view::X;", "actors", "orders"));
     let looped: BTreeMap<String, BTreeSet<String>> = [
         ("a", &["b"][..]),

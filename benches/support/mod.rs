@@ -195,6 +195,19 @@ pub async fn start_engine(config: Config) -> Arc<Node> {
     Node::start(config, Arc::new(SystemClock)).await.unwrap()
 }
 
+/// A numeric knob from the environment (`ORDERS=...`), or `default`.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes as MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
 /// Resident set size of this process, in bytes.
 pub fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -212,9 +212,24 @@ impl Registry {
         };
     }
 
+    /// Counts of SKUs by actor state: (cold, parked, active).
+    pub fn census(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for slot in self.slots.iter() {
+            match slot.state {
+                State::Cold => counts.0 += 1,
+                State::Parked { .. } => counts.1 += 1,
+                State::Active { .. } => counts.2 += 1,
+            }
+        }
+        counts
+    }
+}
+
+impl SkuHome for Registry {
     /// An idle actor hands its ledger back. Refused when a message is queued
     /// for it or it is no longer the SKU's current actor.
-    pub fn park(
+    fn park(
         &self,
         sku: SkuId,
         generation: u64,
@@ -241,41 +256,12 @@ impl Registry {
     }
 
     /// The snapshot of a parked ledger is durable: forget the in-memory copy.
-    pub fn parked_durable(&self, sku: SkuId, generation: u64) {
+    fn parked_durable(&self, sku: SkuId, generation: u64) {
         if let Some(mut slot) = self.slots.get_mut(&sku) {
             if matches!(&slot.state, State::Parked { generation: g, .. } if *g == generation) {
                 slot.state = State::Cold;
             }
         }
-    }
-
-    /// Counts of SKUs by actor state: (cold, parked, active).
-    pub fn census(&self) -> (usize, usize, usize) {
-        let mut counts = (0, 0, 0);
-        for slot in self.slots.iter() {
-            match slot.state {
-                State::Cold => counts.0 += 1,
-                State::Parked { .. } => counts.1 += 1,
-                State::Active { .. } => counts.2 += 1,
-            }
-        }
-        counts
-    }
-}
-
-impl SkuHome for Registry {
-    fn park(
-        &self,
-        sku: SkuId,
-        generation: u64,
-        ledger: &mut Option<StockLedger>,
-        gate: &Gate,
-    ) -> bool {
-        Registry::park(self, sku, generation, ledger, gate)
-    }
-
-    fn parked_durable(&self, sku: SkuId, generation: u64) {
-        Registry::parked_durable(self, sku, generation)
     }
 }
 

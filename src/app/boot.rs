@@ -13,7 +13,7 @@ use crate::actors::drops::{DropDeps, Drops};
 use crate::actors::holds::HoldBook;
 use crate::actors::orders::{OrderDeps, Orders};
 use crate::actors::registry::{Registry, SkuInfo};
-use crate::actors::sku::SkuDeps;
+use crate::actors::sku::{SkuDeps, SkuHome};
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 use crate::clock::Clock;
 use crate::config::Config;
