@@ -4,12 +4,10 @@
 //! inside the same turn, so nothing slips in between. `Carts` finds or
 //! starts the actor of an account's (or a guest's) cart.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
@@ -21,6 +19,7 @@ use crate::domain::order::Order;
 use crate::domain::{BuyerId, ReservationId, ReserveCmd, SkuCode, SkuId};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
+use super::host::{EntityHost, Hosted};
 use super::orders::{ItemRequest, OrderDraft, Orders, OrdersError};
 use crate::services::inventory::{InventoryError, StockPort};
 
@@ -76,11 +75,29 @@ struct CartEntry {
     addr: Mutex<Option<Addr<CartActor>>>,
 }
 
+impl CartEntry {
+    fn new(cart: Cart) -> Self {
+        Self {
+            view: RwLock::new(cart),
+            addr: Mutex::new(None),
+        }
+    }
+}
+
+/// A cart is active state, not history: carts leave memory when they
+/// expire (`sweep`, with a `Deleted` record each), and `cart.carts_max`
+/// refuses new carts past the cap, so the host never has to pick one.
+impl Hosted for CartEntry {
+    fn can_leave(&self) -> bool {
+        false
+    }
+
+    fn left(&self) {}
+}
+
 pub struct Carts {
     deps: Arc<CartDeps>,
-    entries: DashMap<u128, Arc<CartEntry>>,
-    arbiters: Vec<ArbiterHandle>,
-    next_arbiter: AtomicUsize,
+    entries: EntityHost<CartEntry>,
 }
 
 impl Carts {
@@ -94,7 +111,7 @@ impl Carts {
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Self> {
         let now = clock.now_ms();
-        let entries = DashMap::new();
+        let entries = EntityHost::new("cart", config.cart.carts_max, arbiters);
         let (live, expired): (Vec<Cart>, Vec<Cart>) =
             recovered.into_iter().partition(|c| !c.is_expired(now));
         // Carts that expired while the server was down leave the disk too.
@@ -102,13 +119,7 @@ impl Carts {
             let _ = wal.forget(EntityKey::Cart(cart.owner), None);
         }
         for cart in live {
-            entries.insert(
-                cart.owner,
-                Arc::new(CartEntry {
-                    view: RwLock::new(cart),
-                    addr: Mutex::new(None),
-                }),
-            );
+            entries.insert_if_absent(cart.owner, Arc::new(CartEntry::new(cart)));
         }
         Arc::new(Self {
             deps: Arc::new(CartDeps {
@@ -119,8 +130,6 @@ impl Carts {
                 stock,
             }),
             entries,
-            arbiters,
-            next_arbiter: AtomicUsize::new(0),
         })
     }
 
@@ -132,7 +141,7 @@ impl Carts {
     pub fn get(&self, owner: u128, guest: bool) -> Cart {
         let now = self.deps.clock.now_ms();
         self.entries
-            .get(&owner)
+            .get(owner)
             .map(|e| e.view.read().clone())
             .filter(|c| !c.is_expired(now))
             .unwrap_or_else(|| Cart::new(owner, guest, now, ttl_ms(&self.deps.config, guest)))
@@ -149,21 +158,15 @@ impl Carts {
         let now = self.deps.clock.now_ms();
         let idle_and_expired =
             |e: &CartEntry| e.view.read().is_expired(now) && e.addr.lock().is_none();
-        let expired: Vec<u128> = self
-            .entries
-            .iter()
-            .filter(|e| idle_and_expired(e.value()))
-            .map(|e| *e.key())
-            .take(max)
-            .collect();
+        let expired = self.entries.find(max, idle_and_expired);
         let mut forgotten = 0;
         for owner in expired {
             // The record is sent while the cart's shard is locked, so a cart
             // made anew for the same owner is written after it and survives it.
-            let removed = self.entries.remove_if(&owner, |owner, e| {
-                idle_and_expired(e) && self.deps.wal.forget(EntityKey::Cart(*owner), None).is_ok()
+            let removed = self.entries.remove_if(owner, |e| {
+                idle_and_expired(e) && self.deps.wal.forget(EntityKey::Cart(owner), None).is_ok()
             });
-            forgotten += usize::from(removed.is_some());
+            forgotten += usize::from(removed);
         }
         forgotten
     }
@@ -174,28 +177,20 @@ impl Carts {
         guest: bool,
         op: CartOp,
     ) -> Result<CartReply, CartsError> {
-        if !self.entries.contains_key(&owner)
-            && self.entries.len() >= self.deps.config.cart.carts_max
-        {
-            metrics::counter!("flashdrop_carts_refused_total").increment(1);
-            return Err(CartsError::Unavailable);
-        }
-        let entry = self
-            .entries
-            .entry(owner)
-            .or_insert_with(|| {
+        let entry = match self.entries.get(owner) {
+            Some(entry) => entry,
+            None => {
+                if self.entries.len() >= self.deps.config.cart.carts_max {
+                    metrics::counter!("flashdrop_carts_refused_total").increment(1);
+                    return Err(CartsError::Unavailable);
+                }
                 let now = self.deps.clock.now_ms();
-                Arc::new(CartEntry {
-                    view: RwLock::new(Cart::new(
-                        owner,
-                        guest,
-                        now,
-                        ttl_ms(&self.deps.config, guest),
-                    )),
-                    addr: Mutex::new(None),
-                })
-            })
-            .clone();
+                let ttl = ttl_ms(&self.deps.config, guest);
+                let cart = Cart::new(owner, guest, now, ttl);
+                self.entries
+                    .insert_if_absent(owner, Arc::new(CartEntry::new(cart)))
+            }
+        };
         let addr = {
             let mut slot = entry.addr.lock();
             match slot.as_ref().filter(|a| a.connected()) {
@@ -208,9 +203,7 @@ impl Carts {
                         carts: Arc::downgrade(self),
                         last_used_ms: 0,
                     };
-                    let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed)
-                        % self.arbiters.len().max(1);
-                    let addr = match self.arbiters.get(i) {
+                    let addr = match self.entries.arbiter() {
                         Some(arbiter) => CartActor::start_in_arbiter(arbiter, move |_| actor),
                         None => actor.start(),
                     };
@@ -226,7 +219,7 @@ impl Carts {
     }
 
     fn cart_of(&self, owner: u128) -> Option<Cart> {
-        self.entries.get(&owner).map(|e| e.view.read().clone())
+        self.entries.get(owner).map(|e| e.view.read().clone())
     }
 }
 
@@ -297,7 +290,7 @@ impl Handler<CartMsg> for CartActor {
                     // The guest cart was checked out with this one: it ends.
                     if forget(&deps.wal, guest.owner).await.is_ok() {
                         if let Some(carts) = carts {
-                            carts.entries.remove(&guest.owner);
+                            carts.entries.remove(guest.owner);
                         }
                     }
                 }

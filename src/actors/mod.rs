@@ -4,6 +4,7 @@
 pub mod carts;
 pub mod drops;
 pub mod holds;
+pub mod host;
 pub mod orders;
 pub mod registry;
 pub mod sku;

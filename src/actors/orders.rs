@@ -5,8 +5,7 @@
 //! and the notifications each move sends.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +25,11 @@ use crate::domain::{
     TenantId,
 };
 use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
-use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
+use crate::persistence::{
+    EntityKey, OrderArchive, OrderIndex, RecordBody, SnapshotBody, StoreError, WalHandle, WalRecord,
+};
+
+use super::host::{EntityHost, Hosted};
 
 use crate::services::inventory::{InventoryError, StockPort};
 
@@ -134,11 +137,42 @@ pub struct OrderEntry {
     /// The order as of its last durable change.
     view: RwLock<Order>,
     addr: Mutex<Option<Addr<OrderActor>>>,
+    /// Changes sent to the WAL, and the last of them a durable snapshot
+    /// covers: the order may leave memory only when the two are equal.
+    writes: AtomicU64,
+    snapshotted: AtomicU64,
+    /// It left memory: an actor must not start on this copy (set under `addr`).
+    gone: AtomicBool,
 }
 
 impl OrderEntry {
+    /// An order as its snapshot has it.
+    fn durable(order: Order) -> Self {
+        Self {
+            view: RwLock::new(order),
+            addr: Mutex::new(None),
+            writes: AtomicU64::new(0),
+            snapshotted: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+        }
+    }
+
     pub fn view(&self) -> Order {
         self.view.read().clone()
+    }
+}
+
+impl Hosted for OrderEntry {
+    fn can_leave(&self) -> bool {
+        let addr = self.addr.lock();
+        addr.as_ref().is_none_or(|a| !a.connected())
+            && self.snapshotted.load(Ordering::Acquire) >= self.writes.load(Ordering::Acquire)
+            && !needs_actor(&self.view.read())
+    }
+
+    fn left(&self) {
+        let _addr = self.addr.lock();
+        self.gone.store(true, Ordering::Release);
     }
 }
 
@@ -149,57 +183,81 @@ struct SeenEvents {
     order: VecDeque<String>,
 }
 
+/// Every order, of which only those active or recently used are in memory
+/// (the `host`); the rest are read back from their snapshots. The buyer,
+/// seller and idempotency indexes live on disk (`archive`).
 pub struct Orders {
     deps: Arc<OrderDeps>,
-    entries: DashMap<u128, Arc<OrderEntry>>,
-    /// Order ids of each buyer and each seller, oldest first.
-    by_buyer: DashMap<u128, Vec<u128>>,
-    by_seller: DashMap<u128, Vec<u128>>,
-    idempotency: DashMap<(u128, String), (u128, u64)>,
+    host: EntityHost<OrderEntry>,
+    archive: Arc<OrderArchive>,
     /// Orders whose saga has not settled.
     active: AtomicUsize,
     seen_events: Mutex<SeenEvents>,
-    arbiters: Vec<ArbiterHandle>,
-    next_arbiter: AtomicUsize,
+    /// Recovered orders with a state young enough to announce again; `start` takes them.
+    to_announce: Mutex<Vec<Order>>,
+    /// `(buyer, Idempotency-Key)` of orders being placed (bounded by the
+    /// requests in flight).
+    placing: DashMap<(u128, String), ()>,
 }
 
 impl Orders {
-    /// Registers the recovered orders; `start` resumes the unfinished ones.
-    pub fn new(recovered: Vec<Order>, deps: OrderDeps, arbiters: Vec<ArbiterHandle>) -> Arc<Self> {
+    /// Files every recovered order in the indexes and keeps in memory those
+    /// that still need an actor; `start` resumes them.
+    pub fn new(
+        recovered: Vec<Order>,
+        deps: OrderDeps,
+        archive: Arc<OrderArchive>,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Result<Arc<Self>, StoreError> {
         let mut recovered = recovered;
         recovered.sort_by_key(|o| (o.created_at_ms, o.id));
-        let orders = Arc::new(Self {
-            deps: Arc::new(deps),
-            entries: DashMap::new(),
-            by_buyer: DashMap::new(),
-            by_seller: DashMap::new(),
-            idempotency: DashMap::new(),
-            active: AtomicUsize::new(0),
-            seen_events: Mutex::new(SeenEvents::default()),
-            arbiters,
-            next_arbiter: AtomicUsize::new(0),
-        });
+        let keep_ms = deps.config.retention.notification_keys_s * 1000;
+        let now = deps.clock.now_ms();
+        let host = EntityHost::new("order", deps.config.orders.resident_max, arbiters);
+        let mut active = 0;
+        let mut to_announce = Vec::new();
+        let mut indexed = 0usize;
         for order in recovered {
-            orders.index(&order);
-            orders.entries.insert(
-                order.id,
-                Arc::new(OrderEntry {
-                    view: RwLock::new(order),
-                    addr: Mutex::new(None),
-                }),
-            );
+            if archive.ensure_indexed(&order)? {
+                indexed += 1;
+            }
+            if !order.settled() {
+                active += 1;
+            }
+            if order
+                .history
+                .iter()
+                .any(|(_, at)| at.saturating_add(keep_ms) > now)
+            {
+                to_announce.push(order.clone());
+            }
+            if needs_actor(&order) {
+                host.insert_if_absent(order.id, Arc::new(OrderEntry::durable(order)));
+            }
         }
-        orders
+        if indexed > 0 {
+            tracing::info!(orders = indexed, "recovered orders added to the indexes");
+        }
+        Ok(Arc::new(Self {
+            deps: Arc::new(deps),
+            host,
+            archive,
+            active: AtomicUsize::new(active),
+            seen_events: Mutex::new(SeenEvents::default()),
+            to_announce: Mutex::new(to_announce),
+            placing: DashMap::new(),
+        }))
     }
 
     /// Announces again what a crash may have lost, then lets the sagas run
     /// and resumes every unfinished one.
     pub fn start(self: &Arc<Self>) {
         let unfinished: Vec<Arc<OrderEntry>> = self
-            .entries
-            .iter()
+            .host
+            .residents()
+            .into_iter()
+            .map(|(_, entry)| entry)
             .filter(|e| needs_actor(&e.view.read()))
-            .map(|e| e.value().clone())
             .collect();
         tracing::info!(orders = unfinished.len(), "resuming unfinished orders");
         // Announcements are queued after a change is durable: a crash in
@@ -209,8 +267,7 @@ impl Orders {
         // young at least. Older states were announced long ago.
         let keep_ms = self.deps.config.retention.notification_keys_s * 1000;
         let now = self.deps.clock.now_ms();
-        for entry in self.entries.iter() {
-            let order = entry.view();
+        for order in std::mem::take(&mut *self.to_announce.lock()) {
             for (state, at) in &order.history {
                 if at.saturating_add(keep_ms) > now {
                     self.deps.listener.reached(&order, *state, *at);
@@ -220,62 +277,79 @@ impl Orders {
         // Only now can a saga run: whatever it announces comes after these.
         self.deps.started.store(true, Ordering::Release);
         for entry in unfinished {
-            self.spawn_actor(entry);
+            self.spawn_actor(&entry);
         }
     }
 
-    fn index(&self, order: &Order) {
-        self.by_buyer.entry(order.buyer).or_default().push(order.id);
-        for seller in order.sellers() {
-            self.by_seller.entry(seller).or_default().push(order.id);
-        }
-        if let Some((key, fingerprint)) = &order.idempotency {
-            self.idempotency
-                .insert((order.buyer, key.clone()), (order.id, *fingerprint));
-        }
-        if !order.settled() {
-            self.active.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn spawn_actor(self: &Arc<Self>, entry: Arc<OrderEntry>) -> Addr<OrderActor> {
+    /// The entry's actor, started if it has none. `None`: the entry left
+    /// memory meanwhile (activate it again).
+    fn spawn_actor(self: &Arc<Self>, entry: &Arc<OrderEntry>) -> Option<Addr<OrderActor>> {
         let mut slot = entry.addr.lock();
-        if let Some(addr) = slot.as_ref().filter(|a| a.connected()) {
-            return addr.clone();
+        if entry.gone.load(Ordering::Acquire) {
+            return None;
         }
-        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
+        if let Some(addr) = slot.as_ref().filter(|a| a.connected()) {
+            return Some(addr.clone());
+        }
         let order = entry.view();
         let actor = OrderActor {
             entry: entry.clone(),
             was_settled: order.settled(),
+            resumed: order.pending,
             order,
             deps: self.deps.clone(),
             orders: Arc::downgrade(self),
             waiters: Vec::new(),
             timer: None,
-            resumed: entry.view.read().pending,
         };
-        let addr = match self.arbiters.get(i) {
+        let addr = match self.host.arbiter() {
             Some(arbiter) => OrderActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
         };
         *slot = Some(addr.clone());
-        addr
+        Some(addr)
+    }
+
+    /// The order's actor, the order activated from its snapshot if it is
+    /// not in memory.
+    fn actor(self: &Arc<Self>, id: u128) -> Result<Addr<OrderActor>, OrdersError> {
+        // An entry leaves only when idle: a second activation finds it home.
+        for _ in 0..3 {
+            if let Some(addr) = self.spawn_actor(&self.entry(id)?) {
+                return Ok(addr);
+            }
+        }
+        Err(OrdersError::Unavailable)
     }
 
     fn entry(&self, id: u128) -> Result<Arc<OrderEntry>, OrdersError> {
-        self.entries
-            .get(&id)
-            .map(|e| e.value().clone())
+        self.host
+            .get_or_activate(id, || {
+                self.archive
+                    .load(id)
+                    .map(|order| order.map(OrderEntry::durable))
+            })
+            .map_err(|error| {
+                tracing::error!(order = %id_text(id), %error, "order not read back");
+                OrdersError::Unavailable
+            })?
             .ok_or(OrdersError::NotFound)
     }
 
+    /// The order as of its last durable change, from memory or its snapshot.
     pub fn get(&self, id: u128) -> Option<Order> {
-        self.entries.get(&id).map(|e| e.view())
+        if let Some(entry) = self.host.get(id) {
+            return Some(entry.view());
+        }
+        self.archive.load(id).unwrap_or_else(|error| {
+            tracing::error!(order = %id_text(id), %error, "order not read back");
+            None
+        })
     }
 
+    /// Orders in memory.
     pub fn count(&self) -> usize {
-        self.entries.len()
+        self.host.len()
     }
 
     pub fn active(&self) -> usize {
@@ -290,22 +364,32 @@ impl Orders {
         before: Option<u128>,
         limit: usize,
     ) -> Vec<Order> {
-        let index = match (buyer, seller) {
-            (Some(b), _) => self.by_buyer.get(&b),
-            (None, Some(s)) => self.by_seller.get(&s),
-            (None, None) => None,
+        let (index, owner) = match (buyer, seller) {
+            (Some(b), _) => (OrderIndex::Buyer, b),
+            (None, Some(s)) => (OrderIndex::Seller, s),
+            (None, None) => return Vec::new(),
         };
-        let Some(ids) = index else {
-            return Vec::new();
-        };
-        // Ids are in creation order; a cursor is the last id of the page before.
-        let end = match before {
-            Some(b) => ids.iter().rposition(|id| *id == b).unwrap_or(0),
-            None => ids.len(),
-        };
-        let page: Vec<u128> = ids[..end].iter().rev().take(limit).copied().collect();
-        drop(ids);
-        page.into_iter().filter_map(|id| self.get(id)).collect()
+        // An order that cannot be read back (logged) is passed over.
+        let mut orders = Vec::with_capacity(limit.min(1024));
+        let mut cursor = before;
+        while orders.len() < limit {
+            let ids = match self
+                .archive
+                .page(index, owner, cursor, limit - orders.len())
+            {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::error!(%error, "order index not read");
+                    break;
+                }
+            };
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            cursor = Some(last);
+            orders.extend(ids.into_iter().filter_map(|id| self.get(id)));
+        }
+        orders
     }
 
     /// The order a buyer already placed with this key: the same request
@@ -316,7 +400,11 @@ impl Orders {
         key: &str,
         fingerprint: u64,
     ) -> Option<Result<Order, OrdersError>> {
-        let (id, seen) = *self.idempotency.get(&(buyer, key.to_owned()))?;
+        let claimed = match self.archive.claimed(buyer, key) {
+            Ok(claimed) => claimed,
+            Err(_) => return Some(Err(OrdersError::Unavailable)),
+        };
+        let (id, seen) = claimed?;
         if seen != fingerprint {
             return Some(Err(OrdersError::IdempotencyKeyReused));
         }
@@ -381,43 +469,64 @@ impl Orders {
         // The creation record also starts the first step.
         let mut order = order;
         order.begin(SagaStep::Reserve, now);
-        // Two concurrent requests with one key: the first to claim it places the order.
-        if let Some((key, fingerprint)) = &draft.idempotency {
+        // Two concurrent requests with one key: the first to claim it places
+        // the order; the other is told to retry, and its retry is answered
+        // from the disk index once the first is durable.
+        let claim = draft
+            .idempotency
+            .as_ref()
+            .map(|(key, _)| (draft.buyer, key.clone()));
+        if let Some(claim) = &claim {
             use dashmap::mapref::entry::Entry;
-            match self.idempotency.entry((draft.buyer, key.clone())) {
-                Entry::Occupied(_) => {
-                    return Err(OrdersError::Unavailable);
-                }
+            match self.placing.entry(claim.clone()) {
+                Entry::Occupied(_) => return Err(OrdersError::Unavailable),
                 Entry::Vacant(slot) => {
-                    slot.insert((id, *fingerprint));
+                    slot.insert(());
+                }
+            }
+            if let Some((key, fingerprint)) = &draft.idempotency {
+                if let Some(replayed) = self.replay(draft.buyer, key, *fingerprint) {
+                    self.placing.remove(claim);
+                    return replayed.map(|o| (o, true));
                 }
             }
         }
-        if persist(&self.deps.wal, &order).await.is_err() {
-            if let Some((key, _)) = &draft.idempotency {
-                self.idempotency.remove(&(draft.buyer, key.clone()));
+        let entry = Arc::new(OrderEntry::durable(order.clone()));
+        let logged = persist(&entry, &self.deps.wal, &order).await;
+        if logged.is_ok() {
+            // Filed only once durable: an index never names a lost order. A
+            // crash before this line is mended by start-up (`ensure_indexed`).
+            if let Err(error) = self
+                .archive
+                .index(&order)
+                .and_then(|()| match &order.idempotency {
+                    Some((key, fingerprint)) => self
+                        .archive
+                        .claim_key(order.buyer, key, id, *fingerprint)
+                        .map(|_| ()),
+                    None => Ok(()),
+                })
+            {
+                tracing::error!(order = %id_text(id), %error, "order not indexed until restart");
             }
-            return Err(OrdersError::Unavailable);
         }
-        self.by_buyer.entry(order.buyer).or_default().push(id);
-        for seller in order.sellers() {
-            self.by_seller.entry(seller).or_default().push(id);
+        if let Some(claim) = &claim {
+            self.placing.remove(claim);
+        }
+        if logged.is_err() {
+            return Err(OrdersError::Unavailable);
         }
         self.active.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("flashdrop_orders_placed_total").increment(1);
-        let entry = Arc::new(OrderEntry {
-            view: RwLock::new(order.clone()),
-            addr: Mutex::new(None),
-        });
-        self.entries.insert(id, entry.clone());
-        let addr = self.spawn_actor(entry);
-        addr.do_send(OrderMsg::Drive);
+        let entry = self.host.insert_if_absent(id, entry);
+        if let Some(addr) = self.spawn_actor(&entry) {
+            addr.do_send(OrderMsg::Drive);
+        }
         Ok((order, false))
     }
 
     async fn ask(self: &Arc<Self>, id: u128, command: Command) -> Result<Order, OrdersError> {
-        let entry = self.entry(id)?;
-        let addr = self.spawn_actor(entry);
+        let addr = self.actor(id)?;
         let (tx, rx) = oneshot::channel();
         addr.try_send(OrderMsg::Command(command, tx))
             .map_err(|_| OrdersError::Unavailable)?;
@@ -426,7 +535,9 @@ impl Orders {
 
     /// Waits (up to `wait`) until the saga has nothing to do, then the order.
     pub async fn settle(self: &Arc<Self>, id: u128, wait: Duration) -> Result<Order, OrdersError> {
-        let entry = self.entry(id)?;
+        let Some(entry) = self.host.get(id) else {
+            return self.get(id).ok_or(OrdersError::NotFound);
+        };
         let addr = entry.addr.lock().clone().filter(|a| a.connected());
         let Some(addr) = addr else {
             return Ok(entry.view());
@@ -512,17 +623,14 @@ impl Orders {
                 }
             }
         }
-        let order = crate::domain::identity::parse_id(reference).and_then(|id| {
-            let entry = self.entries.get(&id)?.value().clone();
-            Some((id, entry))
-        });
-        let outcome = match order {
-            Some((_, entry)) => {
-                let addr = self.spawn_actor(entry);
+        let addr = crate::domain::identity::parse_id(reference).map(|id| self.actor(id));
+        let outcome = match addr {
+            Some(Ok(addr)) => {
                 addr.do_send(OrderMsg::Reconcile);
                 "accepted"
             }
-            None => "unknown_order",
+            Some(Err(OrdersError::Unavailable)) => "unavailable",
+            _ => "unknown_order",
         };
         metrics::counter!("flashdrop_payment_webhooks_total", "outcome" => outcome).increment(1);
         true
@@ -542,7 +650,8 @@ fn needs_actor(order: &Order) -> bool {
 /// follows once the saga has nothing running (each record is a full state,
 /// so the records of a running saga need none; the WAL behind them goes
 /// once the settled state is snapshotted).
-async fn persist(wal: &WalHandle, order: &Order) -> Result<(), ()> {
+async fn persist(entry: &Arc<OrderEntry>, wal: &WalHandle, order: &Order) -> Result<(), ()> {
+    let write = entry.writes.fetch_add(1, Ordering::AcqRel) + 1;
     let (tx, rx) = oneshot::channel();
     let record = WalRecord {
         entity: EntityKey::Order(order.id),
@@ -554,7 +663,13 @@ async fn persist(wal: &WalHandle, order: &Order) -> Result<(), ()> {
     wal.append(&record, Some(ack)).map_err(|_| ())?;
     if order.pending.is_none() {
         let snapshot = SnapshotBody::Order(order.clone());
-        if let Err(error) = wal.snapshot(EntityKey::Order(order.id), &snapshot, None) {
+        let covered = Arc::downgrade(entry);
+        let ack: crate::persistence::Ack = Box::new(move || {
+            if let Some(entry) = covered.upgrade() {
+                entry.snapshotted.fetch_max(write, Ordering::AcqRel);
+            }
+        });
+        if let Err(error) = wal.snapshot(EntityKey::Order(order.id), &snapshot, Some(ack)) {
             tracing::warn!(order = %id_text(order.id), %error, "order snapshot not written");
         }
     }
@@ -605,6 +720,14 @@ impl Actor for OrderActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
         ctx.notify(OrderMsg::Drive);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // The order may leave memory now that no actor runs for it.
+        *self.entry.addr.lock() = None;
+        if let Some(orders) = self.orders.upgrade() {
+            orders.host.trim();
+        }
     }
 }
 
@@ -717,9 +840,10 @@ impl OrderActor {
         let resumed = self.resumed.take() == Some(step);
         order.begin(step, now);
         let deps = self.deps.clone();
+        let entry = self.entry.clone();
         self.run(ctx, async move {
             if !logged_before {
-                persist(&deps.wal, &order).await?;
+                persist(&entry, &deps.wal, &order).await?;
             }
             let mut order = run_step(&deps, order, step, resumed).await;
             // One record says both "this step completed" and "the next one
@@ -729,7 +853,7 @@ impl OrderActor {
             if let Some(next) = order.next_step(now) {
                 order.begin(next, now);
             }
-            persist(&deps.wal, &order).await?;
+            persist(&entry, &deps.wal, &order).await?;
             Ok(order)
         });
     }
@@ -789,8 +913,9 @@ impl OrderActor {
                     let mut order = act.order.clone();
                     if order.close_expired_returns(window, now) {
                         let wal = act.deps.wal.clone();
+                        let entry = act.entry.clone();
                         act.run(ctx, async move {
-                            persist(&wal, &order).await?;
+                            persist(&entry, &wal, &order).await?;
                             Ok(order)
                         });
                         return;
@@ -821,13 +946,14 @@ impl OrderActor {
         }
         let deps = self.deps.clone();
         let order = self.order.clone();
+        let entry = self.entry.clone();
         self.run(ctx, async move {
             let Ok(view) = deps.gateway.status(payment_id).await else {
                 return Ok(order);
             };
             let seen = take_status(&deps, order.clone(), &view).await;
             if seen != order {
-                persist(&deps.wal, &seen).await?;
+                persist(&entry, &deps.wal, &seen).await?;
             }
             Ok(seen)
         });
@@ -864,8 +990,9 @@ impl OrderActor {
         }
         let wal = self.deps.wal.clone();
         let wait = Duration::from_millis(cfg.reply_wait_ms);
+        let entry = self.entry.clone();
         ctx.wait(
-            async move { persist(&wal, &order).await.map(|_| order) }
+            async move { persist(&entry, &wal, &order).await.map(|_| order) }
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(order) => {

@@ -314,12 +314,17 @@ impl OrderListener for Heard {
 struct Bench {
     _dir: tempfile::TempDir,
     wal: WalHandle,
+    archive: Arc<OrderArchive>,
     clock: Arc<ManualClock>,
     config: Arc<Config>,
 }
 
 impl Bench {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(
             Store::open(
@@ -334,11 +339,14 @@ impl Bench {
         config.orders.retry_backoff_ms = 1;
         // Timers run on real time: keep the provider polls short.
         config.payments.poll_interval_ms = 10;
+        adjust(&mut config);
+        let archive = Arc::new(OrderArchive::open(store.clone()).expect("order archive"));
         let (wal, _writer) =
             crate::persistence::wal::start(store, config.wal_settings(), WriterStart::default());
         Self {
             _dir: dir,
             wal,
+            archive,
             clock: Arc::new(ManualClock::new(1_700_000_000_000)),
             config: Arc::new(config),
         }
@@ -360,7 +368,8 @@ impl Bench {
             stock.clone(),
             heard.clone(),
         );
-        let orders = Orders::new(recovered, deps, Vec::new());
+        let orders =
+            Orders::new(recovered, deps, self.archive.clone(), Vec::new()).expect("orders");
         orders.start();
         (orders, heard)
     }
@@ -612,4 +621,89 @@ async fn a_void_that_fails_while_an_asynchronous_payment_waits_is_repeated_after
     assert_eq!(voids_failed, 2);
     assert_eq!(stock.ledger.lock().released, vec![1]);
     assert!(gateway.provider.lock().captures.is_empty());
+}
+
+#[actix_rt::test]
+async fn settled_orders_leave_memory_past_the_cap_and_are_read_back_from_disk() {
+    let bench = Bench::with(|config| {
+        config.orders.resident_max = 2;
+        config.orders.actor_idle_s = 1;
+    });
+    let (stock, gateway) = (FakeStock::new(), FakeGateway::scripted(&[]));
+    let (orders, _) = bench.orders(Vec::new(), &stock, &gateway);
+    let mut ids = Vec::new();
+    for n in 0..6u64 {
+        let mut order = draft("pm_card_visa");
+        order.idempotency = Some((format!("key-{n}"), n));
+        let (placed, _) = orders.place(order).await.unwrap();
+        assert_eq!(settled(&orders, placed.id).await.state, OrderState::Paid);
+        ids.push(placed.id);
+    }
+    // A settled order's actor stops after a second idle; then the cap holds.
+    for _ in 0..100 {
+        if orders.count() <= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(orders.count(), 2, "only the cap stays in memory");
+
+    // Every order reads back, and the indexes page over all of them.
+    for id in &ids {
+        assert_eq!(orders.get(*id).expect("read back").state, OrderState::Paid);
+    }
+    let newest: Vec<u128> = ids.iter().rev().copied().collect();
+    let first = orders.page(Some(BUYER), None, None, 4);
+    assert_eq!(first.iter().map(|o| o.id).collect::<Vec<_>>(), newest[..4]);
+    let rest = orders.page(Some(BUYER), None, Some(first[3].id), 4);
+    assert_eq!(rest.iter().map(|o| o.id).collect::<Vec<_>>(), newest[4..]);
+    assert_eq!(orders.page(None, Some(SELLER), None, 10).len(), 6);
+    assert!(orders.page(Some(BUYER + 1), None, None, 10).is_empty());
+
+    // The idempotency keys are on disk too.
+    let replayed = orders
+        .replay(BUYER, "key-0", 0)
+        .expect("known key")
+        .unwrap();
+    assert_eq!(replayed.id, ids[0]);
+    assert_eq!(
+        orders.replay(BUYER, "key-0", 99).expect("known key"),
+        Err(OrdersError::IdempotencyKeyReused)
+    );
+    let mut again = draft("pm_card_visa");
+    again.idempotency = Some(("key-1".into(), 1));
+    let (same, replay) = orders.place(again).await.unwrap();
+    assert!(
+        replay && same.id == ids[1],
+        "the same request answers the same order"
+    );
+
+    // A command for an order that left memory brings it back, and its
+    // change is durable once it leaves again.
+    let shipped = orders
+        .fulfil(ids[0], SELLER, OrderState::Packed, None, false)
+        .await
+        .unwrap();
+    assert_eq!(shipped.sub_orders[0].state, OrderState::Packed);
+    assert!(orders.host.get(ids[0]).is_some(), "it is back in memory");
+    assert_eq!(orders.count(), 2, "and another left in its place");
+    let mut on_disk = None;
+    for _ in 0..100 {
+        on_disk = orders.archive.load(ids[0]).unwrap();
+        if on_disk.as_ref().map(|o| o.sub_orders[0].state) == Some(OrderState::Packed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let on_disk = on_disk.expect("snapshotted");
+    assert_eq!(
+        on_disk.sub_orders[0].state,
+        OrderState::Packed,
+        "the change is in its snapshot"
+    );
+    assert_eq!(
+        stock.ledger.lock().committed.len(),
+        6,
+        "each order sold once"
+    );
 }

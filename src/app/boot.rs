@@ -50,7 +50,7 @@ pub(super) async fn start(
     let drops_feed = feed.subscribe();
     let dirty_products = wal_only_products(&recovered);
     let (wal, wal_thread) = start_wal_writer(&store, &config, feed, &mut recovered);
-    snapshot_wal_only_state(&wal, &recovered)?;
+    snapshot_wal_only_state(&wal, &recovered).await?;
     let threads = Threads::new(&config, arbiters);
     let identity = start_identity(&config, &wal, &store, &clock, &mut recovered)?;
     let stock = start_stock(&config, &wal, &store, &clock, &threads, &mut recovered)?;
@@ -88,6 +88,8 @@ pub(super) async fn start(
         Duration::from_millis(config.outbound.resolve_timeout_ms),
     );
     let notifier = start_notifier(&config, &store, &clock, &outbound, &threads)?;
+    let archive =
+        Arc::new(persistence::OrderArchive::open(store.clone()).map_err(StartError::Recovery)?);
     let orders = Orders::new(
         std::mem::take(&mut recovered.orders)
             .into_values()
@@ -104,8 +106,10 @@ pub(super) async fn start(
                 hub: hub.clone(),
             }),
         ),
+        archive,
         threads.placement.clone(),
-    );
+    )
+    .map_err(StartError::Recovery)?;
     let carts = Carts::new(
         std::mem::take(&mut recovered.carts).into_values().collect(),
         wal.clone(),
@@ -231,7 +235,10 @@ fn start_wal_writer(
 /// Entities whose latest state recovery found only in the WAL get a
 /// snapshot, so the WAL behind them can go. (SKU ledgers and products are
 /// snapshotted where their service starts.)
-fn snapshot_wal_only_state(wal: &WalHandle, recovered: &Recovered) -> Result<(), StartError> {
+/// Snapshots what recovery found only in the WAL, and waits until they are
+/// durable: an order that is not kept in memory is read back from its
+/// snapshot, which must then be its latest state.
+async fn snapshot_wal_only_state(wal: &WalHandle, recovered: &Recovered) -> Result<(), StartError> {
     for entity in &recovered.directory_unsnapshotted {
         wal.snapshot(
             EntityKey::of(entity),
@@ -261,6 +268,10 @@ fn snapshot_wal_only_state(wal: &WalHandle, recovered: &Recovered) -> Result<(),
                 .map_err(lost)?;
         }
     }
+    wal.barrier()
+        .map_err(lost)?
+        .await
+        .map_err(|_| StartError::Internal("the WAL writer stopped during start-up".into()))?;
     Ok(())
 }
 
@@ -475,11 +486,9 @@ fn start_payments(
     let (webhook_tx, webhook_rx) =
         tokio::sync::mpsc::channel(config.payments.sandbox_webhook_queue_max);
     let settings = config.sandbox_settings();
-    let tree = store
-        .db
-        .open_tree("sandbox_psp")
+    let book = persistence::Book::open(store, "sandbox_psp")
         .map_err(|e| StartError::Internal(format!("sandbox ledger: {e}")))?;
-    let sandbox = SandboxGateway::open(settings.clone(), tree, Some(webhook_tx))
+    let sandbox = SandboxGateway::open(settings.clone(), book, Some(webhook_tx))
         .map_err(|e| StartError::Internal(format!("sandbox ledger: {e}")))?;
     let url = config.payments.webhook_url.clone();
     let secret = config.payments.webhook_secret.as_bytes().to_vec();
@@ -505,7 +514,7 @@ fn start_notifier(
     threads: &Threads,
 ) -> Result<Arc<Notifier>, StartError> {
     let notifier = Notifier::open(
-        &store.db,
+        store,
         config.notify_settings(),
         outbound.clone(),
         clock.clone(),

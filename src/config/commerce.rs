@@ -60,6 +60,10 @@ pub struct OrdersConfig {
     pub webhook_dedupe_max: usize,
     /// A settled order's actor stops after this long without messages.
     pub actor_idle_s: u64,
+    /// Orders kept in memory once they may leave (settled, snapshotted, no
+    /// actor): past it the least recently used leave and are read back from
+    /// disk on demand. Active orders are bounded by `active_max` instead.
+    pub resident_max: usize,
 }
 
 impl OrdersConfig {
@@ -85,6 +89,7 @@ impl OrdersConfig {
         range("orders.active_max", o.active_max, 1, 100_000_000)?;
         range("orders.reply_wait_ms", o.reply_wait_ms, 0, 60_000)?;
         range("orders.actor_idle_s", o.actor_idle_s, 1, 86_400)?;
+        range("orders.resident_max", o.resident_max, 1, 100_000_000)?;
         range(
             "orders.webhook_dedupe_max",
             o.webhook_dedupe_max,

@@ -294,6 +294,7 @@ impl Default for OrdersConfig {
             reply_wait_ms: 5_000,
             webhook_dedupe_max: 100_000,
             actor_idle_s: 10,
+            resident_max: 10_000,
         }
     }
 }

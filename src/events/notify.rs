@@ -1,21 +1,20 @@
 //! Notifications that leave the engine: a store's webhook (HMAC-signed) and
-//! the buyer's e-mail (SMTP). Jobs are kept in their own sled tree until
-//! delivered, retried with exponential back-off, and moved to a dead-letter
+//! the buyer's e-mail (SMTP). Jobs are kept in a durable queue
+//! (`persistence::JobQueue`) until delivered, retried with exponential back-off, and moved to a dead-letter
 //! list after `max_attempts`; an operator can send a dead letter again.
 //! Each message's key is marked when it is queued, so announcing again is a
 //! no-op; marks older than `retention.notification_keys_s` are purged.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Mac, SimpleHmac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sled::Transactional;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::persistence::{JobQueue, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NotifySettings {
@@ -74,14 +73,6 @@ pub fn store_key(signing_secret: &str, tenant: u128) -> String {
         .collect()
 }
 
-/// A mark's place in `seen_by_time`.
-fn aged_key(at_ms: u64, key: &[u8]) -> Vec<u8> {
-    let mut aged = Vec::with_capacity(8 + key.len());
-    aged.extend_from_slice(&at_ms.to_be_bytes());
-    aged.extend_from_slice(key);
-    aged
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,57 +91,25 @@ enum Failure {
 pub struct Notifier {
     settings: NotifySettings,
     outbound: Arc<super::outbound::Outbound>,
-    pending: sled::Tree,
-    dead: sled::Tree,
-    /// key -> when it was queued (ms, big-endian): announcing again is a no-op.
-    seen: sled::Tree,
-    /// (when queued, ms big-endian) ++ key: the marks in the order they age out.
-    seen_by_time: sled::Tree,
+    queue: JobQueue<Job>,
     /// Dates the marks (the engine's clock, which order states are dated by).
     clock: Arc<dyn Clock>,
-    next_id: AtomicU64,
-    /// Dead letters stored (sled counts a tree by reading all of it).
-    dead_count: AtomicUsize,
     wake: Notify,
 }
 
 impl Notifier {
     pub fn open(
-        db: &sled::Db,
+        store: &Store,
         settings: NotifySettings,
         outbound: Arc<super::outbound::Outbound>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Arc<Self>, sled::Error> {
-        let pending = db.open_tree("notifications_pending")?;
-        let dead = db.open_tree("notifications_dead")?;
-        let seen = db.open_tree("notifications_seen")?;
-        let seen_by_time = db.open_tree("notifications_seen_by_time")?;
-        if seen_by_time.is_empty() && !seen.is_empty() {
-            // Marks written before they carried a time are dated now, once.
-            let now = clock.now_ms();
-            for item in seen.iter() {
-                let (key, _) = item?;
-                seen.insert(&key, &now.to_be_bytes())?;
-                seen_by_time.insert(aged_key(now, &key), &[])?;
-            }
-        }
-        let last = |t: &sled::Tree| -> Result<u64, sled::Error> {
-            Ok(t.last()?
-                .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0))
-        };
-        let next = last(&pending)?.max(last(&dead)?) + 1;
-        let dead_count = AtomicUsize::new(dead.len());
+    ) -> Result<Arc<Self>, StoreError> {
+        let queue = JobQueue::open(store, "notifications", clock.now_ms())?;
         Ok(Arc::new(Self {
             settings,
             outbound,
-            pending,
-            dead,
-            seen,
-            seen_by_time,
+            queue,
             clock,
-            next_id: AtomicU64::new(next),
-            dead_count,
             wake: Notify::new(),
         }))
     }
@@ -175,17 +134,17 @@ impl Notifier {
         if channel == Channel::Email && self.settings.smtp_host.is_empty() {
             return;
         }
-        if self.pending.len() >= self.settings.queue_max {
+        if self.queue.pending_len() >= self.settings.queue_max {
             metrics::counter!("flashdrop_notifications_dropped_total").increment(1);
             return;
         }
         // Seen keys are skipped; the mark follows the job, so a crash in
         // between repeats a message rather than losing it.
-        if self.seen.contains_key(key.as_bytes()).unwrap_or(false) {
+        if self.queue.is_marked(key.as_bytes()).unwrap_or(false) {
             return;
         }
         let job = Job {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.queue.next_id(),
             channel,
             target,
             event: event.to_owned(),
@@ -196,117 +155,64 @@ impl Notifier {
             next_at_ms: 0,
             last_error: None,
         };
-        if self.put(&self.pending, &job).is_ok() {
-            let now = self.clock.now_ms();
-            let marked = (&self.seen, &self.seen_by_time).transaction(|(seen, by_time)| {
-                seen.insert(key.as_bytes(), &now.to_be_bytes())?;
-                by_time.insert(aged_key(now, key.as_bytes()), &[])?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            });
-            if let Err(error) = marked {
-                tracing::error!(?error, "notification key not marked");
-            }
-            self.wake.notify_one();
+        if let Err(error) = self.queue.put(job.id, &job) {
+            tracing::error!(%error, "notification not stored");
+            return;
         }
+        if let Err(error) = self.queue.mark(key.as_bytes(), self.clock.now_ms()) {
+            tracing::error!(%error, "notification key not marked");
+        }
+        self.wake.notify_one();
     }
 
     /// Forgets at most `max` marks queued `keep_ms` or longer ago; returns
     /// how many went.
-    pub fn purge_keys(&self, keep_ms: u64, max: usize) -> Result<usize, sled::Error> {
+    pub fn purge_keys(&self, keep_ms: u64, max: usize) -> Result<usize, StoreError> {
         let Some(cutoff) = self.clock.now_ms().checked_sub(keep_ms) else {
             return Ok(0);
         };
-        let end = (cutoff + 1).to_be_bytes();
-        let mut purged = 0;
-        for item in self.seen_by_time.range(..&end[..]).take(max) {
-            let (aged, _) = item?;
-            let result = (&self.seen, &self.seen_by_time).transaction(|(seen, by_time)| {
-                seen.remove(&aged[8..])?;
-                by_time.remove(&aged)?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            });
-            match result {
-                Ok(()) => purged += 1,
-                Err(sled::transaction::TransactionError::Storage(error)) => return Err(error),
-                Err(sled::transaction::TransactionError::Abort(())) => {}
-            }
-        }
+        let purged = self.queue.purge_marks(cutoff, max)?;
         metrics::counter!("flashdrop_notification_keys_purged_total").increment(purged as u64);
         Ok(purged)
     }
 
     /// Marks held on disk.
     pub fn marked_keys(&self) -> usize {
-        self.seen.len()
-    }
-
-    fn put(&self, tree: &sled::Tree, job: &Job) -> Result<(), ()> {
-        let bytes = serde_json::to_vec(job).map_err(|_| ())?;
-        tree.insert(job.id.to_be_bytes(), bytes)
-            .map(|_| ())
-            .map_err(|error| {
-                tracing::error!(%error, "notification not stored");
-            })
-    }
-
-    fn jobs(tree: &sled::Tree) -> Vec<Job> {
-        tree.iter()
-            .values()
-            .filter_map(|v| v.ok().and_then(|v| serde_json::from_slice(&v).ok()))
-            .collect()
+        self.queue.marked_len()
     }
 
     /// Dead letters after `after` (an id), oldest first, at most `limit`, and
     /// whether more follow.
     pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> (Vec<Job>, bool) {
-        let from = after.map_or(0, |id| id.saturating_add(1));
-        let mut page: Vec<Job> = self
-            .dead
-            .range(from.to_be_bytes()..)
-            .values()
-            .filter_map(|v| v.ok().and_then(|v| serde_json::from_slice(&v).ok()))
-            .take(limit + 1)
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        (page, more)
+        self.queue.dead_page(after, limit)
     }
 
     /// How many dead letters are kept.
     pub fn dead_count(&self) -> usize {
-        self.dead_count.load(Ordering::Relaxed)
+        self.queue.dead_len()
     }
 
     /// Moves a job to the dead letters; past `dead_letters_max` the oldest go.
     fn bury(&self, job: &Job) {
-        if self.put(&self.dead, job).is_err() {
-            return;
-        }
-        let mut kept = self.dead_count.fetch_add(1, Ordering::Relaxed) + 1;
-        while kept > self.settings.dead_letters_max {
-            match self.dead.pop_min() {
-                Ok(Some(_)) => {
-                    kept = self.dead_count.fetch_sub(1, Ordering::Relaxed) - 1;
-                    metrics::counter!("flashdrop_notification_dead_letters_dropped_total")
-                        .increment(1);
-                }
-                _ => break,
+        match self.queue.bury(job.id, job, self.settings.dead_letters_max) {
+            Ok(dropped) => {
+                metrics::counter!("flashdrop_notification_dead_letters_dropped_total")
+                    .increment(dropped as u64);
             }
+            Err(error) => tracing::error!(%error, "dead letter not stored"),
         }
     }
 
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.queue.pending_len()
     }
 
     /// Sends a dead letter again (attempts start over); `None` if there is none.
     pub fn retry(&self, id: u64) -> Option<Job> {
-        let bytes = self.dead.remove(id.to_be_bytes()).ok()??;
-        self.dead_count.fetch_sub(1, Ordering::Relaxed);
-        let mut job: Job = serde_json::from_slice(&bytes).ok()?;
+        let mut job = self.queue.unbury(id).ok()??;
         job.attempts = 0;
         job.next_at_ms = 0;
-        self.put(&self.pending, &job).ok()?;
+        self.queue.put(job.id, &job).ok()?;
         self.wake.notify_one();
         Some(job)
     }
@@ -318,7 +224,7 @@ impl Notifier {
         loop {
             let now = now_ms();
             let mut next_due = u64::MAX;
-            for job in Self::jobs(&self.pending) {
+            for job in self.queue.pending() {
                 if job.next_at_ms > now {
                     next_due = next_due.min(job.next_at_ms);
                     continue;
@@ -342,13 +248,14 @@ impl Notifier {
         };
         match outcome {
             Ok(()) => {
-                let _ = self.pending.remove(job.id.to_be_bytes());
+                if let Err(error) = self.queue.remove(job.id) {
+                    tracing::error!(%error, "delivered notification not removed");
+                }
                 metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "delivered").increment(1);
             }
             Err(Failure::Refused(why)) => {
                 job.attempts += 1;
                 job.last_error = Some(why);
-                let _ = self.pending.remove(job.id.to_be_bytes());
                 self.bury(&job);
                 metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "refused").increment(1);
             }
@@ -356,14 +263,15 @@ impl Notifier {
                 job.attempts += 1;
                 job.last_error = Some(error);
                 if job.attempts >= self.settings.max_attempts {
-                    let _ = self.pending.remove(job.id.to_be_bytes());
                     self.bury(&job);
                     metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "dead_letter").increment(1);
                 } else {
                     let backoff = self.settings.backoff_ms << (job.attempts - 1).min(16);
                     job.next_at_ms = now_ms() + backoff;
                     *next_due = (*next_due).min(job.next_at_ms);
-                    let _ = self.put(&self.pending, &job);
+                    if let Err(error) = self.queue.put(job.id, &job) {
+                        tracing::error!(%error, "notification retry not stored");
+                    }
                     metrics::counter!("flashdrop_notifications_total", "channel" => channel, "outcome" => "retried").increment(1);
                 }
             }
@@ -437,11 +345,23 @@ impl Notifier {
 mod tests {
     use super::*;
 
-    fn notifier(db: &sled::Db) -> Arc<Notifier> {
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            8 << 20,
+            crate::persistence::SyncMode::None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        (dir, store)
+    }
+
+    fn notifier(db: &Store) -> Arc<Notifier> {
         clocked(db, Arc::new(crate::clock::SystemClock))
     }
 
-    fn clocked(db: &sled::Db, clock: Arc<dyn Clock>) -> Arc<Notifier> {
+    fn clocked(db: &Store, clock: Arc<dyn Clock>) -> Arc<Notifier> {
         Notifier::open(
             db,
             NotifySettings {
@@ -480,7 +400,7 @@ mod tests {
 
     #[test]
     fn marks_older_than_their_retention_are_purged_oldest_first_and_a_key_may_then_queue_again() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (_dir, db) = temp_store();
         let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
         let n = clocked(&db, clock.clone());
         webhook(&n, "o1/order.paid/webhook/s");
@@ -497,7 +417,7 @@ mod tests {
         assert_eq!(n.purge_keys(1_000, 1).unwrap(), 1, "at most max per call");
         assert_eq!(n.purge_keys(1_000, 10).unwrap(), 1);
         assert_eq!(n.marked_keys(), 0);
-        assert_eq!(n.seen_by_time.len(), 0, "the index goes with the marks");
+        assert_eq!(n.queue.aged_marks(), 0, "the index goes with the marks");
         let before = n.pending_count();
         webhook(&n, "o1/order.paid/webhook/s");
         assert_eq!(n.pending_count(), before + 1, "a purged key is new again");
@@ -505,8 +425,8 @@ mod tests {
 
     #[test]
     fn marks_written_without_a_time_are_dated_at_the_first_open_and_purged_later() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let legacy = db.open_tree("notifications_seen").unwrap();
+        let (_dir, db) = temp_store();
+        let legacy = db.tree("notifications_seen").unwrap();
         legacy.insert(b"o9/order.paid/email", &[]).unwrap();
         let clock = Arc::new(crate::clock::ManualClock::new(5_000));
         let n = clocked(&db, clock.clone());
@@ -520,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_message_is_queued_once_per_key_and_dead_letters_go_back_to_the_queue() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (_dir, db) = temp_store();
         let n = notifier(&db);
         for _ in 0..3 {
             webhook(&n, "o1/order.paid/webhook/s");
@@ -539,7 +459,7 @@ mod tests {
             1,
             "e-mail is off without an SMTP host; repeats are skipped"
         );
-        let job = Notifier::jobs(&n.pending).remove(0);
+        let job = n.queue.pending().remove(0);
         let mut due = u64::MAX;
         n.settle(
             job.clone(),
@@ -548,7 +468,7 @@ mod tests {
         );
         assert!(due < u64::MAX, "a failed delivery is retried later");
         n.settle(
-            Notifier::jobs(&n.pending).remove(0),
+            n.queue.pending().remove(0),
             Err(Failure::Transient("connection refused".into())),
             &mut due,
         );
@@ -570,12 +490,12 @@ mod tests {
 
     #[test]
     fn dead_letters_are_bounded_oldest_out_and_paged_across_a_restart() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (_dir, db) = temp_store();
         let n = notifier(&db);
         let mut buried = Vec::new();
         for i in 0..5 {
             webhook(&n, &format!("o{i}/order.paid/webhook/s"));
-            let job = Notifier::jobs(&n.pending).remove(0);
+            let job = n.queue.pending().remove(0);
             buried.push(job.id);
             n.settle(
                 job,

@@ -1,6 +1,6 @@
 //! The sandbox gateway: a payment provider that behaves like a real one, for
-//! development, tests and benchmarks. Its ledger is durable (its own sled
-//! tree, flushed before it answers), as a provider's books outlive a crash of
+//! development, tests and benchmarks. Its ledger is durable (a
+//! `persistence::Book`, made durable before it answers), as a provider's books outlive a crash of
 //! the shop, so tests can ask it whether any order was charged twice.
 //!
 //! Payment method tokens decide what happens:
@@ -16,14 +16,14 @@
 //! the same key. Every change is announced by a webhook, delivered late, in
 //! random order, and sometimes twice.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use crate::persistence::{Book, StoreError};
 
 use super::{ChargeRequest, GatewayError, GatewayFuture, PaymentGateway, PaymentView, PspStatus};
 
@@ -56,42 +56,16 @@ pub struct WebhookEvent {
     pub data: PaymentView,
 }
 
-#[derive(Default)]
-struct Ledger {
-    /// By payment id; ids are time-ordered (UUIDv7), so this is creation order.
-    payments: BTreeMap<String, PaymentView>,
-    /// Every operation key seen, and the payment it concerned.
-    keys: HashMap<String, String>,
-}
-
 struct Inner {
     settings: SandboxSettings,
-    tree: sled::Tree,
-    ledger: Mutex<Ledger>,
+    /// The ledger, on disk only (memory does not grow with it): `p/` + payment
+    /// id → the payment (ids are UUIDv7, so key order is creation order);
+    /// `k/` + operation key → the payment it concerned; `m/` + payment id →
+    /// its method.
+    book: Book,
+    /// Serialises the read-change-write of payments.
+    writing: Mutex<()>,
     webhooks: Option<mpsc::Sender<WebhookEvent>>,
-    /// Asks the flusher thread to make everything written so far durable.
-    flush: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>>,
-}
-
-/// One thread flushes the ledger for every waiting call at once (group
-/// commit). sled's own `flush_async` runs on its IO pool, which concurrent
-/// flushes exhaust until nothing can complete.
-fn start_flusher(tree: sled::Tree) -> std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<bool>> {
-    let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>();
-    std::thread::Builder::new()
-        .name("sandbox-psp-flush".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
-                waiting.extend(rx.try_iter());
-                let ok = tree.flush().is_ok();
-                for waiter in waiting {
-                    let _ = waiter.send(ok);
-                }
-            }
-        })
-        .expect("the sandbox flusher thread starts");
-    tx
 }
 
 #[derive(Clone)]
@@ -124,35 +98,17 @@ fn decide(method: &str) -> (PspStatus, Option<&'static str>) {
 }
 
 impl SandboxGateway {
-    /// Opens the ledger in `tree`; `webhooks` receives every event to deliver.
+    /// Opens the ledger in `book`; `webhooks` receives every event to deliver.
     pub fn open(
         settings: SandboxSettings,
-        tree: sled::Tree,
+        book: Book,
         webhooks: Option<mpsc::Sender<WebhookEvent>>,
-    ) -> Result<Self, sled::Error> {
-        let mut ledger = Ledger::default();
-        for item in tree.iter() {
-            let (key, value) = item?;
-            if let Some(id) = key.strip_prefix(PAYMENT_PREFIX) {
-                if let Ok(view) = serde_json::from_slice::<PaymentView>(&value) {
-                    ledger
-                        .payments
-                        .insert(String::from_utf8_lossy(id).into_owned(), view);
-                }
-            } else if let Some(op) = key.strip_prefix(KEY_PREFIX) {
-                ledger.keys.insert(
-                    String::from_utf8_lossy(op).into_owned(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                );
-            }
-        }
-        let flush = start_flusher(tree.clone());
+    ) -> Result<Self, StoreError> {
         let gateway = Self {
             inner: Arc::new(Inner {
-                flush,
                 settings,
-                tree,
-                ledger: Mutex::new(ledger),
+                book,
+                writing: Mutex::new(()),
                 webhooks,
             }),
         };
@@ -160,32 +116,37 @@ impl SandboxGateway {
     }
 
     /// Schedules the decision of asynchronous payments still pending (after a
-    /// restart the timers that would have decided them are gone). Needs a runtime.
+    /// restart the timers that would have decided them are gone). Needs a
+    /// runtime. Reads the whole ledger once.
     pub fn resume_pending(&self) {
         let pending: Vec<String> = self
-            .inner
-            .ledger
-            .lock()
-            .payments
-            .values()
+            .payments(None)
             .filter(|p| p.status == PspStatus::Pending)
-            .map(|p| p.id.clone())
+            .map(|p| p.id)
             .collect();
         for id in pending {
             self.decide_later(id);
         }
     }
 
+    /// Payments in id (creation) order, after the payment `after`.
+    fn payments(&self, after: Option<&str>) -> impl Iterator<Item = PaymentView> + '_ {
+        let after = after.map(|id| [PAYMENT_PREFIX, id.as_bytes()].concat());
+        self.inner
+            .book
+            .scan(PAYMENT_PREFIX, after.as_deref())
+            .filter_map(|item| {
+                let (_, value) = item
+                    .map_err(|error| tracing::error!(%error, "sandbox ledger not read"))
+                    .ok()?;
+                serde_json::from_slice(&value).ok()
+            })
+    }
+
     /// Every payment in the ledger.
     #[cfg(test)]
     pub fn ledger(&self) -> Vec<PaymentView> {
-        self.inner
-            .ledger
-            .lock()
-            .payments
-            .values()
-            .cloned()
-            .collect()
+        self.payments(None).collect()
     }
 
     /// A page of the ledger in payment id (creation) order: at most `limit`
@@ -198,25 +159,49 @@ impl SandboxGateway {
         reference: Option<&str>,
         limit: usize,
     ) -> (Vec<PaymentView>, bool) {
-        let ledger = self.inner.ledger.lock();
-        let from = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
-        let mut page: Vec<PaymentView> = ledger
-            .payments
-            .range((from, Bound::Unbounded))
-            .map(|(_, payment)| payment)
+        let mut page: Vec<PaymentView> = self
+            .payments(after)
             .filter(|payment| reference.is_none_or(|r| payment.reference == r))
             .take(limit.saturating_add(1))
-            .cloned()
             .collect();
         let more = page.len() > limit;
         page.truncate(limit);
         (page, more)
     }
 
+    fn payment(&self, id: &str) -> Result<Option<PaymentView>, GatewayError> {
+        let raw = self
+            .inner
+            .book
+            .get(&[PAYMENT_PREFIX, id.as_bytes()].concat())
+            .map_err(|e| unavailable(&format!("ledger: {e}")))?;
+        raw.map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| unavailable(&format!("ledger: {e}")))
+        })
+        .transpose()
+    }
+
+    /// The payment operation key `key` concerned.
+    fn keyed(&self, key: &str) -> Result<Option<String>, GatewayError> {
+        let raw = self
+            .inner
+            .book
+            .get(&[KEY_PREFIX, key.as_bytes()].concat())
+            .map_err(|e| unavailable(&format!("ledger: {e}")))?;
+        Ok(raw.map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    fn payment_by_key(&self, key: &str) -> Result<Option<PaymentView>, GatewayError> {
+        match self.keyed(key)? {
+            Some(id) => self.payment(&id),
+            None => Ok(None),
+        }
+    }
+
     fn method_of(&self, id: &str) -> Option<String> {
         self.inner
-            .tree
-            .get([b"m/".as_slice(), id.as_bytes()].concat())
+            .book
+            .get(&[b"m/".as_slice(), id.as_bytes()].concat())
             .ok()
             .flatten()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -258,50 +243,35 @@ impl SandboxGateway {
         op_key: Option<&str>,
         f: impl FnOnce(&mut PaymentView) -> Result<bool, GatewayError>,
     ) -> Result<(PaymentView, bool), GatewayError> {
-        let mut ledger = self.inner.ledger.lock();
+        let _writing = self.inner.writing.lock();
+        let mut payment = self.payment(id)?.ok_or(GatewayError::NotFound)?;
         if let Some(key) = op_key {
-            if ledger.keys.contains_key(key) {
-                let view = ledger
-                    .payments
-                    .get(id)
-                    .cloned()
-                    .ok_or(GatewayError::NotFound)?;
-                return Ok((view, false));
+            if self.keyed(key)?.is_some() {
+                return Ok((payment, false));
             }
         }
-        let payment = ledger.payments.get_mut(id).ok_or(GatewayError::NotFound)?;
-        let changed = f(payment)?;
-        let view = payment.clone();
-        self.write(&view, op_key)?;
-        if let Some(key) = op_key {
-            ledger.keys.insert(key.to_owned(), id.to_owned());
-        }
-        Ok((view, changed))
+        let changed = f(&mut payment)?;
+        self.write(&payment, op_key)?;
+        Ok((payment, changed))
     }
 
     fn write(&self, view: &PaymentView, op_key: Option<&str>) -> Result<(), GatewayError> {
-        let tree = &self.inner.tree;
+        let book = &self.inner.book;
         let body = serde_json::to_vec(view).map_err(|e| unavailable(&e.to_string()))?;
-        let result = tree
-            .insert([PAYMENT_PREFIX, view.id.as_bytes()].concat(), body)
-            .and_then(|_| match op_key {
-                Some(key) => tree
-                    .insert([KEY_PREFIX, key.as_bytes()].concat(), view.id.as_bytes())
-                    .map(|_| ()),
+        let result = book
+            .put(&[PAYMENT_PREFIX, view.id.as_bytes()].concat(), &body)
+            .and_then(|()| match op_key {
+                Some(key) => book.put(&[KEY_PREFIX, key.as_bytes()].concat(), view.id.as_bytes()),
                 None => Ok(()),
             });
         result.map_err(|e| unavailable(&format!("ledger: {e}")))
     }
 
     async fn persisted(&self) -> Result<(), GatewayError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .flush
-            .send(tx)
-            .map_err(|_| unavailable("ledger flusher stopped"))?;
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(unavailable("ledger flush failed")),
+        if self.inner.book.durable().await {
+            Ok(())
+        } else {
+            Err(unavailable("ledger flush failed"))
         }
     }
 
@@ -353,13 +323,8 @@ impl SandboxGateway {
     async fn authorize_now(&self, request: ChargeRequest) -> Result<PaymentView, GatewayError> {
         self.enter().await?;
         let view = {
-            let mut ledger = self.inner.ledger.lock();
-            let existing = ledger
-                .keys
-                .get(&request.key)
-                .and_then(|id| ledger.payments.get(id))
-                .cloned();
-            match existing {
+            let _writing = self.inner.writing.lock();
+            match self.payment_by_key(&request.key)? {
                 Some(view) => (view, false),
                 None => {
                     let id = format!("pay_{}", uuid::Uuid::now_v7().simple());
@@ -375,15 +340,13 @@ impl SandboxGateway {
                         decline_code: code.map(str::to_owned),
                     };
                     self.inner
-                        .tree
-                        .insert(
-                            [b"m/".as_slice(), id.as_bytes()].concat(),
+                        .book
+                        .put(
+                            &[b"m/".as_slice(), id.as_bytes()].concat(),
                             request.method.as_bytes(),
                         )
                         .map_err(|e| unavailable(&format!("ledger: {e}")))?;
                     self.write(&view, Some(&request.key))?;
-                    ledger.keys.insert(request.key.clone(), id.clone());
-                    ledger.payments.insert(id, view.clone());
                     (view, true)
                 }
             }
@@ -489,8 +452,7 @@ impl PaymentGateway for SandboxGateway {
         let this = self.clone();
         Box::pin(async move {
             this.enter().await?;
-            let view = this.inner.ledger.lock().payments.get(&payment_id).cloned();
-            view.ok_or(GatewayError::NotFound)
+            this.payment(&payment_id)?.ok_or(GatewayError::NotFound)
         })
     }
 
@@ -498,12 +460,7 @@ impl PaymentGateway for SandboxGateway {
         let this = self.clone();
         Box::pin(async move {
             this.enter().await?;
-            let ledger = this.inner.ledger.lock();
-            Ok(ledger
-                .keys
-                .get(&authorize_key)
-                .and_then(|id| ledger.payments.get(id))
-                .cloned())
+            this.payment_by_key(&authorize_key)
         })
     }
 }
@@ -567,6 +524,19 @@ pub async fn deliver_webhooks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persistence::Store;
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            8 << 20,
+            crate::persistence::SyncMode::None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        (dir, store)
+    }
 
     fn settings() -> SandboxSettings {
         SandboxSettings {
@@ -593,9 +563,9 @@ mod tests {
 
     #[tokio::test]
     async fn keys_make_every_operation_idempotent_and_the_ledger_survives_reopening() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("psp").unwrap();
-        let psp = SandboxGateway::open(settings(), tree.clone(), None).unwrap();
+        let (_dir, store) = temp_store();
+        let book = Book::open(&store, "psp").unwrap();
+        let psp = SandboxGateway::open(settings(), book.clone(), None).unwrap();
         let a = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
         let again = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
         assert_eq!(a.id, again.id);
@@ -610,7 +580,7 @@ mod tests {
             psp.refund(a.id.clone(), 700, "r2".into()).await,
             Err(GatewayError::Refused(_))
         ));
-        let reopened = SandboxGateway::open(settings(), tree, None).unwrap();
+        let reopened = SandboxGateway::open(settings(), book, None).unwrap();
         assert_eq!(reopened.ledger(), psp.ledger());
         assert_eq!(
             reopened.find("k1".into()).await.unwrap().map(|p| p.id),
@@ -620,8 +590,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_ledger_pages_in_creation_order_and_filters_by_reference() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let psp = SandboxGateway::open(settings(), db.open_tree("psp").unwrap(), None).unwrap();
+        let (_dir, store) = temp_store();
+        let psp =
+            SandboxGateway::open(settings(), Book::open(&store, "psp").unwrap(), None).unwrap();
         let mut made = Vec::new();
         for n in 0..7 {
             let mut charge = request(&format!("k{n}"), "pm_card_visa");
@@ -654,8 +625,9 @@ mod tests {
 
     #[tokio::test]
     async fn methods_decline_wait_or_never_answer() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let psp = SandboxGateway::open(settings(), db.open_tree("psp").unwrap(), None).unwrap();
+        let (_dir, store) = temp_store();
+        let psp =
+            SandboxGateway::open(settings(), Book::open(&store, "psp").unwrap(), None).unwrap();
         let d = psp
             .authorize(request("k1", "pm_card_insufficient_funds"))
             .await

@@ -1,5 +1,6 @@
 //! The byte layout of one WAL batch: the single sled value a group commit writes.
-//! A 32-byte header (magic, CRC32, first LSN, record count), then frames of a
+//! A 32-byte header (magic, CRC32, first LSN, record count, the records'
+//! format, then zeros), then frames of a
 //! little-endian u32 length and the record. Records use rkyv's unaligned
 //! format, so frames need no padding and decode in place.
 
@@ -77,6 +78,7 @@ impl BatchBuilder {
         self.buf[0..4].copy_from_slice(&MAGIC);
         self.buf[8..16].copy_from_slice(&self.first_lsn.to_le_bytes());
         self.buf[16..20].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[20..22].copy_from_slice(&super::record::FORMAT.to_le_bytes());
         let crc = crc32fast::hash(&self.buf[8..]);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         &self.buf
@@ -88,6 +90,8 @@ pub struct DecodedBatch<'a> {
     data: &'a [u8],
     pub first_lsn: u64,
     pub count: u32,
+    /// The format of its records (`record::FORMAT` when written; 0 before formats were recorded).
+    pub format: u16,
 }
 
 pub fn decode_batch(value: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
@@ -107,10 +111,16 @@ pub fn decode_batch(value: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
             .try_into()
             .map_err(|_| BatchError::Truncated)?,
     );
+    let format = u16::from_le_bytes(
+        value[20..22]
+            .try_into()
+            .map_err(|_| BatchError::Truncated)?,
+    );
     Ok(DecodedBatch {
         data: value,
         first_lsn,
         count,
+        format,
     })
 }
 
@@ -154,6 +164,7 @@ mod tests {
         let value = builder.finish().to_vec();
         let batch = decode_batch(&value).unwrap();
         assert_eq!(batch.last_lsn(), 102);
+        assert_eq!(batch.format, crate::persistence::record::FORMAT);
         let frames: Vec<_> = batch.frames().map(Result::unwrap).collect();
         assert_eq!(frames[0], (100, &b"abc"[..]));
         assert_eq!(frames[1], (101, &[7u8; 17][..]));

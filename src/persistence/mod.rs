@@ -2,11 +2,17 @@
 //! the rkyv encoding of everything stored. Nothing above this module touches sled.
 
 pub mod batch;
+pub mod book;
+pub mod orders;
+pub mod queue;
 pub mod record;
 pub mod recovery;
 pub mod store;
 pub mod wal;
 
+pub use book::Book;
+pub use orders::{OrderArchive, OrderIndex};
+pub use queue::JobQueue;
 pub use record::{EntityKey, RecordBody, SnapshotBody, WalRecord};
 pub use recovery::{load_ledger, rebuild_ledger, recover, Recovered, RecoveryMode, RecoveryStats};
 pub use store::{Store, StoreError, SyncMode};

@@ -200,12 +200,31 @@ pub enum SnapshotBody {
 #[error("record encoding: {0}")]
 pub struct CodecError(String);
 
+/// The format of every record and snapshot this build writes; each WAL
+/// batch and each snapshot header says the format of what it holds.
+/// Format 0 is data written before formats were recorded; its layout is
+/// format 1's. A change to any archived type bumps this and teaches
+/// `decode_record` and `decode_snapshot` to read the previous format.
+pub const FORMAT: u16 = 1;
+
+/// Refuses data written by a newer build: reading it as ours would be
+/// reading garbage, and writing over it would lose what it says.
+fn readable(format: u16) -> Result<(), CodecError> {
+    if format > FORMAT {
+        return Err(CodecError(format!(
+            "written in format {format} by a newer flashdrop; this build reads formats up to {FORMAT}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn encode_record(record: &WalRecord) -> Result<AlignedVec, CodecError> {
     rkyv::to_bytes::<rancor::Error>(record).map_err(|e| CodecError(e.to_string()))
 }
 
-/// Decodes (and validates) a record from a batch frame.
-pub fn decode_record(bytes: &[u8]) -> Result<WalRecord, CodecError> {
+/// Decodes (and validates) a record from a batch frame of format `format`.
+pub fn decode_record(bytes: &[u8], format: u16) -> Result<WalRecord, CodecError> {
+    readable(format)?;
     rkyv::from_bytes::<WalRecord, rancor::Error>(bytes).map_err(|e| CodecError(e.to_string()))
 }
 
@@ -213,7 +232,9 @@ pub fn encode_snapshot(body: &SnapshotBody) -> Result<AlignedVec, CodecError> {
     rkyv::to_bytes::<rancor::Error>(body).map_err(|e| CodecError(e.to_string()))
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotBody, CodecError> {
+/// Decodes a snapshot body of format `format`.
+pub fn decode_snapshot(bytes: &[u8], format: u16) -> Result<SnapshotBody, CodecError> {
+    readable(format)?;
     rkyv::from_bytes::<SnapshotBody, rancor::Error>(bytes).map_err(|e| CodecError(e.to_string()))
 }
 
@@ -275,6 +296,13 @@ mod tests {
             }]),
         };
         let bytes = encode_record(&record).unwrap();
-        assert_eq!(decode_record(&bytes).unwrap(), record);
+        assert_eq!(decode_record(&bytes, FORMAT).unwrap(), record);
+        assert_eq!(
+            decode_record(&bytes, 0).unwrap(),
+            record,
+            "format 0 is format 1"
+        );
+        let newer = decode_record(&bytes, FORMAT + 1).unwrap_err().to_string();
+        assert!(newer.contains("newer flashdrop"), "{newer}");
     }
 }

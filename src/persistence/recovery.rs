@@ -291,7 +291,8 @@ pub fn recover(
         stats.batches += 1;
         for frame in batch.frames() {
             let (lsn, payload) = frame.map_err(|e| corrupt("wal frame", e))?;
-            let record = decode_record(payload).map_err(|e| corrupt("wal record", e))?;
+            let record =
+                decode_record(payload, batch.format).map_err(|e| corrupt("wal record", e))?;
             stats.records += 1;
             if matches!(record.body, RecordBody::Deleted) {
                 let key = record.entity;
@@ -531,7 +532,8 @@ pub fn rebuild_ledger(
             if lsn <= covers {
                 continue;
             }
-            let record = decode_record(payload).map_err(|e| corrupt("wal record", e))?;
+            let record =
+                decode_record(payload, batch.format).map_err(|e| corrupt("wal record", e))?;
             if record.entity != wanted {
                 continue;
             }

@@ -17,7 +17,10 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 const CURSOR_KEY: &[u8] = b"cursor";
 /// How long start-up waits for a previous instance to let go of the data directory.
-const HEADER_LEN: usize = 32;
+/// A snapshot header: 32 bytes, then the format of the body (2 bytes).
+/// Headers written before formats were recorded are 32 bytes: format 0.
+const HEADER_LEN: usize = 34;
+const HEADER_LEN_UNVERSIONED: usize = 32;
 
 /// How far a commit goes before the WAL acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -95,6 +98,8 @@ pub struct SnapshotHeader {
     pub chunks: u32,
     pub len: u64,
     pub crc: u32,
+    /// The format of the body (`record::FORMAT` when written).
+    pub format: u16,
 }
 
 impl SnapshotHeader {
@@ -105,14 +110,18 @@ impl SnapshotHeader {
         out[16..20].copy_from_slice(&self.chunks.to_be_bytes());
         out[20..28].copy_from_slice(&self.len.to_be_bytes());
         out[28..32].copy_from_slice(&self.crc.to_be_bytes());
+        out[32..34].copy_from_slice(&self.format.to_be_bytes());
         out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != HEADER_LEN {
-            return None;
-        }
+        let format = match bytes.len() {
+            HEADER_LEN => u16::from_be_bytes(bytes[32..34].try_into().ok()?),
+            HEADER_LEN_UNVERSIONED => 0,
+            _ => return None,
+        };
         Some(Self {
+            format,
             covers_lsn: u64::from_be_bytes(bytes[0..8].try_into().ok()?),
             generation: u64::from_be_bytes(bytes[8..16].try_into().ok()?),
             chunks: u32::from_be_bytes(bytes[16..20].try_into().ok()?),
@@ -130,7 +139,7 @@ pub fn chunk_key(entity: EntityKey, generation: u64, index: u32) -> Vec<u8> {
 }
 
 pub struct Store {
-    pub db: sled::Db,
+    db: sled::Db,
     /// batch sequence (big-endian u64) → batch value
     pub wal: sled::Tree,
     /// entity key → snapshot header
@@ -207,6 +216,11 @@ impl Store {
             data_file,
             path,
         })
+    }
+
+    /// A tree of its own for a kind of durable state kept beside the WAL.
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
     }
 
     pub fn path(&self) -> &Path {
@@ -313,7 +327,7 @@ impl Store {
                 format!("{entity:?} fails its checksum"),
             ));
         }
-        let body = decode_snapshot(&bytes).map_err(|e| corrupt("snapshot", e))?;
+        let body = decode_snapshot(&bytes, header.format).map_err(|e| corrupt("snapshot", e))?;
         Ok((header.covers_lsn, body))
     }
 
@@ -338,6 +352,7 @@ impl Store {
             chunks,
             len: bytes.len() as u64,
             crc: crc32fast::hash(bytes),
+            format: super::record::FORMAT,
         })
     }
 
@@ -373,5 +388,28 @@ impl Store {
             self.chunks.remove(key)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_header_says_its_format_and_an_unversioned_one_reads_as_format_0() {
+        let header = SnapshotHeader {
+            covers_lsn: 41,
+            generation: 7,
+            chunks: 2,
+            len: 70_000,
+            crc: 0xDEAD_BEEF,
+            format: super::super::record::FORMAT,
+        };
+        let bytes = header.to_bytes();
+        assert_eq!(SnapshotHeader::from_bytes(&bytes), Some(header));
+        let old = SnapshotHeader::from_bytes(&bytes[..HEADER_LEN_UNVERSIONED]).unwrap();
+        assert_eq!(old.format, 0);
+        assert_eq!((old.covers_lsn, old.crc), (41, 0xDEAD_BEEF));
+        assert_eq!(SnapshotHeader::from_bytes(&bytes[..33]), None);
     }
 }

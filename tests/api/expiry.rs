@@ -23,7 +23,7 @@ fn wal_events(app: &crate::helpers::TestApp, sku: u64) -> Vec<StockEvent> {
         let batch = decode_batch(&value).unwrap();
         for frame in batch.frames() {
             let (_, payload) = frame.unwrap();
-            let record = decode_record(payload).unwrap();
+            let record = decode_record(payload, batch.format).unwrap();
             if record.entity == EntityKey::Sku(sku) {
                 if let RecordBody::Stock(mut stock) = record.body {
                     events.append(&mut stock);
