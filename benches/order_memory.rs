@@ -88,12 +88,15 @@ fn main() {
     config.auth.login_burst_per_account = 1_000_000;
     config.auth.login_burst_per_address = 1_000_000;
     config.orders.active_max = 100_000;
-    // Finished reservations are remembered per SKU (for idempotent retries)
-    // up to their own cap, FINISHED_PER_SKU (default 1,000 here; the
-    // engine's default is 100,000): with 100 SKUs the default cap alone
-    // is 10M reservations, which a run of 1M orders never reaches. A cap the
-    // run reaches shows that it holds; the order history is what grows here.
-    config.reservations.finished_max_per_sku = knob("FINISHED_PER_SKU", 1_000) as usize;
+    // Each SKU remembers finished reservations and reservation idempotency
+    // keys (every order's hold has a key) for idempotent retries, each up to
+    // its own per-SKU cap: PER_SKU here (default 1,000), 100,000 in the
+    // engine's defaults. With 100 SKUs the default caps are 10M entries
+    // each, which a run of 1M orders never reaches. Caps the run reaches
+    // show that they hold; what grows past them is the order history.
+    let per_sku = knob("PER_SKU", 1_000) as usize;
+    config.reservations.finished_max_per_sku = per_sku;
+    config.reservations.idempotency_keys_max_per_sku = per_sku;
     config.payments.sandbox_webhook_queue_max = 1;
     let cache_mib = config.storage.cache_capacity_mb;
     let system = actix_rt::System::new();

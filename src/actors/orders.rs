@@ -722,9 +722,17 @@ impl Actor for OrderActor {
         ctx.notify(OrderMsg::Drive);
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        // The order may leave memory now that no actor runs for it.
-        *self.entry.addr.lock() = None;
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // The order may leave memory now that no actor runs for it. Only
+        // this actor's own address is cleared: one started since (after
+        // this one stopped taking messages) must stay the order's only actor.
+        {
+            let me = ctx.address();
+            let mut slot = self.entry.addr.lock();
+            if slot.as_ref() == Some(&me) {
+                *slot = None;
+            }
+        }
         if let Some(orders) = self.orders.upgrade() {
             orders.host.trim();
         }
