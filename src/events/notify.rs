@@ -345,18 +345,6 @@ impl Notifier {
 mod tests {
     use super::*;
 
-    fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            8 << 20,
-            crate::persistence::SyncMode::None,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        (dir, store)
-    }
-
     fn notifier(db: &Store) -> Arc<Notifier> {
         clocked(db, Arc::new(crate::clock::SystemClock))
     }
@@ -400,7 +388,7 @@ mod tests {
 
     #[test]
     fn marks_older_than_their_retention_are_purged_oldest_first_and_a_key_may_then_queue_again() {
-        let (_dir, db) = temp_store();
+        let (_dir, db) = crate::persistence::store::temporary();
         let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
         let n = clocked(&db, clock.clone());
         webhook(&n, "o1/order.paid/webhook/s");
@@ -425,7 +413,7 @@ mod tests {
 
     #[test]
     fn marks_written_without_a_time_are_dated_at_the_first_open_and_purged_later() {
-        let (_dir, db) = temp_store();
+        let (_dir, db) = crate::persistence::store::temporary();
         let legacy = db.tree("notifications_seen").unwrap();
         legacy.insert(b"o9/order.paid/email", &[]).unwrap();
         let clock = Arc::new(crate::clock::ManualClock::new(5_000));
@@ -440,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_message_is_queued_once_per_key_and_dead_letters_go_back_to_the_queue() {
-        let (_dir, db) = temp_store();
+        let (_dir, db) = crate::persistence::store::temporary();
         let n = notifier(&db);
         for _ in 0..3 {
             webhook(&n, "o1/order.paid/webhook/s");
@@ -490,7 +478,7 @@ mod tests {
 
     #[test]
     fn dead_letters_are_bounded_oldest_out_and_paged_across_a_restart() {
-        let (_dir, db) = temp_store();
+        let (_dir, db) = crate::persistence::store::temporary();
         let n = notifier(&db);
         let mut buried = Vec::new();
         for i in 0..5 {

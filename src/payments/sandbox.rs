@@ -524,19 +524,6 @@ pub async fn deliver_webhooks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persistence::Store;
-
-    fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            8 << 20,
-            crate::persistence::SyncMode::None,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        (dir, store)
-    }
 
     fn settings() -> SandboxSettings {
         SandboxSettings {
@@ -563,7 +550,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_make_every_operation_idempotent_and_the_ledger_survives_reopening() {
-        let (_dir, store) = temp_store();
+        let (_dir, store) = crate::persistence::store::temporary();
         let book = Book::open(&store, "psp").unwrap();
         let psp = SandboxGateway::open(settings(), book.clone(), None).unwrap();
         let a = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
@@ -590,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_ledger_pages_in_creation_order_and_filters_by_reference() {
-        let (_dir, store) = temp_store();
+        let (_dir, store) = crate::persistence::store::temporary();
         let psp =
             SandboxGateway::open(settings(), Book::open(&store, "psp").unwrap(), None).unwrap();
         let mut made = Vec::new();
@@ -625,7 +612,7 @@ mod tests {
 
     #[tokio::test]
     async fn methods_decline_wait_or_never_answer() {
-        let (_dir, store) = temp_store();
+        let (_dir, store) = crate::persistence::store::temporary();
         let psp =
             SandboxGateway::open(settings(), Book::open(&store, "psp").unwrap(), None).unwrap();
         let d = psp

@@ -391,6 +391,20 @@ impl Store {
     }
 }
 
+/// A store in a fresh temporary directory (kept while the `TempDir` lives), for tests.
+#[cfg(test)]
+pub(crate) fn temporary() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(
+        dir.path(),
+        8 << 20,
+        SyncMode::None,
+        std::time::Duration::from_secs(1),
+    )
+    .expect("store");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
