@@ -114,9 +114,10 @@ impl<E: Hosted> EntityHost<E> {
             .is_some()
     }
 
-    /// Is `id` in memory (without marking it used).
-    pub fn contains(&self, id: u128) -> bool {
-        self.resident.contains_key(&id)
+    /// More entities are resident than `resident_max`: those that could
+    /// leave should not linger.
+    pub fn over_cap(&self) -> bool {
+        self.resident.len() > self.resident_max
     }
 
     /// Up to `max` resident ids whose entity satisfies `pick`.

@@ -525,12 +525,24 @@ impl Orders {
         Ok((order, false))
     }
 
+    /// Sends `command` to the order's actor. An actor that was stopping
+    /// (idle, or making room under the resident cap) drops what reached its
+    /// mailbox unread: the command is sent again to a new actor, which
+    /// checks it against the order's durable state.
     async fn ask(self: &Arc<Self>, id: u128, command: Command) -> Result<Order, OrdersError> {
-        let addr = self.actor(id)?;
-        let (tx, rx) = oneshot::channel();
-        addr.try_send(OrderMsg::Command(command, tx))
-            .map_err(|_| OrdersError::Unavailable)?;
-        rx.await.map_err(|_| OrdersError::Unavailable)?
+        for _ in 0..ASK_ATTEMPTS_MAX {
+            let addr = self.actor(id)?;
+            let (tx, rx) = oneshot::channel();
+            match addr.try_send(OrderMsg::Command(command.clone(), tx)) {
+                Ok(()) => {}
+                Err(actix::dev::SendError::Closed(_)) => continue,
+                Err(actix::dev::SendError::Full(_)) => return Err(OrdersError::Unavailable),
+            }
+            if let Ok(answer) = rx.await {
+                return answer;
+            }
+        }
+        Err(OrdersError::Unavailable)
     }
 
     /// Waits (up to `wait`) until the saga has nothing to do, then the order.
@@ -676,6 +688,10 @@ async fn persist(entry: &Arc<OrderEntry>, wal: &WalHandle, order: &Order) -> Res
     rx.await.map_err(|_| ())
 }
 
+/// Attempts at a command whose actor stopped before reading it.
+const ASK_ATTEMPTS_MAX: usize = 3;
+
+#[derive(Clone)]
 enum Command {
     Cancel,
     Pay(String),
@@ -900,9 +916,18 @@ impl OrderActor {
             }
         }
         if !needs_actor(o) {
-            // A settled order needs no actor: it stops once idle for a while,
-            // and is started again on demand (a command, a late webhook).
-            // A settled order's actor stops after `orders.actor_idle_s` without messages.
+            // A settled order needs no actor: it is started again on demand
+            // (a command, a late webhook). While the host is over its cap it
+            // stops at once, so the order may leave memory; otherwise after
+            // `orders.actor_idle_s` without messages.
+            if self
+                .orders
+                .upgrade()
+                .is_some_and(|orders| orders.host.over_cap())
+            {
+                ctx.stop();
+                return;
+            }
             let idle = Duration::from_secs(self.deps.config.orders.actor_idle_s);
             self.timer = Some(ctx.run_later(idle, |act, ctx| {
                 if !needs_actor(&act.order) {

@@ -91,9 +91,7 @@ pub(super) async fn start(
     let archive =
         Arc::new(persistence::OrderArchive::open(store.clone()).map_err(StartError::Recovery)?);
     let orders = Orders::new(
-        std::mem::take(&mut recovered.orders)
-            .into_values()
-            .collect(),
+        recovered.orders.take_all().into_values().collect(),
         OrderDeps::new(
             wal.clone(),
             clock.clone(),
@@ -111,7 +109,7 @@ pub(super) async fn start(
     )
     .map_err(StartError::Recovery)?;
     let carts = Carts::new(
-        std::mem::take(&mut recovered.carts).into_values().collect(),
+        recovered.carts.take_all().into_values().collect(),
         wal.clone(),
         clock.clone(),
         config.clone(),
@@ -247,27 +245,9 @@ async fn snapshot_wal_only_state(wal: &WalHandle, recovered: &Recovered) -> Resu
         )
         .map_err(lost)?;
     }
-    for id in &recovered.orders_unsnapshotted {
-        if let Some(order) = recovered.orders.get(id) {
-            let body = SnapshotBody::Order(order.clone());
-            wal.snapshot(EntityKey::Order(*id), &body, None)
-                .map_err(lost)?;
-        }
-    }
-    for id in &recovered.carts_unsnapshotted {
-        if let Some(cart) = recovered.carts.get(id) {
-            let body = SnapshotBody::Cart(cart.clone());
-            wal.snapshot(EntityKey::Cart(*id), &body, None)
-                .map_err(lost)?;
-        }
-    }
-    for id in &recovered.drops_unsnapshotted {
-        if let Some(drop) = recovered.drops.get(id) {
-            let body = SnapshotBody::Drop(drop.clone());
-            wal.snapshot(EntityKey::Drop(*id), &body, None)
-                .map_err(lost)?;
-        }
-    }
+    recovered.orders.snapshot_wal_only(wal).map_err(lost)?;
+    recovered.carts.snapshot_wal_only(wal).map_err(lost)?;
+    recovered.drops.snapshot_wal_only(wal).map_err(lost)?;
     wal.barrier()
         .map_err(lost)?
         .await
@@ -464,7 +444,7 @@ fn start_drops(
     recovered: &mut Recovered,
 ) -> Arc<Drops> {
     Drops::new(
-        std::mem::take(&mut recovered.drops).into_values().collect(),
+        recovered.drops.take_all().into_values().collect(),
         DropDeps {
             wal: wal.clone(),
             clock: clock.clone(),

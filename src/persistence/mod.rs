@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod book;
+pub mod kinds;
 pub mod orders;
 pub mod queue;
 pub mod record;

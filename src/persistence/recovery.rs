@@ -14,6 +14,7 @@ use crate::domain::stock::{LedgerLimits, StockLedger};
 use crate::domain::SkuId;
 
 use super::batch::decode_batch;
+use super::kinds::{KindState, RecoveredKind};
 use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody, DIRECTORY_TAGS};
 use super::store::{corrupt, Store, StoreError};
 use super::wal::WriterStart;
@@ -51,16 +52,10 @@ pub struct Recovered {
     /// in the WAL: they need a snapshot before the WAL behind them can go.
     pub directory_unsnapshotted: Vec<Entity>,
     pub next_audit_seq: u64,
-    /// Every drop, in its latest state.
-    pub drops: HashMap<u128, FlashDrop>,
-    /// Drops whose latest state is only in the WAL (they need a snapshot).
-    pub drops_unsnapshotted: Vec<u128>,
-    /// Every order, in its latest state, and those whose latest state is only in the WAL.
-    pub orders: HashMap<u128, Order>,
-    pub orders_unsnapshotted: Vec<u128>,
-    /// Every cart, and those whose latest state is only in the WAL.
-    pub carts: HashMap<u128, Cart>,
-    pub carts_unsnapshotted: Vec<u128>,
+    /// The kinds rebuilt whole from their snapshot and records.
+    pub drops: RecoveredKind<FlashDrop>,
+    pub orders: RecoveredKind<Order>,
+    pub carts: RecoveredKind<Cart>,
     /// Ledgers changed by the replayed WAL, and those whose snapshot holds open
     /// reservations; every other ledger is exactly its snapshot and holds none.
     pub ledgers: HashMap<SkuId, StockLedger>,
@@ -137,63 +132,6 @@ fn load_directory(store: &Store) -> Result<HashMap<EntityKey, (u64, Entity)>, St
     Ok(out)
 }
 
-/// Loads the snapshot of every drop.
-fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreError> {
-    let mut drops = HashMap::new();
-    for item in store.snapshots.scan_prefix(EntityKey::kind_prefix_drop()) {
-        let (key, _) = item?;
-        let Some(entity @ EntityKey::Drop(id)) = EntityKey::from_bytes(&key) else {
-            return Err(corrupt("snapshot key", "bad drop key"));
-        };
-        match store.read_snapshot(entity)? {
-            Some((covers, SnapshotBody::Drop(drop))) => {
-                drops.insert(id, (covers, drop));
-            }
-            Some(_) => return Err(corrupt("snapshot", format!("{entity:?} is not a drop"))),
-            None => {}
-        }
-    }
-    Ok(drops)
-}
-
-/// Loads every snapshot of one kind of entity named by a u128 id.
-fn load_kind<T>(
-    store: &Store,
-    prefix: &[u8],
-    pick: impl Fn(EntityKey, SnapshotBody) -> Option<(u128, T)>,
-) -> Result<HashMap<u128, (u64, T)>, StoreError> {
-    let mut out = HashMap::new();
-    for item in store.snapshots.scan_prefix(prefix) {
-        let (key, _) = item?;
-        let entity =
-            EntityKey::from_bytes(&key).ok_or_else(|| corrupt("snapshot key", "bad key"))?;
-        if let Some((covers, body)) = store.read_snapshot(entity)? {
-            let (id, value) = pick(entity, body)
-                .ok_or_else(|| corrupt("snapshot", format!("{entity:?} holds another kind")))?;
-            out.insert(id, (covers, value));
-        }
-    }
-    Ok(out)
-}
-
-fn load_orders(store: &Store) -> Result<HashMap<u128, (u64, Order)>, StoreError> {
-    load_kind(store, EntityKey::kind_prefix_order(), |key, body| {
-        match (key, body) {
-            (EntityKey::Order(id), SnapshotBody::Order(order)) => Some((id, order)),
-            _ => None,
-        }
-    })
-}
-
-fn load_carts(store: &Store) -> Result<HashMap<u128, (u64, Cart)>, StoreError> {
-    load_kind(store, EntityKey::kind_prefix_cart(), |key, body| {
-        match (key, body) {
-            (EntityKey::Cart(id), SnapshotBody::Cart(cart)) => Some((id, cart)),
-            _ => None,
-        }
-    })
-}
-
 /// The audit sequence after the newest audit entry with a snapshot.
 fn next_audit_seq_on_disk(store: &Store) -> Result<u64, StoreError> {
     match store
@@ -228,6 +166,60 @@ fn forget_newer<K: std::hash::Hash + Eq, T>(
     }
 }
 
+/// The kinds rebuilt whole (see `kinds.rs`). A new such kind is a field
+/// here and one line in each method.
+#[derive(Default)]
+struct Kinds {
+    drops: KindState<FlashDrop>,
+    orders: KindState<Order>,
+    carts: KindState<Cart>,
+}
+
+impl Kinds {
+    fn load(store: &Store, mode: RecoveryMode) -> Result<Self, StoreError> {
+        if mode == RecoveryMode::FullReplay {
+            return Ok(Self::default());
+        }
+        Ok(Self {
+            drops: KindState::load(store)?,
+            orders: KindState::load(store)?,
+            carts: KindState::load(store)?,
+        })
+    }
+
+    /// Whether `key` names an entity of one of these kinds.
+    fn takes(key: EntityKey) -> bool {
+        matches!(
+            key,
+            EntityKey::Drop(_) | EntityKey::Order(_) | EntityKey::Cart(_)
+        )
+    }
+
+    /// Applies a record of one of the kinds: whether it was newer than the
+    /// state.
+    fn apply(&mut self, lsn: u64, key: EntityKey, body: RecordBody) -> Result<bool, StoreError> {
+        match key {
+            EntityKey::Drop(_) => self.drops.apply(lsn, key, body),
+            EntityKey::Order(_) => self.orders.apply(lsn, key, body),
+            EntityKey::Cart(_) => self.carts.apply(lsn, key, body),
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            Err(corrupt(
+                "wal record",
+                format!("lsn {lsn}: {key:?} has no kind"),
+            ))
+        })
+    }
+
+    fn delete(&mut self, lsn: u64, key: EntityKey) -> Option<bool> {
+        self.drops
+            .delete(lsn, key)
+            .or_else(|| self.orders.delete(lsn, key))
+            .or_else(|| self.carts.delete(lsn, key))
+    }
+}
+
 /// Rebuilds everything at start-up.
 pub fn recover(
     store: &Store,
@@ -252,24 +244,7 @@ pub fn recover(
     } else {
         1
     };
-    let mut drops = if mode == RecoveryMode::Snapshots {
-        load_drops(store)?
-    } else {
-        HashMap::new()
-    };
-    let mut drops_from_wal = std::collections::HashSet::new();
-    let mut orders = if mode == RecoveryMode::Snapshots {
-        load_orders(store)?
-    } else {
-        HashMap::new()
-    };
-    let mut orders_from_wal = std::collections::HashSet::new();
-    let mut carts = if mode == RecoveryMode::Snapshots {
-        load_carts(store)?
-    } else {
-        HashMap::new()
-    };
-    let mut carts_from_wal = std::collections::HashSet::new();
+    let mut kinds = Kinds::load(store, mode)?;
     let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
     stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
@@ -303,22 +278,13 @@ pub fn recover(
                             format!("lsn {lsn}: {key:?} cannot be deleted"),
                         ))
                     }
-                    EntityKey::Drop(id) => {
-                        drops_from_wal.remove(&id);
-                        forget_newer(&mut drops, id, lsn)
-                    }
-                    EntityKey::Order(id) => {
-                        orders_from_wal.remove(&id);
-                        forget_newer(&mut orders, id, lsn)
-                    }
-                    EntityKey::Cart(id) => {
-                        carts_from_wal.remove(&id);
-                        forget_newer(&mut carts, id, lsn)
-                    }
-                    _ => {
-                        from_wal.remove(&key);
-                        forget_newer(&mut directory, key, lsn)
-                    }
+                    _ => match kinds.delete(lsn, key) {
+                        Some(gone) => gone,
+                        None => {
+                            from_wal.remove(&key);
+                            forget_newer(&mut directory, key, lsn)
+                        }
+                    },
                 };
                 if gone {
                     first_seen.remove(&key);
@@ -330,6 +296,10 @@ pub fn recover(
                 forgotten.remove(&record.entity);
             }
             first_seen.entry(record.entity).or_insert(lsn);
+            if Kinds::takes(record.entity) {
+                stats.applied += u64::from(kinds.apply(lsn, record.entity, record.body)?);
+                continue;
+            }
             match (record.entity, record.body) {
                 (EntityKey::Sku(id), RecordBody::Stock(events)) => {
                     let sku = SkuId(id);
@@ -377,37 +347,6 @@ pub fn recover(
                     if lsn > covers {
                         directory.insert(key, (lsn, *state));
                         from_wal.insert(key);
-                        stats.applied += 1;
-                    }
-                }
-                (EntityKey::Drop(id), RecordBody::Drop(event)) => {
-                    let covers = drops.get(&id).map_or(0, |(covers, _)| *covers);
-                    if lsn > covers {
-                        let before = drops.remove(&id).map(|(_, d)| d);
-                        let after = FlashDrop::apply(before, &event).ok_or_else(|| {
-                            corrupt(
-                                "wal replay",
-                                format!("lsn {lsn}: drop {id} moved before it was created"),
-                            )
-                        })?;
-                        drops.insert(id, (lsn, after));
-                        drops_from_wal.insert(id);
-                        stats.applied += 1;
-                    }
-                }
-                (EntityKey::Order(id), RecordBody::Order(order)) => {
-                    let covers = orders.get(&id).map_or(0, |(covers, _)| *covers);
-                    if lsn > covers {
-                        orders.insert(id, (lsn, *order));
-                        orders_from_wal.insert(id);
-                        stats.applied += 1;
-                    }
-                }
-                (EntityKey::Cart(id), RecordBody::Cart(cart)) => {
-                    let covers = carts.get(&id).map_or(0, |(covers, _)| *covers);
-                    if lsn > covers {
-                        carts.insert(id, (lsn, *cart));
-                        carts_from_wal.insert(id);
                         stats.applied += 1;
                     }
                 }
@@ -467,12 +406,9 @@ pub fn recover(
         }
     }
     Ok(Recovered {
-        drops: drops.into_iter().map(|(id, (_, d))| (id, d)).collect(),
-        drops_unsnapshotted: drops_from_wal.into_iter().collect(),
-        orders: orders.into_iter().map(|(id, (_, o))| (id, o)).collect(),
-        orders_unsnapshotted: orders_from_wal.into_iter().collect(),
-        carts: carts.into_iter().map(|(id, (_, c))| (id, c)).collect(),
-        carts_unsnapshotted: carts_from_wal.into_iter().collect(),
+        drops: kinds.drops.finish(),
+        orders: kinds.orders.finish(),
+        carts: kinds.carts.finish(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

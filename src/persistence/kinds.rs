@@ -1,0 +1,323 @@
+//! The entity kinds recovery rebuilds whole (drops, orders, carts): each is
+//! one `Recoverable` implementation saying how its key, snapshot and records
+//! map to its state. `KindState` runs the same rules for all of them: latest
+//! snapshot, then every newer record, `Deleted` forgets.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use crate::domain::cart::Cart;
+use crate::domain::drop::FlashDrop;
+use crate::domain::order::Order;
+
+use super::record::{EntityKey, RecordBody, SnapshotBody};
+use super::store::{corrupt, Store, StoreError};
+use super::wal::{WalError, WalHandle};
+
+/// A kind of entity whose every record carries (or rebuilds) its full state.
+/// Adding one to recovery is an implementation of this trait and a field of
+/// `Recovered`; the WAL replay routes records to it by `id`.
+pub trait Recoverable: Clone + Sized {
+    type Id: Copy + Eq + Hash + std::fmt::Debug;
+    /// What a log line calls it.
+    const KIND: &'static str;
+    /// The snapshot-key prefix of the kind.
+    fn prefix() -> &'static [u8];
+    fn key(id: Self::Id) -> EntityKey;
+    /// The id when `key` names an entity of this kind.
+    fn id(key: EntityKey) -> Option<Self::Id>;
+    fn from_snapshot(body: SnapshotBody) -> Option<Self>;
+    fn to_snapshot(&self) -> SnapshotBody;
+    /// The state after `body`, given the one before it (`None`: not yet
+    /// created). `Err` says why the record cannot apply.
+    fn apply(before: Option<Self>, body: RecordBody) -> Result<Self, String>;
+}
+
+impl Recoverable for Order {
+    type Id = u128;
+    const KIND: &'static str = "order";
+    fn prefix() -> &'static [u8] {
+        EntityKey::kind_prefix_order()
+    }
+    fn key(id: u128) -> EntityKey {
+        EntityKey::Order(id)
+    }
+    fn id(key: EntityKey) -> Option<u128> {
+        match key {
+            EntityKey::Order(id) => Some(id),
+            _ => None,
+        }
+    }
+    fn from_snapshot(body: SnapshotBody) -> Option<Self> {
+        match body {
+            SnapshotBody::Order(order) => Some(order),
+            _ => None,
+        }
+    }
+    fn to_snapshot(&self) -> SnapshotBody {
+        SnapshotBody::Order(self.clone())
+    }
+    fn apply(_: Option<Self>, body: RecordBody) -> Result<Self, String> {
+        match body {
+            RecordBody::Order(order) => Ok(*order),
+            _ => Err("not an order record".into()),
+        }
+    }
+}
+
+impl Recoverable for Cart {
+    type Id = u128;
+    const KIND: &'static str = "cart";
+    fn prefix() -> &'static [u8] {
+        EntityKey::kind_prefix_cart()
+    }
+    fn key(owner: u128) -> EntityKey {
+        EntityKey::Cart(owner)
+    }
+    fn id(key: EntityKey) -> Option<u128> {
+        match key {
+            EntityKey::Cart(owner) => Some(owner),
+            _ => None,
+        }
+    }
+    fn from_snapshot(body: SnapshotBody) -> Option<Self> {
+        match body {
+            SnapshotBody::Cart(cart) => Some(cart),
+            _ => None,
+        }
+    }
+    fn to_snapshot(&self) -> SnapshotBody {
+        SnapshotBody::Cart(self.clone())
+    }
+    fn apply(_: Option<Self>, body: RecordBody) -> Result<Self, String> {
+        match body {
+            RecordBody::Cart(cart) => Ok(*cart),
+            _ => Err("not a cart record".into()),
+        }
+    }
+}
+
+impl Recoverable for FlashDrop {
+    type Id = u128;
+    const KIND: &'static str = "drop";
+    fn prefix() -> &'static [u8] {
+        EntityKey::kind_prefix_drop()
+    }
+    fn key(id: u128) -> EntityKey {
+        EntityKey::Drop(id)
+    }
+    fn id(key: EntityKey) -> Option<u128> {
+        match key {
+            EntityKey::Drop(id) => Some(id),
+            _ => None,
+        }
+    }
+    fn from_snapshot(body: SnapshotBody) -> Option<Self> {
+        match body {
+            SnapshotBody::Drop(drop) => Some(drop),
+            _ => None,
+        }
+    }
+    fn to_snapshot(&self) -> SnapshotBody {
+        SnapshotBody::Drop(self.clone())
+    }
+    fn apply(before: Option<Self>, body: RecordBody) -> Result<Self, String> {
+        match body {
+            RecordBody::Drop(event) => {
+                FlashDrop::apply(before, &event).ok_or_else(|| "moved before it was created".into())
+            }
+            _ => Err("not a drop record".into()),
+        }
+    }
+}
+
+/// One kind's entities during replay: each with the LSN its state covers.
+pub struct KindState<T: Recoverable> {
+    entities: HashMap<T::Id, (u64, T)>,
+    /// Entities whose latest state came from the WAL (no snapshot has it).
+    from_wal: HashSet<T::Id>,
+}
+
+impl<T: Recoverable> Default for KindState<T> {
+    fn default() -> Self {
+        Self {
+            entities: HashMap::new(),
+            from_wal: HashSet::new(),
+        }
+    }
+}
+
+impl<T: Recoverable> KindState<T> {
+    /// Every snapshot of the kind.
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut state = Self::default();
+        for item in store.snapshots.scan_prefix(T::prefix()) {
+            let (key, _) = item?;
+            let entity = EntityKey::from_bytes(&key)
+                .and_then(|key| T::id(key).map(|id| (key, id)))
+                .ok_or_else(|| corrupt("snapshot key", format!("bad {} key", T::KIND)))?;
+            let (key, id) = entity;
+            if let Some((covers, body)) = store.read_snapshot(key)? {
+                let value = T::from_snapshot(body)
+                    .ok_or_else(|| corrupt("snapshot", format!("{key:?} holds another kind")))?;
+                state.entities.insert(id, (covers, value));
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// Applies the record at `lsn` if it is newer than the state. `None`: the
+    /// record is not of this kind.
+    pub fn apply(
+        &mut self,
+        lsn: u64,
+        key: EntityKey,
+        body: RecordBody,
+    ) -> Option<Result<bool, StoreError>> {
+        let id = T::id(key)?;
+        let covers = self.entities.get(&id).map_or(0, |(covers, _)| *covers);
+        if lsn <= covers {
+            return Some(Ok(false));
+        }
+        let before = self.entities.remove(&id).map(|(_, state)| state);
+        Some(match T::apply(before, body) {
+            Ok(after) => {
+                self.entities.insert(id, (lsn, after));
+                self.from_wal.insert(id);
+                Ok(true)
+            }
+            Err(why) => Err(corrupt(
+                "wal replay",
+                format!("lsn {lsn}: {} {id:?}: {why}", T::KIND),
+            )),
+        })
+    }
+
+    /// Applies a `Deleted` record at `lsn`: the entity goes unless its state
+    /// is newer (a snapshot taken after it was created anew). `None`: not of
+    /// this kind; otherwise whether it went.
+    pub fn delete(&mut self, lsn: u64, key: EntityKey) -> Option<bool> {
+        let id = T::id(key)?;
+        self.from_wal.remove(&id);
+        Some(match self.entities.get(&id) {
+            Some((covers, _)) if *covers >= lsn => false,
+            Some(_) => {
+                self.entities.remove(&id);
+                true
+            }
+            None => true,
+        })
+    }
+
+    pub fn finish(self) -> RecoveredKind<T> {
+        RecoveredKind {
+            unsnapshotted: self.from_wal.into_iter().collect(),
+            all: self
+                .entities
+                .into_iter()
+                .map(|(id, (_, state))| (id, state))
+                .collect(),
+        }
+    }
+}
+
+/// What recovery found of one kind.
+pub struct RecoveredKind<T: Recoverable> {
+    /// Every entity, in its latest state.
+    pub all: HashMap<T::Id, T>,
+    /// Those whose latest state is only in the WAL: they need a snapshot
+    /// before the WAL behind them can go.
+    pub unsnapshotted: Vec<T::Id>,
+}
+
+impl<T: Recoverable> Default for RecoveredKind<T> {
+    fn default() -> Self {
+        Self {
+            all: HashMap::new(),
+            unsnapshotted: Vec::new(),
+        }
+    }
+}
+
+impl<T: Recoverable> RecoveredKind<T> {
+    /// Sends a snapshot of every entity whose latest state is only in the
+    /// WAL (the caller waits for a barrier to know they are durable).
+    pub fn snapshot_wal_only(&self, wal: &WalHandle) -> Result<(), WalError> {
+        for id in &self.unsnapshotted {
+            if let Some(state) = self.all.get(id) {
+                wal.snapshot(T::key(*id), &state.to_snapshot(), None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every entity out (the service that owns them starts with them).
+    pub fn take_all(&mut self) -> HashMap<T::Id, T> {
+        std::mem::take(&mut self.all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cart_record(owner: u128, at_ms: u64) -> RecordBody {
+        RecordBody::Cart(Box::new(Cart::new(owner, false, at_ms, 1_000)))
+    }
+
+    #[test]
+    fn a_record_applies_only_when_newer_than_the_state() {
+        let mut carts = KindState::<Cart>::default();
+        let key = EntityKey::Cart(7);
+        assert!(matches!(
+            carts.apply(10, key, cart_record(7, 1)),
+            Some(Ok(true))
+        ));
+        assert!(matches!(
+            carts.apply(10, key, cart_record(7, 2)),
+            Some(Ok(false))
+        ));
+        assert!(matches!(
+            carts.apply(12, key, cart_record(7, 3)),
+            Some(Ok(true))
+        ));
+        assert!(carts
+            .apply(13, EntityKey::Order(7), cart_record(7, 4))
+            .is_none());
+        let found = carts.finish();
+        assert_eq!(found.all[&7].updated_at_ms, 3);
+        assert_eq!(found.unsnapshotted, vec![7]);
+    }
+
+    #[test]
+    fn a_body_of_another_kind_is_corruption() {
+        let mut orders = KindState::<Order>::default();
+        let applied = orders.apply(5, EntityKey::Order(1), cart_record(1, 1));
+        assert!(matches!(applied, Some(Err(_))));
+    }
+
+    #[test]
+    fn deleted_forgets_older_state_but_not_a_newer_one() {
+        let mut carts = KindState::<Cart>::default();
+        let key = EntityKey::Cart(3);
+        carts.apply(20, key, cart_record(3, 1));
+        assert_eq!(
+            carts.delete(19, key),
+            Some(false),
+            "state newer than the delete"
+        );
+        assert_eq!(carts.len(), 1);
+        assert_eq!(carts.delete(21, key), Some(true));
+        assert!(carts.is_empty());
+        assert_eq!(carts.delete(22, EntityKey::Drop(3)), None);
+        assert!(carts.finish().unsnapshotted.is_empty());
+    }
+}
