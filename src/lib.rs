@@ -18,5 +18,8 @@ pub mod telemetry;
 
 /// mimalloc: replies are allocated on actor threads and freed on others, which
 /// glibc's allocator handles poorly (15% of CPU in the reserve profile).
+/// The `system-allocator` feature turns it off, so a heap profiler that
+/// wraps malloc (heaptrack, valgrind's massif) sees every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
