@@ -217,8 +217,9 @@ impl Orders {
         let mut active = 0;
         let mut to_announce = Vec::new();
         let mut indexed = 0usize;
+        let keys_keep_ms = deps.config.retention.order_keys_s * 1000;
         for order in recovered {
-            if archive.ensure_indexed(&order)? {
+            if archive.ensure_indexed(&order, now, keys_keep_ms)? {
                 indexed += 1;
             }
             if !order.settled() {
@@ -334,6 +335,16 @@ impl Orders {
                 OrdersError::Unavailable
             })?
             .ok_or(OrdersError::NotFound)
+    }
+
+    /// Forgets up to `max` idempotency keys older than
+    /// `retention.order_keys_s`; answers how many went.
+    pub fn purge_keys(&self, max: usize) -> Result<usize, StoreError> {
+        let keep_ms = self.deps.config.retention.order_keys_s * 1000;
+        let cutoff = self.deps.clock.now_ms().saturating_sub(keep_ms);
+        let purged = self.archive.purge_keys(cutoff, max)?;
+        metrics::counter!("flashdrop_order_keys_purged_total").increment(purged as u64);
+        Ok(purged)
     }
 
     /// The order as of its last durable change, from memory or its snapshot.
@@ -502,7 +513,7 @@ impl Orders {
                 .and_then(|()| match &order.idempotency {
                     Some((key, fingerprint)) => self
                         .archive
-                        .claim_key(order.buyer, key, id, *fingerprint)
+                        .claim_key(order.buyer, key, id, *fingerprint, order.created_at_ms)
                         .map(|_| ()),
                     None => Ok(()),
                 })

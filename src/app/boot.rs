@@ -520,6 +520,7 @@ fn start_background_tasks(
     let purge_batch = config.retention.sweep_batch_max;
     let sweeping = Arc::downgrade(&services.carts);
     let marks = services.notifier.clone();
+    let keyed = Arc::downgrade(&services.orders);
     let marks_keep_ms = config.retention.notification_keys_s * 1000;
     events.spawn(async move {
         let mut every = tokio::time::interval(sweep_every);
@@ -544,6 +545,16 @@ fn start_background_tasks(
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "notification keys not purged");
+                        break;
+                    }
+                }
+            }
+            while let Some(orders) = keyed.upgrade() {
+                match orders.purge_keys(purge_batch) {
+                    Ok(n) if n >= purge_batch => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "order idempotency keys not purged");
                         break;
                     }
                 }

@@ -23,6 +23,19 @@ pub struct CartConfig {
     pub actor_idle_s: u64,
 }
 
+impl Default for CartConfig {
+    fn default() -> Self {
+        Self {
+            guest_ttl_s: 7 * 86_400,
+            account_ttl_s: 30 * 86_400,
+            drop_hold_s: 600,
+            accept_price_changes: false,
+            carts_max: 1_000_000,
+            actor_idle_s: 60,
+        }
+    }
+}
+
 impl CartConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let c = self;
@@ -64,6 +77,25 @@ pub struct OrdersConfig {
     /// actor): past it the least recently used leave and are read back from
     /// disk on demand. Active orders are bounded by `active_max` instead.
     pub resident_max: usize,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            lines_max: 50,
+            quantity_max: 100,
+            shipping_address_max_chars: 500,
+            payment_deadline_s: 900,
+            hold_ttl_s: 1_800,
+            return_window_s: 30 * 86_400,
+            retry_backoff_ms: 200,
+            active_max: 100_000,
+            reply_wait_ms: 5_000,
+            webhook_dedupe_max: 100_000,
+            actor_idle_s: 10,
+            resident_max: 10_000,
+        }
+    }
 }
 
 impl OrdersConfig {
@@ -133,6 +165,27 @@ pub struct PaymentsConfig {
     pub sandbox_webhook_attempts_max: u32,
     /// One sandbox webhook delivery may take this long.
     pub sandbox_webhook_timeout_ms: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            gateway: "sandbox".into(),
+            webhook_secret: Secret::default(),
+            webhook_tolerance_s: 300,
+            webhook_url: String::new(),
+            sandbox_latency_ms: 0,
+            sandbox_failure_rate: 0.0,
+            sandbox_async_delay_ms: 300,
+            sandbox_webhook_delay_min_ms: 20,
+            sandbox_webhook_delay_max_ms: 400,
+            sandbox_webhook_duplicate_rate: 0.2,
+            poll_interval_ms: 5_000,
+            sandbox_webhook_queue_max: 4_096,
+            sandbox_webhook_attempts_max: 5,
+            sandbox_webhook_timeout_ms: 5_000,
+        }
+    }
 }
 
 impl PaymentsConfig {

@@ -26,6 +26,23 @@ pub struct WsConfig {
     pub close_timeout_ms: u64,
 }
 
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            coalesce_ms: 100,
+            max_connections: 50_000,
+            max_subscriptions_per_connection: 100,
+            event_queue_max: 256,
+            slow_client_timeout_s: 10,
+            heartbeat_interval_s: 15,
+            client_timeout_s: 45,
+            max_message_bytes: 4096,
+            feed_capacity_batches: 4096,
+            close_timeout_ms: 1_000,
+        }
+    }
+}
+
 impl WsConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let ws = self;
@@ -87,6 +104,23 @@ pub struct NotificationsConfig {
     pub idle_wait_s: u64,
 }
 
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 25,
+            from: "flashdrop <orders@flashdrop.invalid>".into(),
+            signing_secret: Secret::default(),
+            max_attempts: 8,
+            backoff_ms: 1_000,
+            queue_max: 100_000,
+            delivery_timeout_s: 10,
+            dead_letters_max: 10_000,
+            idle_wait_s: 60,
+        }
+    }
+}
+
 impl NotificationsConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let n = self;
@@ -126,6 +160,15 @@ pub struct OutboundConfig {
     pub allowed_networks: Vec<String>,
     /// Resolving a webhook's host name may take this long.
     pub resolve_timeout_ms: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allowed_networks: Vec::new(),
+            resolve_timeout_ms: 3_000,
+        }
+    }
 }
 
 impl OutboundConfig {

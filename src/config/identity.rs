@@ -43,6 +43,35 @@ pub struct AuthConfig {
     pub bootstrap_admin_password: Secret,
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            dev_mode: false,
+            jwt_secret: Secret::default(),
+            jwt_secret_file: PathBuf::new(),
+            issuer: "flashdrop".into(),
+            audience: "flashdrop-api".into(),
+            access_ttl_s: 900,
+            token_cache_entries: 65_536,
+            refresh_ttl_s: 30 * 86_400,
+            invitation_ttl_s: 7 * 86_400,
+            password_min_chars: 12,
+            password_max_chars: 128,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: 0,
+            login_burst_per_account: 5,
+            login_refill_per_account_s: 60,
+            login_burst_per_address: 20,
+            login_refill_per_address_s: 6,
+            limiter_keys_max: 100_000,
+            bootstrap_admin_email: String::new(),
+            bootstrap_admin_password: Secret::default(),
+        }
+    }
+}
+
 impl AuthConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let au = self;
@@ -129,6 +158,19 @@ pub struct TenantConfig {
     pub following_max: usize,
     /// Audit entries one page request may examine before it returns a cursor.
     pub audit_scan_max: usize,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            default_plan: "starter".into(),
+            default_requests_per_minute: 6_000,
+            default_max_products: 10_000,
+            staff_max: 100,
+            following_max: 5_000,
+            audit_scan_max: 20_000,
+        }
+    }
 }
 
 impl TenantConfig {

@@ -33,6 +33,25 @@ pub struct ServerConfig {
     pub cors_max_age_s: u64,
 }
 
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            workers: 0,
+            max_body_bytes: 64 * 1024,
+            max_connections: 25_000,
+            shutdown_timeout_s: 30,
+            keep_alive_s: 75,
+            listen_backlog: 4096,
+            send_buffer_bytes: 0,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
+            cors_max_age_s: 600,
+        }
+    }
+}
+
 impl ServerConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let s = self;
@@ -94,6 +113,18 @@ pub struct AdmissionConfig {
     pub max_in_flight: usize,
 }
 
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            buyer_burst: 10,
+            buyer_refill_ms: 200,
+            buyer_keys_max: 1_000_000,
+            tenant_shopper_multiplier: 100,
+            max_in_flight: 20_000,
+        }
+    }
+}
+
 impl AdmissionConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let ad = self;
@@ -127,6 +158,15 @@ pub struct LogConfig {
     /// A tracing filter, e.g. "info" or "flashdrop=debug,actix_web=info".
     pub level: String,
     pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 impl LogConfig {

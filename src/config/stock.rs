@@ -16,6 +16,17 @@ pub struct ActorConfig {
     pub idle_timeout_s: u64,
 }
 
+impl Default for ActorConfig {
+    fn default() -> Self {
+        Self {
+            placement: Placement::HttpWorkers,
+            shards: 0,
+            mailbox_capacity: 4096,
+            idle_timeout_s: 300,
+        }
+    }
+}
+
 impl ActorConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let a = self;
@@ -57,6 +68,24 @@ pub struct ReservationConfig {
     pub idempotency_ttl_s: u64,
     pub finished_max_per_sku: usize,
     pub finished_retention_s: u64,
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 600,
+            min_ttl_s: 1,
+            max_ttl_s: 900,
+            max_quantity: 1_000,
+            shopper_units_per_sku_max: 10,
+            shopper_holds_max: 20,
+            open_max_per_sku: 1_000_000,
+            idempotency_keys_max_per_sku: 100_000,
+            idempotency_ttl_s: 86_400,
+            finished_max_per_sku: 100_000,
+            finished_retention_s: 86_400,
+        }
+    }
 }
 
 impl ReservationConfig {
@@ -131,6 +160,16 @@ pub struct StockConfig {
     pub units_max: u64,
 }
 
+impl Default for StockConfig {
+    fn default() -> Self {
+        Self {
+            low_stock_threshold: 0,
+            warehouses_max: 64,
+            units_max: 1_000_000_000_000,
+        }
+    }
+}
+
 impl StockConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let st = self;
@@ -159,6 +198,20 @@ pub struct DropsConfig {
     pub waiting_room_capacity_max: u32,
     /// How often waiting rooms admit the next shoppers while someone waits.
     pub room_tick_ms: u64,
+}
+
+impl Default for DropsConfig {
+    fn default() -> Self {
+        Self {
+            title_max_chars: 200,
+            skus_max: 100,
+            duration_max_s: 30 * 86_400,
+            horizon_max_s: 365 * 86_400,
+            per_buyer_limit_max: 1_000,
+            waiting_room_capacity_max: 1_000_000,
+            room_tick_ms: 100,
+        }
+    }
 }
 
 impl DropsConfig {

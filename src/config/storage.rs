@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid, range, ConfigError};
 use crate::persistence::store::BATCH_BYTES_HARD_MAX;
-use crate::persistence::SyncMode;
+use crate::persistence::{SyncMode, WalSettings};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -16,6 +16,16 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
     /// A data directory another process holds is waited for this long, then refused.
     pub lock_wait_s: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("flashdrop-data"),
+            cache_capacity_mb: 128,
+            lock_wait_s: 10,
+        }
+    }
 }
 
 impl StorageConfig {
@@ -44,6 +54,19 @@ pub struct WalConfig {
     pub channel_capacity: usize,
 }
 
+impl Default for WalConfig {
+    fn default() -> Self {
+        let wal = WalSettings::default();
+        Self {
+            sync: wal.sync,
+            commit_window_us: wal.commit_window_us,
+            batch_records_max: wal.batch_records_max,
+            batch_bytes_max: wal.batch_bytes_max,
+            channel_capacity: wal.channel_capacity,
+        }
+    }
+}
+
 impl WalConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let w = self;
@@ -67,6 +90,15 @@ pub struct SnapshotConfig {
     pub every_records: u64,
     /// A changed SKU writes a snapshot at least this often.
     pub interval_s: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            every_records: 50_000,
+            interval_s: 60,
+        }
+    }
 }
 
 impl SnapshotConfig {
@@ -95,6 +127,23 @@ pub struct RetentionConfig {
     /// A notification's "already queued" mark this long; a restart announces
     /// again only order states reached more recently than this.
     pub notification_keys_s: u64,
+    /// An order's `Idempotency-Key` is honoured this long after the order
+    /// was placed; a repeat after that places a new order.
+    pub order_keys_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_s: 60,
+            sweep_batch_max: 1_000,
+            sessions_s: 7 * 86_400,
+            invitations_s: 7 * 86_400,
+            unfollows_s: 30 * 86_400,
+            notification_keys_s: 30 * 86_400,
+            order_keys_s: 86_400,
+        }
+    }
 }
 
 impl RetentionConfig {
@@ -113,6 +162,12 @@ impl RetentionConfig {
             "retention.notification_keys_s",
             r.notification_keys_s,
             3_600,
+            10 * 366 * 86_400,
+        )?;
+        range(
+            "retention.order_keys_s",
+            r.order_keys_s,
+            60,
             10 * 366 * 86_400,
         )?;
         Ok(())

@@ -7,7 +7,8 @@
 //! so they never name a lost order. Start-up indexes every order it
 //! recovered that has no entry (orders written before the indexes existed,
 //! or a crash between the record and its entries), so an index never
-//! misses a durable order either.
+//! misses a durable order either. Idempotency keys are honoured for
+//! `retention.order_keys_s`; `purge_keys` forgets older claims, oldest first.
 
 use std::sync::Arc;
 
@@ -32,6 +33,16 @@ pub struct OrderArchive {
     by_seller: Tree,
     /// buyer ++ Idempotency-Key → order id ++ request fingerprint (8 bytes BE)
     keys: Tree,
+    /// placed at (ms, 8 bytes BE) ++ order id → buyer ++ Idempotency-Key:
+    /// the claims in the order they expire.
+    key_ages: Tree,
+}
+
+fn age_key(placed_at_ms: u64, id: u128) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&placed_at_ms.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_be_bytes());
+    key
 }
 
 fn pair(owner: u128, id: u128) -> [u8; 32] {
@@ -73,6 +84,7 @@ impl OrderArchive {
             by_buyer: store.tree("orders_by_buyer")?,
             by_seller: store.tree("orders_by_seller")?,
             keys: store.tree("order_idempotency_keys")?,
+            key_ages: store.tree("order_idempotency_key_ages")?,
             store,
         })
     }
@@ -96,20 +108,40 @@ impl OrderArchive {
         Ok(())
     }
 
-    /// Files a recovered order that has no entry yet (idempotent).
-    pub fn ensure_indexed(&self, order: &Order) -> Result<bool, StoreError> {
-        if self.by_buyer.contains_key(pair(order.buyer, order.id))? {
-            return Ok(false);
-        }
-        self.index(order)?;
+    /// Files a recovered order that has no entry yet (idempotent), and its
+    /// key's claim with its age (unless another order holds the key), or
+    /// forgets the claim if the key's retention (`keys_keep_ms`) has passed.
+    pub fn ensure_indexed(
+        &self,
+        order: &Order,
+        now_ms: u64,
+        keys_keep_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let aged = age_key(order.created_at_ms, order.id);
+        let mut filed = false;
         if let Some((key, fingerprint)) = &order.idempotency {
             let slot = key_of(order.buyer, key);
-            let _ = self.keys.compare_and_swap(
-                slot,
-                None as Option<&[u8]>,
-                Some(&claim_value(order.id, *fingerprint)[..]),
-            )?;
+            if order.created_at_ms.saturating_add(keys_keep_ms) > now_ms {
+                if !self.key_ages.contains_key(aged)? {
+                    let _ = self.keys.compare_and_swap(
+                        &slot,
+                        None as Option<&[u8]>,
+                        Some(&claim_value(order.id, *fingerprint)[..]),
+                    )?;
+                    self.key_ages.insert(aged, slot)?;
+                    filed = true;
+                }
+            } else {
+                // Past its retention (a claim filed before claims had ages,
+                // or a crash during a purge): it goes now.
+                self.forget_claim(&slot, order.id)?;
+                self.key_ages.remove(aged)?;
+            }
         }
+        if self.by_buyer.contains_key(pair(order.buyer, order.id))? {
+            return Ok(filed);
+        }
+        self.index(order)?;
         Ok(true)
     }
 
@@ -121,14 +153,18 @@ impl OrderArchive {
         key: &str,
         id: u128,
         fingerprint: u64,
+        placed_at_ms: u64,
     ) -> Result<Option<(u128, u64)>, StoreError> {
         let value = claim_value(id, fingerprint);
-        match self.keys.compare_and_swap(
-            key_of(buyer, key),
-            None as Option<&[u8]>,
-            Some(&value[..]),
-        )? {
-            Ok(()) => Ok(None),
+        let slot = key_of(buyer, key);
+        match self
+            .keys
+            .compare_and_swap(&slot, None as Option<&[u8]>, Some(&value[..]))?
+        {
+            Ok(()) => {
+                self.key_ages.insert(age_key(placed_at_ms, id), slot)?;
+                Ok(None)
+            }
             Err(CompareAndSwapError {
                 current: Some(held),
                 ..
@@ -137,6 +173,40 @@ impl OrderArchive {
                 Err(corrupt("order key claim", "vanished while claimed"))
             }
         }
+    }
+
+    /// Forgets the claims of orders placed at `cutoff_ms` or before, oldest first
+    /// and at most `max`; answers how many went. A key claimed again since
+    /// (by a newer order) keeps its newer claim.
+    pub fn purge_keys(&self, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for item in self
+            .key_ages
+            .range(..age_key(cutoff_ms.saturating_add(1), 0))
+            .take(max)
+        {
+            let (aged, slot) = item?;
+            let id: [u8; 16] = aged
+                .get(8..24)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("order key age", "short"))?;
+            self.forget_claim(&slot, u128::from_be_bytes(id))?;
+            self.key_ages.remove(aged)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// Removes the claim of `slot` if order `id` holds it.
+    fn forget_claim(&self, slot: &[u8], id: u128) -> Result<(), StoreError> {
+        if let Some(held) = self.keys.get(slot)? {
+            if parse_claim(&held)?.0 == id {
+                let _ = self
+                    .keys
+                    .compare_and_swap(slot, Some(held), None as Option<&[u8]>)?;
+            }
+        }
+        Ok(())
     }
 
     /// The order (and request fingerprint) `buyer` placed with `key`.
@@ -172,5 +242,55 @@ impl OrderArchive {
             ids.push(u128::from_be_bytes(id));
         }
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::store::temporary;
+
+    fn archive() -> (tempfile::TempDir, OrderArchive) {
+        let (dir, store) = temporary();
+        (dir, OrderArchive::open(Arc::new(store)).unwrap())
+    }
+
+    #[test]
+    fn keys_older_than_the_cutoff_go_oldest_first_and_younger_stay() {
+        let (_dir, archive) = archive();
+        for (n, placed_at) in [(1u128, 1_000u64), (2, 2_000), (3, 3_000)] {
+            let held = archive.claim_key(7, &format!("k{n}"), n, n as u64, placed_at);
+            assert_eq!(held.unwrap(), None);
+        }
+        assert_eq!(
+            archive.purge_keys(999, 10).unwrap(),
+            0,
+            "younger than the cutoff"
+        );
+        assert_eq!(archive.purge_keys(2_500, 1).unwrap(), 1, "at most max");
+        assert_eq!(archive.claimed(7, "k1").unwrap(), None);
+        assert_eq!(archive.claimed(7, "k2").unwrap(), Some((2, 2)));
+        assert_eq!(archive.purge_keys(2_500, 10).unwrap(), 1);
+        assert_eq!(archive.claimed(7, "k2").unwrap(), None);
+        assert_eq!(archive.claimed(7, "k3").unwrap(), Some((3, 3)));
+        assert_eq!(archive.purge_keys(2_500, 10).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_key_claimed_again_after_its_purge_keeps_the_new_claim() {
+        let (_dir, archive) = archive();
+        archive.claim_key(7, "k", 1, 1, 1_000).unwrap();
+        assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 1);
+        archive.claim_key(7, "k", 2, 2, 6_000).unwrap();
+        assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 0);
+        assert_eq!(archive.claimed(7, "k").unwrap(), Some((2, 2)));
+        // A claim a purge missed (a crash between its two removals) names
+        // an older order: it does not take the newer claim with it.
+        archive
+            .key_ages
+            .insert(age_key(500, 1), key_of(7, "k"))
+            .unwrap();
+        assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 1);
+        assert_eq!(archive.claimed(7, "k").unwrap(), Some((2, 2)));
     }
 }

@@ -2,6 +2,7 @@
 //! timeouts, webhooks late, twice and out of order), contention, and the
 //! fulfilment state machine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -830,5 +831,58 @@ async fn invalid_transitions_and_bad_input_get_the_documented_codes_and_change_n
     assert_eq!(unchanged.body["state"], "paid");
     assert_eq!(unchanged.body["history"], order["history"]);
     assert_eq!(app.stock("BAD-1").await, stock);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_order_key_is_honoured_for_its_retention_and_then_places_a_new_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.retention.sweep_interval_s = 1;
+    config.retention.order_keys_s = 60;
+    let clock = Arc::new(flashdrop::clock::ManualClock::new(1_795_000_000_000));
+    let app = spawn_clocked(config.clone(), None, clock.clone()).await;
+    app.stocked_sku("shop", "KEY-1", 5).await;
+    let buyer = app.buyer("kim").await;
+    let body = json!({"items": [{"sku": "KEY-1", "quantity": 1}], "shipping_address": "1 Road", "payment_method": "pm_card_visa"});
+    let place = |app: &TestApp| {
+        send(
+            app.client
+                .post(app.url("/v1/orders"))
+                .insert_header(bearer(&buyer.access_token))
+                .insert_header(("idempotency-key", "kept-for-a-minute")),
+            Some(body.clone()),
+        )
+    };
+    let first = place(&app).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let first_id = first.body["order_id"].clone();
+
+    // Just short of the retention, sweeps keep the key.
+    clock.advance_ms(60_000 - 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = place(&app).await;
+    assert_eq!(again.body["order_id"], first_id, "{:?}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // Past it, the next sweep forgets the key: a repeat is a new order.
+    clock.advance_ms(1);
+    let renewed = eventually(Duration::from_secs(30), || async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = place(&app).await;
+        (r.body["order_id"] != first_id).then_some(r)
+    })
+    .await
+    .expect("the key is forgotten once its retention passed");
+    assert_eq!(renewed.status, StatusCode::ACCEPTED, "{:?}", renewed.body);
+    assert_eq!(renewed.header("idempotent-replayed"), Some("false"));
+    let second_id = renewed.body["order_id"].clone();
+    app.stop().await;
+
+    // After a restart the new claim holds and the old one stays gone.
+    let app = spawn_clocked(config, Some(dir), clock).await;
+    let after = place(&app).await;
+    assert_eq!(after.body["order_id"], second_id, "{:?}", after.body);
+    assert_eq!(after.header("idempotent-replayed"), Some("true"));
     app.stop().await;
 }
