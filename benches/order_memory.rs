@@ -7,6 +7,9 @@
 //!
 //! Run: `cargo bench --bench order_memory` (ORDERS, BUYERS, LOGINS to change).
 //! The WAL does not sync (`wal.sync = none`): this measures memory, not disks.
+//! With `--features system-allocator` the bench also counts the live heap
+//! (bytes allocated and not freed), which tells memory in use from memory
+//! the allocator keeps after it was freed.
 
 mod support;
 
@@ -23,6 +26,64 @@ use flashdrop::domain::{SkuCode, TenantId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
+
+/// The live heap: bytes allocated and not yet freed, counted around the
+/// system allocator (only with the `system-allocator` feature, when the
+/// library does not install mimalloc).
+#[cfg(feature = "system-allocator")]
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+    struct Counting;
+
+    // SAFETY: every call is passed on to `System` unchanged; the counter
+    // only observes sizes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                LIVE_BYTES.fetch_add(layout.size() as u64, Relaxed);
+            }
+            p
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE_BYTES.fetch_add(layout.size() as u64, Relaxed);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE_BYTES.fetch_sub(layout.size() as u64, Relaxed);
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE_BYTES.fetch_add(new_size as u64, Relaxed);
+                LIVE_BYTES.fetch_sub(layout.size() as u64, Relaxed);
+            }
+            p
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    pub fn live_bytes() -> Option<u64> {
+        Some(LIVE_BYTES.load(Relaxed))
+    }
+}
+
+#[cfg(not(feature = "system-allocator"))]
+mod heap {
+    pub fn live_bytes() -> Option<u64> {
+        None
+    }
+}
 
 const SKUS: usize = 100;
 const EMAIL: &str = "memory-shopper@bench.example";
@@ -118,6 +179,7 @@ fn main() {
             .expect("registered");
     });
     let start_rss = rss_bytes();
+    let start_heap = heap::live_bytes();
     let started = Instant::now();
     let logged = AtomicU64::new(0);
     let mut rows = Vec::new();
@@ -137,6 +199,7 @@ fn main() {
             to,
             logged.load(Ordering::Relaxed),
             rss_bytes(),
+            heap::live_bytes(),
             node.orders().count(),
             resident,
             started.elapsed(),
@@ -148,20 +211,37 @@ fn main() {
         "\nOrder history in memory on {} (sled cache capacity {cache_mib} MiB, wal.sync = none)",
         support::machine()
     );
-    println!("| orders settled | logins + logouts | RSS | growth since start | orders resident | sessions resident | elapsed |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    println!("| 0 | 0 | {:.0} MiB | - | 0 | - | - |", mib(start_rss));
-    for (orders, logins, rss, resident_orders, identity, at) in &rows {
+    println!("| orders settled | logins + logouts | RSS | growth since start | live heap | orders resident | sessions resident | elapsed |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let heap_text =
+        |live: Option<u64>| live.map_or("-".to_owned(), |b| format!("{:.0} MiB", mib(b)));
+    println!(
+        "| 0 | 0 | {:.0} MiB | - | {} | 0 | - | - |",
+        mib(start_rss),
+        heap_text(start_heap)
+    );
+    for (orders, logins, rss, live, resident_orders, identity, at) in &rows {
         println!(
-            "| {orders} | {logins} | {:.0} MiB | {:.0} MiB | {resident_orders} | {} | {:.0} s |",
+            "| {orders} | {logins} | {:.0} MiB | {:.0} MiB | {} | {resident_orders} | {} | {:.0} s |",
             mib(*rss),
             mib(rss.saturating_sub(start_rss)),
+            heap_text(*live),
             identity.sessions,
             at.as_secs_f64()
         );
     }
     let half = rows[quarters as usize / 2 - 1].2;
     let end = rows[quarters as usize - 1].2;
+    if let (Some(half), Some(end)) = (
+        rows[quarters as usize / 2 - 1].3,
+        rows[quarters as usize - 1].3,
+    ) {
+        println!(
+            "Live heap at the end / at the half: {:.2}; growth per order in the second half: {:.0} B",
+            end as f64 / half as f64,
+            end.saturating_sub(half) as f64 / (total / 2).max(1) as f64
+        );
+    }
     println!(
         "RSS at the end / RSS at the half: {:.2} (target: <= 1.10); growth per order in the second half: {:.0} B",
         end as f64 / half as f64,
