@@ -97,7 +97,7 @@ impl Hosted for CartEntry {
 
 pub struct Carts {
     deps: Arc<CartDeps>,
-    entries: EntityHost<CartEntry>,
+    entries: EntityHost<u128, CartEntry>,
 }
 
 impl Carts {

@@ -188,7 +188,7 @@ struct SeenEvents {
 /// seller and idempotency indexes live on disk (`archive`).
 pub struct Orders {
     deps: Arc<OrderDeps>,
-    host: EntityHost<OrderEntry>,
+    host: EntityHost<u128, OrderEntry>,
     archive: Arc<OrderArchive>,
     /// Orders whose saga has not settled.
     active: AtomicUsize,
