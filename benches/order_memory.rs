@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use flashdrop::actors::orders::{ItemRequest, OrderDraft};
 use flashdrop::app::Node;
 use flashdrop::domain::order::OrderState;
-use flashdrop::domain::{SkuCode, TenantId, WarehouseId};
+use flashdrop::domain::{SkuCode, TenantKey, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
@@ -102,7 +102,7 @@ fn main() {
     let system = actix_rt::System::new();
     let node = system.block_on(start_engine(config));
     let codes = Arc::new(system.block_on(stock_skus(&node, "ORD", SKUS, 0)));
-    let tenant = TenantId::parse(support::TENANT).unwrap();
+    let tenant = TenantKey::parse(support::TENANT).unwrap();
     system.block_on(async {
         for code in codes.iter() {
             let units = total / SKUS as u64 + 1;

@@ -22,7 +22,7 @@ use crate::domain::order::{
 };
 use crate::domain::{
     BuyerId, CommitOutcome, IdempotencyKey, ReservationId, ReserveCmd, SkuCode, SkuId, StockError,
-    TenantId,
+    TenantKey,
 };
 use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
 use crate::persistence::{
@@ -1393,7 +1393,7 @@ async fn restock(deps: &OrderDeps, order: Order, seller: u128, resumed: bool) ->
         order.restocked(seller, true, deps.clock.now_ms());
         return order;
     }
-    if let Ok(tenant) = TenantId::parse(&id_text(seller)) {
+    if let Ok(tenant) = TenantKey::parse(&id_text(seller)) {
         for line in order.lines.iter().filter(|l| l.seller == seller) {
             let Ok(code) = SkuCode::parse(&line.code) else {
                 continue;

@@ -141,7 +141,7 @@ impl StockPort for FakeStock {
         Box::pin(async move { Ok(outcome) })
     }
 
-    fn restock(&self, _: SkuCode, _: TenantId, _: u32, _: String) -> StockFuture<'_, ()> {
+    fn restock(&self, _: SkuCode, _: TenantKey, _: u32, _: String) -> StockFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -167,8 +167,9 @@ token_type!(
     128
 );
 token_type!(
-    /// Which store (tenant) owns a product: the store id of the seller's token.
-    TenantId,
+    /// Which store (tenant) owns a product, as products and SKUs record it: a
+    /// `TenantId`'s text for a store, or any token (benches, tests).
+    TenantKey,
     "tenant",
     128
 );

@@ -17,7 +17,7 @@ pub mod waiting_room;
 mod stock_model_tests;
 
 pub use ids::{
-    BuyerId, IdempotencyKey, InvalidField, ReservationId, SkuCode, SkuId, TenantId, WarehouseId,
+    BuyerId, IdempotencyKey, InvalidField, ReservationId, SkuCode, SkuId, TenantKey, WarehouseId,
 };
 pub use stock::{
     CommitOutcome, DropGate, InvariantViolation, LedgerLimits, LedgerSnapshot, NotLive, Receipt,

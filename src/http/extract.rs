@@ -19,7 +19,7 @@ use crate::app::Node;
 use crate::auth::{Caller, TokenError};
 use crate::config::Config;
 use crate::domain::identity::id_text;
-use crate::domain::{BuyerId, IdempotencyKey, TenantId};
+use crate::domain::{BuyerId, IdempotencyKey, TenantKey};
 
 use super::error::{ApiError, ErrorKind};
 
@@ -194,7 +194,7 @@ impl FromRequest for Shopper {
 pub struct Seller {
     pub caller: Caller,
     pub tenant: u128,
-    pub tenant_id: TenantId,
+    pub tenant_id: TenantKey,
 }
 
 impl FromRequest for Seller {
@@ -213,7 +213,7 @@ impl FromRequest for Seller {
                 }
             };
             engine.directory().charge_tenant_request(tenant)?;
-            let tenant_id = TenantId::parse(&id_text(tenant))
+            let tenant_id = TenantKey::parse(&id_text(tenant))
                 .map_err(|_| unauthenticated("the access token is not valid"))?;
             Ok(Seller {
                 caller,

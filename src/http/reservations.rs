@@ -223,13 +223,13 @@ pub async fn get_reservation(
 }
 
 /// The reservation's store when the caller sells for it.
-fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantId> {
+fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantKey> {
     let info = engine.0.inventory().sku_info(id.sku)?;
     let store = parse_id(info.tenant())?;
     if !policy::sells_for(&caller.principal(), store) {
         return None;
     }
-    crate::domain::TenantId::parse(info.tenant()).ok()
+    crate::domain::TenantKey::parse(info.tenant()).ok()
 }
 
 /// Audits what a seller did to a shopper's hold.
