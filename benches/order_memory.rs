@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use flashdrop::actors::orders::{ItemRequest, OrderDraft};
 use flashdrop::app::Node;
 use flashdrop::domain::order::OrderState;
-use flashdrop::domain::{SkuCode, TenantKey, WarehouseId};
+use flashdrop::domain::{SkuCode, TenantKey, UserId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
@@ -34,7 +34,7 @@ async fn orders(node: &Arc<Node>, codes: &Arc<Vec<SkuCode>>, from: u64, to: u64,
         let (node, codes) = (node.clone(), codes.clone());
         async move {
             let draft = OrderDraft {
-                buyer: (1u128 << 100) | u128::from(n % buyers),
+                buyer: UserId((1u128 << 100) | u128::from(n % buyers)),
                 items: vec![ItemRequest {
                     sku: codes[n as usize % codes.len()].clone(),
                     quantity: 1,

@@ -48,7 +48,14 @@ fn mint(user: u128, role: Role, tenant: Option<u128>) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    keys.issue_access(user, role, tenant, user, now_ms).0
+    keys.issue_access(
+        flashdrop::domain::UserId(user),
+        role,
+        tenant.map(flashdrop::domain::TenantId),
+        user,
+        now_ms,
+    )
+    .0
 }
 
 /// A bench config: defaults, then `FLASHDROP__SECTION__KEY` overrides from the

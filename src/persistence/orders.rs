@@ -16,12 +16,13 @@ use sled::{CompareAndSwapError, Tree};
 use super::record::{EntityKey, SnapshotBody};
 use super::store::{corrupt, Store, StoreError};
 use crate::domain::order::Order;
+use crate::domain::{OrderId, TenantId, UserId};
 
-/// Which owner an order page is of.
+/// Whose orders a page is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderIndex {
-    Buyer,
-    Seller,
+    Buyer(UserId),
+    Seller(TenantId),
 }
 
 pub struct OrderArchive {
@@ -34,28 +35,29 @@ pub struct OrderArchive {
     keys: Tree,
 }
 
-fn pair(owner: u128, id: u128) -> [u8; 32] {
+/// An index key: the owner (a buyer's or a seller's id), then the order id.
+fn pair(owner: u128, id: OrderId) -> [u8; 32] {
     let mut key = [0u8; 32];
     key[..16].copy_from_slice(&owner.to_be_bytes());
-    key[16..].copy_from_slice(&id.to_be_bytes());
+    key[16..].copy_from_slice(&id.0.to_be_bytes());
     key
 }
 
-fn key_of(buyer: u128, key: &str) -> Vec<u8> {
+fn key_of(buyer: UserId, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + key.len());
-    out.extend_from_slice(&buyer.to_be_bytes());
+    out.extend_from_slice(&buyer.0.to_be_bytes());
     out.extend_from_slice(key.as_bytes());
     out
 }
 
-fn claim_value(id: u128, fingerprint: u64) -> [u8; 24] {
+fn claim_value(id: OrderId, fingerprint: u64) -> [u8; 24] {
     let mut value = [0u8; 24];
-    value[..16].copy_from_slice(&id.to_be_bytes());
+    value[..16].copy_from_slice(&id.0.to_be_bytes());
     value[16..].copy_from_slice(&fingerprint.to_be_bytes());
     value
 }
 
-fn parse_claim(value: &[u8]) -> Result<(u128, u64), StoreError> {
+fn parse_claim(value: &[u8]) -> Result<(OrderId, u64), StoreError> {
     let id: [u8; 16] = value
         .get(..16)
         .and_then(|b| b.try_into().ok())
@@ -64,7 +66,10 @@ fn parse_claim(value: &[u8]) -> Result<(u128, u64), StoreError> {
         .get(16..24)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| corrupt("order key claim", "short"))?;
-    Ok((u128::from_be_bytes(id), u64::from_be_bytes(fingerprint)))
+    Ok((
+        OrderId(u128::from_be_bytes(id)),
+        u64::from_be_bytes(fingerprint),
+    ))
 }
 
 impl OrderArchive {
@@ -79,7 +84,7 @@ impl OrderArchive {
 
     /// The order's latest snapshot. An order that left memory has one: it
     /// leaves only once its last state is snapshotted.
-    pub fn load(&self, id: u128) -> Result<Option<Order>, StoreError> {
+    pub fn load(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
         match self.store.read_snapshot(EntityKey::Order(id))? {
             None => Ok(None),
             Some((_, SnapshotBody::Order(order))) => Ok(Some(order)),
@@ -89,16 +94,16 @@ impl OrderArchive {
 
     /// Files the order under its buyer and each of its sellers.
     pub fn index(&self, order: &Order) -> Result<(), StoreError> {
-        self.by_buyer.insert(pair(order.buyer, order.id), &[])?;
+        self.by_buyer.insert(pair(order.buyer.0, order.id), &[])?;
         for seller in order.sellers() {
-            self.by_seller.insert(pair(seller, order.id), &[])?;
+            self.by_seller.insert(pair(seller.0, order.id), &[])?;
         }
         Ok(())
     }
 
     /// Files a recovered order that has no entry yet (idempotent).
     pub fn ensure_indexed(&self, order: &Order) -> Result<bool, StoreError> {
-        if self.by_buyer.contains_key(pair(order.buyer, order.id))? {
+        if self.by_buyer.contains_key(pair(order.buyer.0, order.id))? {
             return Ok(false);
         }
         self.index(order)?;
@@ -117,11 +122,11 @@ impl OrderArchive {
     /// the order (and request fingerprint) that holds it already.
     pub fn claim_key(
         &self,
-        buyer: u128,
+        buyer: UserId,
         key: &str,
-        id: u128,
+        id: OrderId,
         fingerprint: u64,
-    ) -> Result<Option<(u128, u64)>, StoreError> {
+    ) -> Result<Option<(OrderId, u64)>, StoreError> {
         let value = claim_value(id, fingerprint);
         match self.keys.compare_and_swap(
             key_of(buyer, key),
@@ -140,28 +145,27 @@ impl OrderArchive {
     }
 
     /// The order (and request fingerprint) `buyer` placed with `key`.
-    pub fn claimed(&self, buyer: u128, key: &str) -> Result<Option<(u128, u64)>, StoreError> {
+    pub fn claimed(&self, buyer: UserId, key: &str) -> Result<Option<(OrderId, u64)>, StoreError> {
         self.keys
             .get(key_of(buyer, key))?
             .map(|v| parse_claim(&v))
             .transpose()
     }
 
-    /// Up to `limit` order ids of `owner`, newest first, older than `before`
-    /// when given. Order ids are UUIDv7: their order is creation order.
+    /// Up to `limit` order ids of the index's owner, newest first, older than
+    /// `before` when given. Order ids are UUIDv7: their order is creation order.
     pub fn page(
         &self,
         index: OrderIndex,
-        owner: u128,
-        before: Option<u128>,
+        before: Option<OrderId>,
         limit: usize,
-    ) -> Result<Vec<u128>, StoreError> {
-        let tree = match index {
-            OrderIndex::Buyer => &self.by_buyer,
-            OrderIndex::Seller => &self.by_seller,
+    ) -> Result<Vec<OrderId>, StoreError> {
+        let (tree, owner) = match index {
+            OrderIndex::Buyer(buyer) => (&self.by_buyer, buyer.0),
+            OrderIndex::Seller(seller) => (&self.by_seller, seller.0),
         };
-        let start = pair(owner, 0);
-        let end = pair(owner, before.unwrap_or(u128::MAX));
+        let start = pair(owner, OrderId(0));
+        let end = pair(owner, before.unwrap_or(OrderId(u128::MAX)));
         let mut ids = Vec::with_capacity(limit.min(1024));
         for item in tree.range(start..end).rev().take(limit) {
             let (key, _) = item?;
@@ -169,7 +173,7 @@ impl OrderArchive {
                 .get(16..32)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("order index key", "short"))?;
-            ids.push(u128::from_be_bytes(id));
+            ids.push(OrderId(u128::from_be_bytes(id)));
         }
         Ok(ids)
     }

@@ -11,7 +11,7 @@ use crate::domain::identity::Entity;
 use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerLimits, StockLedger};
-use crate::domain::SkuId;
+use crate::domain::{DropId, OrderId, SkuId};
 
 use super::batch::decode_batch;
 use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody, DIRECTORY_TAGS};
@@ -52,12 +52,12 @@ pub struct Recovered {
     pub directory_unsnapshotted: Vec<Entity>,
     pub next_audit_seq: u64,
     /// Every drop, in its latest state.
-    pub drops: HashMap<u128, FlashDrop>,
+    pub drops: HashMap<DropId, FlashDrop>,
     /// Drops whose latest state is only in the WAL (they need a snapshot).
-    pub drops_unsnapshotted: Vec<u128>,
+    pub drops_unsnapshotted: Vec<DropId>,
     /// Every order, in its latest state, and those whose latest state is only in the WAL.
-    pub orders: HashMap<u128, Order>,
-    pub orders_unsnapshotted: Vec<u128>,
+    pub orders: HashMap<OrderId, Order>,
+    pub orders_unsnapshotted: Vec<OrderId>,
     /// Every cart, and those whose latest state is only in the WAL.
     pub carts: HashMap<u128, Cart>,
     pub carts_unsnapshotted: Vec<u128>,
@@ -138,7 +138,7 @@ fn load_directory(store: &Store) -> Result<HashMap<EntityKey, (u64, Entity)>, St
 }
 
 /// Loads the snapshot of every drop.
-fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreError> {
+fn load_drops(store: &Store) -> Result<HashMap<DropId, (u64, FlashDrop)>, StoreError> {
     let mut drops = HashMap::new();
     for item in store.snapshots.scan_prefix(EntityKey::kind_prefix_drop()) {
         let (key, _) = item?;
@@ -156,12 +156,12 @@ fn load_drops(store: &Store) -> Result<HashMap<u128, (u64, FlashDrop)>, StoreErr
     Ok(drops)
 }
 
-/// Loads every snapshot of one kind of entity named by a u128 id.
-fn load_kind<T>(
+/// Loads every snapshot of one kind of entity named by a 128-bit id.
+fn load_kind<K: Eq + std::hash::Hash, T>(
     store: &Store,
     prefix: &[u8],
-    pick: impl Fn(EntityKey, SnapshotBody) -> Option<(u128, T)>,
-) -> Result<HashMap<u128, (u64, T)>, StoreError> {
+    pick: impl Fn(EntityKey, SnapshotBody) -> Option<(K, T)>,
+) -> Result<HashMap<K, (u64, T)>, StoreError> {
     let mut out = HashMap::new();
     for item in store.snapshots.scan_prefix(prefix) {
         let (key, _) = item?;
@@ -176,7 +176,7 @@ fn load_kind<T>(
     Ok(out)
 }
 
-fn load_orders(store: &Store) -> Result<HashMap<u128, (u64, Order)>, StoreError> {
+fn load_orders(store: &Store) -> Result<HashMap<OrderId, (u64, Order)>, StoreError> {
     load_kind(store, EntityKey::kind_prefix_order(), |key, body| {
         match (key, body) {
             (EntityKey::Order(id), SnapshotBody::Order(order)) => Some((id, order)),
@@ -387,7 +387,7 @@ pub fn recover(
                         let after = FlashDrop::apply(before, &event).ok_or_else(|| {
                             corrupt(
                                 "wal replay",
-                                format!("lsn {lsn}: drop {id} moved before it was created"),
+                                format!("lsn {lsn}: drop {} moved before it was created", id.0),
                             )
                         })?;
                         drops.insert(id, (lsn, after));

@@ -21,7 +21,9 @@ use crate::domain::stock::{
     CommitOutcome, ReleaseOutcome, ReservationView, ReserveCmd, ReserveOutcome, StockError,
     StockView,
 };
-use crate::domain::{BuyerId, ReservationId, SkuCode, SkuId, TenantKey, WarehouseId};
+use crate::domain::{
+    BuyerId, DropId, ReservationId, SkuCode, SkuId, TenantKey, UserId, WarehouseId,
+};
 use crate::persistence::WalHandle;
 use crate::services::identity::DirectoryService;
 
@@ -38,7 +40,7 @@ pub enum InventoryError {
     #[error("this store is suspended; its SKUs cannot be reserved or bought")]
     TenantSuspended,
     #[error("this drop admits shoppers through its waiting room")]
-    QueuePassRequired(u128),
+    QueuePassRequired(DropId),
     #[error(transparent)]
     TooManyHolds(#[from] TooManyHolds),
     #[error(transparent)]
@@ -274,7 +276,7 @@ impl Inventory {
         drop: &DropEntry,
         cmd: ReserveCmd,
     ) -> Result<ReserveOutcome, InventoryError> {
-        let account = crate::domain::identity::parse_id(cmd.buyer.as_str());
+        let account = UserId::parse(cmd.buyer.as_str());
         let now = self.clock.now_ms();
         if !account.is_some_and(|buyer| self.drops.admits(drop, buyer, now)) {
             return Err(InventoryError::QueuePassRequired(drop.spec.id));
