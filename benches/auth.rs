@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use flashdrop::auth::TokenKeys;
 use flashdrop::config::AuthConfig;
 use flashdrop::domain::identity::{id_text, Role};
-use flashdrop::domain::BuyerId;
+use flashdrop::domain::{BuyerId, UserId};
 
 const SECRET: &[u8] = b"flashdrop-bench-secret-0123456789abcdef";
 
@@ -23,7 +23,7 @@ fn keys(cache: usize) -> TokenKeys {
 fn identity(c: &mut Criterion) {
     let mut group = c.benchmark_group("identity");
     let now_ms = 1_795_000_000_000;
-    let user = 0x0193_6b2e_7d2f_7000_8000_0000_0000_0001u128;
+    let user = UserId(0x0193_6b2e_7d2f_7000_8000_0000_0000_0001);
     let header = id_text(user);
     group.bench_function("header buyer id (pre-auth)", |b| {
         b.iter(|| BuyerId::parse(std::hint::black_box(&header)).unwrap())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flashdrop::domain::stock::ReserveCmd;
-use flashdrop::domain::{BuyerId, TenantId, WarehouseId};
+use flashdrop::domain::{BuyerId, TenantKey, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
@@ -33,7 +33,7 @@ fn main() {
     let registered = rss_bytes();
     let active_after_registering = engine.census()["active"];
 
-    let tenant = TenantId::parse(support::TENANT).unwrap();
+    let tenant = TenantKey::parse(support::TENANT).unwrap();
     let buyer = BuyerId::parse("memory-buyer").unwrap();
     system.block_on(async {
         let activations = codes.iter().take(active).map(|code| {

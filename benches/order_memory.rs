@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use flashdrop::actors::orders::{ItemRequest, OrderDraft};
 use flashdrop::app::Node;
 use flashdrop::domain::order::OrderState;
-use flashdrop::domain::{SkuCode, TenantId, WarehouseId};
+use flashdrop::domain::{SkuCode, TenantKey, UserId, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 use support::{bench_config, rss_bytes, run_bounded, start_engine, stock_skus};
@@ -95,7 +95,7 @@ async fn orders(node: &Arc<Node>, codes: &Arc<Vec<SkuCode>>, from: u64, to: u64,
         let (node, codes) = (node.clone(), codes.clone());
         async move {
             let draft = OrderDraft {
-                buyer: (1u128 << 100) | u128::from(n % buyers),
+                buyer: UserId((1u128 << 100) | u128::from(n % buyers)),
                 items: vec![ItemRequest {
                     sku: codes[n as usize % codes.len()].clone(),
                     quantity: 1,
@@ -163,7 +163,7 @@ fn main() {
     let system = actix_rt::System::new();
     let node = system.block_on(start_engine(config));
     let codes = Arc::new(system.block_on(stock_skus(&node, "ORD", SKUS, 0)));
-    let tenant = TenantId::parse(support::TENANT).unwrap();
+    let tenant = TenantKey::parse(support::TENANT).unwrap();
     system.block_on(async {
         for code in codes.iter() {
             let units = total / SKUS as u64 + 1;

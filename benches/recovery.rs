@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use flashdrop::domain::product::{NewProduct, NewSku};
 use flashdrop::domain::stock::{LedgerLimits, ReserveCmd, StockLedger};
-use flashdrop::domain::{BuyerId, SkuId, TenantId, WarehouseId};
+use flashdrop::domain::{BuyerId, SkuId, TenantKey, WarehouseId};
 use flashdrop::persistence::wal::{self, WalSettings, WriterStart};
 use flashdrop::persistence::{
     recover, EntityKey, RecordBody, RecoveryMode, Store, SyncMode, WalRecord,
@@ -44,7 +44,7 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
         ..WriterStart::default()
     };
     let (wal, thread) = wal::start(store.clone(), settings, start);
-    let tenant = TenantId::parse(support::TENANT).unwrap();
+    let tenant = TenantKey::parse(support::TENANT).unwrap();
     for product in 0..SKUS / 100 {
         let draft = NewProduct {
             title: "recovery".into(),

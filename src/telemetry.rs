@@ -469,6 +469,12 @@ pub const SERIES: &[Series] = &[
         &[],
     ),
     series(
+        "flashdrop_order_keys_purged_total",
+        Counter,
+        "Order idempotency keys forgotten after retention.order_keys_s",
+        &[],
+    ),
+    series(
         "flashdrop_notification_dead_letters_dropped_total",
         Counter,
         "Oldest dead letters dropped past notifications.dead_letters_max",

@@ -15,7 +15,7 @@ use flashdrop::config::Config;
 use flashdrop::domain::identity::Role;
 use flashdrop::domain::product::{NewProduct, NewSku};
 use flashdrop::domain::stock::ReserveCmd;
-use flashdrop::domain::{BuyerId, SkuCode, TenantId, WarehouseId};
+use flashdrop::domain::{BuyerId, SkuCode, TenantKey, WarehouseId};
 use flashdrop::persistence::SyncMode;
 
 pub const TENANT: &str = "bench-seller";
@@ -48,7 +48,14 @@ fn mint(user: u128, role: Role, tenant: Option<u128>) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    keys.issue_access(user, role, tenant, user, now_ms).0
+    keys.issue_access(
+        flashdrop::domain::UserId(user),
+        role,
+        tenant.map(flashdrop::domain::TenantId),
+        user,
+        now_ms,
+    )
+    .0
 }
 
 /// A bench config: defaults, then `FLASHDROP__SECTION__KEY` overrides from the
@@ -82,7 +89,7 @@ pub fn bench_config(dir: &std::path::Path, sync: SyncMode) -> Config {
 
 /// Creates `count` SKUs (100 per product) and gives each `units` in "main".
 pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -> Vec<SkuCode> {
-    let tenant = TenantId::parse(TENANT).unwrap();
+    let tenant = TenantKey::parse(TENANT).unwrap();
     let codes: Vec<SkuCode> = (0..count)
         .map(|i| SkuCode::parse(&format!("{prefix}-{i}")).unwrap())
         .collect();

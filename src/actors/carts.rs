@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::cart::{Cart, CartError, CartItem, PriceChange};
-use crate::domain::identity::{id_text, parse_id};
+use crate::domain::identity::id_text;
 use crate::domain::order::Order;
-use crate::domain::{BuyerId, ReservationId, ReserveCmd, SkuCode, SkuId};
+use crate::domain::{BuyerId, ReservationId, ReserveCmd, SkuCode, SkuId, TenantId, UserId};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
 use super::host::{EntityHost, Hosted};
@@ -97,7 +97,7 @@ impl Hosted for CartEntry {
 
 pub struct Carts {
     deps: Arc<CartDeps>,
-    entries: EntityHost<CartEntry>,
+    entries: EntityHost<u128, CartEntry>,
 }
 
 impl Carts {
@@ -346,7 +346,7 @@ async fn hold(
 ) -> Result<(u64, u32, u64), CartsError> {
     let info = deps.stock.sku_info(sku).ok_or(InventoryError::UnknownSku)?;
     let cmd = ReserveCmd {
-        buyer: BuyerId::of_account(owner),
+        buyer: BuyerId::of_account(UserId(owner)),
         quantity,
         ttl_ms: deps.config.cart.drop_hold_s * 1000,
         idempotency: None,
@@ -362,7 +362,7 @@ async fn unhold(stock: &dyn StockPort, owner: u128, sku: u64, seq: u64) {
         sku: SkuId(sku),
         seq,
     };
-    if let Err(error) = stock.release(id, BuyerId::of_account(owner)).await {
+    if let Err(error) = stock.release(id, BuyerId::of_account(UserId(owner))).await {
         tracing::debug!(%error, "cart hold already gone");
     }
 }
@@ -452,7 +452,7 @@ async fn apply(
                             CartItem {
                                 sku: info.id.0,
                                 code: info.code().to_owned(),
-                                seller: parse_id(info.tenant()).unwrap_or_default(),
+                                seller: TenantId::parse(info.tenant()).unwrap_or(TenantId(0)),
                                 quantity,
                                 unit_price_minor: price.amount,
                                 currency: price.currency.clone(),
@@ -509,7 +509,7 @@ async fn apply(
                 return (cart, Err(CartsError::PriceChanged(changes)));
             }
             let draft = OrderDraft {
-                buyer: cart.owner,
+                buyer: UserId(cart.owner),
                 items: cart
                     .items
                     .iter()

@@ -20,7 +20,7 @@ use crate::domain::drop::{DropError, DropEvent, DropSku, DropSpec, DropState, Fl
 use crate::domain::identity::id_text;
 use crate::domain::stock::{DropGate, StockError};
 use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom};
-use crate::domain::SkuId;
+use crate::domain::{DropId, SkuId, TenantId, UserId};
 use crate::events::hub::Frame;
 use crate::events::{FeedBatch, FeedBody, Hub, Watched};
 use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
@@ -255,7 +255,7 @@ async fn for_each_sku<F>(
     make: impl Fn(&DropSpec) -> F,
 ) -> Result<(), DropsError>
 where
-    F: FnOnce(u128, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
+    F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
 {
     let mut replies = Vec::with_capacity(spec.skus.len());
     for sku in &spec.skus {
@@ -295,7 +295,7 @@ async fn attach_gates(registry: &Registry, spec: &DropSpec) -> Result<(), DropsE
 }
 
 /// A waiting-room message for one shopper.
-pub fn queue_frame(drop: u128, standing: &Standing) -> Frame {
+pub fn queue_frame(drop: DropId, standing: &Standing) -> Frame {
     Frame::from(
         json!({"type": "queue", "drop_id": id_text(drop), "standing": standing_json(standing)})
             .to_string(),
@@ -326,12 +326,12 @@ pub fn standing_json(standing: &Standing) -> serde_json::Value {
 
 /// Every drop, which open drop holds which SKU, and the scheduler.
 pub struct Drops {
-    entries: DashMap<u128, Arc<DropEntry>>,
-    by_sku: DashMap<SkuId, u128>,
+    entries: DashMap<DropId, Arc<DropEntry>>,
+    by_sku: DashMap<SkuId, DropId>,
     /// Creation checks and claims SKUs atomically.
     creating: tokio::sync::Mutex<()>,
     /// Serialises one buyer's reservations in a multi-SKU drop with a limit.
-    buyer_locks: DashMap<(u128, String), Arc<tokio::sync::Mutex<()>>>,
+    buyer_locks: DashMap<(DropId, String), Arc<tokio::sync::Mutex<()>>>,
     deps: Arc<DropDeps>,
     arbiter: ArbiterHandle,
     wake: Notify,
@@ -396,7 +396,7 @@ impl Drops {
         entry
     }
 
-    pub fn get(&self, id: u128) -> Option<Arc<DropEntry>> {
+    pub fn get(&self, id: DropId) -> Option<Arc<DropEntry>> {
         self.entries.get(&id).map(|e| e.clone())
     }
 
@@ -408,7 +408,7 @@ impl Drops {
 
     /// Open drops (scheduled, live, sold out), soonest first, after `after`
     /// (a `(starts_at_ms, id)` cursor), at most `limit`.
-    pub fn upcoming(&self, after: Option<(u64, u128)>, limit: usize) -> Vec<FlashDrop> {
+    pub fn upcoming(&self, after: Option<(u64, DropId)>, limit: usize) -> Vec<FlashDrop> {
         let mut open: Vec<FlashDrop> = self
             .entries
             .iter()
@@ -458,8 +458,8 @@ impl Drops {
     /// every SKU is gated.
     pub async fn create(
         &self,
-        tenant: u128,
-        created_by: u128,
+        tenant: TenantId,
+        created_by: UserId,
         new: NewDrop,
     ) -> Result<FlashDrop, DropsError> {
         let _creating = self.creating.lock().await;
@@ -493,7 +493,7 @@ impl Drops {
             return Err(DropsError::SkuInDrop(taken));
         }
         let spec = DropSpec {
-            id: uuid::Uuid::now_v7().as_u128(),
+            id: DropId(uuid::Uuid::now_v7().as_u128()),
             tenant,
             title: new.title.trim().to_owned(),
             skus,
@@ -534,7 +534,7 @@ impl Drops {
         Ok(drop)
     }
 
-    pub async fn cancel(&self, id: u128) -> Result<FlashDrop, DropsError> {
+    pub async fn cancel(&self, id: DropId) -> Result<FlashDrop, DropsError> {
         let entry = self.get(id).ok_or(DropsError::NotFound)?;
         let addr = entry.addr.lock().clone();
         let Some(addr) = addr else {
@@ -557,7 +557,7 @@ impl Drops {
 
     /// Whether `buyer` may reserve `sku` now as far as its drop's waiting room
     /// goes: without a room, or outside the drop's window, always.
-    pub fn admits(&self, entry: &DropEntry, buyer: u128, now_ms: u64) -> bool {
+    pub fn admits(&self, entry: &DropEntry, buyer: UserId, now_ms: u64) -> bool {
         let Some(room) = &entry.room else {
             return true;
         };
@@ -569,7 +569,7 @@ impl Drops {
     }
 
     /// Joins a drop's waiting room, or answers where the buyer stands.
-    pub fn join(&self, id: u128, buyer: u128) -> Result<Standing, DropsError> {
+    pub fn join(&self, id: DropId, buyer: UserId) -> Result<Standing, DropsError> {
         let entry = self.get(id).ok_or(DropsError::NotFound)?;
         let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
         let now = self.deps.clock.now_ms();
@@ -581,7 +581,7 @@ impl Drops {
         Ok(standing)
     }
 
-    pub fn standing(&self, id: u128, buyer: u128) -> Result<Option<Standing>, DropsError> {
+    pub fn standing(&self, id: DropId, buyer: UserId) -> Result<Option<Standing>, DropsError> {
         let entry = self.get(id).ok_or(DropsError::NotFound)?;
         let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
         let standing = room.lock().standing(buyer, self.deps.clock.now_ms());
@@ -589,7 +589,7 @@ impl Drops {
     }
 
     /// The lock that serialises `buyer`'s reservations in drop `drop`.
-    pub fn buyer_lock(&self, drop: u128, buyer: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn buyer_lock(&self, drop: DropId, buyer: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.buyer_locks
             .entry((drop, buyer.to_owned()))
             .or_default()
@@ -599,7 +599,7 @@ impl Drops {
     /// Forgets the lock if nobody else holds or waits for it.
     pub fn release_buyer_lock(
         &self,
-        drop_id: u128,
+        drop_id: DropId,
         buyer: &str,
         lock: Arc<tokio::sync::Mutex<()>>,
     ) {

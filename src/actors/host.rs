@@ -7,6 +7,7 @@
 //! of LRU: a use marks an entity, the hand passes over marked ones once.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +27,11 @@ pub trait Hosted: Send + Sync + 'static {
     fn left(&self);
 }
 
+/// What names a hosted entity (an `OrderId`, a cart's owner).
+pub trait HostKey: Copy + Eq + Hash + Send + Sync + 'static {}
+
+impl<K: Copy + Eq + Hash + Send + Sync + 'static> HostKey for K {}
+
 /// Entities the hand visits at most per insertion (or `trim`).
 const VISITS_MAX: usize = 64;
 
@@ -34,17 +40,17 @@ struct Slot<E> {
     used: AtomicBool,
 }
 
-pub struct EntityHost<E: Hosted> {
+pub struct EntityHost<K: HostKey, E: Hosted> {
     kind: &'static str,
-    resident: DashMap<u128, Slot<E>>,
+    resident: DashMap<K, Slot<E>>,
     /// Resident ids in the order the hand visits them.
-    hand: Mutex<VecDeque<u128>>,
+    hand: Mutex<VecDeque<K>>,
     resident_max: usize,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
 
-impl<E: Hosted> EntityHost<E> {
+impl<K: HostKey, E: Hosted> EntityHost<K, E> {
     pub fn new(kind: &'static str, resident_max: usize, arbiters: Vec<ArbiterHandle>) -> Self {
         Self {
             kind,
@@ -57,7 +63,7 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// The resident entity `id`, marked as used.
-    pub fn get(&self, id: u128) -> Option<Arc<E>> {
+    pub fn get(&self, id: K) -> Option<Arc<E>> {
         self.resident.get(&id).map(|slot| {
             slot.used.store(true, Ordering::Relaxed);
             slot.entity.clone()
@@ -69,7 +75,7 @@ impl<E: Hosted> EntityHost<E> {
     /// callers race, the first to insert wins and both get its entity.
     pub fn get_or_activate<Err>(
         &self,
-        id: u128,
+        id: K,
         activate: impl FnOnce() -> Result<Option<E>, Err>,
     ) -> Result<Option<Arc<E>>, Err> {
         if let Some(entity) = self.get(id) {
@@ -83,7 +89,7 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// Makes `entity` resident unless `id` already is; answers the resident one.
-    pub fn insert_if_absent(&self, id: u128, entity: Arc<E>) -> Arc<E> {
+    pub fn insert_if_absent(&self, id: K, entity: Arc<E>) -> Arc<E> {
         use dashmap::mapref::entry::Entry;
         let resident = match self.resident.entry(id) {
             Entry::Occupied(slot) => return slot.get().entity.clone(),
@@ -102,13 +108,13 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// Takes `id` out of memory whatever it is (its state was deleted).
-    pub fn remove(&self, id: u128) -> Option<Arc<E>> {
+    pub fn remove(&self, id: K) -> Option<Arc<E>> {
         self.resident.remove(&id).map(|(_, slot)| slot.entity)
     }
 
     /// Takes `id` out of memory if `leave` says so, asked under the lock on
     /// its shard (so nothing activates it meanwhile).
-    pub fn remove_if(&self, id: u128, leave: impl FnOnce(&E) -> bool) -> bool {
+    pub fn remove_if(&self, id: K, leave: impl FnOnce(&E) -> bool) -> bool {
         self.resident
             .remove_if(&id, |_, slot| leave(&slot.entity))
             .is_some()
@@ -121,7 +127,7 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// Up to `max` resident ids whose entity satisfies `pick`.
-    pub fn find(&self, max: usize, pick: impl Fn(&E) -> bool) -> Vec<u128> {
+    pub fn find(&self, max: usize, pick: impl Fn(&E) -> bool) -> Vec<K> {
         self.resident
             .iter()
             .filter(|slot| pick(&slot.entity))
@@ -131,7 +137,7 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// Takes `id` out of memory if it may leave.
-    pub fn remove_if_idle(&self, id: u128) -> bool {
+    pub fn remove_if_idle(&self, id: K) -> bool {
         let gone = self.remove_if(id, |entity| {
             let leaves = entity.can_leave();
             if leaves {
@@ -158,7 +164,7 @@ impl<E: Hosted> EntityHost<E> {
     /// that may leave do. Entities that may not (a saga running, a change
     /// not yet in a snapshot) stay: what bounds those is the kind's own
     /// limit on active entities.
-    fn passivate(&self, hand: &mut VecDeque<u128>) {
+    fn passivate(&self, hand: &mut VecDeque<K>) {
         // Ids of entities that left (or were removed) linger in the queue
         // until the hand passes; keep it within twice what is resident.
         if hand.len() > 2 * self.resident.len() + 64 {
@@ -202,7 +208,7 @@ impl<E: Hosted> EntityHost<E> {
     }
 
     /// Every resident entity (a copy of the list: no lock is held after).
-    pub fn residents(&self) -> Vec<(u128, Arc<E>)> {
+    pub fn residents(&self) -> Vec<(K, Arc<E>)> {
         self.resident
             .iter()
             .map(|slot| (*slot.key(), slot.entity.clone()))
@@ -246,7 +252,7 @@ mod tests {
 
     #[test]
     fn past_the_cap_the_least_recently_used_idle_entity_leaves() {
-        let host = EntityHost::new("test", 3, Vec::new());
+        let host: EntityHost<u128, Thing> = EntityHost::new("test", 3, Vec::new());
         let things: Vec<_> = (0..5).map(|_| Arc::new(Thing::new(false))).collect();
         for (i, thing) in things.iter().take(4).enumerate() {
             host.insert_if_absent(i as u128, thing.clone());
@@ -265,7 +271,7 @@ mod tests {
 
     #[test]
     fn an_entity_that_may_not_leave_stays_and_the_cap_gives_way() {
-        let host = EntityHost::new("test", 2, Vec::new());
+        let host: EntityHost<u128, Thing> = EntityHost::new("test", 2, Vec::new());
         for i in 0..5 {
             host.insert_if_absent(i, Arc::new(Thing::new(true)));
         }
@@ -281,7 +287,7 @@ mod tests {
 
     #[test]
     fn activation_races_end_with_one_resident_copy() {
-        let host = EntityHost::new("test", 10, Vec::new());
+        let host: EntityHost<u128, Thing> = EntityHost::new("test", 10, Vec::new());
         let first = host.insert_if_absent(7, Arc::new(Thing::new(false)));
         let second = host
             .get_or_activate::<()>(7, || Ok(Some(Thing::new(false))))
@@ -300,7 +306,7 @@ mod tests {
 
     #[test]
     fn the_hand_queue_stays_bounded_while_entities_come_and_go() {
-        let host = EntityHost::new("test", 4, Vec::new());
+        let host: EntityHost<u128, Thing> = EntityHost::new("test", 4, Vec::new());
         for i in 0..10_000u128 {
             host.insert_if_absent(i, Arc::new(Thing::new(false)));
             host.remove(i.saturating_sub(1));

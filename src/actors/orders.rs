@@ -21,8 +21,8 @@ use crate::domain::order::{
     FulfilError, Order, OrderLine, OrderState, PaymentStatus, SagaStep, TransitionError,
 };
 use crate::domain::{
-    BuyerId, CommitOutcome, IdempotencyKey, ReservationId, ReserveCmd, SkuCode, SkuId, StockError,
-    TenantId,
+    BuyerId, CommitOutcome, IdempotencyKey, OrderId, ReservationId, ReserveCmd, SkuCode, SkuId,
+    StockError, TenantId, TenantKey, UserId,
 };
 use crate::payments::{ChargeRequest, GatewayError, PaymentGateway, PaymentView, PspStatus};
 use crate::persistence::{
@@ -74,7 +74,7 @@ pub struct ItemRequest {
 /// An order to place.
 #[derive(Debug, Clone)]
 pub struct OrderDraft {
-    pub buyer: u128,
+    pub buyer: UserId,
     pub items: Vec<ItemRequest>,
     pub shipping_address: String,
     pub payment_method: String,
@@ -188,7 +188,7 @@ struct SeenEvents {
 /// seller and idempotency indexes live on disk (`archive`).
 pub struct Orders {
     deps: Arc<OrderDeps>,
-    host: EntityHost<OrderEntry>,
+    host: EntityHost<OrderId, OrderEntry>,
     archive: Arc<OrderArchive>,
     /// Orders whose saga has not settled.
     active: AtomicUsize,
@@ -197,7 +197,7 @@ pub struct Orders {
     to_announce: Mutex<Vec<Order>>,
     /// `(buyer, Idempotency-Key)` of orders being placed (bounded by the
     /// requests in flight).
-    placing: DashMap<(u128, String), ()>,
+    placing: DashMap<(UserId, String), ()>,
 }
 
 impl Orders {
@@ -313,7 +313,7 @@ impl Orders {
 
     /// The order's actor, the order activated from its snapshot if it is
     /// not in memory.
-    fn actor(self: &Arc<Self>, id: u128) -> Result<Addr<OrderActor>, OrdersError> {
+    fn actor(self: &Arc<Self>, id: OrderId) -> Result<Addr<OrderActor>, OrdersError> {
         // An entry leaves only when idle: a second activation finds it home.
         for _ in 0..3 {
             if let Some(addr) = self.spawn_actor(&self.entry(id)?) {
@@ -323,7 +323,7 @@ impl Orders {
         Err(OrdersError::Unavailable)
     }
 
-    fn entry(&self, id: u128) -> Result<Arc<OrderEntry>, OrdersError> {
+    fn entry(&self, id: OrderId) -> Result<Arc<OrderEntry>, OrdersError> {
         self.host
             .get_or_activate(id, || {
                 self.archive
@@ -348,7 +348,7 @@ impl Orders {
     }
 
     /// The order as of its last durable change, from memory or its snapshot.
-    pub fn get(&self, id: u128) -> Option<Order> {
+    pub fn get(&self, id: OrderId) -> Option<Order> {
         if let Some(entry) = self.host.get(id) {
             return Some(entry.view());
         }
@@ -370,24 +370,21 @@ impl Orders {
     /// A page of a buyer's (or a seller's) orders, newest first, after `before`.
     pub fn page(
         &self,
-        buyer: Option<u128>,
-        seller: Option<u128>,
-        before: Option<u128>,
+        buyer: Option<UserId>,
+        seller: Option<TenantId>,
+        before: Option<OrderId>,
         limit: usize,
     ) -> Vec<Order> {
-        let (index, owner) = match (buyer, seller) {
-            (Some(b), _) => (OrderIndex::Buyer, b),
-            (None, Some(s)) => (OrderIndex::Seller, s),
+        let index = match (buyer, seller) {
+            (Some(b), _) => OrderIndex::Buyer(b),
+            (None, Some(s)) => OrderIndex::Seller(s),
             (None, None) => return Vec::new(),
         };
         // An order that cannot be read back (logged) is passed over.
         let mut orders = Vec::with_capacity(limit.min(1024));
         let mut cursor = before;
         while orders.len() < limit {
-            let ids = match self
-                .archive
-                .page(index, owner, cursor, limit - orders.len())
-            {
+            let ids = match self.archive.page(index, cursor, limit - orders.len()) {
                 Ok(ids) => ids,
                 Err(error) => {
                     tracing::error!(%error, "order index not read");
@@ -407,7 +404,7 @@ impl Orders {
     /// answers it again; another request with the key is refused.
     pub fn replay(
         &self,
-        buyer: u128,
+        buyer: UserId,
         key: &str,
         fingerprint: u64,
     ) -> Option<Result<Order, OrdersError>> {
@@ -449,7 +446,7 @@ impl Orders {
             if currency.get_or_insert_with(|| price.currency.clone()) != &price.currency {
                 return Err(OrdersError::MixedCurrencies);
             }
-            let seller = crate::domain::identity::parse_id(info.tenant()).unwrap_or_default();
+            let seller = TenantId::parse(info.tenant()).unwrap_or(TenantId(0));
             lines.push(OrderLine {
                 sku: info.id.0,
                 code: info.code().to_owned(),
@@ -465,7 +462,7 @@ impl Orders {
         }
         let now = self.deps.clock.now_ms();
         let cfg = &self.deps.config.orders;
-        let id = uuid::Uuid::now_v7().as_u128();
+        let id = OrderId(uuid::Uuid::now_v7().as_u128());
         let order = Order::new(crate::domain::order::NewOrder {
             id,
             buyer: draft.buyer,
@@ -540,7 +537,7 @@ impl Orders {
     /// (idle, or making room under the resident cap) drops what reached its
     /// mailbox unread: the command is sent again to a new actor, which
     /// checks it against the order's durable state.
-    async fn ask(self: &Arc<Self>, id: u128, command: Command) -> Result<Order, OrdersError> {
+    async fn ask(self: &Arc<Self>, id: OrderId, command: Command) -> Result<Order, OrdersError> {
         for _ in 0..ASK_ATTEMPTS_MAX {
             let addr = self.actor(id)?;
             let (tx, rx) = oneshot::channel();
@@ -557,7 +554,11 @@ impl Orders {
     }
 
     /// Waits (up to `wait`) until the saga has nothing to do, then the order.
-    pub async fn settle(self: &Arc<Self>, id: u128, wait: Duration) -> Result<Order, OrdersError> {
+    pub async fn settle(
+        self: &Arc<Self>,
+        id: OrderId,
+        wait: Duration,
+    ) -> Result<Order, OrdersError> {
         let Some(entry) = self.host.get(id) else {
             return self.get(id).ok_or(OrdersError::NotFound);
         };
@@ -572,15 +573,19 @@ impl Orders {
         Ok(entry.view())
     }
 
-    pub async fn cancel(self: &Arc<Self>, id: u128, buyer: u128) -> Result<Order, OrdersError> {
+    pub async fn cancel(
+        self: &Arc<Self>,
+        id: OrderId,
+        buyer: UserId,
+    ) -> Result<Order, OrdersError> {
         self.owned_by(id, buyer)?;
         self.ask(id, Command::Cancel).await
     }
 
     pub async fn pay(
         self: &Arc<Self>,
-        id: u128,
-        buyer: u128,
+        id: OrderId,
+        buyer: UserId,
         method: String,
     ) -> Result<Order, OrdersError> {
         self.owned_by(id, buyer)?;
@@ -589,8 +594,8 @@ impl Orders {
 
     pub async fn request_return(
         self: &Arc<Self>,
-        id: u128,
-        buyer: u128,
+        id: OrderId,
+        buyer: UserId,
         reason: String,
     ) -> Result<Order, OrdersError> {
         self.owned_by(id, buyer)?;
@@ -599,8 +604,8 @@ impl Orders {
 
     pub async fn fulfil(
         self: &Arc<Self>,
-        id: u128,
-        seller: u128,
+        id: OrderId,
+        seller: TenantId,
         to: OrderState,
         tracking: Option<String>,
         restock: bool,
@@ -621,7 +626,7 @@ impl Orders {
         .await
     }
 
-    fn owned_by(&self, id: u128, buyer: u128) -> Result<(), OrdersError> {
+    fn owned_by(&self, id: OrderId, buyer: UserId) -> Result<(), OrdersError> {
         match self.get(id) {
             Some(order) if order.buyer == buyer => Ok(()),
             _ => Err(OrdersError::NotFound),
@@ -646,7 +651,7 @@ impl Orders {
                 }
             }
         }
-        let addr = crate::domain::identity::parse_id(reference).map(|id| self.actor(id));
+        let addr = OrderId::parse(reference).map(|id| self.actor(id));
         let outcome = match addr {
             Some(Ok(addr)) => {
                 addr.do_send(OrderMsg::Reconcile);
@@ -708,7 +713,7 @@ enum Command {
     Pay(String),
     Return(String),
     Fulfil {
-        seller: u128,
+        seller: TenantId,
         to: OrderState,
         tracking: Option<String>,
         restock: bool,
@@ -1364,7 +1369,7 @@ async fn reserve(deps: &OrderDeps, order: Order, buyer: BuyerId) -> Order {
     let attempts = order.lines.iter().enumerate().map(|(i, line)| {
         let stock = deps.stock.clone();
         let buyer = buyer.clone();
-        let key = format!("order-{:032x}-{i}", order.id);
+        let key = format!("order-{:032x}-{i}", order.id.0);
         let (sku, quantity, held) = (
             SkuId(line.sku),
             line.quantity,
@@ -1421,7 +1426,7 @@ async fn reserve(deps: &OrderDeps, order: Order, buyer: BuyerId) -> Order {
 /// Puts a refunded part's units back in stock, at most once: after a restart
 /// during this step it is skipped (and counted), since repeating it could
 /// count units twice, which is how oversells start.
-async fn restock(deps: &OrderDeps, order: Order, seller: u128, resumed: bool) -> Order {
+async fn restock(deps: &OrderDeps, order: Order, seller: TenantId, resumed: bool) -> Order {
     let mut order = order;
     if resumed {
         tracing::warn!(order = %id_text(order.id), store = %id_text(seller), "restock interrupted by a restart; not repeated, count the returned units by hand");
@@ -1429,7 +1434,7 @@ async fn restock(deps: &OrderDeps, order: Order, seller: u128, resumed: bool) ->
         order.restocked(seller, true, deps.clock.now_ms());
         return order;
     }
-    if let Ok(tenant) = TenantId::parse(&id_text(seller)) {
+    if let Ok(tenant) = TenantKey::parse(&id_text(seller)) {
         for line in order.lines.iter().filter(|l| l.seller == seller) {
             let Ok(code) = SkuCode::parse(&line.code) else {
                 continue;
@@ -1450,14 +1455,14 @@ async fn restock(deps: &OrderDeps, order: Order, seller: u128, resumed: bool) ->
 
 /// Refunds a seller's part through the provider (the restock, if asked
 /// for, is a step of its own).
-async fn refund_seller(deps: &OrderDeps, order: Order, seller: u128) -> Order {
+async fn refund_seller(deps: &OrderDeps, order: Order, seller: TenantId) -> Order {
     let amount = order.seller_total_minor(seller);
     let Some(payment_id) = order.payment.payment_id.clone() else {
         return transient(deps, order, "no payment to refund");
     };
     let key = order
         .payment
-        .key(order.id, &format!("refund-{seller:032x}"));
+        .key(order.id, &format!("refund-{:032x}", seller.0));
     match deps.gateway.refund(payment_id, amount, key).await {
         Ok(_) => {}
         Err(GatewayError::Unavailable(why)) => return transient(deps, order, &why),
@@ -1473,6 +1478,7 @@ mod tests {
     use super::*;
     use crate::actors::holds::TooManyHolds;
     use crate::domain::stock::NotLive;
+    use crate::domain::DropId;
     use crate::http::error::ApiError;
 
     #[test]
@@ -1483,7 +1489,7 @@ mod tests {
                 available: 1,
             }),
             InventoryError::Stock(StockError::DropNotLive {
-                drop: 1,
+                drop: DropId(1),
                 why: NotLive::Cancelled,
             }),
             InventoryError::Stock(StockError::PurchaseLimitExceeded { limit: 1, used: 1 }),
@@ -1493,7 +1499,7 @@ mod tests {
             InventoryError::Stock(StockError::TooManyUnits { max: 1 }),
             InventoryError::Stock(StockError::TooManyWarehouses { max: 1 }),
             InventoryError::TooManyHolds(TooManyHolds { max: 1, open: 1 }),
-            InventoryError::QueuePassRequired(1),
+            InventoryError::QueuePassRequired(DropId(1)),
             InventoryError::TenantSuspended,
             InventoryError::UnknownSku,
         ];

@@ -16,8 +16,8 @@ use crate::domain::Receipt;
 use crate::persistence::{Store, SyncMode, WriterStart};
 use crate::services::inventory::StockFuture;
 
-const BUYER: u128 = 7;
-const SELLER: u128 = 9;
+const BUYER: UserId = UserId(7);
+const SELLER: TenantId = TenantId(9);
 const SKU: u64 = 1;
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -141,7 +141,7 @@ impl StockPort for FakeStock {
         Box::pin(async move { Ok(outcome) })
     }
 
-    fn restock(&self, _: SkuCode, _: TenantId, _: u32, _: String) -> StockFuture<'_, ()> {
+    fn restock(&self, _: SkuCode, _: TenantKey, _: u32, _: String) -> StockFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -299,7 +299,7 @@ impl PaymentGateway for FakeGateway {
 /// Remembers every state announced, in order.
 #[derive(Default)]
 struct Heard {
-    reached: Mutex<Vec<(u128, OrderState)>>,
+    reached: Mutex<Vec<(OrderId, OrderState)>>,
 }
 
 impl OrderListener for Heard {
@@ -394,7 +394,7 @@ fn draft(method: &str) -> OrderDraft {
 async fn until(
     bench: &Bench,
     orders: &Arc<Orders>,
-    id: u128,
+    id: OrderId,
     done: impl Fn(&Order) -> bool,
 ) -> Order {
     for _ in 0..200 {
@@ -409,7 +409,7 @@ async fn until(
 }
 
 /// Waits until the saga has nothing left to do now.
-async fn settled(orders: &Arc<Orders>, id: u128) -> Order {
+async fn settled(orders: &Arc<Orders>, id: OrderId) -> Order {
     orders.settle(id, WAIT).await.expect("the order settles")
 }
 
@@ -652,13 +652,15 @@ async fn settled_orders_leave_memory_past_the_cap_and_are_read_back_from_disk() 
     for id in &ids {
         assert_eq!(orders.get(*id).expect("read back").state, OrderState::Paid);
     }
-    let newest: Vec<u128> = ids.iter().rev().copied().collect();
+    let newest: Vec<OrderId> = ids.iter().rev().copied().collect();
     let first = orders.page(Some(BUYER), None, None, 4);
     assert_eq!(first.iter().map(|o| o.id).collect::<Vec<_>>(), newest[..4]);
     let rest = orders.page(Some(BUYER), None, Some(first[3].id), 4);
     assert_eq!(rest.iter().map(|o| o.id).collect::<Vec<_>>(), newest[4..]);
     assert_eq!(orders.page(None, Some(SELLER), None, 10).len(), 6);
-    assert!(orders.page(Some(BUYER + 1), None, None, 10).is_empty());
+    assert!(orders
+        .page(Some(UserId(BUYER.0 + 1)), None, None, 10)
+        .is_empty());
 
     // The idempotency keys are on disk too.
     let replayed = orders

@@ -15,7 +15,7 @@ use crate::domain::stock::{
     CommitOutcome, DropGate, LedgerLimits, ReleaseOutcome, ReservationView, ReserveCmd,
     ReserveOutcome, StockError, StockEvent, StockLedger, StockView,
 };
-use crate::domain::{SkuId, WarehouseId};
+use crate::domain::{DropId, SkuId, WarehouseId};
 use crate::events::FeedBody;
 use crate::persistence::{
     load_ledger, rebuild_ledger, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalOp,
@@ -42,12 +42,12 @@ pub enum SkuCommand {
     },
     /// Units `buyer` holds or bought in this SKU through drop `drop`.
     DropUsage {
-        drop: u128,
+        drop: DropId,
         buyer: String,
         reply: Reply<Result<u64, StockError>>,
     },
     AttachDrop(DropGate, Reply<Result<(), StockError>>),
-    CancelDrop(u128, Reply<Result<(), StockError>>),
+    CancelDrop(DropId, Reply<Result<(), StockError>>),
     /// Announce the current available units on the event feed (for a new
     /// watcher, or after a watcher lost its place).
     Publish(Reply<Result<(), StockError>>),

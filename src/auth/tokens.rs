@@ -12,15 +12,16 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::domain::identity::{id_text, parse_id, Role};
+use crate::domain::{TenantId, UserId};
 
 type HmacSha256 = SimpleHmac<Sha256>;
 
 /// Who is calling, as an access token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
-    pub user: u128,
+    pub user: UserId,
     pub role: Role,
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
     pub session: u128,
     pub expires_at_s: u64,
 }
@@ -119,9 +120,9 @@ impl TokenKeys {
     /// A signed access token for `caller`, valid `access_ttl_s` from `now_ms`.
     pub fn issue_access(
         &self,
-        user: u128,
+        user: UserId,
         role: Role,
-        tenant: Option<u128>,
+        tenant: Option<TenantId>,
         session: u128,
         now_ms: u64,
     ) -> (String, u64) {
@@ -179,10 +180,10 @@ impl TokenKeys {
         if now_ms / 1000 >= claims.exp {
             return Err(TokenError::Expired);
         }
-        let user = parse_id(&claims.sub).ok_or(TokenError::Invalid)?;
+        let user = UserId::parse(&claims.sub).ok_or(TokenError::Invalid)?;
         let session = parse_id(&claims.sid).ok_or(TokenError::Invalid)?;
         let tenant = match &claims.tid {
-            Some(t) => Some(parse_id(t).ok_or(TokenError::Invalid)?),
+            Some(t) => Some(TenantId::parse(t).ok_or(TokenError::Invalid)?),
             None => None,
         };
         Ok(Caller {
@@ -326,12 +327,18 @@ mod tests {
     #[test]
     fn an_access_token_round_trips_until_it_expires() {
         let keys = keys();
-        let (token, exp) = keys.issue_access(1, Role::SellerStaff, Some(2), 3, 1_000_000);
+        let (token, exp) = keys.issue_access(
+            UserId(1),
+            Role::SellerStaff,
+            Some(TenantId(2)),
+            3,
+            1_000_000,
+        );
         assert_eq!(exp, 1_000 + 900);
         let caller = keys.verify_access(&token, 1_000_000).unwrap();
         assert_eq!(
             (caller.user, caller.role, caller.tenant, caller.session),
-            (1, Role::SellerStaff, Some(2), 3)
+            (UserId(1), Role::SellerStaff, Some(TenantId(2)), 3)
         );
         assert_eq!(
             keys.verify_access(&token, 1_900_000),
@@ -342,7 +349,7 @@ mod tests {
     #[test]
     fn the_cache_serves_only_the_exact_token_and_still_checks_expiry() {
         let keys = keys().with_cache(2);
-        let (token, _) = keys.issue_access(1, Role::Buyer, None, 3, 0);
+        let (token, _) = keys.issue_access(UserId(1), Role::Buyer, None, 3, 0);
         assert!(keys.verify_access(&token, 0).is_ok());
         assert!(keys.verify_access(&token, 1_000).is_ok(), "a hit");
         let mut forged = token.clone();
@@ -353,7 +360,7 @@ mod tests {
             Err(TokenError::Expired),
             "a cached token expires too"
         );
-        for user in 10..20 {
+        for user in (10..20).map(UserId) {
             let (t, _) = keys.issue_access(user, Role::Buyer, None, 3, 0);
             assert_eq!(keys.verify_access(&t, 0).unwrap().user, user);
             assert!(keys.verified.len() <= 2);
@@ -362,7 +369,7 @@ mod tests {
 
     #[test]
     fn other_keys_audiences_and_issuers_are_refused() {
-        let (token, _) = keys().issue_access(1, Role::Buyer, None, 3, 0);
+        let (token, _) = keys().issue_access(UserId(1), Role::Buyer, None, 3, 0);
         let other = TokenKeys::new(&[8u8; 32], "flashdrop", "flashdrop-api", 900, 60);
         assert_eq!(other.verify_access(&token, 0), Err(TokenError::Invalid));
         let other_aud = TokenKeys::new(&[7u8; 32], "flashdrop", "elsewhere", 900, 60);

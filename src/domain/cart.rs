@@ -2,13 +2,13 @@
 //! price the buyer saw when adding it, a time to live that every use
 //! extends, and the stock hold a drop SKU takes when it is added.
 
-use super::ids::InvalidField;
+use super::ids::{InvalidField, TenantId};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CartItem {
     pub sku: u64,
     pub code: String,
-    pub seller: u128,
+    pub seller: TenantId,
     pub quantity: u32,
     /// The price when the item was added (or last confirmed), minor units.
     pub unit_price_minor: i64,
@@ -195,7 +195,7 @@ mod tests {
         CartItem {
             sku,
             code: format!("SKU-{sku}"),
-            seller: u128::from(sku % 2),
+            seller: TenantId(u128::from(sku % 2)),
             quantity,
             unit_price_minor: price,
             currency: "EUR".into(),

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::ids::InvalidField;
+use super::ids::{DropId, InvalidField, TenantId, UserId};
 
 /// Where a drop is in its life.
 #[derive(
@@ -79,9 +79,9 @@ pub struct WaitingRoomSpec {
 /// Everything a seller fixes when scheduling a drop.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DropSpec {
-    pub id: u128,
+    pub id: DropId,
     /// The store (creator) that runs it.
-    pub tenant: u128,
+    pub tenant: TenantId,
     pub title: String,
     pub skus: Vec<DropSku>,
     pub starts_at_ms: u64,
@@ -90,7 +90,7 @@ pub struct DropSpec {
     pub per_buyer_limit: u32,
     pub waiting_room: Option<WaitingRoomSpec>,
     pub created_at_ms: u64,
-    pub created_by: u128,
+    pub created_by: UserId,
 }
 
 /// Everything that changes a drop. Written to the WAL, replayed on recovery.
@@ -292,8 +292,8 @@ mod tests {
 
     fn spec(starts: u64, ends: u64) -> DropSpec {
         DropSpec {
-            id: 7,
-            tenant: 1,
+            id: DropId(7),
+            tenant: TenantId(1),
             title: "t".into(),
             skus: vec![DropSku {
                 id: 1,
@@ -304,7 +304,7 @@ mod tests {
             per_buyer_limit: 2,
             waiting_room: None,
             created_at_ms: 0,
-            created_by: 9,
+            created_by: UserId(9),
         }
     }
 

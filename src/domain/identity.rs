@@ -7,13 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::InvalidField;
+use super::{InvalidField, TenantId, UserId};
 
 /// A 128-bit id (UUIDv7 when minted), shown as a hyphenated UUID.
-pub fn id_text(id: u128) -> String {
+pub fn id_text(id: impl Into<u128>) -> String {
     // Straight into a buffer: `to_string` would go through `fmt`'s machinery.
     let mut buffer = uuid::Uuid::encode_buffer();
-    uuid::Uuid::from_u128(id)
+    uuid::Uuid::from_u128(id.into())
         .hyphenated()
         .encode_lower(&mut buffer)
         .to_owned()
@@ -186,12 +186,12 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct User {
-    pub id: u128,
+    pub id: UserId,
     pub email: String,
     /// PHC string (argon2id); never leaves the process.
     pub password_hash: String,
     pub role: Role,
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -253,7 +253,7 @@ pub struct Plan {
 
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Tenant {
-    pub id: u128,
+    pub id: TenantId,
     pub name: String,
     pub branding: Branding,
     pub tax: TaxSettings,
@@ -262,7 +262,7 @@ pub struct Tenant {
     pub plan: Plan,
     /// Where order notifications for this store are POSTed (empty: none).
     pub webhook_url: String,
-    pub created_by: u128,
+    pub created_by: UserId,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -519,7 +519,7 @@ pub enum RevokeReason {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Session {
     pub id: u128,
-    pub user: u128,
+    pub user: UserId,
     pub salt: [u8; 16],
     pub generation: u32,
     pub created_at_ms: u64,
@@ -575,14 +575,14 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Invitation {
     pub id: u128,
-    pub tenant: u128,
+    pub tenant: TenantId,
     pub email: String,
     pub role: Role,
     pub salt: [u8; 16],
-    pub invited_by: u128,
+    pub invited_by: UserId,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
-    pub accepted_by: Option<u128>,
+    pub accepted_by: Option<UserId>,
 }
 
 /// `follower` follows the creator (store) `creator`; `active = false` is an
@@ -590,8 +590,8 @@ pub struct Invitation {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Follow {
     pub id: u128,
-    pub creator: u128,
-    pub follower: u128,
+    pub creator: TenantId,
+    pub follower: UserId,
     pub active: bool,
     pub at_ms: u64,
 }
@@ -599,9 +599,9 @@ pub struct Follow {
 /// Who did something: the account and the role it acted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Actor {
-    pub user: u128,
+    pub user: UserId,
     pub role: Role,
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
 }
 
 /// One line of the audit log: who, when, what, before and after.
@@ -612,7 +612,7 @@ pub struct AuditEntry {
     /// `None` for an anonymous request (registration, a failed login).
     pub actor: Option<Actor>,
     /// The tenant whose data changed, if any: seller admins see these.
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
     /// `product.create`, `stock.set`, `tenant.update`, ...
     pub action: String,
     /// `product:ID`, `sku:CODE`, `user:ID`, ...
@@ -638,19 +638,19 @@ pub enum Entity {
 /// log is not held here: it lives in the store and is read by page.
 #[derive(Debug, Default)]
 pub struct Directory {
-    users: HashMap<u128, User>,
-    by_email: HashMap<String, u128>,
-    tenants: HashMap<u128, Tenant>,
-    staff: HashMap<u128, HashSet<u128>>,
+    users: HashMap<UserId, User>,
+    by_email: HashMap<String, UserId>,
+    tenants: HashMap<TenantId, Tenant>,
+    staff: HashMap<TenantId, HashSet<UserId>>,
     sessions: HashMap<u128, Session>,
     invitations: HashMap<u128, Invitation>,
-    followers: HashMap<u128, HashSet<u128>>,
-    following: HashMap<u128, HashSet<u128>>,
+    followers: HashMap<TenantId, HashSet<UserId>>,
+    following: HashMap<UserId, HashSet<TenantId>>,
     /// (creator, follower) -> the id of their `Follow`.
-    follow_ids: HashMap<(u128, u128), u128>,
+    follow_ids: HashMap<(TenantId, UserId), u128>,
     /// (creator, follower) -> when they unfollowed: tombstones kept for
     /// `Retention::unfollows_ms`, then purged.
-    unfollowed_at: HashMap<(u128, u128), u64>,
+    unfollowed_at: HashMap<(TenantId, UserId), u64>,
 }
 
 /// How long ended things stay before they are purged (each a knob in `[retention]`).
@@ -729,7 +729,7 @@ impl Directory {
         }
     }
 
-    pub fn user(&self, id: u128) -> Option<&User> {
+    pub fn user(&self, id: UserId) -> Option<&User> {
         self.users.get(&id)
     }
 
@@ -739,7 +739,7 @@ impl Directory {
             .and_then(|id| self.users.get(id))
     }
 
-    pub fn tenant(&self, id: u128) -> Option<&Tenant> {
+    pub fn tenant(&self, id: TenantId) -> Option<&Tenant> {
         self.tenants.get(&id)
     }
 
@@ -752,7 +752,7 @@ impl Directory {
     }
 
     /// Live sessions of an account.
-    pub fn sessions_of(&self, user: u128, now_ms: u64) -> Vec<&Session> {
+    pub fn sessions_of(&self, user: UserId, now_ms: u64) -> Vec<&Session> {
         self.sessions
             .values()
             .filter(|s| s.user == user && s.is_live(now_ms))
@@ -772,7 +772,7 @@ impl Directory {
     }
 
     /// Accounts attached to a tenant, sorted by id (creation order).
-    pub fn staff_of(&self, tenant: u128) -> Vec<&User> {
+    pub fn staff_of(&self, tenant: TenantId) -> Vec<&User> {
         let mut staff: Vec<&User> = self
             .staff
             .get(&tenant)
@@ -784,13 +784,13 @@ impl Directory {
         staff
     }
 
-    pub fn follower_count(&self, creator: u128) -> usize {
+    pub fn follower_count(&self, creator: TenantId) -> usize {
         self.followers.get(&creator).map_or(0, HashSet::len)
     }
 
     /// Followers of a creator, in id order, from `after` (exclusive), at most `limit`.
-    pub fn followers(&self, creator: u128, after: Option<u128>, limit: usize) -> Vec<u128> {
-        let mut ids: Vec<u128> = self
+    pub fn followers(&self, creator: TenantId, after: Option<UserId>, limit: usize) -> Vec<UserId> {
+        let mut ids: Vec<UserId> = self
             .followers
             .get(&creator)
             .into_iter()
@@ -803,18 +803,18 @@ impl Directory {
         ids
     }
 
-    pub fn follows(&self, follower: u128, creator: u128) -> bool {
+    pub fn follows(&self, follower: UserId, creator: TenantId) -> bool {
         self.following
             .get(&follower)
             .is_some_and(|set| set.contains(&creator))
     }
 
     /// The id of the (creator, follower) pair's `Follow`, if one was ever made.
-    pub fn follow_id(&self, creator: u128, follower: u128) -> Option<u128> {
+    pub fn follow_id(&self, creator: TenantId, follower: UserId) -> Option<u128> {
         self.follow_ids.get(&(creator, follower)).copied()
     }
 
-    pub fn following_count(&self, follower: u128) -> usize {
+    pub fn following_count(&self, follower: UserId) -> usize {
         self.following.get(&follower).map_or(0, HashSet::len)
     }
 
@@ -908,7 +908,7 @@ mod tests {
         let session = |id: u128, expires_at_ms: u64, revoked: Option<u64>| {
             Entity::Session(Session {
                 id,
-                user: 7,
+                user: UserId(7),
                 salt: [0; 16],
                 generation: 1,
                 created_at_ms: 0,
@@ -920,21 +920,21 @@ mod tests {
         let invitation = |id: u128, expires_at_ms: u64, accepted_by: Option<u128>| {
             Entity::Invitation(Invitation {
                 id,
-                tenant: 3,
+                tenant: TenantId(3),
                 email: format!("i{id}@test.example"),
                 role: Role::SellerStaff,
                 salt: [0; 16],
-                invited_by: 7,
+                invited_by: UserId(7),
                 created_at_ms: 0,
                 expires_at_ms,
-                accepted_by,
+                accepted_by: accepted_by.map(UserId),
             })
         };
         let follow = |id: u128, follower: u128, active: bool, at_ms: u64| {
             Entity::Follow(Follow {
                 id,
-                creator: 3,
-                follower,
+                creator: TenantId(3),
+                follower: UserId(follower),
                 active,
                 at_ms,
             })
@@ -1002,15 +1002,18 @@ mod tests {
         );
         assert!(directory.session(3).is_some() && directory.session(1).is_none());
         assert_eq!(
-            directory.follow_id(3, 8),
+            directory.follow_id(TenantId(3), UserId(8)),
             None,
             "the unfollow is gone whole"
         );
-        assert_eq!(directory.follow_id(3, 9), Some(21));
-        assert!(directory.follows(9, 3), "a live follow is never touched");
+        assert_eq!(directory.follow_id(TenantId(3), UserId(9)), Some(21));
+        assert!(
+            directory.follows(UserId(9), TenantId(3)),
+            "a live follow is never touched"
+        );
         // Re-following after the purge starts a fresh pair.
         directory.apply(&follow(22, 8, true, 4_000));
-        assert!(directory.follows(8, 3));
+        assert!(directory.follows(UserId(8), TenantId(3)));
         assert_eq!(ids(&directory, u64::MAX), vec![3, 12]);
     }
 
@@ -1117,7 +1120,7 @@ mod tests {
     fn session() -> Session {
         Session {
             id: 7,
-            user: 1,
+            user: UserId(1),
             salt: [0; 16],
             generation: 3,
             created_at_ms: 0,
@@ -1145,7 +1148,7 @@ mod tests {
     fn directory_indexes_staff_and_follows_through_apply() {
         let mut dir = Directory::default();
         let user = User {
-            id: 1,
+            id: UserId(1),
             email: "a@example.com".into(),
             password_hash: String::new(),
             role: Role::Buyer,
@@ -1156,32 +1159,32 @@ mod tests {
         dir.apply(&Entity::User(user.clone()));
         dir.apply(&Entity::User(User {
             role: Role::SellerStaff,
-            tenant: Some(9),
+            tenant: Some(TenantId(9)),
             ..user.clone()
         }));
-        assert_eq!(dir.staff_of(9).len(), 1);
+        assert_eq!(dir.staff_of(TenantId(9)).len(), 1);
         dir.apply(&Entity::User(User {
             tenant: None,
             ..user
         }));
-        assert!(dir.staff_of(9).is_empty());
+        assert!(dir.staff_of(TenantId(9)).is_empty());
         let follow = Follow {
             id: 3,
-            creator: 9,
-            follower: 1,
+            creator: TenantId(9),
+            follower: UserId(1),
             active: true,
             at_ms: 0,
         };
         dir.apply(&Entity::Follow(follow.clone()));
         dir.apply(&Entity::Follow(follow.clone()));
-        assert_eq!(dir.follower_count(9), 1);
-        assert!(dir.follows(1, 9));
+        assert_eq!(dir.follower_count(TenantId(9)), 1);
+        assert!(dir.follows(UserId(1), TenantId(9)));
         dir.apply(&Entity::Follow(Follow {
             active: false,
             ..follow
         }));
-        assert_eq!(dir.follower_count(9), 0);
-        assert_eq!(dir.following_count(1), 0);
-        assert_eq!(dir.follow_id(9, 1), Some(3));
+        assert_eq!(dir.follower_count(TenantId(9)), 0);
+        assert_eq!(dir.following_count(UserId(1)), 0);
+        assert_eq!(dir.follow_id(TenantId(9), UserId(1)), Some(3));
     }
 }

@@ -1,5 +1,5 @@
 //! Identifiers and validated names that cross the HTTP edge.
-//! An invalid value cannot exist past `parse`; internal ids are plain integers.
+//! An invalid value cannot exist past `parse`; internal ids are typed integers.
 
 use std::fmt;
 
@@ -21,6 +21,74 @@ use serde::Serialize;
     rkyv::Deserialize,
 )]
 pub struct SkuId(pub u64);
+
+/// A 128-bit id named by what it identifies, so ids of different things cannot
+/// be swapped. Text (a hyphenated UUID) only at the edge: `parse`, `Display`.
+/// The archived form is the bare `u128`'s: records keep their bytes.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            rkyv::Archive,
+            rkyv::Serialize,
+            rkyv::Deserialize,
+        )]
+        pub struct $name(pub u128);
+
+        impl $name {
+            /// A hyphenated UUID, as the API writes it.
+            pub fn parse(raw: &str) -> Option<Self> {
+                super::identity::parse_id(raw).map(Self)
+            }
+        }
+
+        impl From<$name> for u128 {
+            fn from(id: $name) -> u128 {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            /// A hyphenated lower-case UUID.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                f.write_str(uuid::Uuid::from_u128(self.0).hyphenated().encode_lower(&mut buffer))
+            }
+        }
+
+        impl Serialize for $name {
+            /// The text form, as the API writes it.
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&super::identity::id_text(*self))
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An account (buyer, seller staff or platform admin).
+    UserId
+);
+uuid_id!(
+    /// A store (tenant): the owner of products, drops and order lines.
+    TenantId
+);
+uuid_id!(
+    /// An order (UUIDv7 when placed).
+    OrderId
+);
+uuid_id!(
+    /// A flash drop (UUIDv7 when scheduled).
+    DropId
+);
 
 /// A reservation is named by its SKU and a per-SKU sequence number, so any
 /// reservation id routes to its SKU without a global index. Rendered as 32 hex
@@ -167,8 +235,9 @@ token_type!(
     128
 );
 token_type!(
-    /// Which store (tenant) owns a product: the store id of the seller's token.
-    TenantId,
+    /// Which store (tenant) owns a product, as products and SKUs record it: a
+    /// `TenantId`'s text for a store, or any token (benches, tests).
+    TenantKey,
     "tenant",
     128
 );
@@ -181,8 +250,15 @@ token_type!(
 
 impl BuyerId {
     /// The buyer id of an account: its id as a hyphenated UUID (always valid).
-    pub fn of_account(id: u128) -> Self {
-        Self(uuid::Uuid::from_u128(id).hyphenated().to_string())
+    pub fn of_account(id: UserId) -> Self {
+        Self(super::identity::id_text(id))
+    }
+}
+
+impl TenantKey {
+    /// The owner key of a store's products: its id as a hyphenated UUID (always valid).
+    pub fn of_store(id: TenantId) -> Self {
+        Self(super::identity::id_text(id))
     }
 }
 
@@ -254,8 +330,66 @@ mod tests {
         assert!(SkuCode::parse("a b").is_err());
         assert!(SkuCode::parse("ä").is_err());
         assert!(BuyerId::parse("buyer:42@shop").is_ok());
-        let account = BuyerId::of_account(u128::MAX - 1);
+        let account = BuyerId::of_account(UserId(u128::MAX - 1));
         assert_eq!(BuyerId::parse(account.as_str()), Ok(account));
+    }
+
+    #[test]
+    fn uuid_ids_round_trip_through_the_text_the_api_writes() {
+        let raw = 0x0193_6b2e_7d2f_7000_8000_0000_0000_0001u128;
+        let text = "01936b2e-7d2f-7000-8000-000000000001";
+        assert_eq!(UserId(raw).to_string(), text);
+        assert_eq!(UserId::parse(text), Some(UserId(raw)));
+        assert_eq!(OrderId::parse(text), Some(OrderId(raw)));
+        assert_eq!(
+            DropId(raw).to_string(),
+            crate::domain::identity::id_text(raw)
+        );
+        assert_eq!(
+            TenantId(raw).to_string(),
+            uuid::Uuid::from_u128(raw).to_string()
+        );
+        assert_eq!(TenantKey::of_store(TenantId(raw)).as_str(), text);
+        assert_eq!(BuyerId::of_account(UserId(raw)).as_str(), text);
+        for id in [0, 1, u128::MAX] {
+            assert_eq!(OrderId::parse(&OrderId(id).to_string()), Some(OrderId(id)));
+        }
+        assert_eq!(
+            serde_json::to_string(&DropId(raw)).unwrap(),
+            format!("\"{text}\"")
+        );
+    }
+
+    #[test]
+    fn uuid_ids_archive_to_the_bytes_of_the_bare_u128() {
+        use rkyv::rancor::Error;
+        let raw = 0x0193_6b2e_7d2f_7000_8000_0000_0000_0001u128;
+        let bare = rkyv::to_bytes::<Error>(&raw).unwrap();
+        assert_eq!(rkyv::to_bytes::<Error>(&UserId(raw)).unwrap()[..], bare[..]);
+        assert_eq!(
+            rkyv::to_bytes::<Error>(&OrderId(raw)).unwrap()[..],
+            bare[..]
+        );
+        let bare = rkyv::to_bytes::<Error>(&(Some(raw), vec![raw, 7])).unwrap();
+        let typed =
+            rkyv::to_bytes::<Error>(&(Some(TenantId(raw)), vec![DropId(raw), DropId(7)])).unwrap();
+        assert_eq!(typed[..], bare[..]);
+    }
+
+    #[test]
+    fn uuid_ids_reject_anything_but_a_hyphenated_uuid() {
+        for bad in [
+            "",
+            "garbage",
+            "01936b2e7d2f70008000000000000001",
+            "{01936b2e-7d2f-7000-8000-000000000001}",
+            "urn:uuid:01936b2e-7d2f-7000-8000-000000000001",
+            "01936b2e-7d2f-7000-8000-00000000000g",
+            " 01936b2e-7d2f-7000-8000-00000000001",
+        ] {
+            assert_eq!(UserId::parse(bad), None, "{bad:?} accepted");
+            assert_eq!(TenantId::parse(bad), None, "{bad:?} accepted");
+        }
     }
 
     #[test]

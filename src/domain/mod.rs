@@ -17,7 +17,8 @@ pub mod waiting_room;
 mod stock_model_tests;
 
 pub use ids::{
-    BuyerId, IdempotencyKey, InvalidField, ReservationId, SkuCode, SkuId, TenantId, WarehouseId,
+    BuyerId, DropId, IdempotencyKey, InvalidField, OrderId, ReservationId, SkuCode, SkuId,
+    TenantId, TenantKey, UserId, WarehouseId,
 };
 pub use stock::{
     CommitOutcome, DropGate, InvariantViolation, LedgerLimits, LedgerSnapshot, NotLive, Receipt,

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use super::{OrderId, TenantId, UserId};
+
 /// Where an order, or one seller's part of it, is.
 #[derive(
     Debug,
@@ -115,12 +117,12 @@ pub enum SagaStep {
     RefundAll,
     /// A seller accepted a return: refund its part (and restock it if asked).
     Refund {
-        seller: u128,
+        seller: TenantId,
     },
     /// Put a refunded part's units back in stock (at most once: a restart
     /// during this step skips it rather than risk counting units twice).
     Restock {
-        seller: u128,
+        seller: TenantId,
     },
 }
 
@@ -177,8 +179,8 @@ pub struct Payment {
 impl Payment {
     /// Idempotency key of an operation of the current attempt: the same key
     /// every time the saga repeats it, so a resumed saga never charges twice.
-    pub fn key(&self, order: u128, op: &str) -> String {
-        format!("{order:032x}-{}-{op}", self.attempt)
+    pub fn key(&self, order: OrderId, op: &str) -> String {
+        format!("{:032x}-{}-{op}", order.0, self.attempt)
     }
 }
 
@@ -187,7 +189,7 @@ impl Payment {
 pub struct OrderLine {
     pub sku: u64,
     pub code: String,
-    pub seller: u128,
+    pub seller: TenantId,
     pub quantity: u32,
     pub unit_price_minor: i64,
     /// Its holds, once reserved (per-SKU sequence numbers; a cart may have
@@ -206,7 +208,7 @@ impl OrderLine {
 /// One seller's part of an order, fulfilled on its own.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SubOrder {
-    pub seller: u128,
+    pub seller: TenantId,
     pub state: OrderState,
     pub tracking: Option<String>,
     pub history: Vec<(OrderState, u64)>,
@@ -256,8 +258,8 @@ pub enum CancelReason {
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
-    pub id: u128,
-    pub buyer: u128,
+    pub id: OrderId,
+    pub buyer: UserId,
     pub currency: String,
     pub lines: Vec<OrderLine>,
     pub sub_orders: Vec<SubOrder>,
@@ -303,8 +305,8 @@ impl TransitionError {
 /// What a new order is made of.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
-    pub id: u128,
-    pub buyer: u128,
+    pub id: OrderId,
+    pub buyer: UserId,
     pub currency: String,
     pub lines: Vec<OrderLine>,
     pub shipping_address: String,
@@ -384,7 +386,7 @@ impl Order {
         self.lines.iter().map(OrderLine::total_minor).sum()
     }
 
-    pub fn seller_total_minor(&self, seller: u128) -> i64 {
+    pub fn seller_total_minor(&self, seller: TenantId) -> i64 {
         self.lines
             .iter()
             .filter(|l| l.seller == seller)
@@ -392,7 +394,7 @@ impl Order {
             .sum()
     }
 
-    pub fn sellers(&self) -> impl Iterator<Item = u128> + '_ {
+    pub fn sellers(&self) -> impl Iterator<Item = TenantId> + '_ {
         self.sub_orders.iter().map(|s| s.seller)
     }
 
@@ -669,7 +671,7 @@ impl Order {
     /// return, refunded or closed).
     pub fn fulfil(
         &mut self,
-        seller: u128,
+        seller: TenantId,
         to: OrderState,
         tracking: Option<String>,
         restock: bool,
@@ -709,7 +711,7 @@ impl Order {
         reason: String,
         window_ms: u64,
         now_ms: u64,
-    ) -> Result<Vec<u128>, TransitionError> {
+    ) -> Result<Vec<TenantId>, TransitionError> {
         let mut asked = Vec::new();
         for sub in &mut self.sub_orders {
             let delivered_at = sub
@@ -739,7 +741,7 @@ impl Order {
     }
 
     /// A seller's part was refunded through the gateway.
-    pub fn refunded(&mut self, seller: u128, now_ms: u64) {
+    pub fn refunded(&mut self, seller: TenantId, now_ms: u64) {
         let amount = self.seller_total_minor(seller);
         if let Some(sub) = self.sub_orders.iter_mut().find(|s| s.seller == seller) {
             sub.refunded_minor = amount;
@@ -755,7 +757,7 @@ impl Order {
 
     /// A refunded part's units are back in stock (or, `skipped`, the step was
     /// interrupted and is not repeated: someone counts them by hand).
-    pub fn restocked(&mut self, seller: u128, skipped: bool, now_ms: u64) {
+    pub fn restocked(&mut self, seller: TenantId, skipped: bool, now_ms: u64) {
         if let Some(sub) = self.sub_orders.iter_mut().find(|s| s.seller == seller) {
             sub.restock_pending = false;
         }
@@ -829,7 +831,7 @@ mod tests {
             .map(|(i, seller)| OrderLine {
                 sku: i as u64 + 1,
                 code: format!("SKU-{i}"),
-                seller: *seller,
+                seller: TenantId(*seller),
                 quantity: 2,
                 unit_price_minor: 500,
                 reservations: Vec::new(),
@@ -837,8 +839,8 @@ mod tests {
             })
             .collect();
         Order::new(NewOrder {
-            id: 9,
-            buyer: 7,
+            id: OrderId(9),
+            buyer: UserId(7),
             currency: "EUR".into(),
             lines,
             shipping_address: "1 Main St".into(),
@@ -962,7 +964,7 @@ mod tests {
         let mut o = order(&[1, 2]);
         run_to_paid(&mut o);
         let err = o
-            .fulfil(1, OrderState::Shipped, None, false, 2_000)
+            .fulfil(TenantId(1), OrderState::Shipped, None, false, 2_000)
             .unwrap_err();
         assert_eq!(
             err,
@@ -973,7 +975,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            o.fulfil(3, OrderState::Packed, None, false, 2_000),
+            o.fulfil(TenantId(3), OrderState::Packed, None, false, 2_000),
             Err(FulfilError::NotYours)
         );
         for to in [
@@ -981,7 +983,8 @@ mod tests {
             OrderState::Shipped,
             OrderState::Delivered,
         ] {
-            o.fulfil(1, to, Some("TRK".into()), false, 2_000).unwrap();
+            o.fulfil(TenantId(1), to, Some("TRK".into()), false, 2_000)
+                .unwrap();
         }
         assert_eq!(o.state, OrderState::Paid, "seller 2 has not moved");
         for to in [
@@ -989,27 +992,48 @@ mod tests {
             OrderState::Shipped,
             OrderState::Delivered,
         ] {
-            o.fulfil(2, to, None, false, 3_000).unwrap();
+            o.fulfil(TenantId(2), to, None, false, 3_000).unwrap();
         }
         assert_eq!(o.state, OrderState::Delivered);
         assert!(o.request_return("too big".into(), 1_000, 5_000).is_err());
         assert_eq!(
             o.request_return("too big".into(), 10_000, 5_000),
-            Ok(vec![1, 2])
+            Ok(vec![TenantId(1), TenantId(2)])
         );
         assert_eq!(o.state, OrderState::ReturnRequested);
-        o.fulfil(2, OrderState::Closed, None, false, 6_000).unwrap();
-        o.fulfil(1, OrderState::Refunded, None, true, 6_000)
+        o.fulfil(TenantId(2), OrderState::Closed, None, false, 6_000)
             .unwrap();
-        assert_eq!(o.next_step(6_000), Some(SagaStep::Refund { seller: 1 }));
-        o.begin(SagaStep::Refund { seller: 1 }, 6_000);
-        o.refunded(1, 6_100);
+        o.fulfil(TenantId(1), OrderState::Refunded, None, true, 6_000)
+            .unwrap();
+        assert_eq!(
+            o.next_step(6_000),
+            Some(SagaStep::Refund {
+                seller: TenantId(1)
+            })
+        );
+        o.begin(
+            SagaStep::Refund {
+                seller: TenantId(1),
+            },
+            6_000,
+        );
+        o.refunded(TenantId(1), 6_100);
         assert_eq!(o.state, OrderState::Refunded);
         assert_eq!(o.payment.refunded_minor, 1_000);
         assert!(!o.settled(), "the restock is still to do");
-        assert_eq!(o.next_step(6_100), Some(SagaStep::Restock { seller: 1 }));
-        o.begin(SagaStep::Restock { seller: 1 }, 6_100);
-        o.restocked(1, false, 6_200);
+        assert_eq!(
+            o.next_step(6_100),
+            Some(SagaStep::Restock {
+                seller: TenantId(1)
+            })
+        );
+        o.begin(
+            SagaStep::Restock {
+                seller: TenantId(1),
+            },
+            6_100,
+        );
+        o.restocked(TenantId(1), false, 6_200);
         assert_eq!(o.next_step(6_200), None);
         assert!(o.settled());
     }
@@ -1023,19 +1047,34 @@ mod tests {
             OrderState::Shipped,
             OrderState::Delivered,
         ] {
-            o.fulfil(1, to, None, false, 2_000).unwrap();
+            o.fulfil(TenantId(1), to, None, false, 2_000).unwrap();
         }
         o.request_return("broken".into(), 10_000, 3_000).unwrap();
-        o.fulfil(1, OrderState::Refunded, None, true, 3_000)
+        o.fulfil(TenantId(1), OrderState::Refunded, None, true, 3_000)
             .unwrap();
-        o.begin(SagaStep::Refund { seller: 1 }, 3_000);
-        o.refunded(1, 3_000);
-        o.begin(SagaStep::Restock { seller: 1 }, 3_000);
-        o.restocked(1, true, 3_100);
+        o.begin(
+            SagaStep::Refund {
+                seller: TenantId(1),
+            },
+            3_000,
+        );
+        o.refunded(TenantId(1), 3_000);
+        o.begin(
+            SagaStep::Restock {
+                seller: TenantId(1),
+            },
+            3_000,
+        );
+        o.restocked(TenantId(1), true, 3_100);
         let last = o.saga_log.last().unwrap();
         assert_eq!(
             (last.step, last.phase),
-            (SagaStep::Restock { seller: 1 }, Phase::Completed)
+            (
+                SagaStep::Restock {
+                    seller: TenantId(1)
+                },
+                Phase::Completed
+            )
         );
         assert_eq!(last.detail, "skipped after a restart");
         assert_eq!(o.next_step(3_100), None);
@@ -1051,7 +1090,7 @@ mod tests {
             OrderState::Shipped,
             OrderState::Delivered,
         ] {
-            o.fulfil(1, to, None, false, 2_000).unwrap();
+            o.fulfil(TenantId(1), to, None, false, 2_000).unwrap();
         }
         assert!(!o.close_expired_returns(1_000, 3_000));
         assert!(o.close_expired_returns(1_000, 3_001));

@@ -3,18 +3,19 @@
 //! Handlers ask these functions; they never compare roles themselves.
 
 use super::identity::Role;
+use super::{TenantId, UserId};
 
 /// Who is asking: an authenticated account, its role and its store (sellers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
-    pub user: u128,
+    pub user: UserId,
     pub role: Role,
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
 }
 
 impl Principal {
     /// The store this principal sells for: its own, for seller admins and staff.
-    pub fn selling_for(&self) -> Option<u128> {
+    pub fn selling_for(&self) -> Option<TenantId> {
         self.tenant.filter(|_| self.role.is_seller())
     }
 
@@ -29,15 +30,15 @@ pub enum OrderView {
     /// Every part: its buyer and platform admins.
     Whole,
     /// Only the part of this store: a seller of one of its parts.
-    PartOf(u128),
+    PartOf(TenantId),
 }
 
 /// Who may read an order of `buyer` with parts sold by `sellers`: the buyer,
 /// a platform admin, or a seller of one of its parts (that part only).
 pub fn order_view(
     who: &Principal,
-    buyer: u128,
-    mut sellers: impl Iterator<Item = u128>,
+    buyer: UserId,
+    mut sellers: impl Iterator<Item = TenantId>,
 ) -> Option<OrderView> {
     if who.user == buyer || who.is_platform_admin() {
         return Some(OrderView::Whole);
@@ -50,24 +51,24 @@ pub fn order_view(
 
 /// Whether `who` sells the goods of store `owner` (a SKU's or a hold's store):
 /// its seller admins and staff. They list, release and commit its holds.
-pub fn sells_for(who: &Principal, owner: u128) -> bool {
+pub fn sells_for(who: &Principal, owner: TenantId) -> bool {
     who.selling_for() == Some(owner)
 }
 
 /// Whether `who` sees every hold on a SKU of store `owner`, not only its own.
-pub fn sees_every_hold(who: &Principal, owner: u128) -> bool {
+pub fn sees_every_hold(who: &Principal, owner: TenantId) -> bool {
     who.is_platform_admin() || sells_for(who, owner)
 }
 
 /// Whether `who` may see store `tenant`'s settings and staff: its sellers
 /// and platform admins.
-pub fn sees_store(who: &Principal, tenant: u128) -> bool {
+pub fn sees_store(who: &Principal, tenant: TenantId) -> bool {
     who.is_platform_admin() || sells_for(who, tenant)
 }
 
 /// Whether `who` manages store `tenant`'s settings (webhook URL included)
 /// and staff: its seller admins and platform admins; staff do not.
-pub fn manages_store(who: &Principal, tenant: u128) -> bool {
+pub fn manages_store(who: &Principal, tenant: TenantId) -> bool {
     who.is_platform_admin() || (who.role == Role::SellerAdmin && who.tenant == Some(tenant))
 }
 
@@ -75,9 +76,9 @@ pub fn manages_store(who: &Principal, tenant: u128) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditScope {
     /// Everything, or one store when asked for.
-    Platform(Option<u128>),
+    Platform(Option<TenantId>),
     /// Only this store's entries.
-    Store(u128),
+    Store(TenantId),
 }
 
 /// Why an audit read is refused.
@@ -91,12 +92,12 @@ pub enum AuditRefusal {
 
 /// The audit log: platform admins read any store's (or all), a seller admin
 /// only its own store's; staff and shoppers none.
-pub fn audit_scope(who: &Principal, asked: Option<u128>) -> Result<AuditScope, AuditRefusal> {
+pub fn audit_scope(who: &Principal, asked: Option<TenantId>) -> Result<AuditScope, AuditRefusal> {
     match who.role {
         Role::PlatformAdmin => Ok(AuditScope::Platform(asked)),
         Role::SellerAdmin => {
             // A seller admin without a store (never issued) sees an empty log.
-            let own = who.tenant.unwrap_or(0);
+            let own = who.tenant.unwrap_or(TenantId(0));
             match asked {
                 Some(other) if other != own => Err(AuditRefusal::OtherStore),
                 _ => Ok(AuditScope::Store(own)),
@@ -116,18 +117,22 @@ pub fn operates_platform(who: &Principal) -> bool {
 mod tests {
     use super::*;
 
-    const STORE: u128 = 10;
-    const OTHER: u128 = 20;
-    const BUYER: u128 = 1;
+    const STORE: TenantId = TenantId(10);
+    const OTHER: TenantId = TenantId(20);
+    const BUYER: UserId = UserId(1);
 
-    fn who(role: Role, user: u128, tenant: Option<u128>) -> Principal {
-        Principal { user, role, tenant }
+    fn who(role: Role, user: u128, tenant: Option<TenantId>) -> Principal {
+        Principal {
+            user: UserId(user),
+            role,
+            tenant,
+        }
     }
 
     /// Every kind of principal, named for the table.
     fn cast() -> Vec<(&'static str, Principal)> {
         vec![
-            ("the buyer", who(Role::Buyer, BUYER, None)),
+            ("the buyer", who(Role::Buyer, BUYER.0, None)),
             ("another shopper", who(Role::Buyer, 2, None)),
             ("the store's admin", who(Role::SellerAdmin, 3, Some(STORE))),
             ("the store's staff", who(Role::SellerStaff, 4, Some(STORE))),
@@ -215,7 +220,7 @@ mod tests {
             Some(OrderView::PartOf(OTHER))
         );
         // A seller who also bought the order sees it whole, as its buyer.
-        let buying_seller = who(Role::SellerAdmin, BUYER, Some(OTHER));
+        let buying_seller = who(Role::SellerAdmin, BUYER.0, Some(OTHER));
         assert_eq!(
             order_view(&buying_seller, BUYER, [STORE].into_iter()),
             Some(OrderView::Whole)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ids::{InvalidField, SkuCode, SkuId, TenantId};
+use super::ids::{InvalidField, SkuCode, SkuId, TenantKey};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 5_000;
@@ -116,7 +116,7 @@ impl ValidProduct {
     pub fn into_product(
         self,
         id: u128,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         sku_ids: &[SkuId],
         default_low_stock_threshold: u64,
         created_at_ms: u64,

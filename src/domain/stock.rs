@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::ids::{BuyerId, IdempotencyKey, SkuId, WarehouseId};
+use super::ids::{BuyerId, DropId, IdempotencyKey, SkuId, WarehouseId};
 
 /// Bounds on one ledger's memory and on the values it accepts.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub enum ReleaseReason {
 /// units one buyer may hold or have bought in the drop.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DropGate {
-    pub drop: u128,
+    pub drop: DropId,
     pub starts_at_ms: u64,
     pub ends_at_ms: u64,
     /// Units one buyer may hold or have bought in the drop; 0 = no limit.
@@ -121,7 +121,7 @@ pub enum StockEvent {
     /// per-buyer count; the same one again changes nothing).
     DropAttached(DropGate),
     /// The drop was cancelled: the SKU stays closed until another drop takes it.
-    DropCancelled { drop: u128 },
+    DropCancelled { drop: DropId },
 }
 
 /// Typed refusals; `http/error.rs` maps each to a status and a stable code.
@@ -156,7 +156,7 @@ pub enum StockError {
     #[error("a shopper may hold at most {limit} units of this SKU at once; {held} are held")]
     HoldLimitExceeded { limit: u64, held: u64 },
     #[error("the drop of this SKU is not live")]
-    DropNotLive { drop: u128, why: NotLive },
+    DropNotLive { drop: DropId, why: NotLive },
     #[error(
         "a buyer may take at most {limit} units in this drop; {used} are already held or bought"
     )]
@@ -250,7 +250,7 @@ struct Held {
     created_at_ms: u64,
     expires_at_ms: u64,
     /// The drop whose per-buyer count holds these units (0: none).
-    in_drop: u128,
+    in_drop: DropId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -394,7 +394,7 @@ impl StockLedger {
     }
 
     /// Units `buyer` holds or bought through drop `drop` in this SKU.
-    pub fn drop_usage(&self, drop: u128, buyer: &str) -> u64 {
+    pub fn drop_usage(&self, drop: DropId, buyer: &str) -> u64 {
         match &self.gate {
             Some(gate) if gate.drop == drop => self.drop_usage.get(buyer).copied().unwrap_or(0),
             _ => 0,
@@ -593,7 +593,11 @@ impl StockLedger {
     }
 
     /// The drop was cancelled: this SKU stops selling through it.
-    pub fn cancel_drop(&mut self, drop: u128, out: &mut Vec<StockEvent>) -> Result<(), StockError> {
+    pub fn cancel_drop(
+        &mut self,
+        drop: DropId,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<(), StockError> {
         match &self.gate {
             Some(gate) if gate.drop == drop && !gate.cancelled => {
                 self.emit(StockEvent::DropCancelled { drop }, out)
@@ -963,7 +967,7 @@ impl StockLedger {
                             .or_insert(0) += quantity_units;
                         gate.drop
                     }
-                    None => 0,
+                    None => DropId(0),
                 };
                 self.open.insert(
                     *seq,
@@ -1046,7 +1050,7 @@ impl StockLedger {
             }
             StockEvent::DropCancelled { drop } => match &mut self.gate {
                 Some(gate) if gate.drop == *drop => gate.cancelled = true,
-                _ => return Err(violation(format!("cancel of drop {drop} not attached"))),
+                _ => return Err(violation(format!("cancel of drop {} not attached", drop.0))),
             },
         }
         Ok(())
@@ -1054,7 +1058,7 @@ impl StockLedger {
 
     /// A released reservation gives its units back to its buyer's drop allowance.
     fn uncount(&mut self, held: &Held) {
-        if held.in_drop == 0 || self.gate.as_ref().is_none_or(|g| g.drop != held.in_drop) {
+        if held.in_drop == DropId(0) || self.gate.as_ref().is_none_or(|g| g.drop != held.in_drop) {
             return;
         }
         if let Some(used) = self.drop_usage.get_mut(held.buyer.as_str()) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::ids::{BuyerId, IdempotencyKey, SkuId, WarehouseId};
+use super::ids::{BuyerId, DropId, IdempotencyKey, SkuId, WarehouseId};
 use super::stock::*;
 
 const WAREHOUSES: [&str; 3] = ["east", "main", "west"];
@@ -559,7 +559,7 @@ fn gated(limit: u32) -> (StockLedger, Vec<StockEvent>) {
     ledger
         .attach_drop(
             DropGate {
-                drop: 7,
+                drop: DropId(7),
                 starts_at_ms: 1_000,
                 ends_at_ms: 5_000,
                 per_buyer_limit: limit,
@@ -588,7 +588,7 @@ fn a_drop_sku_sells_only_inside_its_window() {
     assert!(matches!(
         early,
         Err(StockError::DropNotLive {
-            drop: 7,
+            drop: DropId(7),
             why: NotLive::NotStarted {
                 starts_at_ms: 1_000
             }
@@ -602,7 +602,7 @@ fn a_drop_sku_sells_only_inside_its_window() {
             ..
         })
     ));
-    ledger.cancel_drop(7, &mut events).unwrap();
+    ledger.cancel_drop(DropId(7), &mut events).unwrap();
     assert!(matches!(
         ledger.reserve(one("ana", 1), 2_000, &mut events),
         Err(StockError::DropNotLive {
@@ -631,14 +631,22 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
     ledger
         .commit(first.receipt.seq, &ana, 1_100, &mut events)
         .unwrap();
-    assert_eq!(ledger.drop_usage(7, "ana"), 3, "sold units still count");
+    assert_eq!(
+        ledger.drop_usage(DropId(7), "ana"),
+        3,
+        "sold units still count"
+    );
     ledger
         .release(second.receipt.seq, &ana, 1_200, &mut events)
         .unwrap();
-    assert_eq!(ledger.drop_usage(7, "ana"), 2, "released units come back");
+    assert_eq!(
+        ledger.drop_usage(DropId(7), "ana"),
+        2,
+        "released units come back"
+    );
     ledger.reserve(one("ana", 1), 1_300, &mut events).unwrap();
     ledger.expire_due(2_300, &mut events).unwrap();
-    assert_eq!(ledger.drop_usage(7, "ana"), 2, "so do expired ones");
+    assert_eq!(ledger.drop_usage(DropId(7), "ana"), 2, "so do expired ones");
     assert!(ledger.reserve(one("bo", 3), 2_400, &mut events).is_ok());
 
     // Replay and snapshots give the same ledger, counts included.
@@ -648,7 +656,7 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
     }
     assert_eq!(replayed, ledger);
     let restored = StockLedger::restore(ledger.snapshot(), LedgerLimits::default()).unwrap();
-    assert_eq!(restored.drop_usage(7, "ana"), 2);
+    assert_eq!(restored.drop_usage(DropId(7), "ana"), 2);
     assert_eq!(restored, ledger);
 
     // A new drop starts a fresh count; attaching the same one again is a no-op.
@@ -660,7 +668,7 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
     ledger
         .attach_drop(
             DropGate {
-                drop: 8,
+                drop: DropId(8),
                 starts_at_ms: 0,
                 ends_at_ms: 9_000,
                 per_buyer_limit: 3,
@@ -669,8 +677,12 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
             &mut more,
         )
         .unwrap();
-    assert_eq!(ledger.drop_usage(8, "ana"), 0);
-    assert_eq!(ledger.drop_usage(7, "ana"), 0, "the old drop is gone");
+    assert_eq!(ledger.drop_usage(DropId(8), "ana"), 0);
+    assert_eq!(
+        ledger.drop_usage(DropId(7), "ana"),
+        0,
+        "the old drop is gone"
+    );
 }
 
 fn stocked(units: u64) -> (StockLedger, Vec<StockEvent>) {

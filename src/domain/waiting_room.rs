@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::drop::WaitingRoomSpec;
+use super::ids::UserId;
 
 /// Where a shopper stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +56,11 @@ pub struct WaitingRoom {
     tokens: f64,
     refilled_at_ms: u64,
     /// Tickets waiting, oldest first: (ticket, buyer).
-    line: VecDeque<(u64, u128)>,
+    line: VecDeque<(u64, UserId)>,
     /// Every buyer with a ticket, and where they stand.
-    tickets: HashMap<u128, (u64, Slot)>,
+    tickets: HashMap<UserId, (u64, Slot)>,
     /// Admissions in ticket order, for expiry: (pass expiry, buyer).
-    passes: VecDeque<(u64, u128)>,
+    passes: VecDeque<(u64, UserId)>,
     next_ticket: u64,
     /// The ticket at the head of the line went out after this many admissions.
     admitted_through: u64,
@@ -97,7 +98,7 @@ impl WaitingRoom {
     /// while the rate allows is admitted at once; before, everyone waits.
     pub fn join(
         &mut self,
-        buyer: u128,
+        buyer: UserId,
         admitting: bool,
         now_ms: u64,
     ) -> Result<Standing, QueueError> {
@@ -136,7 +137,7 @@ impl WaitingRoom {
     }
 
     /// Where `buyer` stands, if they hold a ticket.
-    pub fn standing(&self, buyer: u128, _now_ms: u64) -> Option<Standing> {
+    pub fn standing(&self, buyer: UserId, _now_ms: u64) -> Option<Standing> {
         let (ticket, slot) = *self.tickets.get(&buyer)?;
         Some(match slot {
             Slot::Waiting => self.waiting(ticket),
@@ -149,7 +150,7 @@ impl WaitingRoom {
     }
 
     /// Whether `buyer` holds a pass valid at `now_ms`.
-    pub fn admitted(&self, buyer: u128, now_ms: u64) -> bool {
+    pub fn admitted(&self, buyer: UserId, now_ms: u64) -> bool {
         matches!(
             self.tickets.get(&buyer),
             Some((_, Slot::Admitted { pass_expires_at_ms })) if *pass_expires_at_ms > now_ms
@@ -158,7 +159,7 @@ impl WaitingRoom {
 
     /// Admits from the head of the line as the rate allows and forgets expired
     /// passes. Returns the buyers admitted now, in ticket order.
-    pub fn advance(&mut self, now_ms: u64) -> Vec<(u128, Standing)> {
+    pub fn advance(&mut self, now_ms: u64) -> Vec<(UserId, Standing)> {
         let mut admitted = Vec::new();
         while let Some(&(expires, buyer)) = self.passes.front() {
             if expires > now_ms {
@@ -185,7 +186,7 @@ impl WaitingRoom {
     }
 
     /// Spends one admission on `ticket`: its buyer gets a pass.
-    fn admit(&mut self, ticket: u64, buyer: u128, now_ms: u64) -> Standing {
+    fn admit(&mut self, ticket: u64, buyer: UserId, now_ms: u64) -> Standing {
         self.tokens -= 1.0;
         self.admitted_through = ticket;
         let pass_expires_at_ms = self.pass_expiry(now_ms);
@@ -200,7 +201,7 @@ impl WaitingRoom {
 
     /// The drop sold out or ended: nobody else is admitted, and everyone still
     /// waiting is told at once (returned in ticket order).
-    pub fn close(&mut self, reason: CloseReason) -> Vec<(u128, Standing)> {
+    pub fn close(&mut self, reason: CloseReason) -> Vec<(UserId, Standing)> {
         self.closed = Some(reason);
         self.line
             .drain(..)
@@ -244,21 +245,21 @@ mod tests {
     fn shoppers_past_the_rate_wait_and_are_admitted_in_arrival_order() {
         let mut room = WaitingRoom::new(SPEC, 0);
         assert!(matches!(
-            room.join(1, true, 0),
+            room.join(UserId(1), true, 0),
             Ok(Standing::Admitted { ticket: 1, .. })
         ));
         assert!(matches!(
-            room.join(2, true, 0),
+            room.join(UserId(2), true, 0),
             Ok(Standing::Admitted { ticket: 2, .. })
         ));
         for buyer in 3..=8 {
             assert!(matches!(
-                room.join(buyer, true, 0),
+                room.join(UserId(buyer), true, 0),
                 Ok(Standing::Waiting { .. })
             ));
         }
         assert_eq!(
-            room.standing(5, 0),
+            room.standing(UserId(5), 0),
             Some(Standing::Waiting {
                 ticket: 5,
                 position: 3,
@@ -267,11 +268,11 @@ mod tests {
         );
         let mut order = Vec::new();
         for second in 1..=3 {
-            order.extend(room.advance(second * 1000).into_iter().map(|(b, _)| b));
+            order.extend(room.advance(second * 1000).into_iter().map(|(b, _)| b.0));
         }
         assert_eq!(order, [3, 4, 5, 6, 7, 8]);
-        assert!(room.admitted(8, 3_000));
-        assert!(!room.admitted(8, 63_000), "the pass expires");
+        assert!(room.admitted(UserId(8), 3_000));
+        assert!(!room.admitted(UserId(8), 63_000), "the pass expires");
         room.advance(63_000);
         assert_eq!(room.tickets_count(), 0, "expired passes are forgotten");
     }
@@ -279,10 +280,10 @@ mod tests {
     #[test]
     fn joining_twice_keeps_the_ticket() {
         let mut room = WaitingRoom::new(SPEC, 0);
-        room.join(1, true, 0).unwrap();
-        room.join(2, true, 0).unwrap();
-        let first = room.join(3, true, 0).unwrap();
-        assert_eq!(room.join(3, true, 10).unwrap(), first);
+        room.join(UserId(1), true, 0).unwrap();
+        room.join(UserId(2), true, 0).unwrap();
+        let first = room.join(UserId(3), true, 0).unwrap();
+        assert_eq!(room.join(UserId(3), true, 10).unwrap(), first);
         assert_eq!(room.waiting_count(), 1);
     }
 
@@ -290,18 +291,21 @@ mod tests {
     fn selling_out_tells_everyone_waiting_at_once() {
         let mut room = WaitingRoom::new(SPEC, 0);
         for buyer in 1..=5 {
-            room.join(buyer, true, 0).unwrap();
+            room.join(UserId(buyer), true, 0).unwrap();
         }
         let told = room.close(CloseReason::SoldOut);
-        assert_eq!(told.iter().map(|(b, _)| *b).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(told.iter().map(|(b, _)| b.0).collect::<Vec<_>>(), [3, 4, 5]);
         assert!(room.advance(10_000).is_empty());
         assert_eq!(
-            room.join(9, true, 10_000),
+            room.join(UserId(9), true, 10_000),
             Err(QueueError::NotOpen(CloseReason::SoldOut))
         );
-        assert!(matches!(room.standing(4, 0), Some(Standing::Closed { .. })));
+        assert!(matches!(
+            room.standing(UserId(4), 0),
+            Some(Standing::Closed { .. })
+        ));
         room.reopen();
-        assert!(room.join(9, true, 10_000).is_ok());
+        assert!(room.join(UserId(9), true, 10_000).is_ok());
     }
 
     #[test]
@@ -312,10 +316,10 @@ mod tests {
             capacity: 3,
         };
         let mut room = WaitingRoom::new(spec, 0);
-        room.join(0, true, 0).unwrap();
+        room.join(UserId(0), true, 0).unwrap();
         for buyer in 1..=3 {
-            room.join(buyer, true, 0).unwrap();
+            room.join(UserId(buyer), true, 0).unwrap();
         }
-        assert_eq!(room.join(4, true, 0), Err(QueueError::Full));
+        assert_eq!(room.join(UserId(4), true, 0), Err(QueueError::Full));
     }
 }

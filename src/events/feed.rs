@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use tokio::sync::broadcast;
 
 use crate::domain::drop::DropState;
-use crate::domain::SkuId;
+use crate::domain::{DropId, SkuId, TenantId};
 
 /// What a committed change means to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,8 @@ pub enum FeedBody {
     Stock { sku: SkuId, available: u64 },
     /// A drop moved to `state`.
     Drop {
-        id: u128,
-        tenant: u128,
+        id: DropId,
+        tenant: TenantId,
         state: DropState,
     },
 }

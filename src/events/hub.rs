@@ -19,7 +19,7 @@ use crate::actors::registry::Registry;
 use crate::actors::sku::SkuCommand;
 use crate::domain::drop::DropState;
 use crate::domain::identity::id_text;
-use crate::domain::SkuId;
+use crate::domain::{DropId, SkuId, TenantId, UserId};
 use crate::services::identity::DirectoryService;
 
 use super::feed::{now_us, FeedBatch, FeedBody, Watched};
@@ -28,7 +28,7 @@ use super::feed::{now_us, FeedBatch, FeedBody, Watched};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     Sku(SkuId),
-    Drop(u128),
+    Drop(DropId),
     /// Every drop announcement.
     Drops,
     /// The caller's own orders.
@@ -59,7 +59,7 @@ struct Pending {
 /// What one connection is owed, and how to wake its writer.
 pub struct Outbox {
     pub id: u64,
-    user: Mutex<Option<u128>>,
+    user: Mutex<Option<UserId>>,
     pending: Mutex<Pending>,
     wake: Notify,
     /// Set when the hub gives up on the connection, with the reason to send.
@@ -81,7 +81,7 @@ impl Outbox {
         }
     }
 
-    pub fn user(&self) -> Option<u128> {
+    pub fn user(&self) -> Option<UserId> {
         *self.user.lock()
     }
 
@@ -173,7 +173,7 @@ pub struct Hub {
     connections: AtomicUsize,
     subscribers: RwLock<HashMap<Topic, HashMap<u64, Arc<Outbox>>>>,
     /// Signed-in connections by account, for followers, queues and orders.
-    users: RwLock<HashMap<u128, HashMap<u64, Arc<Outbox>>>>,
+    users: RwLock<HashMap<UserId, HashMap<u64, Arc<Outbox>>>>,
     /// The latest stock frame of each watched SKU, for newcomers (`None`:
     /// asked of its actor, not yet heard).
     latest: Mutex<HashMap<SkuId, Option<(u64, Frame)>>>,
@@ -295,7 +295,7 @@ impl Hub {
     }
 
     /// Binds a connection to a signed-in account (for `orders`, queues and follows).
-    pub fn sign_in(&self, outbox: &Arc<Outbox>, user: u128) {
+    pub fn sign_in(&self, outbox: &Arc<Outbox>, user: UserId) {
         let previous = outbox.user.lock().replace(user);
         let mut users = self.users.write();
         if let Some(previous) = previous.filter(|p| *p != user) {
@@ -368,7 +368,7 @@ impl Hub {
     }
 
     /// Queues a message for every connection of these accounts.
-    pub fn tell_users(&self, users: &[u128], frame: &Frame) {
+    pub fn tell_users(&self, users: &[UserId], frame: &Frame) {
         let targets: Vec<Arc<Outbox>> = {
             let map = self.users.read();
             users
@@ -496,7 +496,7 @@ impl Hub {
 
     /// A drop moved: its watchers, every `drops` watcher and every connected
     /// follower of its creator hear it once.
-    fn announce(&self, id: u128, tenant: u128, state: DropState, seq: u64, at_us: u64) {
+    fn announce(&self, id: DropId, tenant: TenantId, state: DropState, seq: u64, at_us: u64) {
         let frame = Frame::from(
             json!({
                 "type": "drop",

@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::domain::TenantId;
 use crate::persistence::{JobQueue, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -52,7 +53,8 @@ pub struct Job {
     pub target: String,
     /// order.placed, order.paid, order.shipped, order.delivered, order.refunded
     pub event: String,
-    /// Webhooks: the store whose key signs it.
+    /// Webhooks: the store whose key signs it (its `TenantId`'s number: the
+    /// queue stores jobs as JSON, and this is how they were written).
     pub tenant: Option<u128>,
     pub subject: String,
     pub body: String,
@@ -62,7 +64,7 @@ pub struct Job {
 }
 
 /// A store's webhook signing key: HMAC-SHA256(signing_secret, store id), hex.
-pub fn store_key(signing_secret: &str, tenant: u128) -> String {
+pub fn store_key(signing_secret: &str, tenant: TenantId) -> String {
     let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(signing_secret.as_bytes())
         .expect("HMAC takes keys of any length");
     mac.update(crate::domain::identity::id_text(tenant).as_bytes());
@@ -127,7 +129,7 @@ impl Notifier {
         channel: Channel,
         target: String,
         event: &str,
-        tenant: Option<u128>,
+        tenant: Option<TenantId>,
         subject: String,
         body: String,
     ) {
@@ -148,7 +150,7 @@ impl Notifier {
             channel,
             target,
             event: event.to_owned(),
-            tenant,
+            tenant: tenant.map(u128::from),
             subject,
             body,
             attempts: 0,
@@ -284,7 +286,10 @@ impl Notifier {
                 if let Err(refusal) = self.outbound.check_target(&job.target) {
                     return Err(Failure::Refused(format!("refused: {refusal}")));
                 }
-                let key = store_key(&self.settings.signing_secret, job.tenant.unwrap_or(0));
+                let key = store_key(
+                    &self.settings.signing_secret,
+                    TenantId(job.tenant.unwrap_or(0)),
+                );
                 let signature = crate::payments::signature::sign(
                     key.as_bytes(),
                     now_ms() / 1000,
@@ -380,7 +385,7 @@ mod tests {
             Channel::Webhook,
             "http://x".into(),
             "order.paid",
-            Some(1),
+            Some(TenantId(1)),
             String::new(),
             "{}".into(),
         );

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use crate::config::AdmissionConfig;
 use crate::domain::limiter::{KeyedLimiter, Rate, Verdict, Window};
+use crate::domain::{TenantId, UserId};
 
 use super::error::{ApiError, ErrorKind};
 
@@ -23,9 +24,9 @@ const SHARDS: usize = 16;
 
 pub struct AdmissionControl {
     config: AdmissionConfig,
-    buyers: Vec<Mutex<KeyedLimiter<u128>>>,
+    buyers: Vec<Mutex<KeyedLimiter<UserId>>>,
     /// Per store (account id of the store), this second's shopper requests.
-    stores: DashMap<u128, Window>,
+    stores: DashMap<TenantId, Window>,
     in_flight: AtomicUsize,
 }
 
@@ -55,8 +56,8 @@ impl AdmissionControl {
     }
 
     /// Spends one of `buyer`'s tokens; answers how many are left.
-    pub fn charge_buyer(&self, buyer: u128, now_ms: u64) -> Result<u32, ApiError> {
-        let shard = (buyer as usize ^ (buyer >> 64) as usize) % SHARDS;
+    pub fn charge_buyer(&self, buyer: UserId, now_ms: u64) -> Result<u32, ApiError> {
+        let shard = (buyer.0 as usize ^ (buyer.0 >> 64) as usize) % SHARDS;
         match self.buyers[shard].lock().take(buyer, now_ms) {
             Verdict::Allowed { remaining } => Ok(remaining),
             Verdict::Limited { retry_after_ms } => {
@@ -71,7 +72,7 @@ impl AdmissionControl {
     /// `requests_per_minute` times `admission.tenant_shopper_multiplier`.
     pub fn charge_store(
         &self,
-        store: u128,
+        store: TenantId,
         plan_requests_per_minute: u32,
         now_ms: u64,
     ) -> Result<(), ApiError> {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
-use crate::domain::identity::{id_text, parse_id, AuditEntry};
-use crate::domain::InvalidField;
+use crate::domain::identity::{id_text, AuditEntry};
+use crate::domain::{InvalidField, TenantId, UserId};
 use crate::services::identity::AuditFilter;
 
 use super::error::{ApiError, ErrorKind, Problem};
@@ -136,7 +136,7 @@ pub async fn list_audit(
     let query = query.into_inner();
     let asked_tenant = match &query.tenant {
         Some(raw) => Some(
-            parse_id(raw)
+            TenantId::parse(raw)
                 .ok_or_else(|| ApiError::new(ErrorKind::TenantNotFound, "no such store"))?,
         ),
         None => None,
@@ -155,9 +155,9 @@ pub async fn list_audit(
         }
     };
     let actor = match &query.actor {
-        Some(raw) => {
-            Some(parse_id(raw).ok_or_else(|| InvalidField::new("actor", "is not an account id"))?)
-        }
+        Some(raw) => Some(
+            UserId::parse(raw).ok_or_else(|| InvalidField::new("actor", "is not an account id"))?,
+        ),
         None => None,
     };
     let cursor = match &query.cursor {

@@ -103,7 +103,7 @@ fn owner_of(
 ) -> Result<(u128, bool), ApiError> {
     let token = cart_token(req)?;
     if let Some(caller) = &caller.0 {
-        return Ok((caller.user, false));
+        return Ok((caller.user.0, false));
     }
     match token {
         Some(id) => Ok((id, true)),
@@ -344,7 +344,7 @@ pub async fn checkout(
         idempotency,
         merge,
     });
-    match engine.0.carts().apply(caller_id, false, op).await? {
+    match engine.0.carts().apply(caller_id.0, false, op).await? {
         CartReply::Placed(order) => placed(orders, &req, &state, *order, false).await,
         CartReply::Cart(_) => Err(ApiError::new(
             ErrorKind::Internal,

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::actors::drops::standing_json;
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
 use crate::domain::drop::{DropLimits, FlashDrop, NewDrop, WaitingRoomSpec};
-use crate::domain::identity::{id_text, parse_id};
-use crate::domain::InvalidField;
+use crate::domain::identity::id_text;
+use crate::domain::{DropId, InvalidField};
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
 
@@ -161,8 +161,8 @@ pub struct StandingBody {
     pub pass_expires_at: Option<String>,
 }
 
-fn drop_id(raw: &str) -> Result<u128, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))
+fn drop_id(raw: &str) -> Result<DropId, ApiError> {
+    DropId::parse(raw).ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))
 }
 
 fn time_field(field: &'static str, raw: &str) -> Result<u64, InvalidField> {
@@ -290,9 +290,9 @@ pub async fn upcoming(engine: Live, query: Query<UpcomingQuery>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(DropPageBody { items, next_cursor }))
 }
 
-fn parse_cursor(cursor: &str) -> Option<(u64, u128)> {
+fn parse_cursor(cursor: &str) -> Option<(u64, DropId)> {
     let (at, id) = cursor.split_once('.')?;
-    Some((at.parse().ok()?, parse_id(id)?))
+    Some((at.parse().ok()?, DropId::parse(id)?))
 }
 
 /// A drop, its state and history.
@@ -358,7 +358,7 @@ pub async fn cancel_drop(
     Ok(HttpResponse::Ok().json(DropBody::new(&drop, 0)))
 }
 
-fn standing_body(drop: u128, value: Value) -> StandingBody {
+fn standing_body(drop: DropId, value: Value) -> StandingBody {
     StandingBody {
         drop_id: id_text(drop),
         state: value["state"].as_str().unwrap_or_default().to_owned(),

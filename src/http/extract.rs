@@ -18,8 +18,7 @@ use actix_web::HttpMessage;
 use crate::app::Node;
 use crate::auth::{Caller, TokenError};
 use crate::config::Config;
-use crate::domain::identity::id_text;
-use crate::domain::{BuyerId, IdempotencyKey, TenantId};
+use crate::domain::{BuyerId, IdempotencyKey, TenantId, TenantKey};
 
 use super::error::{ApiError, ErrorKind};
 
@@ -193,8 +192,9 @@ impl FromRequest for Shopper {
 /// plan quota of requests per minute.
 pub struct Seller {
     pub caller: Caller,
-    pub tenant: u128,
-    pub tenant_id: TenantId,
+    pub tenant: TenantId,
+    /// The store as its products and SKUs name their owner.
+    pub tenant_key: TenantKey,
 }
 
 impl FromRequest for Seller {
@@ -213,12 +213,10 @@ impl FromRequest for Seller {
                 }
             };
             engine.directory().charge_tenant_request(tenant)?;
-            let tenant_id = TenantId::parse(&id_text(tenant))
-                .map_err(|_| unauthenticated("the access token is not valid"))?;
             Ok(Seller {
                 caller,
                 tenant,
-                tenant_id,
+                tenant_key: TenantKey::of_store(tenant),
             })
         }))
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::identity::id_text;
-use crate::domain::InvalidField;
+use crate::domain::{InvalidField, TenantId};
 use crate::events::notify::{Channel, Job};
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
@@ -146,7 +146,7 @@ pub async fn retry(
             "notification.retry",
             format!("notification:{id}"),
         )
-        .tenant(job.tenant)
+        .tenant(job.tenant.map(TenantId))
         .after(
             serde_json::json!({"event": job.event, "channel": NotificationBody::new(&job).channel})
                 .to_string(),

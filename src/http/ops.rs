@@ -7,7 +7,7 @@ use serde_json::json;
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Authenticated, Correlation, Live};
 use super::stock::sku_code;
-use crate::domain::identity::parse_id;
+use crate::domain::TenantId;
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
 
@@ -89,7 +89,7 @@ pub async fn restart_sku(
             "sku.restart",
             format!("sku:{}", info.code()),
         )
-        .tenant(parse_id(info.tenant()))
+        .tenant(TenantId::parse(info.tenant()))
         .before(summary(&before))
         .after(summary(&after))
         .correlation(correlation.0)])

@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use crate::actors::orders::{ItemRequest, OrderDraft, Orders};
 use crate::auth::Caller;
 use crate::clock::rfc3339_ms;
-use crate::domain::identity::{id_text, parse_id};
+use crate::domain::identity::id_text;
 use crate::domain::order::{status_text, Order, OrderState};
 use crate::domain::policy::{self, OrderView};
-use crate::domain::{stable_hash, InvalidField, ReservationId, SkuCode, SkuId};
+use crate::domain::{stable_hash, InvalidField, OrderId, ReservationId, SkuCode, SkuId, TenantId};
 use crate::payments::signature;
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
@@ -146,8 +146,8 @@ fn json_name<T: Serialize>(value: &T) -> String {
 
 impl OrderBody {
     /// The order as `seller` sees it (its own part only), or whole (`None`).
-    pub fn new(order: &Order, seller: Option<u128>) -> Self {
-        let mine = |s: u128| seller.is_none_or(|me| me == s);
+    pub fn new(order: &Order, seller: Option<TenantId>) -> Self {
+        let mine = |s: TenantId| seller.is_none_or(|me| me == s);
         Self {
             order_id: id_text(order.id),
             buyer_id: id_text(order.buyer),
@@ -219,8 +219,8 @@ impl OrderBody {
     }
 }
 
-fn order_id(raw: &str) -> Result<u128, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::new(ErrorKind::OrderNotFound, "no such order"))
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).ok_or_else(|| ApiError::new(ErrorKind::OrderNotFound, "no such order"))
 }
 
 /// `Prefer: wait=N` (RFC 7240): wait up to N seconds for the saga to settle.
@@ -464,7 +464,7 @@ pub async fn list_orders(
     let before = match &query.cursor {
         None => None,
         Some(raw) => {
-            Some(parse_id(raw).ok_or_else(|| InvalidField::new("cursor", "not a cursor"))?)
+            Some(OrderId::parse(raw).ok_or_else(|| InvalidField::new("cursor", "not a cursor"))?)
         }
     };
     let caller = caller.0;
@@ -497,7 +497,7 @@ async fn buyer_action<F, Fut>(
     engine: &Live,
     shopper: &Shopper,
     correlation: Correlation,
-    id: u128,
+    id: OrderId,
     action: &'static str,
     act: F,
 ) -> Result<HttpResponse, ApiError>

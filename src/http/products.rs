@@ -184,7 +184,7 @@ pub async fn create_product(
     let product = engine
         .0
         .catalog()
-        .create_product(&seller.tenant_id, valid, max_products)
+        .create_product(&seller.tenant_key, valid, max_products)
         .await?;
     directory
         .audit(vec![AuditDraft::new(

@@ -12,7 +12,7 @@ use crate::clock::rfc3339_ms;
 use crate::domain::stock::{
     CommitOutcome, Receipt, ReleaseOutcome, ReservationState, ReservationView, ReserveCmd,
 };
-use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId};
+use crate::domain::{stable_hash, InvalidField, ReservationId, SkuId, TenantId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, IdempotencyHeader, Live, Seller, Shopper};
@@ -20,7 +20,6 @@ use super::input::{Json, Query};
 use super::stock::sku_code;
 use super::tenants::page_limit;
 use crate::auth::Caller;
-use crate::domain::identity::parse_id;
 use crate::domain::policy;
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
@@ -153,7 +152,7 @@ pub async fn reserve(
     let now_ms = engine.0.clock().now_ms();
     let remaining = state.admission.charge_buyer(shopper.caller.user, now_ms)?;
     let info = engine.0.inventory().sku(&code)?;
-    if let Some(store) = parse_id(info.tenant()) {
+    if let Some(store) = TenantId::parse(info.tenant()) {
         if let Some(rpm) = engine.0.directory().plan_requests_per_minute(store) {
             state.admission.charge_store(store, rpm, now_ms)?;
         }
@@ -212,7 +211,7 @@ pub async fn get_reservation(
         .0
         .inventory()
         .sku_info(id.sku)
-        .and_then(|info| parse_id(info.tenant()));
+        .and_then(|info| TenantId::parse(info.tenant()));
     let who = caller.principal();
     let sees_all =
         who.is_platform_admin() || store.is_some_and(|s| policy::sees_every_hold(&who, s));
@@ -223,13 +222,13 @@ pub async fn get_reservation(
 }
 
 /// The reservation's store when the caller sells for it.
-fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantId> {
+fn sells(engine: &Live, caller: &Caller, id: ReservationId) -> Option<crate::domain::TenantKey> {
     let info = engine.0.inventory().sku_info(id.sku)?;
-    let store = parse_id(info.tenant())?;
+    let store = TenantId::parse(info.tenant())?;
     if !policy::sells_for(&caller.principal(), store) {
         return None;
     }
-    crate::domain::TenantId::parse(info.tenant()).ok()
+    crate::domain::TenantKey::parse(info.tenant()).ok()
 }
 
 /// Audits what a seller did to a shopper's hold.
@@ -400,7 +399,7 @@ pub async fn list_holds(
     let (info, holds) = engine
         .0
         .inventory()
-        .holds_of(&code, &seller.tenant_id, after, limit + 1)
+        .holds_of(&code, &seller.tenant_key, after, limit + 1)
         .await?;
     let more = holds.len() > limit;
     let next_cursor = more

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::identity::{id_text, parse_id};
-use crate::domain::InvalidField;
+use crate::domain::{InvalidField, TenantId};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};
@@ -29,8 +29,8 @@ pub struct CreatorProductsBody {
     pub next_cursor: Option<String>,
 }
 
-fn creator_id(raw: &str) -> Result<u128, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::new(ErrorKind::CreatorNotFound, "no such creator"))
+fn creator_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).ok_or_else(|| ApiError::new(ErrorKind::CreatorNotFound, "no such creator"))
 }
 
 /// Follow a creator (idempotent).

@@ -143,7 +143,7 @@ pub async fn set_stock(
         .inventory()
         .set_stock(
             &code,
-            &seller.tenant_id,
+            &seller.tenant_key,
             warehouses,
             body.low_stock_threshold,
         )
@@ -204,7 +204,13 @@ pub async fn adjust_stock(
     let (info, view) = engine
         .0
         .inventory()
-        .adjust_stock(&code, &seller.tenant_id, warehouse, body.delta, body.reason)
+        .adjust_stock(
+            &code,
+            &seller.tenant_key,
+            warehouse,
+            body.delta,
+            body.reason,
+        )
         .await?;
     audit_stock(
         &engine,

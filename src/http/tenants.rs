@@ -8,10 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::clock::rfc3339_ms;
 use crate::domain::identity::{
-    id_text, parse_id, Branding, Plan, Role, ShippingSettings, TaxSettings, Tenant, TenantPatch,
-    TenantStatus,
+    id_text, Branding, Plan, Role, ShippingSettings, TaxSettings, Tenant, TenantPatch, TenantStatus,
 };
-use crate::domain::InvalidField;
+use crate::domain::{InvalidField, TenantId, UserId};
 use crate::services::identity::IdentityError;
 use crate::services::identity::NewTenant;
 
@@ -263,8 +262,8 @@ pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn tenant_id(raw: &str) -> Result<u128, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::new(ErrorKind::TenantNotFound, "no such store"))
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).ok_or_else(|| ApiError::new(ErrorKind::TenantNotFound, "no such store"))
 }
 
 impl From<BrandingBody> for Branding {
@@ -360,7 +359,9 @@ pub async fn list_tenants(
     }
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
-        Some(c) => Some(parse_id(c).ok_or_else(|| InvalidField::new("cursor", "is not valid"))?),
+        Some(c) => {
+            Some(TenantId::parse(c).ok_or_else(|| InvalidField::new("cursor", "is not valid"))?)
+        }
         None => None,
     };
     let page = engine.0.directory().tenants_page(after, limit);
@@ -550,7 +551,7 @@ pub async fn remove_staff(
     let tenant = tenant_id(&tenant)?;
     let directory = engine.0.directory();
     directory.tenant_for(&caller.0, tenant)?;
-    let user = parse_id(&user).ok_or(IdentityError::NotFound(
+    let user = UserId::parse(&user).ok_or(IdentityError::NotFound(
         crate::services::identity::Missing::StaffMember,
     ))?;
     directory

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::Node;
-use crate::domain::identity::{id_text, parse_id};
-use crate::domain::SkuCode;
+use crate::domain::identity::id_text;
+use crate::domain::{DropId, SkuCode};
 use crate::events::hub::{hello_frame, Connection, Frame, Outbox, SubscribeError, Topic};
 
 use super::error::{ApiError, ErrorKind};
@@ -257,7 +257,7 @@ fn handle(engine: &Node, outbox: &Arc<Outbox>, request: Request) {
 }
 
 /// The current state of a drop, for a new watcher.
-fn drop_state_frame(id: u128, entry: &crate::actors::drops::DropEntry) -> Frame {
+fn drop_state_frame(id: DropId, entry: &crate::actors::drops::DropEntry) -> Frame {
     let view = entry.view();
     Frame::from(
         json!({"type": "drop", "id": id_text(id), "creator_id": id_text(view.spec.tenant),
@@ -273,7 +273,7 @@ fn topic(engine: &Node, raw: &str) -> Result<Topic, (&'static str, &'static str)
             .and_then(|code| engine.inventory().sku(&code).ok())
             .map(|info| Topic::Sku(info.id))
             .ok_or(("sku_not_found", "no such SKU")),
-        Some(("drop", id)) => parse_id(id)
+        Some(("drop", id)) => DropId::parse(id)
             .filter(|id| engine.drops().get(*id).is_some())
             .map(Topic::Drop)
             .ok_or(("drop_not_found", "no such drop")),

@@ -9,6 +9,7 @@ use std::hash::Hash;
 use crate::domain::cart::Cart;
 use crate::domain::drop::FlashDrop;
 use crate::domain::order::Order;
+use crate::domain::{DropId, OrderId};
 
 use super::record::{EntityKey, RecordBody, SnapshotBody};
 use super::store::{corrupt, Store, StoreError};
@@ -34,15 +35,15 @@ pub trait Recoverable: Clone + Sized {
 }
 
 impl Recoverable for Order {
-    type Id = u128;
+    type Id = OrderId;
     const KIND: &'static str = "order";
     fn prefix() -> &'static [u8] {
         EntityKey::kind_prefix_order()
     }
-    fn key(id: u128) -> EntityKey {
+    fn key(id: OrderId) -> EntityKey {
         EntityKey::Order(id)
     }
-    fn id(key: EntityKey) -> Option<u128> {
+    fn id(key: EntityKey) -> Option<OrderId> {
         match key {
             EntityKey::Order(id) => Some(id),
             _ => None,
@@ -98,15 +99,15 @@ impl Recoverable for Cart {
 }
 
 impl Recoverable for FlashDrop {
-    type Id = u128;
+    type Id = DropId;
     const KIND: &'static str = "drop";
     fn prefix() -> &'static [u8] {
         EntityKey::kind_prefix_drop()
     }
-    fn key(id: u128) -> EntityKey {
+    fn key(id: DropId) -> EntityKey {
         EntityKey::Drop(id)
     }
-    fn id(key: EntityKey) -> Option<u128> {
+    fn id(key: EntityKey) -> Option<DropId> {
         match key {
             EntityKey::Drop(id) => Some(id),
             _ => None,
@@ -290,7 +291,7 @@ mod tests {
             Some(Ok(true))
         ));
         assert!(carts
-            .apply(13, EntityKey::Order(7), cart_record(7, 4))
+            .apply(13, EntityKey::Order(OrderId(7)), cart_record(7, 4))
             .is_none());
         let found = carts.finish();
         assert_eq!(found.all[&7].updated_at_ms, 3);
@@ -300,7 +301,7 @@ mod tests {
     #[test]
     fn a_body_of_another_kind_is_corruption() {
         let mut orders = KindState::<Order>::default();
-        let applied = orders.apply(5, EntityKey::Order(1), cart_record(1, 1));
+        let applied = orders.apply(5, EntityKey::Order(OrderId(1)), cart_record(1, 1));
         assert!(matches!(applied, Some(Err(_))));
     }
 
@@ -317,7 +318,7 @@ mod tests {
         assert_eq!(carts.len(), 1);
         assert_eq!(carts.delete(21, key), Some(true));
         assert!(carts.is_empty());
-        assert_eq!(carts.delete(22, EntityKey::Drop(3)), None);
+        assert_eq!(carts.delete(22, EntityKey::Drop(DropId(3))), None);
         assert!(carts.finish().unsnapshotted.is_empty());
     }
 }

@@ -17,12 +17,13 @@ use sled::{CompareAndSwapError, Tree};
 use super::record::{EntityKey, SnapshotBody};
 use super::store::{corrupt, Store, StoreError};
 use crate::domain::order::Order;
+use crate::domain::{OrderId, TenantId, UserId};
 
-/// Which owner an order page is of.
+/// Whose orders a page is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderIndex {
-    Buyer,
-    Seller,
+    Buyer(UserId),
+    Seller(TenantId),
 }
 
 pub struct OrderArchive {
@@ -38,35 +39,36 @@ pub struct OrderArchive {
     key_ages: Tree,
 }
 
-fn age_key(placed_at_ms: u64, id: u128) -> [u8; 24] {
+fn age_key(placed_at_ms: u64, id: OrderId) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..8].copy_from_slice(&placed_at_ms.to_be_bytes());
-    key[8..].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&id.0.to_be_bytes());
     key
 }
 
-fn pair(owner: u128, id: u128) -> [u8; 32] {
+/// An index key: the owner (a buyer's or a seller's id), then the order id.
+fn pair(owner: u128, id: OrderId) -> [u8; 32] {
     let mut key = [0u8; 32];
     key[..16].copy_from_slice(&owner.to_be_bytes());
-    key[16..].copy_from_slice(&id.to_be_bytes());
+    key[16..].copy_from_slice(&id.0.to_be_bytes());
     key
 }
 
-fn key_of(buyer: u128, key: &str) -> Vec<u8> {
+fn key_of(buyer: UserId, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + key.len());
-    out.extend_from_slice(&buyer.to_be_bytes());
+    out.extend_from_slice(&buyer.0.to_be_bytes());
     out.extend_from_slice(key.as_bytes());
     out
 }
 
-fn claim_value(id: u128, fingerprint: u64) -> [u8; 24] {
+fn claim_value(id: OrderId, fingerprint: u64) -> [u8; 24] {
     let mut value = [0u8; 24];
-    value[..16].copy_from_slice(&id.to_be_bytes());
+    value[..16].copy_from_slice(&id.0.to_be_bytes());
     value[16..].copy_from_slice(&fingerprint.to_be_bytes());
     value
 }
 
-fn parse_claim(value: &[u8]) -> Result<(u128, u64), StoreError> {
+fn parse_claim(value: &[u8]) -> Result<(OrderId, u64), StoreError> {
     let id: [u8; 16] = value
         .get(..16)
         .and_then(|b| b.try_into().ok())
@@ -75,7 +77,10 @@ fn parse_claim(value: &[u8]) -> Result<(u128, u64), StoreError> {
         .get(16..24)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| corrupt("order key claim", "short"))?;
-    Ok((u128::from_be_bytes(id), u64::from_be_bytes(fingerprint)))
+    Ok((
+        OrderId(u128::from_be_bytes(id)),
+        u64::from_be_bytes(fingerprint),
+    ))
 }
 
 impl OrderArchive {
@@ -91,7 +96,7 @@ impl OrderArchive {
 
     /// The order's latest snapshot. An order that left memory has one: it
     /// leaves only once its last state is snapshotted.
-    pub fn load(&self, id: u128) -> Result<Option<Order>, StoreError> {
+    pub fn load(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
         match self.store.read_snapshot(EntityKey::Order(id))? {
             None => Ok(None),
             Some((_, SnapshotBody::Order(order))) => Ok(Some(order)),
@@ -101,9 +106,9 @@ impl OrderArchive {
 
     /// Files the order under its buyer and each of its sellers.
     pub fn index(&self, order: &Order) -> Result<(), StoreError> {
-        self.by_buyer.insert(pair(order.buyer, order.id), &[])?;
+        self.by_buyer.insert(pair(order.buyer.0, order.id), &[])?;
         for seller in order.sellers() {
-            self.by_seller.insert(pair(seller, order.id), &[])?;
+            self.by_seller.insert(pair(seller.0, order.id), &[])?;
         }
         Ok(())
     }
@@ -138,7 +143,7 @@ impl OrderArchive {
                 self.key_ages.remove(aged)?;
             }
         }
-        if self.by_buyer.contains_key(pair(order.buyer, order.id))? {
+        if self.by_buyer.contains_key(pair(order.buyer.0, order.id))? {
             return Ok(filed);
         }
         self.index(order)?;
@@ -149,12 +154,12 @@ impl OrderArchive {
     /// the order (and request fingerprint) that holds it already.
     pub fn claim_key(
         &self,
-        buyer: u128,
+        buyer: UserId,
         key: &str,
-        id: u128,
+        id: OrderId,
         fingerprint: u64,
         placed_at_ms: u64,
-    ) -> Result<Option<(u128, u64)>, StoreError> {
+    ) -> Result<Option<(OrderId, u64)>, StoreError> {
         let value = claim_value(id, fingerprint);
         let slot = key_of(buyer, key);
         match self
@@ -182,7 +187,7 @@ impl OrderArchive {
         let mut purged = 0;
         for item in self
             .key_ages
-            .range(..age_key(cutoff_ms.saturating_add(1), 0))
+            .range(..age_key(cutoff_ms.saturating_add(1), OrderId(0)))
             .take(max)
         {
             let (aged, slot) = item?;
@@ -190,7 +195,7 @@ impl OrderArchive {
                 .get(8..24)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("order key age", "short"))?;
-            self.forget_claim(&slot, u128::from_be_bytes(id))?;
+            self.forget_claim(&slot, OrderId(u128::from_be_bytes(id)))?;
             self.key_ages.remove(aged)?;
             purged += 1;
         }
@@ -198,7 +203,7 @@ impl OrderArchive {
     }
 
     /// Removes the claim of `slot` if order `id` holds it.
-    fn forget_claim(&self, slot: &[u8], id: u128) -> Result<(), StoreError> {
+    fn forget_claim(&self, slot: &[u8], id: OrderId) -> Result<(), StoreError> {
         if let Some(held) = self.keys.get(slot)? {
             if parse_claim(&held)?.0 == id {
                 let _ = self
@@ -210,28 +215,27 @@ impl OrderArchive {
     }
 
     /// The order (and request fingerprint) `buyer` placed with `key`.
-    pub fn claimed(&self, buyer: u128, key: &str) -> Result<Option<(u128, u64)>, StoreError> {
+    pub fn claimed(&self, buyer: UserId, key: &str) -> Result<Option<(OrderId, u64)>, StoreError> {
         self.keys
             .get(key_of(buyer, key))?
             .map(|v| parse_claim(&v))
             .transpose()
     }
 
-    /// Up to `limit` order ids of `owner`, newest first, older than `before`
-    /// when given. Order ids are UUIDv7: their order is creation order.
+    /// Up to `limit` order ids of the index's owner, newest first, older than
+    /// `before` when given. Order ids are UUIDv7: their order is creation order.
     pub fn page(
         &self,
         index: OrderIndex,
-        owner: u128,
-        before: Option<u128>,
+        before: Option<OrderId>,
         limit: usize,
-    ) -> Result<Vec<u128>, StoreError> {
-        let tree = match index {
-            OrderIndex::Buyer => &self.by_buyer,
-            OrderIndex::Seller => &self.by_seller,
+    ) -> Result<Vec<OrderId>, StoreError> {
+        let (tree, owner) = match index {
+            OrderIndex::Buyer(buyer) => (&self.by_buyer, buyer.0),
+            OrderIndex::Seller(seller) => (&self.by_seller, seller.0),
         };
-        let start = pair(owner, 0);
-        let end = pair(owner, before.unwrap_or(u128::MAX));
+        let start = pair(owner, OrderId(0));
+        let end = pair(owner, before.unwrap_or(OrderId(u128::MAX)));
         let mut ids = Vec::with_capacity(limit.min(1024));
         for item in tree.range(start..end).rev().take(limit) {
             let (key, _) = item?;
@@ -239,7 +243,7 @@ impl OrderArchive {
                 .get(16..32)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("order index key", "short"))?;
-            ids.push(u128::from_be_bytes(id));
+            ids.push(OrderId(u128::from_be_bytes(id)));
         }
         Ok(ids)
     }
@@ -259,7 +263,8 @@ mod tests {
     fn keys_older_than_the_cutoff_go_oldest_first_and_younger_stay() {
         let (_dir, archive) = archive();
         for (n, placed_at) in [(1u128, 1_000u64), (2, 2_000), (3, 3_000)] {
-            let held = archive.claim_key(7, &format!("k{n}"), n, n as u64, placed_at);
+            let held =
+                archive.claim_key(UserId(7), &format!("k{n}"), OrderId(n), n as u64, placed_at);
             assert_eq!(held.unwrap(), None);
         }
         assert_eq!(
@@ -268,29 +273,45 @@ mod tests {
             "younger than the cutoff"
         );
         assert_eq!(archive.purge_keys(2_500, 1).unwrap(), 1, "at most max");
-        assert_eq!(archive.claimed(7, "k1").unwrap(), None);
-        assert_eq!(archive.claimed(7, "k2").unwrap(), Some((2, 2)));
+        assert_eq!(archive.claimed(UserId(7), "k1").unwrap(), None);
+        assert_eq!(
+            archive.claimed(UserId(7), "k2").unwrap(),
+            Some((OrderId(2), 2))
+        );
         assert_eq!(archive.purge_keys(2_500, 10).unwrap(), 1);
-        assert_eq!(archive.claimed(7, "k2").unwrap(), None);
-        assert_eq!(archive.claimed(7, "k3").unwrap(), Some((3, 3)));
+        assert_eq!(archive.claimed(UserId(7), "k2").unwrap(), None);
+        assert_eq!(
+            archive.claimed(UserId(7), "k3").unwrap(),
+            Some((OrderId(3), 3))
+        );
         assert_eq!(archive.purge_keys(2_500, 10).unwrap(), 0);
     }
 
     #[test]
     fn a_key_claimed_again_after_its_purge_keeps_the_new_claim() {
         let (_dir, archive) = archive();
-        archive.claim_key(7, "k", 1, 1, 1_000).unwrap();
+        archive
+            .claim_key(UserId(7), "k", OrderId(1), 1, 1_000)
+            .unwrap();
         assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 1);
-        archive.claim_key(7, "k", 2, 2, 6_000).unwrap();
+        archive
+            .claim_key(UserId(7), "k", OrderId(2), 2, 6_000)
+            .unwrap();
         assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 0);
-        assert_eq!(archive.claimed(7, "k").unwrap(), Some((2, 2)));
+        assert_eq!(
+            archive.claimed(UserId(7), "k").unwrap(),
+            Some((OrderId(2), 2))
+        );
         // A claim a purge missed (a crash between its two removals) names
         // an older order: it does not take the newer claim with it.
         archive
             .key_ages
-            .insert(age_key(500, 1), key_of(7, "k"))
+            .insert(age_key(500, OrderId(1)), key_of(UserId(7), "k"))
             .unwrap();
         assert_eq!(archive.purge_keys(5_000, 10).unwrap(), 1);
-        assert_eq!(archive.claimed(7, "k").unwrap(), Some((2, 2)));
+        assert_eq!(
+            archive.claimed(UserId(7), "k").unwrap(),
+            Some((OrderId(2), 2))
+        );
     }
 }

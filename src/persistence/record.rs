@@ -10,6 +10,7 @@ use crate::domain::identity::Entity;
 use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerSnapshot, StockEvent};
+use crate::domain::{DropId, OrderId, TenantId, UserId};
 
 /// The entity a record or snapshot belongs to. Its byte form sorts by kind, then id.
 #[derive(
@@ -28,14 +29,14 @@ use crate::domain::stock::{LedgerSnapshot, StockEvent};
 pub enum EntityKey {
     Sku(u64),
     Product(u128),
-    User(u128),
-    Tenant(u128),
+    User(UserId),
+    Tenant(TenantId),
     Session(u128),
     Invitation(u128),
     Follow(u128),
     Audit(u64),
-    Drop(u128),
-    Order(u128),
+    Drop(DropId),
+    Order(OrderId),
     /// A cart, by its owner (an account or a guest cart token).
     Cart(u128),
 }
@@ -74,13 +75,13 @@ impl EntityKey {
                 out.extend_from_slice(&seq.to_be_bytes());
             }
             EntityKey::Product(id)
-            | EntityKey::User(id)
-            | EntityKey::Tenant(id)
+            | EntityKey::User(UserId(id))
+            | EntityKey::Tenant(TenantId(id))
             | EntityKey::Session(id)
             | EntityKey::Invitation(id)
             | EntityKey::Follow(id)
-            | EntityKey::Drop(id)
-            | EntityKey::Order(id)
+            | EntityKey::Drop(DropId(id))
+            | EntityKey::Order(OrderId(id))
             | EntityKey::Cart(id) => {
                 out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
@@ -113,13 +114,13 @@ impl EntityKey {
             TAG_SKU => EntityKey::Sku(u64_of(rest)?),
             TAG_AUDIT => EntityKey::Audit(u64_of(rest)?),
             TAG_PRODUCT => EntityKey::Product(u128_of(rest)?),
-            TAG_USER => EntityKey::User(u128_of(rest)?),
-            TAG_TENANT => EntityKey::Tenant(u128_of(rest)?),
+            TAG_USER => EntityKey::User(UserId(u128_of(rest)?)),
+            TAG_TENANT => EntityKey::Tenant(TenantId(u128_of(rest)?)),
             TAG_SESSION => EntityKey::Session(u128_of(rest)?),
             TAG_INVITATION => EntityKey::Invitation(u128_of(rest)?),
             TAG_FOLLOW => EntityKey::Follow(u128_of(rest)?),
-            TAG_DROP => EntityKey::Drop(u128_of(rest)?),
-            TAG_ORDER => EntityKey::Order(u128_of(rest)?),
+            TAG_DROP => EntityKey::Drop(DropId(u128_of(rest)?)),
+            TAG_ORDER => EntityKey::Order(OrderId(u128_of(rest)?)),
             TAG_CART => EntityKey::Cart(u128_of(rest)?),
             _ => return None,
         })
@@ -247,14 +248,14 @@ mod tests {
         for key in [
             EntityKey::Sku(5),
             EntityKey::Product(u128::MAX - 3),
-            EntityKey::User(7),
-            EntityKey::Tenant(8),
+            EntityKey::User(UserId(7)),
+            EntityKey::Tenant(TenantId(8)),
             EntityKey::Session(9),
             EntityKey::Invitation(10),
             EntityKey::Follow(u128::MAX),
             EntityKey::Audit(12),
-            EntityKey::Drop(13),
-            EntityKey::Order(14),
+            EntityKey::Drop(DropId(13)),
+            EntityKey::Order(OrderId(14)),
             EntityKey::Cart(15),
         ] {
             assert_eq!(EntityKey::from_bytes(&key.to_bytes()), Some(key));

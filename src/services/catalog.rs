@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::actors::registry::SkuInfo;
 use crate::clock::Clock;
 use crate::domain::product::{Product, ValidProduct};
-use crate::domain::{SkuId, TenantId};
+use crate::domain::{SkuId, TenantKey};
 use crate::persistence::{self, EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
 
 use super::inventory::Inventory;
@@ -71,7 +71,7 @@ impl Catalog {
     /// `max_products`; answers once it is durable.
     pub async fn create_product(
         &self,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         product: ValidProduct,
         max_products: u32,
     ) -> Result<Arc<Product>, CatalogError> {

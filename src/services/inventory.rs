@@ -21,7 +21,9 @@ use crate::domain::stock::{
     CommitOutcome, ReleaseOutcome, ReservationView, ReserveCmd, ReserveOutcome, StockError,
     StockView,
 };
-use crate::domain::{BuyerId, ReservationId, SkuCode, SkuId, TenantId, WarehouseId};
+use crate::domain::{
+    BuyerId, DropId, ReservationId, SkuCode, SkuId, TenantKey, UserId, WarehouseId,
+};
 use crate::persistence::WalHandle;
 use crate::services::identity::DirectoryService;
 
@@ -38,7 +40,7 @@ pub enum InventoryError {
     #[error("this store is suspended; its SKUs cannot be reserved or bought")]
     TenantSuspended,
     #[error("this drop admits shoppers through its waiting room")]
-    QueuePassRequired(u128),
+    QueuePassRequired(DropId),
     #[error(transparent)]
     TooManyHolds(#[from] TooManyHolds),
     #[error(transparent)]
@@ -87,7 +89,7 @@ pub trait StockPort: Send + Sync {
     fn restock(
         &self,
         code: SkuCode,
-        tenant: TenantId,
+        tenant: TenantKey,
         units: u32,
         reason: String,
     ) -> StockFuture<'_, ()>;
@@ -174,7 +176,11 @@ impl Inventory {
     }
 
     /// A SKU as its seller sees it; another tenant's SKU is unknown.
-    fn owned_sku(&self, code: &SkuCode, tenant: &TenantId) -> Result<Arc<SkuInfo>, InventoryError> {
+    fn owned_sku(
+        &self,
+        code: &SkuCode,
+        tenant: &TenantKey,
+    ) -> Result<Arc<SkuInfo>, InventoryError> {
         let info = self.sku(code)?;
         if info.tenant() != tenant.as_str() {
             return Err(InventoryError::UnknownSku);
@@ -270,7 +276,7 @@ impl Inventory {
         drop: &DropEntry,
         cmd: ReserveCmd,
     ) -> Result<ReserveOutcome, InventoryError> {
-        let account = crate::domain::identity::parse_id(cmd.buyer.as_str());
+        let account = UserId::parse(cmd.buyer.as_str());
         let now = self.clock.now_ms();
         if !account.is_some_and(|buyer| self.drops.admits(drop, buyer, now)) {
             return Err(InventoryError::QueuePassRequired(drop.spec.id));
@@ -319,7 +325,7 @@ impl Inventory {
     pub async fn release_as_seller(
         &self,
         id: ReservationId,
-        tenant: &TenantId,
+        tenant: &TenantKey,
     ) -> Result<ReleaseOutcome, InventoryError> {
         self.owned_reservation(id, tenant)?;
         self.call(id.sku, |reply| SkuCommand::Release {
@@ -335,7 +341,7 @@ impl Inventory {
     pub async fn commit_as_seller(
         &self,
         id: ReservationId,
-        tenant: &TenantId,
+        tenant: &TenantKey,
     ) -> Result<CommitOutcome, InventoryError> {
         let info = self.owned_reservation(id, tenant)?;
         if self.directory.tenant_suspended(info.tenant()) {
@@ -354,7 +360,7 @@ impl Inventory {
     pub async fn holds_of(
         &self,
         code: &SkuCode,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         after: Option<(u64, u64)>,
         limit: usize,
     ) -> Result<(Arc<SkuInfo>, Vec<ReservationView>), InventoryError> {
@@ -373,7 +379,7 @@ impl Inventory {
     fn owned_reservation(
         &self,
         id: ReservationId,
-        tenant: &TenantId,
+        tenant: &TenantKey,
     ) -> Result<Arc<SkuInfo>, InventoryError> {
         match self.registry.info(id.sku) {
             Some(info) if info.tenant() == tenant.as_str() => Ok(info),
@@ -424,7 +430,7 @@ impl Inventory {
     pub async fn set_stock(
         &self,
         code: &SkuCode,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         warehouses: Vec<(WarehouseId, u64)>,
         low_stock_threshold: Option<u64>,
     ) -> Result<(Arc<SkuInfo>, StockView), InventoryError> {
@@ -442,7 +448,7 @@ impl Inventory {
     pub async fn adjust_stock(
         &self,
         code: &SkuCode,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         warehouse: WarehouseId,
         delta: i64,
         reason: String,
@@ -487,7 +493,7 @@ impl Inventory {
     pub async fn restock(
         &self,
         code: &SkuCode,
-        tenant: &TenantId,
+        tenant: &TenantKey,
         units: u32,
         reason: String,
     ) -> Result<(), InventoryError> {
@@ -534,7 +540,7 @@ impl StockPort for Inventory {
     fn restock(
         &self,
         code: SkuCode,
-        tenant: TenantId,
+        tenant: TenantKey,
         units: u32,
         reason: String,
     ) -> StockFuture<'_, ()> {

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use flashdrop::auth::TokenKeys;
 use flashdrop::clock::{Clock, ManualClock, SystemClock};
-use flashdrop::domain::identity::{parse_id, Role};
+use flashdrop::domain::identity::Role;
+use flashdrop::domain::UserId;
 
 use crate::helpers::{
     bearer, send, spawn_app, spawn_clocked, spawn_config, spawn_with, test_config, Response,
@@ -60,7 +61,7 @@ async fn expired_tampered_wrong_key_alg_none_and_wrong_audience_tokens_are_rejec
     let app = spawn_app().await;
     let ana = app.buyer("ana").await;
     assert_eq!(me(&app, &ana.access_token).await.status, StatusCode::OK);
-    let user = parse_id(&ana.user_id).unwrap();
+    let user = UserId::parse(&ana.user_id).unwrap();
     let now = SystemClock.now_ms();
 
     let (expired, _) = keys(TEST_SECRET, "flashdrop", "flashdrop-api").issue_access(
@@ -215,7 +216,7 @@ async fn audit_actions_of(app: &TestApp, user: &str) -> Vec<String> {
         .directory()
         .audit_page(
             &flashdrop::services::identity::AuditFilter {
-                actor: parse_id(user),
+                actor: UserId::parse(user),
                 ..Default::default()
             },
             None,

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use flashdrop::auth::TokenKeys;
 use flashdrop::domain::identity::Role;
+use flashdrop::domain::UserId;
 
 use crate::helpers::{client, send};
 
@@ -113,7 +114,7 @@ pub(crate) fn buyer_auth(name: &str) -> (&'static str, String) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let (token, _) = keys.issue_access(user, Role::Buyer, None, user, now_ms);
+    let (token, _) = keys.issue_access(UserId(user), Role::Buyer, None, user, now_ms);
     ("authorization", format!("Bearer {token}"))
 }
 

@@ -67,7 +67,7 @@ async fn concurrent_retries_with_one_key_create_one_reservation() {
     let responses = join_all(retries).await;
     let first_id = &responses[0].body["reservation_id"];
     for response in &responses {
-        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
         assert_eq!(&response.body["reservation_id"], first_id);
     }
     assert_eq!(app.stock("IDEM-2").await["reserved"], 1);

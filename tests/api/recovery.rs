@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flashdrop::domain::stock::{LedgerLimits, ReserveCmd, StockLedger};
-use flashdrop::domain::{BuyerId, IdempotencyKey, SkuId, WarehouseId};
+use flashdrop::domain::{BuyerId, IdempotencyKey, SkuId, UserId, WarehouseId};
 use flashdrop::persistence::wal::{self, WalSettings, WriterStart};
 use flashdrop::persistence::{
     load_ledger, recover, EntityKey, RecordBody, RecoveryMode, SnapshotBody, Store, SyncMode,
@@ -194,7 +194,7 @@ fn a_corrupt_wal_batch_stops_recovery_with_a_clear_error() {
 
 fn user(id: u128, email: &str) -> flashdrop::domain::identity::User {
     flashdrop::domain::identity::User {
-        id,
+        id: UserId(id),
         email: email.into(),
         password_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
         role: flashdrop::domain::identity::Role::Buyer,
@@ -217,7 +217,7 @@ fn recovered_users(recovered: &flashdrop::persistence::Recovered) -> Vec<(u128, 
         .directory
         .iter()
         .filter_map(|e| match e {
-            Entity::User(u) => Some((u.id, u.email.clone())),
+            Entity::User(u) => Some((u.id.0, u.email.clone())),
             _ => None,
         })
         .collect();
@@ -238,7 +238,7 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
     let ana_entity = Entity::User(ana.clone());
     wal.append(&directory_record(&ana_entity), None).unwrap();
     wal.snapshot(
-        EntityKey::User(1),
+        EntityKey::User(UserId(1)),
         &SnapshotBody::Directory(ana_entity),
         None,
     )
@@ -282,7 +282,11 @@ fn directory_state_only_in_the_wal_is_recovered_and_marked_for_a_snapshot() {
     pending.sort();
     assert_eq!(
         pending,
-        vec![EntityKey::User(1), EntityKey::User(2), EntityKey::Audit(41)],
+        vec![
+            EntityKey::User(UserId(1)),
+            EntityKey::User(UserId(2)),
+            EntityKey::Audit(41)
+        ],
         "what only the WAL holds needs a snapshot"
     );
     assert!(
@@ -303,12 +307,16 @@ fn a_forgotten_entity_leaves_the_wal_and_its_snapshot_and_stays_gone() {
     for (id, email) in [(1, "ana@test.example"), (2, "bo@test.example")] {
         let entity = Entity::User(user(id, email));
         wal.append(&directory_record(&entity), None).unwrap();
-        wal.snapshot(EntityKey::User(id), &SnapshotBody::Directory(entity), None)
-            .unwrap();
+        wal.snapshot(
+            EntityKey::User(UserId(id)),
+            &SnapshotBody::Directory(entity),
+            None,
+        )
+        .unwrap();
     }
     let (acked, durable) = std::sync::mpsc::channel();
     wal.forget(
-        EntityKey::User(1),
+        EntityKey::User(UserId(1)),
         Some(Box::new(move || {
             let _ = acked.send(());
         })),
@@ -320,10 +328,16 @@ fn a_forgotten_entity_leaves_the_wal_and_its_snapshot_and_stays_gone() {
     stop(&wal, thread);
 
     assert!(
-        store.snapshot_header(EntityKey::User(1)).unwrap().is_none(),
+        store
+            .snapshot_header(EntityKey::User(UserId(1)))
+            .unwrap()
+            .is_none(),
         "the forgotten entity's snapshot is deleted"
     );
-    assert!(store.snapshot_header(EntityKey::User(2)).unwrap().is_some());
+    assert!(store
+        .snapshot_header(EntityKey::User(UserId(2)))
+        .unwrap()
+        .is_some());
     assert_eq!(
         store.wal.iter().count(),
         0,
@@ -344,20 +358,27 @@ fn a_crash_after_the_deleted_record_but_before_the_snapshot_went_still_forgets_i
     let (wal, thread) = start(&store);
     let ana = Entity::User(user(1, "ana@test.example"));
     wal.append(&directory_record(&ana), None).unwrap();
-    wal.snapshot(EntityKey::User(1), &SnapshotBody::Directory(ana), None)
-        .unwrap();
+    wal.snapshot(
+        EntityKey::User(UserId(1)),
+        &SnapshotBody::Directory(ana),
+        None,
+    )
+    .unwrap();
     // The record written as `forget` writes it, but without the writer's
     // follow-up: on disk it is what a crash between the two commits leaves.
     wal.append(
         &WalRecord {
-            entity: EntityKey::User(1),
+            entity: EntityKey::User(UserId(1)),
             body: RecordBody::Deleted,
         },
         None,
     )
     .unwrap();
     stop(&wal, thread);
-    assert!(store.snapshot_header(EntityKey::User(1)).unwrap().is_some());
+    assert!(store
+        .snapshot_header(EntityKey::User(UserId(1)))
+        .unwrap()
+        .is_some());
 
     let full = recover(&store, &limits(), RecoveryMode::FullReplay).unwrap();
     assert!(
@@ -372,7 +393,10 @@ fn a_crash_after_the_deleted_record_but_before_the_snapshot_went_still_forgets_i
         "a forgotten entity needs no snapshot"
     );
     assert!(
-        store.snapshot_header(EntityKey::User(1)).unwrap().is_none(),
+        store
+            .snapshot_header(EntityKey::User(UserId(1)))
+            .unwrap()
+            .is_none(),
         "recovery deletes the stale snapshot, so truncating the record cannot bring it back"
     );
 }
@@ -388,12 +412,12 @@ fn an_entity_created_anew_after_it_was_forgotten_survives_recovery() {
     for (id, entity) in [(1, &ana), (2, &bo)] {
         wal.append(&directory_record(entity), None).unwrap();
         wal.snapshot(
-            EntityKey::User(id),
+            EntityKey::User(UserId(id)),
             &SnapshotBody::Directory(entity.clone()),
             None,
         )
         .unwrap();
-        wal.forget(EntityKey::User(id), None).unwrap();
+        wal.forget(EntityKey::User(UserId(id)), None).unwrap();
     }
     // Ana comes back with a record only, Bo with a record and a snapshot,
     // both possibly in the very commit that forgot them.
@@ -401,8 +425,12 @@ fn an_entity_created_anew_after_it_was_forgotten_survives_recovery() {
     wal.append(&directory_record(&ana_again), None).unwrap();
     let bo_again = Entity::User(user(2, "bo.again@test.example"));
     wal.append(&directory_record(&bo_again), None).unwrap();
-    wal.snapshot(EntityKey::User(2), &SnapshotBody::Directory(bo_again), None)
-        .unwrap();
+    wal.snapshot(
+        EntityKey::User(UserId(2)),
+        &SnapshotBody::Directory(bo_again),
+        None,
+    )
+    .unwrap();
     stop(&wal, thread);
 
     let recovered = recover(&store, &limits(), RecoveryMode::Snapshots).unwrap();

@@ -87,7 +87,7 @@ async fn webhooks_signed_with_the_old_default_keys_are_refused() {
     )
     .await;
     let key = view.body["webhook_secret"].as_str().unwrap();
-    let tenant_id = flashdrop::domain::identity::parse_id(&tenant).unwrap();
+    let tenant_id = flashdrop::domain::TenantId::parse(&tenant).unwrap();
     assert_ne!(
         key,
         flashdrop::events::notify::store_key(OLD_NOTIFY_DEFAULT, tenant_id)

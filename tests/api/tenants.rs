@@ -396,13 +396,13 @@ async fn follows_and_creators() {
     let me = app.get_as("/v1/auth/me", Some(&fan.access_token)).await;
     assert_eq!(me.body["following"], 1);
     let followers = app.engine.directory().followers(
-        flashdrop::domain::identity::parse_id(&maker).unwrap(),
+        flashdrop::domain::TenantId::parse(&maker).unwrap(),
         None,
         10,
     );
     assert_eq!(
         followers,
-        vec![flashdrop::domain::identity::parse_id(&fan.user_id).unwrap()],
+        vec![flashdrop::domain::UserId::parse(&fan.user_id).unwrap()],
         "kept for drop announcements"
     );
 

@@ -91,7 +91,7 @@ impl DirectoryService {
                 return Ok(None);
             }
             let user = User {
-                id: uuid::Uuid::now_v7().as_u128(),
+                id: UserId(uuid::Uuid::now_v7().as_u128()),
                 email: email.as_str().to_owned(),
                 password_hash,
                 role,
@@ -179,7 +179,7 @@ impl DirectoryService {
         Ok(true)
     }
 
-    pub fn user(&self, id: u128) -> Option<User> {
+    pub fn user(&self, id: UserId) -> Option<User> {
         self.state.read().user(id).cloned()
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct AuditDraft {
     pub actor: Option<Actor>,
-    pub tenant: Option<u128>,
+    pub tenant: Option<TenantId>,
     pub action: &'static str,
     pub target: String,
     pub before: Option<String>,
@@ -27,7 +27,7 @@ impl AuditDraft {
         }
     }
 
-    pub fn tenant(mut self, tenant: Option<u128>) -> Self {
+    pub fn tenant(mut self, tenant: Option<TenantId>) -> Self {
         self.tenant = tenant;
         self
     }
@@ -51,8 +51,8 @@ impl AuditDraft {
 /// Which audit lines a page holds.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    pub tenant: Option<u128>,
-    pub actor: Option<u128>,
+    pub tenant: Option<TenantId>,
+    pub actor: Option<UserId>,
     /// `product` matches `product.create`; `product.create` matches itself.
     pub action: Option<String>,
     pub target: Option<String>,

@@ -3,14 +3,14 @@
 use super::*;
 
 impl DirectoryService {
-    pub fn following_count(&self, user: u128) -> usize {
+    pub fn following_count(&self, user: UserId) -> usize {
         self.state.read().following_count(user)
     }
 
     // ---- follows -------------------------------------------------------
 
     /// A creator (an active store) by id.
-    pub fn creator(&self, id: u128) -> Option<(Tenant, usize)> {
+    pub fn creator(&self, id: TenantId) -> Option<(Tenant, usize)> {
         let state = self.state.read();
         state
             .tenant(id)
@@ -21,7 +21,7 @@ impl DirectoryService {
     pub async fn set_follow(
         &self,
         caller: &Caller,
-        creator: u128,
+        creator: TenantId,
         active: bool,
         correlation: Option<String>,
     ) -> Result<(), IdentityError> {
@@ -69,12 +69,12 @@ impl DirectoryService {
     }
 
     /// Whether `user` follows the creator (store) `creator`.
-    pub fn follows(&self, user: u128, creator: u128) -> bool {
+    pub fn follows(&self, user: UserId, creator: TenantId) -> bool {
         self.state.read().follows(user, creator)
     }
 
     /// Followers of a creator, for announcements (drops, in a later issue).
-    pub fn followers(&self, creator: u128, after: Option<u128>, limit: usize) -> Vec<u128> {
+    pub fn followers(&self, creator: TenantId, after: Option<UserId>, limit: usize) -> Vec<UserId> {
         self.state.read().followers(creator, after, limit)
     }
 }

@@ -26,7 +26,7 @@ use crate::domain::identity::{
     ShippingSettings, TaxSettings, Tenant, TenantPatch, TenantStatus, User,
 };
 use crate::domain::limiter::{KeyedLimiter, Rate, Verdict};
-use crate::domain::InvalidField;
+use crate::domain::{InvalidField, TenantId, UserId};
 use crate::persistence::{self, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalRecord};
 
 mod accounts;
@@ -96,7 +96,7 @@ pub struct DirectoryService {
     any_suspended: AtomicBool,
     login_accounts: Mutex<KeyedLimiter<String>>,
     login_addresses: Mutex<KeyedLimiter<IpAddr>>,
-    tenant_requests: Mutex<KeyedLimiter<u128>>,
+    tenant_requests: Mutex<KeyedLimiter<TenantId>>,
 }
 
 type Ack = oneshot::Receiver<()>;

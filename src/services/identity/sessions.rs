@@ -191,7 +191,7 @@ impl DirectoryService {
     }
 
     /// Revokes every live session of `user` (within the writer lock).
-    pub(super) fn revoke_all(&self, user: u128, now: u64) -> Vec<Entity> {
+    pub(super) fn revoke_all(&self, user: UserId, now: u64) -> Vec<Entity> {
         self.state
             .read()
             .sessions_of(user, now)

@@ -63,7 +63,7 @@ impl DirectoryService {
                 ));
             }
             let tenant = Tenant {
-                id: uuid::Uuid::now_v7().as_u128(),
+                id: TenantId(uuid::Uuid::now_v7().as_u128()),
                 name,
                 branding: new.branding,
                 tax: new.tax,
@@ -119,7 +119,7 @@ impl DirectoryService {
 
     /// A store as the caller may see it: its own staff and platform admins; to
     /// other sellers it is unknown; buyers may not ask.
-    pub fn tenant_for(&self, caller: &Caller, id: u128) -> Result<Tenant, IdentityError> {
+    pub fn tenant_for(&self, caller: &Caller, id: TenantId) -> Result<Tenant, IdentityError> {
         if caller.role == Role::Buyer {
             return Err(IdentityError::Forbidden(
                 "this route is for a store's sellers and platform admins",
@@ -133,12 +133,12 @@ impl DirectoryService {
         }
     }
 
-    pub fn tenant(&self, id: u128) -> Option<Tenant> {
+    pub fn tenant(&self, id: TenantId) -> Option<Tenant> {
         self.state.read().tenant(id).cloned()
     }
 
     /// Every store, by id, for platform admins.
-    pub fn tenants_page(&self, after: Option<u128>, limit: usize) -> Vec<Tenant> {
+    pub fn tenants_page(&self, after: Option<TenantId>, limit: usize) -> Vec<Tenant> {
         let state = self.state.read();
         let mut all: Vec<&Tenant> = state
             .tenants()
@@ -151,7 +151,7 @@ impl DirectoryService {
     pub async fn update_tenant(
         &self,
         caller: &Caller,
-        id: u128,
+        id: TenantId,
         patch: TenantPatch,
         correlation: Option<String>,
     ) -> Result<Tenant, IdentityError> {
@@ -191,7 +191,7 @@ impl DirectoryService {
     }
 
     /// Requests-per-minute quota of the caller's store (seller routes).
-    pub fn charge_tenant_request(&self, tenant: u128) -> Result<u32, IdentityError> {
+    pub fn charge_tenant_request(&self, tenant: TenantId) -> Result<u32, IdentityError> {
         let rpm = self
             .state
             .read()
@@ -215,14 +215,14 @@ impl DirectoryService {
     }
 
     /// The plan's requests per minute of a store, if it is one.
-    pub fn plan_requests_per_minute(&self, tenant: u128) -> Option<u32> {
+    pub fn plan_requests_per_minute(&self, tenant: TenantId) -> Option<u32> {
         self.state
             .read()
             .tenant(tenant)
             .map(|t| t.plan.requests_per_minute)
     }
 
-    pub fn max_products(&self, tenant: u128) -> u32 {
+    pub fn max_products(&self, tenant: TenantId) -> u32 {
         self.state
             .read()
             .tenant(tenant)
@@ -234,7 +234,7 @@ impl DirectoryService {
     pub(super) fn require_admin_of(
         &self,
         caller: &Caller,
-        tenant: u128,
+        tenant: TenantId,
     ) -> Result<(), IdentityError> {
         self.tenant_for(caller, tenant)?;
         if !policy::manages_store(&caller.principal(), tenant) {
@@ -250,7 +250,7 @@ impl DirectoryService {
     pub async fn invite(
         &self,
         caller: &Caller,
-        tenant: u128,
+        tenant: TenantId,
         email: &str,
         role: Role,
         correlation: Option<String>,
@@ -378,7 +378,7 @@ impl DirectoryService {
         Ok((invitation, tokens))
     }
 
-    pub fn staff(&self, caller: &Caller, tenant: u128) -> Result<Vec<User>, IdentityError> {
+    pub fn staff(&self, caller: &Caller, tenant: TenantId) -> Result<Vec<User>, IdentityError> {
         self.require_admin_of(caller, tenant)?;
         Ok(self
             .state
@@ -393,8 +393,8 @@ impl DirectoryService {
     pub async fn remove_staff(
         &self,
         caller: &Caller,
-        tenant: u128,
-        user: u128,
+        tenant: TenantId,
+        user: UserId,
         correlation: Option<String>,
     ) -> Result<(), IdentityError> {
         self.require_admin_of(caller, tenant)?;

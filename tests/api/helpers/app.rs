@@ -406,7 +406,7 @@ pub fn minted_buyer(engine: &Node, n: u64) -> (String, u128) {
     );
     let user = (7u128 << 120) | u128::from(n);
     let (token, _) = keys.issue_access(
-        user,
+        flashdrop::domain::UserId(user),
         flashdrop::domain::identity::Role::Buyer,
         None,
         user,
