@@ -2,10 +2,13 @@
 //! WAL, then publishes it), and `Drops` is their registry: creation, which
 //! open drop holds which SKU, the scheduler that wakes drops at their
 //! deadlines on the engine clock, the stock levels that make a drop sold out,
-//! and each drop's waiting room.
+//! and each drop's waiting room. Drops live on an entity host: open ones
+//! always stay, and past `drops.resident_max` the least recently used of
+//! those that ended or were cancelled leave memory (their actor stopped and
+//! their last move snapshotted), to be read back from the snapshot on demand.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +26,9 @@ use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom
 use crate::domain::{DropId, SkuId, TenantId, UserId};
 use crate::events::hub::Frame;
 use crate::events::{FeedBatch, FeedBody, Hub, Watched};
-use crate::persistence::{EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
+use crate::persistence::{EntityKey, RecordBody, SnapshotBody, Snapshots, WalHandle, WalRecord};
 
+use super::host::{EntityHost, Hosted};
 use super::registry::{Registry, SendError};
 use super::sku::SkuCommand;
 
@@ -54,6 +58,10 @@ pub struct DropDeps {
     pub hub: Arc<Hub>,
     /// Open drops watch their SKUs' stock on the feed.
     pub watched: Arc<Watched>,
+    /// Where a drop that left memory is read back from.
+    pub snapshots: Snapshots,
+    /// Ended and cancelled drops kept in memory at most.
+    pub resident_max: usize,
 }
 
 /// A drop as the rest of the engine sees it, without asking its actor.
@@ -67,6 +75,23 @@ pub struct DropEntry {
     /// A `Levels` message is on its way to the actor.
     nudged: AtomicBool,
     room: Option<Mutex<WaitingRoom>>,
+    /// Snapshots sent, and the last of them known durable: the drop may
+    /// leave memory only when they are equal.
+    writes: AtomicU64,
+    snapshotted: AtomicU64,
+}
+
+impl Hosted for DropEntry {
+    fn can_leave(&self) -> bool {
+        let addr = self.addr.lock();
+        addr.as_ref().is_none_or(|a| !a.connected())
+            && !self.view.read().state.is_open()
+            && self.snapshotted.load(Ordering::Acquire) >= self.writes.load(Ordering::Acquire)
+    }
+
+    /// Nothing to mark: only a drop without an actor leaves, and no actor
+    /// is ever started for a drop that is no longer open.
+    fn left(&self) {}
 }
 
 impl DropEntry {
@@ -154,7 +179,16 @@ impl DropActor {
             }
         }
         let snapshot = SnapshotBody::Drop(self.drop.clone());
-        if let Err(error) = self.deps.wal.snapshot(EntityKey::Drop(id), &snapshot, None) {
+        let write = self.entry.writes.fetch_add(1, Ordering::AcqRel) + 1;
+        let entry = self.entry.clone();
+        let snapshotted: crate::persistence::Ack = Box::new(move || {
+            entry.snapshotted.fetch_max(write, Ordering::AcqRel);
+        });
+        if let Err(error) =
+            self.deps
+                .wal
+                .snapshot(EntityKey::Drop(id), &snapshot, Some(snapshotted))
+        {
             tracing::warn!(drop = %id_text(id), %error, "drop snapshot not written");
         }
         let state = self.drop.clone();
@@ -166,8 +200,20 @@ impl DropActor {
                 }
                 *act.entry.view.write() = state;
                 act.after_move();
+                // A cancelled drop retires once its SKUs are told (`Cancel`).
+                if act.drop.state == DropState::Ended {
+                    act.retire(ctx);
+                }
             }),
         );
+    }
+
+    /// An ended or cancelled drop needs no actor: with its address gone
+    /// the supervisor does not restart it, and the host may let the drop
+    /// leave memory once its last snapshot is durable.
+    fn retire(&self, ctx: &mut Context<Self>) {
+        *self.entry.addr.lock() = None;
+        ctx.stop();
     }
 
     /// The waiting room follows the drop: closed (and everyone waiting told)
@@ -234,11 +280,15 @@ impl Handler<DropMessage> for DropActor {
                     let spec = self.entry.spec.clone();
                     let view = self.drop.clone();
                     // After the move is durable (the mailbox is paused until then).
-                    ctx.spawn(actix::fut::wrap_future(async move {
-                        let closed =
-                            for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await;
-                        let _ = reply.send(closed.map(|()| view));
-                    }));
+                    ctx.spawn(
+                        actix::fut::wrap_future::<_, Self>(async move {
+                            let closed =
+                                for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop)
+                                    .await;
+                            let _ = reply.send(closed.map(|()| view));
+                        })
+                        .map(|(), act, ctx| act.retire(ctx)),
+                    );
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
@@ -326,7 +376,10 @@ pub fn standing_json(standing: &Standing) -> serde_json::Value {
 
 /// Every drop, which open drop holds which SKU, and the scheduler.
 pub struct Drops {
-    entries: DashMap<DropId, Arc<DropEntry>>,
+    /// Open drops, and the ended or cancelled ones used lately.
+    entries: EntityHost<DropId, DropEntry>,
+    /// Drops recovered at start, which `reconcile` visits once.
+    recovered: Mutex<Vec<DropId>>,
     by_sku: DashMap<SkuId, DropId>,
     /// Creation checks and claims SKUs atomically.
     creating: tokio::sync::Mutex<()>,
@@ -347,8 +400,10 @@ impl Drops {
         arbiter: ArbiterHandle,
         room_tick: Duration,
     ) -> Arc<Self> {
+        let resident_max = deps.resident_max;
         let drops = Arc::new(Self {
-            entries: DashMap::new(),
+            entries: EntityHost::new("drop", resident_max, vec![arbiter.clone()]),
+            recovered: Mutex::new(recovered.iter().map(|d| d.spec.id).collect()),
             by_sku: DashMap::new(),
             creating: tokio::sync::Mutex::new(()),
             buyer_locks: DashMap::new(),
@@ -363,21 +418,31 @@ impl Drops {
         drops
     }
 
-    fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
+    /// The shared face of `drop`, with a waiting room when it is open and
+    /// has one (a room's tickets live in memory only).
+    fn entry_of(&self, drop: &FlashDrop) -> DropEntry {
         let now = self.deps.clock.now_ms();
         let room = drop
             .spec
             .waiting_room
             .filter(|_| drop.state.is_open())
             .map(|spec| Mutex::new(WaitingRoom::new(spec, now)));
-        let entry = Arc::new(DropEntry {
+        DropEntry {
             spec: Arc::new(drop.spec.clone()),
             view: RwLock::new(drop.clone()),
             addr: Mutex::new(None),
             levels: Mutex::new(HashMap::new()),
             nudged: AtomicBool::new(false),
             room,
-        });
+            writes: AtomicU64::new(0),
+            snapshotted: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes a recovered or new drop resident; an open one gets its actor
+    /// and its SKUs.
+    fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
+        let entry = Arc::new(self.entry_of(&drop));
         if drop.state.is_open() {
             for sku in &drop.spec.skus {
                 self.by_sku.insert(SkuId(sku.id), drop.spec.id);
@@ -392,12 +457,31 @@ impl Drops {
             });
             *entry.addr.lock() = Some(addr);
         }
-        self.entries.insert(entry.spec.id, entry.clone());
-        entry
+        self.entries.insert_if_absent(entry.spec.id, entry)
     }
 
+    /// The drop `id`, from memory or, if it ended and left, from its
+    /// snapshot (`Unavailable` when that cannot be read).
+    pub fn lookup(&self, id: DropId) -> Result<Arc<DropEntry>, DropsError> {
+        // Only ended and cancelled drops leave memory: one read back needs
+        // no actor and no room.
+        self.entries
+            .get_or_activate(id, || {
+                self.deps
+                    .snapshots
+                    .load::<FlashDrop>(id)
+                    .map(|drop| drop.map(|drop| self.entry_of(&drop)))
+            })
+            .map_err(|error| {
+                tracing::error!(drop = %id_text(id), %error, "drop snapshot unreadable");
+                DropsError::Unavailable
+            })?
+            .ok_or(DropsError::NotFound)
+    }
+
+    /// `lookup`, with an unreadable drop taken as absent (and logged).
     pub fn get(&self, id: DropId) -> Option<Arc<DropEntry>> {
-        self.entries.get(&id).map(|e| e.clone())
+        self.lookup(id).ok()
     }
 
     /// The open drop a SKU sells through, if any.
@@ -410,10 +494,9 @@ impl Drops {
     /// (a `(starts_at_ms, id)` cursor), at most `limit`.
     pub fn upcoming(&self, after: Option<(u64, DropId)>, limit: usize) -> Vec<FlashDrop> {
         let mut open: Vec<FlashDrop> = self
-            .entries
+            .open_entries()
             .iter()
             .map(|e| e.view())
-            .filter(|d| d.state.is_open())
             .filter(|d| after.is_none_or(|a| (d.spec.starts_at_ms, d.spec.id) > a))
             .collect();
         open.sort_unstable_by_key(|d| (d.spec.starts_at_ms, d.spec.id));
@@ -424,8 +507,15 @@ impl Drops {
     /// Makes every open drop's gates current after a restart (a crash may have
     /// come between logging a drop and gating its SKUs) and fetches levels.
     pub async fn reconcile(&self) {
-        let entries: Vec<Arc<DropEntry>> = self.entries.iter().map(|e| e.clone()).collect();
-        for entry in entries {
+        let recovered = std::mem::take(&mut *self.recovered.lock());
+        for id in recovered {
+            let entry = match self.lookup(id) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(drop = %id_text(id), %error, "drop not reconciled");
+                    continue;
+                }
+            };
             let state = entry.state();
             let result = if state.is_open() {
                 attach_gates(&self.deps.registry, &entry.spec).await
@@ -535,7 +625,7 @@ impl Drops {
     }
 
     pub async fn cancel(&self, id: DropId) -> Result<FlashDrop, DropsError> {
-        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let entry = self.lookup(id)?;
         let addr = entry.addr.lock().clone();
         let Some(addr) = addr else {
             return Err(DropError::Transition {
@@ -570,7 +660,7 @@ impl Drops {
 
     /// Joins a drop's waiting room, or answers where the buyer stands.
     pub fn join(&self, id: DropId, buyer: UserId) -> Result<Standing, DropsError> {
-        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let entry = self.lookup(id)?;
         let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
         let now = self.deps.clock.now_ms();
         let admitting = entry.state() == DropState::Live && now >= entry.spec.starts_at_ms;
@@ -582,7 +672,7 @@ impl Drops {
     }
 
     pub fn standing(&self, id: DropId, buyer: UserId) -> Result<Option<Standing>, DropsError> {
-        let entry = self.get(id).ok_or(DropsError::NotFound)?;
+        let entry = self.lookup(id)?;
         let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
         let standing = room.lock().standing(buyer, self.deps.clock.now_ms());
         Ok(standing)
@@ -639,10 +729,16 @@ impl Drops {
     /// Scheduled, live and sold-out drops.
     fn open_entries(&self) -> Vec<Arc<DropEntry>> {
         self.entries
-            .iter()
+            .residents()
+            .into_iter()
+            .map(|(_, entry)| entry)
             .filter(|e| e.state().is_open())
-            .map(|e| e.clone())
             .collect()
+    }
+
+    /// Drops in memory (open ones are always).
+    pub fn resident(&self) -> usize {
+        self.entries.len()
     }
 
     /// Follows stock levels on the feed: a drop whose SKUs all reach 0 sells
@@ -684,6 +780,9 @@ impl Drops {
             let now = self.deps.clock.now_ms();
             let mut next = now + 1_000;
             let mut due = false;
+            // Drops that ended since the last pass may leave now (their
+            // actor stopped and their last snapshot became durable).
+            self.entries.trim();
             for entry in self.open_entries() {
                 if let Some(deadline) = entry.view.read().next_deadline_ms() {
                     if deadline <= now {

@@ -1,4 +1,4 @@
-//! The entity host: where entities of one kind (orders, carts) live while
+//! The entity host: where entities of one kind (orders, carts, drops) live while
 //! they are in memory. It hands out resident entities, places their actors
 //! on the arbiters in turn, and keeps memory a function of what is active:
 //! past `resident_max` entities, the least recently used that may leave
@@ -27,7 +27,7 @@ pub trait Hosted: Send + Sync + 'static {
     fn left(&self);
 }
 
-/// What names a hosted entity (an `OrderId`, a cart's owner).
+/// What names a hosted entity (an `OrderId`, a cart's owner, a `DropId`).
 pub trait HostKey: Copy + Eq + Hash + Send + Sync + 'static {}
 
 impl<K: Copy + Eq + Hash + Send + Sync + 'static> HostKey for K {}

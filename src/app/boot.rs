@@ -58,6 +58,7 @@ pub(super) async fn start(
     let drops = start_drops(
         &config,
         &wal,
+        &store,
         &clock,
         &threads,
         &stock,
@@ -434,9 +435,13 @@ fn start_hub(config: &Config, stock: &Stock, identity: &Arc<DirectoryService>) -
     )
 }
 
+// Each argument is a service or handle the drops are given; grouping them
+// into a struct for this one call would only rename the list.
+#[allow(clippy::too_many_arguments)]
 fn start_drops(
     config: &Config,
     wal: &WalHandle,
+    store: &Arc<Store>,
     clock: &Arc<dyn Clock>,
     threads: &Threads,
     stock: &Stock,
@@ -451,6 +456,8 @@ fn start_drops(
             registry: stock.registry.clone(),
             hub: hub.clone(),
             watched: stock.watched.clone(),
+            snapshots: persistence::Snapshots::new(store.clone()),
+            resident_max: config.drops.resident_max,
         },
         threads.events.clone(),
         Duration::from_millis(config.drops.room_tick_ms),

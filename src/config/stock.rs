@@ -198,6 +198,10 @@ pub struct DropsConfig {
     pub waiting_room_capacity_max: u32,
     /// How often waiting rooms admit the next shoppers while someone waits.
     pub room_tick_ms: u64,
+    /// Drops kept in memory at most, beyond the open ones (which always
+    /// stay): past it the least recently used ended or cancelled drops
+    /// leave, to be read back from their snapshots on demand.
+    pub resident_max: usize,
 }
 
 impl Default for DropsConfig {
@@ -210,6 +214,7 @@ impl Default for DropsConfig {
             per_buyer_limit_max: 1_000,
             waiting_room_capacity_max: 1_000_000,
             room_tick_ms: 100,
+            resident_max: 1_000,
         }
     }
 }
@@ -234,6 +239,7 @@ impl DropsConfig {
             100_000_000,
         )?;
         range("drops.room_tick_ms", d.room_tick_ms, 1, 10_000)?;
+        range("drops.resident_max", d.resident_max, 1, 10_000_000)?;
         Ok(())
     }
 }

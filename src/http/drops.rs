@@ -306,11 +306,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, DropId)> {
 )]
 pub async fn get_drop(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = drop_id(&path)?;
-    let entry = engine
-        .0
-        .drops()
-        .get(id)
-        .ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))?;
+    let entry = engine.0.drops().lookup(id)?;
     Ok(HttpResponse::Ok().json(DropBody::new(&entry.view(), entry.waiting())))
 }
 
@@ -336,8 +332,7 @@ pub async fn cancel_drop(
 ) -> Result<HttpResponse, ApiError> {
     let id = drop_id(&path)?;
     let drops = engine.0.drops();
-    let entry = drops
-        .get(id)
+    let entry = Some(drops.lookup(id)?)
         .filter(|e| e.spec.tenant == seller.tenant)
         .ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))?;
     let before = entry.state();

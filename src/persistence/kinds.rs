@@ -132,6 +132,31 @@ impl Recoverable for FlashDrop {
     }
 }
 
+/// Reads entities of any `Recoverable` kind back from their latest
+/// snapshot: how the entity host activates one that left memory (it left
+/// only once its last state was snapshotted).
+#[derive(Clone)]
+pub struct Snapshots {
+    store: std::sync::Arc<Store>,
+}
+
+impl Snapshots {
+    pub fn new(store: std::sync::Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    /// The latest state of `id`, or `None` when it has no snapshot.
+    pub fn load<T: Recoverable>(&self, id: T::Id) -> Result<Option<T>, StoreError> {
+        let key = T::key(id);
+        match self.store.read_snapshot(key)? {
+            None => Ok(None),
+            Some((_, body)) => T::from_snapshot(body)
+                .map(Some)
+                .ok_or_else(|| corrupt("snapshot", format!("{key:?} holds another kind"))),
+        }
+    }
+}
+
 /// One kind's entities during replay: each with the LSN its state covers.
 pub struct KindState<T: Recoverable> {
     entities: HashMap<T::Id, (u64, T)>,

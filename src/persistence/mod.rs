@@ -12,6 +12,7 @@ pub mod store;
 pub mod wal;
 
 pub use book::Book;
+pub use kinds::Snapshots;
 pub use orders::{OrderArchive, OrderIndex};
 pub use queue::JobQueue;
 pub use record::{EntityKey, RecordBody, SnapshotBody, WalRecord};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use sled::{CompareAndSwapError, Tree};
 
-use super::record::{EntityKey, SnapshotBody};
+use super::kinds::Snapshots;
 use super::store::{corrupt, Store, StoreError};
 use crate::domain::order::Order;
 use crate::domain::{OrderId, TenantId, UserId};
@@ -27,7 +27,6 @@ pub enum OrderIndex {
 }
 
 pub struct OrderArchive {
-    store: Arc<Store>,
     /// buyer (16 bytes BE) ++ order id (16 bytes BE) → nothing
     by_buyer: Tree,
     /// seller ++ order id → nothing
@@ -37,6 +36,7 @@ pub struct OrderArchive {
     /// placed at (ms, 8 bytes BE) ++ order id → buyer ++ Idempotency-Key:
     /// the claims in the order they expire.
     key_ages: Tree,
+    snapshots: Snapshots,
 }
 
 fn age_key(placed_at_ms: u64, id: OrderId) -> [u8; 24] {
@@ -90,18 +90,14 @@ impl OrderArchive {
             by_seller: store.tree("orders_by_seller")?,
             keys: store.tree("order_idempotency_keys")?,
             key_ages: store.tree("order_idempotency_key_ages")?,
-            store,
+            snapshots: Snapshots::new(store),
         })
     }
 
     /// The order's latest snapshot. An order that left memory has one: it
     /// leaves only once its last state is snapshotted.
     pub fn load(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        match self.store.read_snapshot(EntityKey::Order(id))? {
-            None => Ok(None),
-            Some((_, SnapshotBody::Order(order))) => Ok(Some(order)),
-            Some(_) => Err(corrupt("order snapshot", "holds another kind")),
-        }
+        self.snapshots.load::<Order>(id)
     }
 
     /// Files the order under its buyer and each of its sellers.

@@ -171,6 +171,111 @@ async fn a_restart_keeps_drops_and_their_gates() {
 }
 
 #[actix_web::test]
+async fn ended_drops_leave_memory_past_the_cap_and_answer_from_disk() {
+    let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.drops.resident_max = 1;
+    let app = spawn_clocked(config.clone(), None, Arc::new(clock.clone())).await;
+    let mut ended = Vec::new();
+    for n in 0..3 {
+        let sku = format!("PAST-{n}");
+        app.stocked_sku("past", &sku, 5).await;
+        ended.push(scheduled(&app, "past", &[&sku], T0 + 10_000, T0 + 20_000, json!({})).await);
+    }
+    app.stocked_sku("past", "PAST-C", 5).await;
+    let cancelled = scheduled(
+        &app,
+        "past",
+        &["PAST-C"],
+        T0 + 10_000,
+        T0 + 90_000,
+        json!({}),
+    )
+    .await;
+    app.stocked_sku("past", "PAST-OPEN", 5).await;
+    let open = scheduled(
+        &app,
+        "past",
+        &["PAST-OPEN"],
+        T0 + 60_000,
+        T0 + 90_000,
+        json!({}),
+    )
+    .await;
+    let seller = app.seller("past").await;
+    let path = format!("/v1/drops/{cancelled}/cancel");
+    let cancel = app
+        .post_json(&path, Some(&seller.access_token), json!({}))
+        .await;
+    assert_eq!(cancel.status, StatusCode::OK, "{:?}", cancel.body);
+    clock.advance_ms(20_000);
+
+    // Only the open drop stays: the ended and cancelled ones leave.
+    let left = eventually(Duration::from_secs(10), || async {
+        (app.engine.drops().resident() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        left.is_some(),
+        "resident: {}",
+        app.engine.drops().resident()
+    );
+    for id in &ended {
+        let view = drop_state(&app, id).await;
+        assert_eq!(view["state"], "ended", "{view:?}");
+        let history: Vec<&str> = view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(history, ["scheduled", "live", "ended"]);
+    }
+    assert_eq!(drop_state(&app, &cancelled).await["state"], "cancelled");
+    assert_eq!(drop_state(&app, &open).await["state"], "scheduled");
+    // An ended drop's SKU still sells only through it.
+    let (token, _) = minted_buyer(&app.engine, 1);
+    let late = reserve_as(&app, &token, "PAST-0", json!({"quantity": 1})).await;
+    assert_eq!(late.code(), "drop_not_live", "{:?}", late.body);
+    assert!(late.body["ended_at"].is_string(), "{:?}", late.body);
+    let again = app
+        .post_json(
+            &format!("/v1/drops/{}/cancel", ended[1]),
+            Some(&seller.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.code(), "invalid_transition", "{:?}", again.body);
+    let identities = app.identities();
+    app.stop().await;
+
+    // After a restart the same: every drop answers, only the open one stays.
+    let app = spawn_clocked(config, Some(dir), Arc::new(clock.clone())).await;
+    app.adopt(identities);
+    let left = eventually(Duration::from_secs(10), || async {
+        (app.engine.drops().resident() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        left.is_some(),
+        "resident: {}",
+        app.engine.drops().resident()
+    );
+    for id in &ended {
+        assert_eq!(drop_state(&app, id).await["state"], "ended");
+    }
+    assert_eq!(drop_state(&app, &cancelled).await["state"], "cancelled");
+    clock.advance_ms(40_000);
+    let live = eventually(Duration::from_secs(10), || async {
+        (drop_state(&app, &open).await["state"] == "live").then_some(())
+    })
+    .await;
+    assert!(live.is_some(), "the open drop goes live on time");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn the_per_buyer_limit_holds_under_50_concurrent_requests_from_one_buyer() {
     let app = spawn_app().await;
     app.stocked_sku("limits", "LIM-1", 100).await;
