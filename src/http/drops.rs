@@ -302,6 +302,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, DropId)> {
     responses(
         (status = 200, body = DropBody),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "an ended drop could not be read back from disk", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_drop(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -322,6 +323,7 @@ pub async fn get_drop(engine: Live, path: web::Path<String>) -> Result<HttpRespo
         (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such drop, or another store's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "invalid_transition: it ended or was cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the drop or its SKUs did not answer; retry shortly", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel_drop(

@@ -170,6 +170,16 @@ async fn a_restart_keeps_drops_and_their_gates() {
     app.stop().await;
 }
 
+/// Waits until the one open drop is all that is left in memory.
+async fn only_the_open_drop_stays(app: &TestApp) {
+    let left = eventually(Duration::from_secs(10), || async {
+        (app.engine.drops().resident() == 1).then_some(())
+    })
+    .await;
+    let resident = app.engine.drops().resident();
+    assert!(left.is_some(), "drops in memory: {resident}");
+}
+
 #[actix_web::test]
 async fn ended_drops_leave_memory_past_the_cap_and_answer_from_disk() {
     let clock = ManualClock::new(T0);
@@ -212,15 +222,7 @@ async fn ended_drops_leave_memory_past_the_cap_and_answer_from_disk() {
     clock.advance_ms(20_000);
 
     // Only the open drop stays: the ended and cancelled ones leave.
-    let left = eventually(Duration::from_secs(10), || async {
-        (app.engine.drops().resident() == 1).then_some(())
-    })
-    .await;
-    assert!(
-        left.is_some(),
-        "resident: {}",
-        app.engine.drops().resident()
-    );
+    only_the_open_drop_stays(&app).await;
     for id in &ended {
         let view = drop_state(&app, id).await;
         assert_eq!(view["state"], "ended", "{view:?}");
@@ -253,15 +255,7 @@ async fn ended_drops_leave_memory_past_the_cap_and_answer_from_disk() {
     // After a restart the same: every drop answers, only the open one stays.
     let app = spawn_clocked(config, Some(dir), Arc::new(clock.clone())).await;
     app.adopt(identities);
-    let left = eventually(Duration::from_secs(10), || async {
-        (app.engine.drops().resident() == 1).then_some(())
-    })
-    .await;
-    assert!(
-        left.is_some(),
-        "resident: {}",
-        app.engine.drops().resident()
-    );
+    only_the_open_drop_stays(&app).await;
     for id in &ended {
         assert_eq!(drop_state(&app, id).await["state"], "ended");
     }
