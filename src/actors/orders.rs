@@ -236,6 +236,7 @@ impl Orders {
                 host.insert_if_absent(order.id, Arc::new(OrderEntry::durable(order)));
             }
         }
+        archive.retire_legacy()?;
         if indexed > 0 {
             tracing::info!(orders = indexed, "recovered orders added to the indexes");
         }

@@ -223,6 +223,21 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// The tree `name` if the database has one, without creating it.
+    pub(crate) fn existing_tree(&self, name: &str) -> Result<Option<sled::Tree>, StoreError> {
+        if self.db.tree_names().iter().any(|n| n == name.as_bytes()) {
+            Ok(Some(self.db.open_tree(name)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes the tree `name` and everything in it.
+    pub(crate) fn drop_tree(&self, name: &str) -> Result<(), StoreError> {
+        self.db.drop_tree(name)?;
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
