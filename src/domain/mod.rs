@@ -2,6 +2,7 @@
 //! Everything here is deterministic given its inputs (time is passed in).
 
 pub mod cart;
+pub mod category;
 pub mod drop;
 pub mod identity;
 pub mod ids;
