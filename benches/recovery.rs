@@ -49,6 +49,9 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
         let draft = NewProduct {
             title: "recovery".into(),
             description: String::new(),
+            brand: String::new(),
+            images: Vec::new(),
+            options: Vec::new(),
             category: String::new(),
             attributes: Default::default(),
             skus: (0..100)
@@ -56,6 +59,8 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
                     code: format!("REC-{}", product * 100 + i),
                     price_amount: 100,
                     price_currency: "USD".into(),
+                    compare_at: None,
+                    options: Vec::new(),
                     attributes: Default::default(),
                     low_stock_threshold: None,
                 })
@@ -71,7 +76,7 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
         );
         let record = WalRecord {
             entity: EntityKey::Product(product.id),
-            body: RecordBody::ProductCreated(Box::new(product)),
+            body: RecordBody::Product(Box::new(product)),
         };
         wal.append(&record, None).unwrap();
     }

@@ -97,6 +97,9 @@ pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -
         let draft = NewProduct {
             title: format!("bench {prefix}"),
             description: String::new(),
+            brand: String::new(),
+            images: Vec::new(),
+            options: Vec::new(),
             category: "bench".into(),
             attributes: Default::default(),
             skus: chunk
@@ -105,6 +108,8 @@ pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -
                     code: code.to_string(),
                     price_amount: 1000,
                     price_currency: "USD".into(),
+                    compare_at: None,
+                    options: Vec::new(),
                     attributes: Default::default(),
                     low_stock_threshold: None,
                 })

@@ -10,7 +10,7 @@ use super::*;
 use crate::actors::registry::SkuInfo;
 use crate::clock::ManualClock;
 use crate::domain::order::Phase;
-use crate::domain::product::{Money, Product, Sku};
+use crate::domain::product::{Money, Product, ProductStatus, Sku};
 use crate::domain::stock::{ReleaseOutcome, ReservationState, ReservationView, ReserveOutcome};
 use crate::domain::Receipt;
 use crate::persistence::{Store, SyncMode, WriterStart};
@@ -40,10 +40,15 @@ impl FakeStock {
         let product = Arc::new(Product {
             id: 1,
             tenant: id_text(SELLER),
+            version: 1,
+            status: ProductStatus::Active,
             title: "Tee".into(),
             description: String::new(),
+            brand: String::new(),
             category: String::new(),
             attributes: Vec::new(),
+            images: Vec::new(),
+            options: Vec::new(),
             skus: vec![Sku {
                 id: SKU,
                 code: "TEE".into(),
@@ -51,10 +56,13 @@ impl FakeStock {
                     amount: 2_500,
                     currency: "EUR".into(),
                 },
+                compare_at: None,
+                options: Vec::new(),
                 attributes: Vec::new(),
                 low_stock_threshold: 0,
             }],
             created_at_ms: 0,
+            updated_at_ms: 0,
         });
         Arc::new(Self {
             info: Arc::new(SkuInfo {

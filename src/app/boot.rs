@@ -604,7 +604,7 @@ async fn checkpoint_products(
 ) -> Result<(), StartError> {
     for id in products {
         if let Some(product) = catalog.product(*id) {
-            let body = SnapshotBody::Product((*product).clone());
+            let body = SnapshotBody::Product(Box::new((*product).clone()));
             wal.snapshot(EntityKey::Product(*id), &body, None)
                 .map_err(lost)?;
         }

@@ -1,5 +1,5 @@
-//! Products and their SKUs as sellers create them: validation rules and the
-//! stored form. A product is immutable in the engine core.
+//! Products and their SKUs (variants) as sellers create them: validation
+//! rules and the stored form, with the layouts of older formats in `legacy`.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,14 @@ pub const ATTRIBUTES_MAX: usize = 32;
 pub const ATTRIBUTE_KEY_MAX_CHARS: usize = 64;
 pub const ATTRIBUTE_VALUE_MAX_CHARS: usize = 256;
 pub const SKUS_PER_PRODUCT_MAX: usize = 100;
+pub const BRAND_MAX_CHARS: usize = 100;
+pub const IMAGES_MAX: usize = 20;
+pub const IMAGE_URL_MAX_CHARS: usize = 2_048;
+pub const IMAGE_ALT_MAX_CHARS: usize = 250;
+/// Option axes per product (e.g. size, colour, material).
+pub const OPTION_AXES_MAX: usize = 3;
+pub const OPTION_VALUES_MAX: usize = 100;
+pub const OPTION_TEXT_MAX_CHARS: usize = 64;
 /// Largest price in minor units (10 billion in major units of a 2-decimal currency).
 pub const PRICE_MAX_MINOR: i64 = 1_000_000_000_000;
 
@@ -52,25 +60,135 @@ impl Money {
     }
 }
 
+/// A variant: one SKU code with its own price and attributes.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Sku {
     pub id: u64,
     pub code: String,
     pub price: Money,
+    /// The "was" price shown struck through, in the same currency; above `price`.
+    pub compare_at: Option<i64>,
+    /// One value per option axis of the product, in the axes' order.
+    pub options: Vec<String>,
     pub attributes: Vec<(String, String)>,
     pub low_stock_threshold: u64,
+}
+
+/// Where a product is in its life: sellers prepare a draft, shoppers see an
+/// active product, an archived one is kept for history and sells no more.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum ProductStatus {
+    Draft,
+    Active,
+    Archived,
+}
+
+impl ProductStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductStatus::Draft => "draft",
+            ProductStatus::Active => "active",
+            ProductStatus::Archived => "archived",
+        }
+    }
+}
+
+/// A product image: where it is and what it shows.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Image {
+    pub url: String,
+    pub alt: String,
+}
+
+/// An option axis such as size or colour, with the values variants may take.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OptionAxis {
+    pub name: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Product {
     pub id: u128,
     pub tenant: String,
+    /// 1 when created; every change makes the next version.
+    pub version: u64,
+    pub status: ProductStatus,
     pub title: String,
     pub description: String,
+    pub brand: String,
     pub category: String,
     pub attributes: Vec<(String, String)>,
+    pub images: Vec<Image>,
+    pub options: Vec<OptionAxis>,
     pub skus: Vec<Sku>,
     pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// The stored forms of records and snapshots written before products had
+/// versions (formats 0 and 1). Their archived layout must never change: old
+/// data directories are read through them.
+pub mod legacy {
+    use super::{Money, Product, ProductStatus, Sku};
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct SkuV1 {
+        pub id: u64,
+        pub code: String,
+        pub price: Money,
+        pub attributes: Vec<(String, String)>,
+        pub low_stock_threshold: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct ProductV1 {
+        pub id: u128,
+        pub tenant: String,
+        pub title: String,
+        pub description: String,
+        pub category: String,
+        pub attributes: Vec<(String, String)>,
+        pub skus: Vec<SkuV1>,
+        pub created_at_ms: u64,
+    }
+
+    impl From<ProductV1> for Product {
+        /// A product of the old format was visible and sellable when it was
+        /// written: it reads as version 1, active.
+        fn from(old: ProductV1) -> Self {
+            Product {
+                id: old.id,
+                tenant: old.tenant,
+                version: 1,
+                status: ProductStatus::Active,
+                title: old.title,
+                description: old.description,
+                brand: String::new(),
+                category: old.category,
+                attributes: old.attributes,
+                images: Vec::new(),
+                options: Vec::new(),
+                skus: old
+                    .skus
+                    .into_iter()
+                    .map(|sku| Sku {
+                        id: sku.id,
+                        code: sku.code,
+                        price: sku.price,
+                        compare_at: None,
+                        options: Vec::new(),
+                        attributes: sku.attributes,
+                        low_stock_threshold: sku.low_stock_threshold,
+                    })
+                    .collect(),
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: old.created_at_ms,
+            }
+        }
+    }
 }
 
 /// A SKU as a seller submits it.
@@ -79,6 +197,9 @@ pub struct NewSku {
     pub code: String,
     pub price_amount: i64,
     pub price_currency: String,
+    pub compare_at: Option<i64>,
+    /// One value per option axis of the product, in the axes' order.
+    pub options: Vec<String>,
     pub attributes: BTreeMap<String, String>,
     pub low_stock_threshold: Option<u64>,
 }
@@ -88,8 +209,11 @@ pub struct NewSku {
 pub struct NewProduct {
     pub title: String,
     pub description: String,
+    pub brand: String,
     pub category: String,
     pub attributes: BTreeMap<String, String>,
+    pub images: Vec<Image>,
+    pub options: Vec<OptionAxis>,
     pub skus: Vec<NewSku>,
 }
 
@@ -98,8 +222,11 @@ pub struct NewProduct {
 pub struct ValidProduct {
     pub title: String,
     pub description: String,
+    pub brand: String,
     pub category: String,
     pub attributes: Vec<(String, String)>,
+    pub images: Vec<Image>,
+    pub options: Vec<OptionAxis>,
     pub skus: Vec<ValidSku>,
 }
 
@@ -107,6 +234,8 @@ pub struct ValidProduct {
 pub struct ValidSku {
     pub code: SkuCode,
     pub price: Money,
+    pub compare_at: Option<i64>,
+    pub options: Vec<String>,
     pub attributes: Vec<(String, String)>,
     pub low_stock_threshold: Option<u64>,
 }
@@ -129,6 +258,8 @@ impl ValidProduct {
                 id: id.0,
                 code: sku.code.into_inner(),
                 price: sku.price,
+                compare_at: sku.compare_at,
+                options: sku.options,
                 attributes: sku.attributes,
                 low_stock_threshold: sku
                     .low_stock_threshold
@@ -138,12 +269,18 @@ impl ValidProduct {
         Product {
             id,
             tenant: tenant.as_str().to_owned(),
+            version: 1,
+            status: ProductStatus::Active,
             title: self.title,
             description: self.description,
+            brand: self.brand,
             category: self.category,
             attributes: self.attributes,
+            images: self.images,
+            options: self.options,
             skus,
             created_at_ms,
+            updated_at_ms: created_at_ms,
         }
     }
 }
@@ -190,6 +327,147 @@ fn check_attributes(
     attributes.into_iter().collect()
 }
 
+/// An absolute http(s) URL: the scheme, a host of letters, digits, dots and
+/// hyphens (starting with a letter or digit), an optional port, then an
+/// optional path, query or fragment without spaces or control characters.
+/// The same rule is the OpenAPI pattern `IMAGE_URL_PATTERN`.
+pub fn is_image_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let host_ok = host
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok
+        && port_ok
+        && !tail
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\u{feff}')
+}
+
+/// `is_image_url` as an ECMA regular expression, for the OpenAPI schema.
+pub const IMAGE_URL_PATTERN: &str =
+    "^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?([/?#][^\\s\\u0000-\\u001f\\u007f-\\u009f]*)?$";
+
+fn check_image_url(url: &str, errors: &mut Vec<InvalidField>) {
+    let field = "images[].url";
+    if url.chars().count() > IMAGE_URL_MAX_CHARS {
+        errors.push(InvalidField::new(
+            field,
+            format!("must be at most {IMAGE_URL_MAX_CHARS} characters"),
+        ));
+    } else if !is_image_url(url) {
+        errors.push(InvalidField::new(
+            field,
+            "must be an absolute http or https URL with a host, without spaces",
+        ));
+    }
+}
+
+fn check_images(images: &[Image], errors: &mut Vec<InvalidField>) {
+    if images.len() > IMAGES_MAX {
+        errors.push(InvalidField::new(
+            "images",
+            format!("at most {IMAGES_MAX} images"),
+        ));
+    }
+    for image in images {
+        check_image_url(&image.url, errors);
+        check_text("images[].alt", &image.alt, 0, IMAGE_ALT_MAX_CHARS, errors);
+    }
+}
+
+/// Axes with unique names (ignoring case), each with 1.. unique values.
+fn check_options(axes: &[OptionAxis], errors: &mut Vec<InvalidField>) {
+    if axes.len() > OPTION_AXES_MAX {
+        errors.push(InvalidField::new(
+            "options",
+            format!("at most {OPTION_AXES_MAX} option axes"),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for axis in axes {
+        check_text(
+            "options[].name",
+            &axis.name,
+            1,
+            OPTION_TEXT_MAX_CHARS,
+            errors,
+        );
+        if !names.insert(axis.name.to_lowercase()) {
+            errors.push(InvalidField::new(
+                "options[].name",
+                format!("the axis {:?} is listed twice", axis.name),
+            ));
+        }
+        if axis.values.is_empty() || axis.values.len() > OPTION_VALUES_MAX {
+            errors.push(InvalidField::new(
+                "options[].values",
+                format!("an axis has 1..={OPTION_VALUES_MAX} values"),
+            ));
+        }
+        let mut values = std::collections::HashSet::new();
+        for value in &axis.values {
+            check_text("options[].values", value, 1, OPTION_TEXT_MAX_CHARS, errors);
+            if !values.insert(value.as_str()) {
+                errors.push(InvalidField::new(
+                    "options[].values",
+                    format!("the value {value:?} of {:?} is listed twice", axis.name),
+                ));
+            }
+        }
+    }
+}
+
+/// Each variant names one listed value per axis, and no two variants the same
+/// combination.
+fn check_variant_options(axes: &[OptionAxis], skus: &[NewSku], errors: &mut Vec<InvalidField>) {
+    let mut seen = std::collections::HashSet::new();
+    for sku in skus {
+        if sku.options.len() != axes.len() {
+            errors.push(InvalidField::new(
+                "skus[].options",
+                format!(
+                    "{} gives {} option values; the product has {} axes",
+                    sku.code,
+                    sku.options.len(),
+                    axes.len()
+                ),
+            ));
+            continue;
+        }
+        for (axis, value) in axes.iter().zip(&sku.options) {
+            if !axis.values.contains(value) {
+                errors.push(InvalidField::new(
+                    "skus[].options",
+                    format!("{value:?} is not a value of {:?}", axis.name),
+                ));
+            }
+        }
+        if !axes.is_empty() && !seen.insert(sku.options.clone()) {
+            errors.push(InvalidField::new(
+                "skus[].options",
+                format!("two variants are {:?}", sku.options),
+            ));
+        }
+    }
+}
+
 impl NewProduct {
     /// Checks every rule and reports every broken one.
     pub fn validate(self, low_stock_threshold_max: u64) -> Result<ValidProduct, Vec<InvalidField>> {
@@ -209,6 +487,10 @@ impl NewProduct {
             CATEGORY_MAX_CHARS,
             &mut errors,
         );
+        check_text("brand", &self.brand, 0, BRAND_MAX_CHARS, &mut errors);
+        check_images(&self.images, &mut errors);
+        check_options(&self.options, &mut errors);
+        check_variant_options(&self.options, &self.skus, &mut errors);
         let attributes = check_attributes("attributes", self.attributes, &mut errors);
         if self.skus.is_empty() || self.skus.len() > SKUS_PER_PRODUCT_MAX {
             errors.push(InvalidField::new(
@@ -233,6 +515,16 @@ impl NewProduct {
                     continue;
                 }
             };
+            if let Some(was) = sku.compare_at {
+                if was <= price.amount || was > PRICE_MAX_MINOR {
+                    errors.push(InvalidField::new(
+                        "skus[].compare_at",
+                        format!(
+                            "must be above the price and at most {PRICE_MAX_MINOR} minor units"
+                        ),
+                    ));
+                }
+            }
             if sku
                 .low_stock_threshold
                 .is_some_and(|t| t > low_stock_threshold_max)
@@ -246,6 +538,8 @@ impl NewProduct {
             skus.push(ValidSku {
                 code,
                 price,
+                compare_at: sku.compare_at,
+                options: sku.options,
                 attributes,
                 low_stock_threshold: sku.low_stock_threshold,
             });
@@ -254,8 +548,11 @@ impl NewProduct {
             Ok(ValidProduct {
                 title: self.title,
                 description: self.description,
+                brand: self.brand,
                 category: self.category,
                 attributes,
+                images: self.images,
+                options: self.options,
                 skus,
             })
         } else {
@@ -273,6 +570,8 @@ mod tests {
             code: code.into(),
             price_amount: 1999,
             price_currency: "USD".into(),
+            compare_at: None,
+            options: Vec::new(),
             attributes: BTreeMap::new(),
             low_stock_threshold: None,
         }
@@ -282,8 +581,11 @@ mod tests {
         NewProduct {
             title: "Tee".into(),
             description: String::new(),
+            brand: String::new(),
             category: "apparel".into(),
             attributes: BTreeMap::new(),
+            images: Vec::new(),
+            options: Vec::new(),
             skus,
         }
     }
@@ -314,5 +616,126 @@ mod tests {
         let mut negative = sku("A");
         negative.price_amount = -1;
         assert!(product(vec![negative]).validate(1000).is_err());
+    }
+
+    fn fields_of(product: NewProduct) -> Vec<String> {
+        product
+            .validate(1000)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn images_need_absolute_http_urls_and_are_bounded() {
+        let mut p = product(vec![sku("A")]);
+        p.images = vec![Image {
+            url: "https://cdn.example/a.jpg".into(),
+            alt: "front".into(),
+        }];
+        assert!(p.clone().validate(1000).is_ok());
+        for bad in [
+            "ftp://x/a.jpg",
+            "/a.jpg",
+            "https://",
+            "https://x/a b.jpg",
+            "",
+        ] {
+            let mut q = p.clone();
+            q.images[0].url = bad.into();
+            assert_eq!(fields_of(q), vec!["images[].url"], "{bad:?}");
+        }
+        p.images = vec![p.images[0].clone(); IMAGES_MAX + 1];
+        assert_eq!(fields_of(p), vec!["images"]);
+    }
+
+    #[test]
+    fn variants_name_one_listed_value_per_axis_and_no_combination_twice() {
+        let axes = vec![
+            OptionAxis {
+                name: "size".into(),
+                values: vec!["S".into(), "M".into()],
+            },
+            OptionAxis {
+                name: "colour".into(),
+                values: vec!["red".into()],
+            },
+        ];
+        let variant = |code: &str, options: &[&str]| NewSku {
+            options: options.iter().map(|o| o.to_string()).collect(),
+            ..sku(code)
+        };
+        let mut p = product(vec![
+            variant("A", &["S", "red"]),
+            variant("B", &["M", "red"]),
+        ]);
+        p.options = axes.clone();
+        assert!(p.clone().validate(1000).is_ok());
+        p.skus[1].options = vec!["S".into(), "red".into()];
+        assert_eq!(
+            fields_of(p.clone()),
+            vec!["skus[].options"],
+            "same combination"
+        );
+        p.skus[1].options = vec!["XL".into(), "red".into()];
+        assert_eq!(
+            fields_of(p.clone()),
+            vec!["skus[].options"],
+            "unlisted value"
+        );
+        p.skus[1].options = vec!["M".into()];
+        assert_eq!(
+            fields_of(p.clone()),
+            vec!["skus[].options"],
+            "too few values"
+        );
+        p.options.push(OptionAxis {
+            name: "SIZE".into(),
+            values: vec![],
+        });
+        let fields = fields_of(p);
+        assert!(fields.contains(&"options[].name".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"options[].values".to_string()),
+            "{fields:?}"
+        );
+    }
+
+    #[test]
+    fn a_compare_at_price_must_be_above_the_price() {
+        let mut p = product(vec![NewSku {
+            compare_at: Some(1999),
+            ..sku("A")
+        }]);
+        assert_eq!(fields_of(p.clone()), vec!["skus[].compare_at"]);
+        p.skus[0].compare_at = Some(2999);
+        assert_eq!(p.validate(1000).unwrap().skus[0].compare_at, Some(2999));
+    }
+
+    #[test]
+    fn an_old_format_product_reads_as_active_version_1() {
+        let old = legacy::ProductV1 {
+            id: 7,
+            tenant: "acme".into(),
+            title: "Tee".into(),
+            description: "soft".into(),
+            category: "apparel".into(),
+            attributes: vec![("fit".into(), "slim".into())],
+            skus: vec![legacy::SkuV1 {
+                id: 3,
+                code: "TEE-S".into(),
+                price: Money::parse("price", 1999, "USD").unwrap(),
+                attributes: vec![],
+                low_stock_threshold: 5,
+            }],
+            created_at_ms: 42,
+        };
+        let new = Product::from(old);
+        assert_eq!((new.version, new.status), (1, ProductStatus::Active));
+        assert_eq!((new.created_at_ms, new.updated_at_ms), (42, 42));
+        assert_eq!(new.skus[0].code, "TEE-S");
+        assert_eq!(new.skus[0].low_stock_threshold, 5);
+        assert_eq!(new.attributes, vec![("fit".into(), "slim".into())]);
     }
 }

@@ -1,5 +1,6 @@
-//! Product routes: a seller creates a product with its SKUs; anyone reads it
-//! with live availability.
+//! Product routes: a seller creates a product with its SKUs (variants on
+//! option axes, images, brand); anyone reads it with live availability and
+//! its version as the `ETag`.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339_ms;
-use crate::domain::product::{NewProduct, NewSku, Product};
+use crate::domain::product::{Image, NewProduct, NewSku, OptionAxis, Product};
 use crate::domain::StockView;
 
 use super::error::{ApiError, ErrorKind, Problem};
@@ -36,6 +37,16 @@ pub struct NewSkuBody {
     #[schema(schema_with = super::schemas::sku_code)]
     pub sku: String,
     pub price: MoneyBody,
+    /// The "was" price in minor units of the price's currency, shown struck
+    /// through; above `price.amount`.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub compare_at: Option<i64>,
+    /// One value per option axis of the product, in the axes' order (422
+    /// when a value is not listed on its axis or two variants are the same).
+    #[serde(default)]
+    #[schema(schema_with = super::schemas::option_values)]
+    pub options: Vec<String>,
     #[serde(default)]
     #[schema(schema_with = super::schemas::attributes)]
     pub attributes: BTreeMap<String, String>,
@@ -43,6 +54,32 @@ pub struct NewSkuBody {
     #[serde(default)]
     #[schema(maximum = 1_000_000_000_000_i64)]
     pub low_stock_threshold: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBody {
+    /// An absolute http or https URL, at most 2,048 characters.
+    #[schema(schema_with = super::schemas::image_url)]
+    pub url: String,
+    /// What the image shows, for screen readers; at most 250 characters.
+    #[serde(default)]
+    #[schema(
+        max_length = 250,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub alt: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptionAxisBody {
+    /// The axis, e.g. "size"; unique in the product, ignoring case.
+    #[schema(schema_with = super::schemas::option_text)]
+    pub name: String,
+    /// 1..=100 distinct values, e.g. ["S", "M", "L"].
+    #[schema(schema_with = super::schemas::option_axis_values)]
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,10 +102,25 @@ pub struct NewProductBody {
         max_length = 100,
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
+    pub brand: String,
+    #[serde(default)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub category: String,
     #[serde(default)]
     #[schema(schema_with = super::schemas::attributes)]
     pub attributes: BTreeMap<String, String>,
+    /// In display order, at most 20.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub images: Vec<ImageBody>,
+    /// Option axes (at most 3) the variants are defined by; each SKU then
+    /// gives one value per axis in `options`.
+    #[serde(default)]
+    #[schema(max_items = 3)]
+    pub options: Vec<OptionAxisBody>,
     /// 1..=100 SKUs; a code listed twice, or already in use, is 409 `sku_exists`.
     #[schema(min_items = 1, max_items = 100)]
     pub skus: Vec<NewSkuBody>,
@@ -85,6 +137,10 @@ pub struct SkuStockBody {
 pub struct SkuBody {
     pub sku: String,
     pub price: MoneyBody,
+    /// The "was" price in minor units of the price's currency, if any.
+    pub compare_at: Option<i64>,
+    /// One value per option axis of the product.
+    pub options: Vec<String>,
     pub attributes: BTreeMap<String, String>,
     pub low_stock_threshold: u64,
     pub stock: SkuStockBody,
@@ -94,11 +150,19 @@ pub struct SkuBody {
 pub struct ProductBody {
     pub id: String,
     pub tenant_id: String,
+    /// 1 when created; every change makes the next. Also the `ETag`.
+    pub version: u64,
+    /// `draft`, `active` or `archived`.
+    pub status: String,
     pub title: String,
     pub description: String,
+    pub brand: String,
     pub category: String,
     pub attributes: BTreeMap<String, String>,
+    pub images: Vec<ImageBody>,
+    pub options: Vec<OptionAxisBody>,
     pub created_at: String,
+    pub updated_at: String,
     pub skus: Vec<SkuBody>,
 }
 
@@ -114,6 +178,8 @@ impl ProductBody {
                     amount: sku.price.amount,
                     currency: sku.price.currency.clone(),
                 },
+                compare_at: sku.compare_at,
+                options: sku.options.clone(),
                 attributes: sku.attributes.iter().cloned().collect(),
                 low_stock_threshold: view.low_stock_threshold,
                 stock: SkuStockBody {
@@ -126,23 +192,48 @@ impl ProductBody {
         Self {
             id: uuid::Uuid::from_u128(product.id).to_string(),
             tenant_id: product.tenant.clone(),
+            version: product.version,
+            status: product.status.as_str().to_owned(),
             title: product.title.clone(),
             description: product.description.clone(),
+            brand: product.brand.clone(),
             category: product.category.clone(),
             attributes: product.attributes.iter().cloned().collect(),
+            images: product
+                .images
+                .iter()
+                .map(|i| ImageBody {
+                    url: i.url.clone(),
+                    alt: i.alt.clone(),
+                })
+                .collect(),
+            options: product
+                .options
+                .iter()
+                .map(|a| OptionAxisBody {
+                    name: a.name.clone(),
+                    values: a.values.clone(),
+                })
+                .collect(),
             created_at: rfc3339_ms(product.created_at_ms),
+            updated_at: rfc3339_ms(product.updated_at_ms),
             skus,
         }
     }
 }
 
 /// Create a product with its SKUs (seller).
+///
+/// Rules beyond the schema, answered 422: each SKU gives one value listed on
+/// each option axis, in the axes' order, and no two SKUs the same
+/// combination; axis names are unique ignoring case; a SKU's `compare_at` is
+/// above its price.
 #[utoipa::path(
     post, path = "/v1/products", tag = "products",
     security(("bearer" = [])),
     request_body = NewProductBody,
     responses(
-        (status = 201, body = ProductBody, headers(("Location" = String))),
+        (status = 201, body = ProductBody, headers(("Location" = String), ("ETag" = String, description = "the version, quoted"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
@@ -162,8 +253,25 @@ pub async fn create_product(
     let draft = NewProduct {
         title: body.title,
         description: body.description,
+        brand: body.brand,
         category: body.category,
         attributes: body.attributes,
+        images: body
+            .images
+            .into_iter()
+            .map(|i| Image {
+                url: i.url,
+                alt: i.alt,
+            })
+            .collect(),
+        options: body
+            .options
+            .into_iter()
+            .map(|a| OptionAxis {
+                name: a.name,
+                values: a.values,
+            })
+            .collect(),
         skus: body
             .skus
             .into_iter()
@@ -171,6 +279,8 @@ pub async fn create_product(
                 code: sku.sku,
                 price_amount: sku.price.amount,
                 price_currency: sku.price.currency,
+                compare_at: sku.compare_at,
+                options: sku.options,
                 attributes: sku.attributes,
                 low_stock_threshold: sku.low_stock_threshold,
             })
@@ -217,6 +327,7 @@ pub async fn create_product(
     let body = ProductBody::new(&product, stock);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/products/{}", body.id)))
+        .insert_header((header::ETAG, etag(&product)))
         .json(body))
 }
 
@@ -225,7 +336,7 @@ pub async fn create_product(
     get, path = "/v1/products/{id}", tag = "products",
     params(("id" = String, Path, format = Uuid, description = "product id (UUID)")),
     responses(
-        (status = 200, body = ProductBody),
+        (status = 200, body = ProductBody, headers(("ETag" = String, description = "the version, quoted"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -238,5 +349,12 @@ pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpRe
         .product(id.as_u128())
         .ok_or_else(not_found)?;
     let stock = engine.0.inventory().product_stock(&product).await?;
-    Ok(HttpResponse::Ok().json(ProductBody::new(&product, stock)))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(&product)))
+        .json(ProductBody::new(&product, stock)))
+}
+
+/// The product's version as a strong entity tag, for `If-Match`.
+fn etag(product: &Product) -> String {
+    format!("\"{}\"", product.version)
 }

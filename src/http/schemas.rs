@@ -98,6 +98,43 @@ pub fn delta() -> Schema {
 }
 
 /// An amount in minor units.
+/// An absolute http(s) image URL (`product::is_image_url`).
+pub fn image_url() -> Schema {
+    string()
+        .pattern(Some(crate::domain::product::IMAGE_URL_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(crate::domain::product::IMAGE_URL_MAX_CHARS))
+        .examples(["https://cdn.example.com/tee-front.jpg"])
+        .into()
+}
+
+/// An option axis name or value: 1..=64 characters without control characters.
+pub fn option_text() -> Schema {
+    string()
+        .min_length(Some(1))
+        .max_length(Some(crate::domain::product::OPTION_TEXT_MAX_CHARS))
+        .pattern(Some(TEXT_PATTERN))
+        .into()
+}
+
+/// The values of one option axis: 1..=100 distinct texts.
+pub fn option_axis_values() -> Schema {
+    ArrayBuilder::new()
+        .items(RefOr::T(option_text()))
+        .min_items(Some(1))
+        .max_items(Some(crate::domain::product::OPTION_VALUES_MAX))
+        .unique_items(true)
+        .into()
+}
+
+/// A variant's option values, one per axis (at most 3).
+pub fn option_values() -> Schema {
+    ArrayBuilder::new()
+        .items(RefOr::T(option_text()))
+        .max_items(Some(crate::domain::product::OPTION_AXES_MAX))
+        .into()
+}
+
 pub fn amount() -> Schema {
     integer(0.0, PRICE_MAX_MINOR as f64)
         .description(Some("minor units (cents for USD)"))

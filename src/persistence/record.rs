@@ -8,6 +8,7 @@ use crate::domain::cart::Cart;
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
+use crate::domain::product::legacy::ProductV1;
 use crate::domain::product::Product;
 use crate::domain::stock::{LedgerSnapshot, StockEvent};
 use crate::domain::{DropId, OrderId, TenantId, UserId};
@@ -171,8 +172,9 @@ pub struct WalRecord {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum RecordBody {
     Stock(Vec<StockEvent>),
+    /// A product as formats 0 and 1 wrote it at creation (never written now).
     /// Boxed: archived inline, this rare variant would size every record.
-    ProductCreated(Box<Product>),
+    ProductCreatedV1(Box<ProductV1>),
     /// The new full state of an account, store, session, invitation, follow or audit entry.
     Directory(Box<Entity>),
     /// A drop was scheduled or moved.
@@ -184,17 +186,23 @@ pub enum RecordBody {
     /// The entity ends: replay forgets it, and its snapshot is deleted once
     /// this record is durable. Appended last, so older records keep their tags.
     Deleted,
+    /// The new full state of a product, one per version (format 2 on).
+    Product(Box<Product>),
 }
 
 /// The full state of one entity at some LSN.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum SnapshotBody {
     Ledger(LedgerSnapshot),
-    Product(Product),
+    /// A product as formats 0 and 1 wrote it (never written now).
+    ProductV1(ProductV1),
     Directory(Entity),
     Drop(FlashDrop),
     Order(Order),
     Cart(Cart),
+    /// A product's latest version (format 2 on); appended, so older
+    /// snapshots keep their tags.
+    Product(Box<Product>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +214,12 @@ pub struct CodecError(String);
 /// Format 0 is data written before formats were recorded; its layout is
 /// format 1's. A change to any archived type bumps this and teaches
 /// `decode_record` and `decode_snapshot` to read the previous format.
-pub const FORMAT: u16 = 1;
+///
+/// Format 2 added versioned products (`RecordBody::Product`,
+/// `SnapshotBody::Product`) after the older variants; format 1's products
+/// keep their variants and layout (`product::legacy`), so formats 0..=2 all
+/// read with these types.
+pub const FORMAT: u16 = 2;
 
 /// Refuses data written by a newer build: reading it as ours would be
 /// reading garbage, and writing over it would lose what it says.

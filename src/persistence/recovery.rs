@@ -105,8 +105,14 @@ fn load_products(store: &Store) -> Result<HashMap<u128, (u64, Product)>, StoreEr
         let EntityKey::Product(id) = entity else {
             continue;
         };
-        if let Some((covers, SnapshotBody::Product(product))) = store.read_snapshot(entity)? {
-            products.insert(id, (covers, product));
+        match store.read_snapshot(entity)? {
+            Some((covers, SnapshotBody::Product(product))) => {
+                products.insert(id, (covers, *product));
+            }
+            Some((covers, SnapshotBody::ProductV1(old))) => {
+                products.insert(id, (covers, Product::from(old)));
+            }
+            _ => {}
         }
     }
     Ok(products)
@@ -323,7 +329,16 @@ pub fn recover(
                         stats.applied += 1;
                     }
                 }
-                (EntityKey::Product(id), RecordBody::ProductCreated(product)) => {
+                (EntityKey::Product(id), RecordBody::ProductCreatedV1(old)) => {
+                    let newer = products.get(&id).is_none_or(|(covers, _)| lsn > *covers);
+                    if newer {
+                        let product = Product::from(*old);
+                        thresholds.extend(initial_thresholds(std::iter::once(&product)));
+                        products.insert(id, (lsn, product));
+                        stats.applied += 1;
+                    }
+                }
+                (EntityKey::Product(id), RecordBody::Product(product)) => {
                     let newer = products.get(&id).is_none_or(|(covers, _)| lsn > *covers);
                     if newer {
                         thresholds.extend(initial_thresholds(std::iter::once(&*product)));

@@ -113,7 +113,7 @@ impl Catalog {
             let entity = EntityKey::Product(id);
             let record = WalRecord {
                 entity,
-                body: RecordBody::ProductCreated(Box::new((*product).clone())),
+                body: RecordBody::Product(Box::new((*product).clone())),
             };
             let ack: persistence::Ack = Box::new(move || {
                 let _ = tx.send(());
@@ -122,11 +122,15 @@ impl Catalog {
                 .wal
                 .append(&record, Some(ack))
                 .map_err(|_| CatalogError::Unavailable)?;
-            // Products never change here, so their snapshot is the record itself;
-            // it lets the WAL be truncated past the creation.
+            // A record carries the product's full state, so its snapshot is
+            // the record itself; it lets the WAL be truncated past it.
             self.deps
                 .wal
-                .snapshot(entity, &SnapshotBody::Product((*product).clone()), None)
+                .snapshot(
+                    entity,
+                    &SnapshotBody::Product(Box::new((*product).clone())),
+                    None,
+                )
                 .map_err(|_| CatalogError::Unavailable)?;
             // Registered after the record is queued, so any stock record of these
             // SKUs is ordered after the product's in the WAL.

@@ -92,3 +92,129 @@ async fn products_and_stock_survive_a_restart() {
     assert_eq!(app.stock("KEEP-3").await["available"], 1);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn variants_on_option_axes_images_and_brand_are_kept_and_read_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(dir.path());
+    let app = crate::helpers::spawn_config(config.clone(), None).await;
+    let seller = app.seller("atelier").await.access_token;
+    let body = json!({
+        "title": "Field jacket",
+        "brand": "Atelier Nord",
+        "category": "outerwear",
+        "images": [
+            {"url": "https://cdn.example.com/jacket-front.jpg", "alt": "front"},
+            {"url": "http://cdn.example.com:8080/jacket-back.jpg?w=800"}
+        ],
+        "options": [
+            {"name": "size", "values": ["S", "M"]},
+            {"name": "colour", "values": ["olive"]}
+        ],
+        "skus": [
+            {"sku": "JKT-S", "price": {"amount": 19900, "currency": "EUR"}, "compare_at": 24900, "options": ["S", "olive"]},
+            {"sku": "JKT-M", "price": {"amount": 19900, "currency": "EUR"}, "options": ["M", "olive"]}
+        ]
+    });
+    let created = send(
+        app.client
+            .post(app.url("/v1/products"))
+            .insert_header(bearer(&seller)),
+        Some(body),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.header("etag"), Some("\"1\""));
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    app.stop().await;
+
+    let app = crate::helpers::spawn_config(config, None).await;
+    let read = send(app.client.get(app.url(&format!("/v1/products/{id}"))), None).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.header("etag"), Some("\"1\""));
+    let p = &read.body;
+    assert_eq!(
+        (p["version"].as_u64(), p["status"].as_str()),
+        (Some(1), Some("active"))
+    );
+    assert_eq!(p["brand"], "Atelier Nord");
+    assert_eq!(p["created_at"], p["updated_at"]);
+    assert_eq!(
+        p["images"],
+        json!([
+            {"url": "https://cdn.example.com/jacket-front.jpg", "alt": "front"},
+            {"url": "http://cdn.example.com:8080/jacket-back.jpg?w=800", "alt": ""}
+        ]),
+        "images keep their order"
+    );
+    assert_eq!(
+        p["options"],
+        json!([{"name": "size", "values": ["S", "M"]}, {"name": "colour", "values": ["olive"]}])
+    );
+    assert_eq!(p["skus"][0]["options"], json!(["S", "olive"]));
+    assert_eq!(p["skus"][0]["compare_at"], 24900);
+    assert_eq!(p["skus"][1]["compare_at"], serde_json::Value::Null);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_product_breaking_variant_image_or_price_rules_is_refused_and_nothing_is_created() {
+    let app = spawn_app().await;
+    let seller = app.seller("atelier").await.access_token;
+    let sku = |code: &str, options: serde_json::Value| json!({"sku": code, "price": {"amount": 1000, "currency": "EUR"}, "options": options});
+    let axes = json!([{"name": "size", "values": ["S", "M"]}]);
+    for (body, field) in [
+        (
+            json!({"title": "t", "options": axes, "skus": [sku("BAD-1", json!(["S"])), sku("BAD-2", json!(["S"]))]}),
+            "skus[].options",
+        ),
+        (
+            json!({"title": "t", "options": axes, "skus": [sku("BAD-1", json!(["XL"]))]}),
+            "skus[].options",
+        ),
+        (
+            json!({"title": "t", "skus": [sku("BAD-1", json!(["S"]))]}),
+            "skus[].options",
+        ),
+        (
+            json!({"title": "t", "options": [{"name": "Size", "values": ["S"]}, {"name": "size", "values": ["M"]}],
+                   "skus": [sku("BAD-1", json!(["S", "M"]))]}),
+            "options[].name",
+        ),
+        (
+            json!({"title": "t", "skus": [{"sku": "BAD-1", "price": {"amount": 1000, "currency": "EUR"}, "compare_at": 1000}]}),
+            "skus[].compare_at",
+        ),
+        (
+            json!({"title": "t", "images": [{"url": "javascript:alert(1)"}], "skus": [sku("BAD-1", json!([]))]}),
+            "images[].url",
+        ),
+        (
+            json!({"title": "t", "images": [{"url": "https://cdn.example.com/a b.jpg"}], "skus": [sku("BAD-1", json!([]))]}),
+            "images[].url",
+        ),
+    ] {
+        let refused = send(
+            app.client
+                .post(app.url("/v1/products"))
+                .insert_header(bearer(&seller)),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            refused.body
+        );
+        assert!(
+            refused.body.to_string().contains(field),
+            "{body}: {field} not named in {:?}",
+            refused.body
+        );
+    }
+    // Nothing was created: every code is still free.
+    let created = app.create_product("atelier", &["BAD-1", "BAD-2"]).await;
+    assert_eq!(created["version"], 1);
+    app.stop().await;
+}
