@@ -252,6 +252,12 @@ pub const SERIES: &[Series] = &[
         &[],
     ),
     series(
+        "flashdrop_product_versions_total",
+        Counter,
+        "Product versions made by changes (not creations)",
+        &[],
+    ),
+    series(
         "flashdrop_logins_total",
         Counter,
         "Login attempts by outcome",

@@ -63,6 +63,7 @@ impl FakeStock {
             }],
             created_at_ms: 0,
             updated_at_ms: 0,
+            updated_by: String::new(),
         });
         Arc::new(Self {
             info: Arc::new(SkuInfo {

@@ -127,6 +127,18 @@ impl Registry {
         );
     }
 
+    /// Replaces what is known of an existing SKU (its product changed; the
+    /// code does not); false when the SKU is unknown.
+    pub fn update_info(&self, info: SkuInfo) -> bool {
+        match self.slots.get_mut(&info.id) {
+            Some(mut slot) => {
+                slot.info = Arc::new(info);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn contains_code(&self, code: &str) -> bool {
         self.codes.contains_key(code)
     }

@@ -126,6 +126,9 @@ pub struct Product {
     pub skus: Vec<Sku>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Who made this version (an audit actor, e.g. `user:…`); empty for a
+    /// product of the old format.
+    pub updated_by: String,
 }
 
 /// The stored forms of records and snapshots written before products had
@@ -186,6 +189,7 @@ pub mod legacy {
                     .collect(),
                 created_at_ms: old.created_at_ms,
                 updated_at_ms: old.created_at_ms,
+                updated_by: String::new(),
             }
         }
     }
@@ -250,6 +254,23 @@ impl ValidProduct {
         default_low_stock_threshold: u64,
         created_at_ms: u64,
     ) -> Product {
+        self.build(
+            id,
+            tenant.as_str().to_owned(),
+            sku_ids,
+            default_low_stock_threshold,
+            created_at_ms,
+        )
+    }
+
+    fn build(
+        self,
+        id: u128,
+        tenant: String,
+        sku_ids: &[SkuId],
+        default_low_stock_threshold: u64,
+        created_at_ms: u64,
+    ) -> Product {
         let skus = self
             .skus
             .into_iter()
@@ -268,7 +289,7 @@ impl ValidProduct {
             .collect();
         Product {
             id,
-            tenant: tenant.as_str().to_owned(),
+            tenant,
             version: 1,
             status: ProductStatus::Active,
             title: self.title,
@@ -281,7 +302,196 @@ impl ValidProduct {
             skus,
             created_at_ms,
             updated_at_ms: created_at_ms,
+            updated_by: String::new(),
         }
+    }
+}
+
+/// A seller's change to a product: `None` keeps a field, `Some` replaces it
+/// (maps and lists whole). Variants are changed by code; adding or removing
+/// one is not a patch.
+#[derive(Debug, Clone, Default)]
+pub struct ProductPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub images: Option<Vec<Image>>,
+    pub options: Option<Vec<OptionAxis>>,
+    pub skus: Vec<SkuPatch>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SkuPatch {
+    pub code: String,
+    /// Amount and currency.
+    pub price: Option<(i64, String)>,
+    /// `Some(None)` clears the compare-at price.
+    pub compare_at: Option<Option<i64>>,
+    pub options: Option<Vec<String>>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub low_stock_threshold: Option<u64>,
+}
+
+impl Product {
+    /// The product as a seller would submit it, to change and validate again.
+    fn as_new(&self) -> NewProduct {
+        NewProduct {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            brand: self.brand.clone(),
+            category: self.category.clone(),
+            attributes: self.attributes.iter().cloned().collect(),
+            images: self.images.clone(),
+            options: self.options.clone(),
+            skus: self
+                .skus
+                .iter()
+                .map(|sku| NewSku {
+                    code: sku.code.clone(),
+                    price_amount: sku.price.amount,
+                    price_currency: sku.price.currency.clone(),
+                    compare_at: sku.compare_at,
+                    options: sku.options.clone(),
+                    attributes: sku.attributes.iter().cloned().collect(),
+                    low_stock_threshold: Some(sku.low_stock_threshold),
+                })
+                .collect(),
+        }
+    }
+
+    /// The next version with `patch` applied, checked by every rule a new
+    /// product meets; `Ok(None)` when the patch changes nothing.
+    pub fn patched(
+        &self,
+        patch: ProductPatch,
+        low_stock_threshold_max: u64,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Option<Product>, Vec<InvalidField>> {
+        let mut draft = self.as_new();
+        let mut errors = Vec::new();
+        if let Some(title) = patch.title {
+            draft.title = title;
+        }
+        if let Some(description) = patch.description {
+            draft.description = description;
+        }
+        if let Some(brand) = patch.brand {
+            draft.brand = brand;
+        }
+        if let Some(category) = patch.category {
+            draft.category = category;
+        }
+        if let Some(attributes) = patch.attributes {
+            draft.attributes = attributes;
+        }
+        if let Some(images) = patch.images {
+            draft.images = images;
+        }
+        if let Some(options) = patch.options {
+            draft.options = options;
+        }
+        let mut patched_codes = std::collections::HashSet::new();
+        for change in patch.skus {
+            if !patched_codes.insert(change.code.clone()) {
+                errors.push(InvalidField::new(
+                    "skus[].sku",
+                    format!("{} is listed twice", change.code),
+                ));
+                continue;
+            }
+            let Some(sku) = draft.skus.iter_mut().find(|s| s.code == change.code) else {
+                errors.push(InvalidField::new(
+                    "skus[].sku",
+                    format!(
+                        "the product has no variant {}; variants are added with POST /v1/products/{{id}}/variants",
+                        change.code
+                    ),
+                ));
+                continue;
+            };
+            if let Some((amount, currency)) = change.price {
+                sku.price_amount = amount;
+                sku.price_currency = currency;
+            }
+            if let Some(compare_at) = change.compare_at {
+                sku.compare_at = compare_at;
+            }
+            if let Some(options) = change.options {
+                sku.options = options;
+            }
+            if let Some(attributes) = change.attributes {
+                sku.attributes = attributes;
+            }
+            if let Some(threshold) = change.low_stock_threshold {
+                sku.low_stock_threshold = Some(threshold);
+            }
+        }
+        let valid = match draft.validate(low_stock_threshold_max) {
+            Ok(valid) if errors.is_empty() => valid,
+            Ok(_) => return Err(errors),
+            Err(mut more) => {
+                errors.append(&mut more);
+                return Err(errors);
+            }
+        };
+        let ids: Vec<SkuId> = self.skus.iter().map(|s| SkuId(s.id)).collect();
+        let mut next = valid.build(self.id, self.tenant.clone(), &ids, 0, self.created_at_ms);
+        next.status = self.status;
+        next.version = self.version;
+        next.updated_at_ms = self.updated_at_ms;
+        next.updated_by = self.updated_by.clone();
+        if next == *self {
+            return Ok(None);
+        }
+        next.version = self.version + 1;
+        next.updated_at_ms = at_ms;
+        next.updated_by = by.to_owned();
+        Ok(Some(next))
+    }
+
+    /// The fields that differ from `before`, by name (`skus[CODE].price`
+    /// for a variant's); what the audit and a version's diff list.
+    pub fn changed_fields(&self, before: &Product) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut field = |name: &str, changed: bool| {
+            if changed {
+                out.push(name.to_owned());
+            }
+        };
+        field("status", self.status != before.status);
+        field("title", self.title != before.title);
+        field("description", self.description != before.description);
+        field("brand", self.brand != before.brand);
+        field("category", self.category != before.category);
+        field("attributes", self.attributes != before.attributes);
+        field("images", self.images != before.images);
+        field("options", self.options != before.options);
+        let codes = |p: &Product| p.skus.iter().map(|s| s.code.clone()).collect::<Vec<_>>();
+        if codes(self) != codes(before) {
+            out.push("skus".to_owned());
+        }
+        for sku in &self.skus {
+            let Some(old) = before.skus.iter().find(|s| s.code == sku.code) else {
+                continue;
+            };
+            let mut sku_field = |name: &str, changed: bool| {
+                if changed {
+                    out.push(format!("skus[{}].{name}", sku.code));
+                }
+            };
+            sku_field("price", sku.price != old.price);
+            sku_field("compare_at", sku.compare_at != old.compare_at);
+            sku_field("options", sku.options != old.options);
+            sku_field("attributes", sku.attributes != old.attributes);
+            sku_field(
+                "low_stock_threshold",
+                sku.low_stock_threshold != old.low_stock_threshold,
+            );
+        }
+        out
     }
 }
 

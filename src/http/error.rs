@@ -77,6 +77,7 @@ error_table! {
     HoldLimitExceeded => ("hold_limit_exceeded", CONFLICT, "A shopper may not hold more units of this SKU"),
     TooManyHolds => ("too_many_holds", CONFLICT, "A shopper may not hold more reservations at once"),
     SkuExists => ("sku_exists", CONFLICT, "A SKU code is already in use"),
+    VersionMismatch => ("version_mismatch", PRECONDITION_FAILED, "The resource is not at the version If-Match names"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
     PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
@@ -325,6 +326,12 @@ impl From<CatalogError> for ApiError {
                 format!("the store's plan allows at most {max} products"),
             )
             .with("max_products", Value::from(max)),
+            CatalogError::NotFound => ApiError::new(ErrorKind::ProductNotFound, "no such product"),
+            CatalogError::StaleVersion { current } => ApiError::new(
+                ErrorKind::VersionMismatch,
+                format!("the product is at version {current}; read it again and retry"),
+            )
+            .with("current_version", Value::from(current)),
             CatalogError::Unavailable => InventoryError::Unavailable.into(),
         }
     }

@@ -101,7 +101,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             resource("/v1/admin/payments/sandbox").route(web::get().to(orders::sandbox_ledger)),
         )
         .service(resource("/v1/products").route(web::post().to(products::create_product)))
-        .service(resource("/v1/products/{id}").route(web::get().to(products::get_product)))
+        .service(
+            resource("/v1/products/{id}")
+                .route(web::get().to(products::get_product))
+                .route(web::patch().to(products::patch_product)),
+        )
         .service(resource("/v1/auth/register").route(web::post().to(auth::register)))
         .service(resource("/v1/auth/login").route(web::post().to(auth::login)))
         .service(resource("/v1/auth/refresh").route(web::post().to(auth::refresh)))

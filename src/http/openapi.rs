@@ -153,6 +153,7 @@ impl Modify for BearerAuth {
         audit::list_audit,
         products::create_product,
         products::get_product,
+        products::patch_product,
         stock::get_stock,
         stock::set_stock,
         stock::adjust_stock,

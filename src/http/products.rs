@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339_ms;
-use crate::domain::product::{Image, NewProduct, NewSku, OptionAxis, Product};
+use crate::domain::product::{
+    Image, NewProduct, NewSku, OptionAxis, Product, ProductPatch, SkuPatch,
+};
 use crate::domain::StockView;
 
 use super::error::{ApiError, ErrorKind, Problem};
@@ -357,4 +359,223 @@ pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpRe
 /// The product's version as a strong entity tag, for `If-Match`.
 fn etag(product: &Product) -> String {
     format!("\"{}\"", product.version)
+}
+
+/// Deserialises a present field, refusing `null` where the schema does.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPatchBody {
+    /// The variant to change, by its code.
+    #[schema(schema_with = super::schemas::sku_code)]
+    pub sku: String,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub price: Option<MoneyBody>,
+    /// A new "was" price above the price, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub compare_at: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::schemas::option_values)]
+    pub options: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::schemas::attributes)]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, maximum = 1_000_000_000_000_i64)]
+    pub low_stock_threshold: Option<u64>,
+}
+
+/// The fields to change; a field left out keeps its value, maps and lists
+/// are replaced whole.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatchBody {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub brand: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub category: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::schemas::attributes)]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_items = 20)]
+    pub images: Option<Vec<ImageBody>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_items = 3)]
+    pub options: Option<Vec<OptionAxisBody>>,
+    /// Changes to variants, by code (each at most once).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub skus: Vec<SkuPatchBody>,
+}
+
+/// The version `If-Match` names: `None` without the header or with `*`.
+/// One strong tag (`"3"`) is accepted; anything else is 422 naming the header.
+fn if_match(req: &actix_web::HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(vec![crate::domain::InvalidField::new(
+                "If-Match",
+                "must be * or one version as a quoted entity tag, e.g. \"3\"",
+            )])
+        })
+}
+
+/// Change a product's fields (its sellers). Every change makes the next
+/// version; a change that changes nothing answers the current one.
+///
+/// `If-Match: "<version>"` applies the change only to that version (412
+/// `version_mismatch` otherwise, with `current_version`). Rules beyond the
+/// schema, answered 422: a variant named in `skus` exists and is named once,
+/// and the changed product meets every rule of a new one (option values per
+/// axis, compare-at above the price).
+#[utoipa::path(
+    patch, path = "/v1/products/{id}", tag = "products",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "product id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "the version to change, quoted, or *"),
+    ),
+    request_body = ProductPatchBody,
+    responses(
+        (status = 200, body = ProductBody, headers(("ETag" = String, description = "the new version, quoted"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such product in the caller's store", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "version_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_product(
+    req: actix_web::HttpRequest,
+    seller: Seller,
+    engine: Live,
+    correlation: Correlation,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<ProductPatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
+    let expected = if_match(&req)?;
+    let body = body.into_inner();
+    let patch = ProductPatch {
+        title: body.title,
+        description: body.description,
+        brand: body.brand,
+        category: body.category,
+        attributes: body.attributes,
+        images: body.images.map(|images| {
+            images
+                .into_iter()
+                .map(|i| Image {
+                    url: i.url,
+                    alt: i.alt,
+                })
+                .collect()
+        }),
+        options: body.options.map(|axes| {
+            axes.into_iter()
+                .map(|a| OptionAxis {
+                    name: a.name,
+                    values: a.values,
+                })
+                .collect()
+        }),
+        skus: body
+            .skus
+            .into_iter()
+            .map(|sku| SkuPatch {
+                code: sku.sku,
+                price: sku.price.map(|p| (p.amount, p.currency)),
+                compare_at: sku.compare_at,
+                options: sku.options,
+                attributes: sku.attributes,
+                low_stock_threshold: sku.low_stock_threshold,
+            })
+            .collect(),
+    };
+    let actor = actor_of_caller(&seller.caller);
+    let by = format!("user:{}", uuid::Uuid::from_u128(actor.user.0));
+    let now = engine.0.clock().now_ms();
+    let units_max = state.config.stock.units_max;
+    let changed = engine
+        .0
+        .catalog()
+        .change_product(&seller.tenant_key, id.as_u128(), expected, |current| {
+            current.patched(patch, units_max, &by, now)
+        })
+        .await?
+        .map_err(ApiError::invalid)?;
+    if changed.after.version != changed.before.version {
+        engine
+            .0
+            .directory()
+            .audit(vec![AuditDraft::new(
+                Some(actor),
+                "product.update",
+                format!("product:{id}"),
+            )
+            .tenant(Some(seller.tenant))
+            .before(serde_json::json!({"version": changed.before.version}).to_string())
+            .after(
+                serde_json::json!({
+                    "version": changed.after.version,
+                    "changed": changed.after.changed_fields(&changed.before),
+                })
+                .to_string(),
+            )
+            .correlation(correlation.0)])
+            .await?;
+    }
+    let stock = engine.0.inventory().product_stock(&changed.after).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(&changed.after)))
+        .json(ProductBody::new(&changed.after, stock)))
 }

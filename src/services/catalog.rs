@@ -23,8 +23,21 @@ pub enum CatalogError {
     SkuExists(Vec<String>),
     #[error("the store's plan allows at most {0} products")]
     ProductQuota(u32),
+    #[error("no such product")]
+    NotFound,
+    /// `If-Match` named another version than the current one.
+    #[error("the product is at version {current}")]
+    StaleVersion { current: u64 },
     #[error("the engine cannot serve this request now")]
     Unavailable,
+}
+
+/// What a change did.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub before: Arc<Product>,
+    /// The same product as `before` when the change changed nothing.
+    pub after: Arc<Product>,
 }
 
 /// What the catalog is built from.
@@ -43,6 +56,10 @@ pub struct Catalog {
     tenant_products: DashMap<String, u32>,
     /// Serialises product creation so SKU codes stay unique.
     create_lock: parking_lot::Mutex<()>,
+    /// Serialises product changes from version check to publication, which
+    /// spans the WAL commit (one at a time across the catalog; a lock per
+    /// product is the step when edits need more than one WAL commit at once).
+    edit_lock: tokio::sync::Mutex<()>,
     next_sku_id: AtomicU64,
 }
 
@@ -63,6 +80,7 @@ impl Catalog {
             products,
             tenant_products,
             create_lock: parking_lot::Mutex::new(()),
+            edit_lock: tokio::sync::Mutex::new(()),
             next_sku_id: AtomicU64::new(max_sku + 1),
         })
     }
@@ -151,6 +169,65 @@ impl Catalog {
         self.products.insert(product.id, product.clone());
         metrics::counter!("flashdrop_products_created_total").increment(1);
         Ok(product)
+    }
+
+    /// Changes a product of `tenant` with `change` (given the current
+    /// version, it answers the next one, or `None` for no change), if it is
+    /// at `if_match` when given. The new version is published (to readers,
+    /// carts and orders) once durable.
+    pub async fn change_product<E>(
+        &self,
+        tenant: &TenantKey,
+        id: u128,
+        if_match: Option<u64>,
+        change: impl FnOnce(&Product) -> Result<Option<Product>, E>,
+    ) -> Result<Result<Changed, E>, CatalogError> {
+        let _editing = self.edit_lock.lock().await;
+        let before = self
+            .product(id)
+            .filter(|p| p.tenant == tenant.as_str())
+            .ok_or(CatalogError::NotFound)?;
+        if if_match.is_some_and(|v| v != before.version) {
+            return Err(CatalogError::StaleVersion {
+                current: before.version,
+            });
+        }
+        let after = match change(&before) {
+            Ok(Some(after)) => Arc::new(after),
+            Ok(None) => {
+                return Ok(Ok(Changed {
+                    after: before.clone(),
+                    before,
+                }))
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let (tx, rx) = oneshot::channel();
+        let entity = EntityKey::Product(id);
+        let record = WalRecord {
+            entity,
+            body: RecordBody::Product(Box::new((*after).clone())),
+        };
+        let ack: persistence::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        self.deps
+            .wal
+            .append(&record, Some(ack))
+            .map_err(|_| CatalogError::Unavailable)?;
+        self.deps
+            .wal
+            .snapshot(
+                entity,
+                &SnapshotBody::Product(Box::new((*after).clone())),
+                None,
+            )
+            .map_err(|_| CatalogError::Unavailable)?;
+        rx.await.map_err(|_| CatalogError::Unavailable)?;
+        self.products.insert(id, after.clone());
+        self.deps.inventory.update_product(&after);
+        metrics::counter!("flashdrop_product_versions_total").increment(1);
+        Ok(Ok(Changed { before, after }))
     }
 
     pub fn product(&self, id: u128) -> Option<Arc<Product>> {

@@ -142,6 +142,18 @@ impl Inventory {
         self.registry.insert(info, None);
     }
 
+    /// Points the product's SKUs at its new version (prices, thresholds and
+    /// attributes that carts and orders read).
+    pub fn update_product(&self, product: &Arc<Product>) {
+        for (index, sku) in product.skus.iter().enumerate() {
+            self.registry.update_info(SkuInfo {
+                id: SkuId(sku.id),
+                product: product.clone(),
+                index,
+            });
+        }
+    }
+
     /// How many SKUs exist.
     pub fn sku_count(&self) -> usize {
         self.registry.len()

@@ -57,6 +57,7 @@ impl Walk<'_> {
         let mut request = match method {
             "PUT" => self.app.client.put(url),
             "DELETE" => self.app.client.delete(url),
+            "PATCH" => self.app.client.patch(url),
             _ => self.app.client.post(url),
         }
         .insert_header(("x-correlation-id", correlation.as_str()));
@@ -199,14 +200,26 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         )
         .await;
     assert_eq!(updated.body["name"], "Walk shop 2");
+    let product = walk
+        .call(
+            "POST /v1/products",
+            "/v1/products",
+            Some(&seller),
+            Some(json!({"title": "Walk tee", "skus": [{"sku": "WALK-1", "price": {"amount": 900, "currency": "USD"}}]})),
+            "product.create",
+            Some(&user),
+            "product:",
+        )
+        .await;
+    let product = product.body["id"].as_str().unwrap().to_owned();
     walk.call(
-        "POST /v1/products",
-        "/v1/products",
+        "PATCH /v1/products/{id}",
+        &format!("/v1/products/{product}"),
         Some(&seller),
-        Some(json!({"title": "Walk tee", "skus": [{"sku": "WALK-1", "price": {"amount": 900, "currency": "USD"}}]})),
-        "product.create",
+        Some(json!({"title": "Walk tee, second run"})),
+        "product.update",
         Some(&user),
-        "product:",
+        &format!("product:{product}"),
     )
     .await;
     walk.call(

@@ -21,6 +21,7 @@ struct World {
     b_tenant: String,
     b_staff_id: String,
     b_reservation: String,
+    b_product: String,
 }
 
 #[derive(Clone, Copy)]
@@ -49,13 +50,25 @@ impl World {
         assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
         let platform = app.platform_admin().await;
         let b_staff_id = b_staff.1;
+        let b_tenant = b_admin.tenant_id.clone().unwrap();
+        let products = send(
+            app.client
+                .get(app.url(&format!("/v1/creators/{b_tenant}/products"))),
+            None,
+        )
+        .await;
+        let b_product = products.body["items"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("store B's product: {:?}", products.body))
+            .to_owned();
         Self {
+            b_product,
             buyer: app.buyer("shopper").await.access_token,
             a_admin: a_admin.access_token,
             a_staff: a_staff.0,
             platform,
             b_admin: b_admin.access_token,
-            b_tenant: b_admin.tenant_id.unwrap(),
+            b_tenant,
             b_staff_id,
             b_reservation: held.body["reservation_id"].as_str().unwrap().to_owned(),
             own_staff: b_staff.0,
@@ -77,6 +90,7 @@ impl World {
             .replace("{b_tenant}", &self.b_tenant)
             .replace("{b_staff}", &self.b_staff_id)
             .replace("{b_reservation}", &self.b_reservation)
+            .replace("{b_product}", &self.b_product)
     }
 
     async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Response {
@@ -85,6 +99,7 @@ impl World {
             "GET" => self.app.client.get(url),
             "PUT" => self.app.client.put(url),
             "DELETE" => self.app.client.delete(url),
+            "PATCH" => self.app.client.patch(url),
             _ => self.app.client.post(url),
         };
         send(request.insert_header(bearer(token)), body).await
@@ -132,6 +147,15 @@ impl World {
             .filter(|e| e["action"] == "staff.invite")
             .count();
         assert_eq!(invites, 1, "B's audit holds only its own invitation");
+        let product = self
+            .call("GET", &self.path("/v1/products/{b_product}"), admin, None)
+            .await;
+        assert_eq!(
+            (&product.body["version"], &product.body["title"]),
+            (&json!(1), &json!("Drop tee")),
+            "{:?}",
+            product.body
+        );
     }
 }
 
@@ -224,10 +248,13 @@ cell!(other_store_cannot_release_reservations: OtherAdmin "DELETE" "/v1/reservat
 cell!(other_store_cannot_commit_reservations: OtherAdmin "POST" "/v1/reservations/{b_reservation}/commit" None => NOT_FOUND "reservation_not_found");
 cell!(other_store_cannot_filter_audit_by_another_store: OtherAdmin "GET" "/v1/admin/audit?tenant={b_tenant}" None => NOT_FOUND "tenant_not_found");
 cell!(other_store_staff_cannot_set_stock: OtherStaff "PUT" "/v1/skus/B-1/stock" stock_body() => NOT_FOUND "sku_not_found");
+cell!(other_store_cannot_change_products: OtherAdmin "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => NOT_FOUND "product_not_found");
+cell!(other_store_staff_cannot_change_products: OtherStaff "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => NOT_FOUND "product_not_found");
 cell!(other_store_staff_cannot_read_settings: OtherStaff "GET" "/v1/tenants/{b_tenant}" None => NOT_FOUND "tenant_not_found");
 
 // A buyer on seller routes: 403.
 cell!(buyer_cannot_create_products: Buyer "POST" "/v1/products" Some(json!({"title": "x", "skus": [{"sku": "BUY-1", "price": {"amount": 1, "currency": "USD"}}]})) => FORBIDDEN "forbidden");
+cell!(buyer_cannot_change_products: Buyer "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_set_stock: Buyer "PUT" "/v1/skus/B-1/stock" stock_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_adjust_stock: Buyer "POST" "/v1/skus/B-1/stock/adjust" adjust_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_store_settings: Buyer "GET" "/v1/tenants/{b_tenant}" None => FORBIDDEN "forbidden");

@@ -218,3 +218,265 @@ async fn a_product_breaking_variant_image_or_price_rules_is_refused_and_nothing_
     assert_eq!(created["version"], 1);
     app.stop().await;
 }
+
+async fn patch(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    id: &str,
+    if_match: Option<&str>,
+    body: serde_json::Value,
+) -> crate::helpers::Response {
+    let mut request = app
+        .client
+        .patch(app.url(&format!("/v1/products/{id}")))
+        .insert_header(bearer(token));
+    if let Some(tag) = if_match {
+        request = request.insert_header(("if-match", tag));
+    }
+    send(request, Some(body)).await
+}
+
+#[actix_web::test]
+async fn a_price_changed_by_a_patch_reaches_the_cart_at_checkout() {
+    let app = spawn_app().await;
+    let created = app.create_product("north", &["PC-TEE", "PC-CAP"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.set_stock("north", "PC-TEE", json!({"main": 10})).await;
+    let buyer = app.buyer("ivy").await.access_token;
+    let added = send(
+        app.client
+            .post(app.url("/v1/cart/items"))
+            .insert_header(bearer(&buyer)),
+        Some(json!({"sku": "PC-TEE", "quantity": 2})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
+
+    let seller = app.seller("north").await.access_token;
+    let changed = patch(
+        &app,
+        &seller,
+        &id,
+        Some("\"1\""),
+        json!({"title": "Drop tee, restocked", "skus": [{"sku": "PC-TEE", "price": {"amount": 2499, "currency": "USD"}, "compare_at": 2999}]}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.header("etag"), Some("\"2\""));
+    assert_eq!(changed.body["version"], 2);
+    assert_eq!(changed.body["title"], "Drop tee, restocked");
+    assert_eq!(changed.body["skus"][0]["price"]["amount"], 2499);
+    assert_eq!(changed.body["skus"][0]["compare_at"], 2999);
+    assert_eq!(
+        changed.body["skus"][1]["price"]["amount"], 1999,
+        "untouched"
+    );
+    assert_eq!(changed.body["created_at"], created["created_at"]);
+
+    let checkout = || {
+        send(
+            app.client
+                .post(app.url("/v1/cart/checkout"))
+                .insert_header(bearer(&buyer))
+                .insert_header(("prefer", "wait=10")),
+            Some(json!({"shipping_address": "2 Cart Lane", "payment_method": "pm_card_visa"})),
+        )
+    };
+    let refused = checkout().await;
+    assert_eq!(refused.code(), "price_changed", "{:?}", refused.body);
+    assert_eq!(
+        refused.body["changes"],
+        json!([{"sku": "PC-TEE", "was": 1999, "now": 2499}])
+    );
+    // The cart took the new price: checking out again pays it.
+    let placed = checkout().await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let order = crate::helpers::order_in(
+        &app,
+        &buyer,
+        placed.body["order_id"].as_str().unwrap(),
+        &["paid"],
+    )
+    .await;
+    assert_eq!(order["total"], 2 * 2499);
+
+    // The change is audited with the fields it changed.
+    let audit = send(
+        app.client
+            .get(app.url("/v1/admin/audit?action=product.update&limit=100"))
+            .insert_header(bearer(&seller)),
+        None,
+    )
+    .await;
+    let line = audit.body.to_string();
+    assert!(line.contains("skus[PC-TEE].price"), "{line}");
+    assert!(line.contains("skus[PC-TEE].compare_at"), "{line}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn of_twenty_concurrent_patches_of_one_version_exactly_one_wins() {
+    let app = spawn_app().await;
+    let created = app.create_product("north", &["RACE-1"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let seller = app.seller("north").await.access_token;
+    let answers = futures_util::future::join_all((0..20).map(|n| {
+        let (app, seller, id) = (&app, seller.clone(), id.clone());
+        async move {
+            patch(
+                app,
+                &seller,
+                &id,
+                Some("\"1\""),
+                json!({"title": format!("title {n}")}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let winners: Vec<usize> = (0..20)
+        .filter(|n| answers[*n].status == StatusCode::OK)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for (n, answer) in answers.iter().enumerate() {
+        if n != winners[0] {
+            assert_eq!(
+                answer.status,
+                StatusCode::PRECONDITION_FAILED,
+                "{:?}",
+                answer.body
+            );
+            assert_eq!(answer.code(), "version_mismatch");
+            assert_eq!(answer.body["current_version"], 2);
+        }
+    }
+    let read = send(app.client.get(app.url(&format!("/v1/products/{id}"))), None).await;
+    assert_eq!(read.body["version"], 2);
+    assert_eq!(
+        read.body["title"],
+        format!("title {}", winners[0]),
+        "the winner's change, not a merge"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_patches_change_nothing() {
+    let app = spawn_app().await;
+    let created = app.create_product("north", &["BP-1"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let seller = app.seller("north").await.access_token;
+    let cases = [
+        (
+            Some("3"),
+            json!({"title": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "If-Match",
+        ),
+        (
+            None,
+            json!({"skus": [{"sku": "NOPE-1", "price": {"amount": 1, "currency": "USD"}}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "skus[].sku",
+        ),
+        (
+            None,
+            json!({"skus": [{"sku": "BP-1", "compare_at": 5}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "skus[].compare_at",
+        ),
+        (
+            None,
+            json!({"title": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            None,
+            json!({"title": null}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            None,
+            json!({"colour": "red"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "colour",
+        ),
+    ];
+    for (tag, body, status, field) in cases {
+        let refused = patch(&app, &seller, &id, tag, body.clone()).await;
+        assert_eq!(refused.status, status, "{body}: {:?}", refused.body);
+        assert!(
+            refused.body.to_string().contains(field),
+            "{body}: {:?}",
+            refused.body
+        );
+    }
+    // Another store's seller does not find it; a buyer may not change products.
+    let other = app.seller("south").await.access_token;
+    let hidden = patch(&app, &other, &id, None, json!({"title": "mine"})).await;
+    assert_eq!(
+        (hidden.status, hidden.code()),
+        (StatusCode::NOT_FOUND, "product_not_found")
+    );
+    let buyer = app.buyer("ivy").await.access_token;
+    let refused = patch(&app, &buyer, &id, None, json!({"title": "mine"})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // A patch that changes nothing makes no version.
+    let same = patch(&app, &seller, &id, Some("*"), json!({"title": "Drop tee"})).await;
+    assert_eq!(same.status, StatusCode::OK, "{:?}", same.body);
+    let read = send(app.client.get(app.url(&format!("/v1/products/{id}"))), None).await;
+    assert_eq!(read.body["version"], 1);
+    assert_eq!(read.body["title"], "Drop tee");
+    assert_eq!(read.body["skus"][0]["price"]["amount"], 1999);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn changed_products_keep_their_latest_version_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(dir.path());
+    let app = crate::helpers::spawn_config(config.clone(), None).await;
+    let created = app.create_product("north", &["RS-1"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let seller = app.seller("north").await.access_token;
+    for (tag, amount) in [("\"1\"", 2100), ("\"2\"", 2200)] {
+        let changed = patch(
+            &app,
+            &seller,
+            &id,
+            Some(tag),
+            json!({"skus": [{"sku": "RS-1", "price": {"amount": amount, "currency": "USD"}}]}),
+        )
+        .await;
+        assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    }
+    app.stop().await;
+
+    let app = crate::helpers::spawn_config(config, None).await;
+    let read = send(app.client.get(app.url(&format!("/v1/products/{id}"))), None).await;
+    assert_eq!(read.header("etag"), Some("\"3\""));
+    assert_eq!(read.body["skus"][0]["price"]["amount"], 2200);
+    // The SKU's price for carts and orders is the latest one too.
+    app.set_stock("north", "RS-1", json!({"main": 5})).await;
+    let buyer = app.buyer("ivy").await.access_token;
+    let added = send(
+        app.client
+            .post(app.url("/v1/cart/items"))
+            .insert_header(bearer(&buyer)),
+        Some(json!({"sku": "RS-1", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
+    assert!(added.body.to_string().contains("2200"), "{:?}", added.body);
+    // A stale tag is refused after the restart as before it.
+    let stale = patch(&app, &seller, &id, Some("\"2\""), json!({"title": "late"})).await;
+    assert_eq!(stale.code(), "version_mismatch");
+    app.stop().await;
+}
