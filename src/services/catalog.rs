@@ -127,29 +127,7 @@ impl Catalog {
                 self.deps.low_stock_threshold,
                 self.deps.clock.now_ms(),
             ));
-            let (tx, rx) = oneshot::channel();
-            let entity = EntityKey::Product(id);
-            let record = WalRecord {
-                entity,
-                body: RecordBody::Product(Box::new((*product).clone())),
-            };
-            let ack: persistence::Ack = Box::new(move || {
-                let _ = tx.send(());
-            });
-            self.deps
-                .wal
-                .append(&record, Some(ack))
-                .map_err(|_| CatalogError::Unavailable)?;
-            // A record carries the product's full state, so its snapshot is
-            // the record itself; it lets the WAL be truncated past it.
-            self.deps
-                .wal
-                .snapshot(
-                    entity,
-                    &SnapshotBody::Product(Box::new((*product).clone())),
-                    None,
-                )
-                .map_err(|_| CatalogError::Unavailable)?;
+            let rx = self.log(&product)?;
             // Registered after the record is queued, so any stock record of these
             // SKUs is ordered after the product's in the WAL.
             for (index, sku) in ids.iter().enumerate() {
@@ -202,11 +180,24 @@ impl Catalog {
             }
             Err(e) => return Ok(Err(e)),
         };
+        self.log(&after)?
+            .await
+            .map_err(|_| CatalogError::Unavailable)?;
+        self.products.insert(id, after.clone());
+        self.deps.inventory.update_product(&after);
+        metrics::counter!("flashdrop_product_versions_total").increment(1);
+        Ok(Ok(Changed { before, after }))
+    }
+
+    /// Queues a product version's record and its snapshot (a record carries
+    /// the full state, so the snapshot is the record itself and lets the WAL
+    /// be truncated past it); the receiver fires once the record is durable.
+    fn log(&self, product: &Product) -> Result<oneshot::Receiver<()>, CatalogError> {
         let (tx, rx) = oneshot::channel();
-        let entity = EntityKey::Product(id);
+        let entity = EntityKey::Product(product.id);
         let record = WalRecord {
             entity,
-            body: RecordBody::Product(Box::new((*after).clone())),
+            body: RecordBody::Product(Box::new(product.clone())),
         };
         let ack: persistence::Ack = Box::new(move || {
             let _ = tx.send(());
@@ -219,15 +210,11 @@ impl Catalog {
             .wal
             .snapshot(
                 entity,
-                &SnapshotBody::Product(Box::new((*after).clone())),
+                &SnapshotBody::Product(Box::new(product.clone())),
                 None,
             )
             .map_err(|_| CatalogError::Unavailable)?;
-        rx.await.map_err(|_| CatalogError::Unavailable)?;
-        self.products.insert(id, after.clone());
-        self.deps.inventory.update_product(&after);
-        metrics::counter!("flashdrop_product_versions_total").increment(1);
-        Ok(Ok(Changed { before, after }))
+        Ok(rx)
     }
 
     pub fn product(&self, id: u128) -> Option<Arc<Product>> {
