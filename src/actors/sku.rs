@@ -33,6 +33,12 @@ pub enum SkuCommand {
         Option<super::holds::HoldPlace>,
         Reply<Result<ReserveOutcome, StockError>>,
     ),
+    /// The answer an earlier reservation with the same buyer and key gave, if
+    /// any; holds nothing new (asked when the shopper's hold places are full).
+    Replay(
+        ReserveCmd,
+        Reply<Result<Option<ReserveOutcome>, StockError>>,
+    ),
     /// A reservation of a drop SKU whose drop's other SKUs already hold
     /// `elsewhere_units` of this buyer's allowance.
     ReserveInDrop {
@@ -595,6 +601,10 @@ impl Handler<SkuCommand> for SkuActor {
                 self.place = place;
                 self.answer(ctx, events, reply, result);
                 self.place = None;
+            }
+            SkuCommand::Replay(cmd, reply) => {
+                let (result, events) = self.run(|l, now, _| l.replay(&cmd, now));
+                self.answer(ctx, events, reply, result);
             }
             SkuCommand::Release { seq, buyer, reply } => {
                 let (result, events) = self.run(|l, now, out| match &buyer {

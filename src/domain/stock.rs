@@ -606,6 +606,36 @@ impl StockLedger {
         }
     }
 
+    /// The answer of an earlier request with the same buyer and idempotency
+    /// key, if it is still honoured; `None` when `cmd` would be a new hold.
+    /// A key reused with another body is refused.
+    pub fn replay(
+        &self,
+        cmd: &ReserveCmd,
+        now_ms: u64,
+    ) -> Result<Option<ReserveOutcome>, StockError> {
+        if let Some((key, fingerprint)) = &cmd.idempotency {
+            let lookup = (Arc::from(cmd.buyer.as_str()), Arc::from(key.as_str()));
+            if let Some(entry) = self.idempotency.get(&lookup) {
+                if now_ms.saturating_sub(entry.created_at_ms) < self.limits.idempotency_ttl_ms {
+                    if entry.fingerprint != *fingerprint {
+                        return Err(StockError::IdempotencyKeyReused);
+                    }
+                    return Ok(Some(ReserveOutcome {
+                        receipt: Receipt {
+                            seq: entry.seq,
+                            quantity: entry.quantity,
+                            created_at_ms: entry.created_at_ms,
+                            expires_at_ms: entry.expires_at_ms,
+                        },
+                        replayed: true,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Like `reserve`, for a SKU of a drop whose other SKUs hold
     /// `elsewhere_units` of this buyer's per-buyer allowance.
     pub fn reserve_in_drop(
@@ -615,24 +645,8 @@ impl StockLedger {
         now_ms: u64,
         out: &mut Vec<StockEvent>,
     ) -> Result<ReserveOutcome, StockError> {
-        if let Some((key, fingerprint)) = &cmd.idempotency {
-            let lookup = (Arc::from(cmd.buyer.as_str()), Arc::from(key.as_str()));
-            if let Some(entry) = self.idempotency.get(&lookup) {
-                if now_ms.saturating_sub(entry.created_at_ms) < self.limits.idempotency_ttl_ms {
-                    if entry.fingerprint != *fingerprint {
-                        return Err(StockError::IdempotencyKeyReused);
-                    }
-                    return Ok(ReserveOutcome {
-                        receipt: Receipt {
-                            seq: entry.seq,
-                            quantity: entry.quantity,
-                            created_at_ms: entry.created_at_ms,
-                            expires_at_ms: entry.expires_at_ms,
-                        },
-                        replayed: true,
-                    });
-                }
-            }
+        if let Some(outcome) = self.replay(&cmd, now_ms)? {
+            return Ok(outcome);
         }
         if let Some(gate) = &self.gate {
             check_live(gate, now_ms)?;

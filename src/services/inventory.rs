@@ -223,6 +223,25 @@ impl Inventory {
         }
         match self.holds.try_take(cmd.buyer.as_str(), holds_max) {
             Ok(place) => self.reserve_with(info, cmd, Some(place)).await,
+            // A retry of a request that took a place answers as the first did,
+            // even while its siblings fill every place.
+            Err(error) if cmd.idempotency.is_some() => {
+                match self
+                    .call(info.id, |reply| SkuCommand::Replay(cmd, reply))
+                    .await?
+                {
+                    Some(outcome) => {
+                        metrics::counter!("flashdrop_reservations_total", "outcome" => "replayed")
+                            .increment(1);
+                        Ok((info, outcome))
+                    }
+                    None => {
+                        metrics::counter!("flashdrop_reservations_total", "outcome" => "hold_limit")
+                            .increment(1);
+                        Err(error.into())
+                    }
+                }
+            }
             Err(error) => {
                 metrics::counter!("flashdrop_reservations_total", "outcome" => "hold_limit")
                     .increment(1);

@@ -339,3 +339,41 @@ async fn inside_a_drop_its_per_buyer_limit_rules_and_not_the_shopper_bound() {
     assert_eq!(more.code(), "purchase_limit_exceeded");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_retry_with_its_idempotency_key_answers_even_when_every_place_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.reservations.shopper_holds_max = 2;
+    let app = spawn_config(config, None).await;
+    app.stocked_sku("shop", "FULL-0", 10).await;
+    let first = app
+        .reserve("ana", "FULL-0", json!({"quantity": 1}), Some("k-1"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let second = app
+        .reserve("ana", "FULL-0", json!({"quantity": 1}), Some("k-2"))
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{:?}", second.body);
+
+    // Both places are taken: a retry of the first answers as it did...
+    let retry = app
+        .reserve("ana", "FULL-0", json!({"quantity": 1}), Some("k-1"))
+        .await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{:?}", retry.body);
+    assert_eq!(retry.body, first.body);
+    // ...the same key with another body is still refused as reused...
+    let reused = app
+        .reserve("ana", "FULL-0", json!({"quantity": 2}), Some("k-1"))
+        .await;
+    assert_eq!(reused.code(), "idempotency_key_reused", "{:?}", reused.body);
+    // ...and a new key, or none, is over the limit.
+    for key in [Some("k-3"), None] {
+        let refused = app
+            .reserve("ana", "FULL-0", json!({"quantity": 1}), key)
+            .await;
+        assert_eq!(refused.code(), "too_many_holds", "{:?}", refused.body);
+    }
+    assert_eq!(app.stock("FULL-0").await["reserved"], 2);
+    app.stop().await;
+}
