@@ -206,6 +206,8 @@ fn main() {
         ));
     }
     system.block_on(node.shutdown());
+    drop(node);
+    let stored = stored_bytes(dir.path());
 
     println!(
         "\nOrder history in memory on {} (sled cache capacity {cache_mib} MiB, wal.sync = none)",
@@ -247,4 +249,73 @@ fn main() {
         end as f64 / half as f64,
         end.saturating_sub(half) as f64 / (total / 2).max(1) as f64
     );
+    println!("\nWhat the data directory holds per settled order, by sled tree (prefixes of the default tree apart):");
+    println!("| tree | keys | keys per order | key + value bytes per order |");
+    println!("|---|---:|---:|---:|");
+    for (name, keys, bytes) in stored {
+        println!(
+            "| {name} | {keys} | {:.2} | {:.0} B |",
+            keys as f64 / total.max(1) as f64,
+            bytes as f64 / total.max(1) as f64
+        );
+    }
+}
+
+/// Keys and key + value bytes per sled tree in the data directory (the default
+/// tree split by the text before its keys' first `/`), largest first: sled's
+/// memory follows the bytes it holds, so this says what each order costs.
+fn stored_bytes(dir: &std::path::Path) -> Vec<(String, u64, u64)> {
+    // The engine's threads may still hold the directory's lock: read a copy.
+    let copy = tempfile::tempdir().unwrap();
+    if let Err(error) = copy_dir(&dir.join("sled"), copy.path()) {
+        println!("(the data directory could not be copied: {error})");
+        return Vec::new();
+    }
+    let db = sled::Config::new()
+        .path(copy.path())
+        .segment_size(flashdrop::persistence::store::SLED_SEGMENT_BYTES)
+        .open();
+    let db = match db {
+        Ok(db) => db,
+        Err(error) => {
+            println!("(the data directory could not be reopened: {error})");
+            return Vec::new();
+        }
+    };
+    let mut sizes = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for name in db.tree_names() {
+        let tree_name = String::from_utf8_lossy(&name).into_owned();
+        let default = tree_name == "__sled__default";
+        let Ok(tree) = db.open_tree(&name) else {
+            continue;
+        };
+        for (key, value) in tree.iter().flatten() {
+            let label = match key.iter().position(|&b| b == b'/') {
+                Some(end) if default && end <= 16 => {
+                    format!("default {}/", String::from_utf8_lossy(&key[..end]))
+                }
+                _ => tree_name.clone(),
+            };
+            let entry = sizes.entry(label).or_default();
+            entry.0 += 1;
+            entry.1 += (key.len() + value.len()) as u64;
+        }
+    }
+    let mut sizes: Vec<_> = sizes.into_iter().map(|(n, (k, b))| (n, k, b)).collect();
+    sizes.sort_by_key(|s| std::cmp::Reverse(s.2));
+    sizes
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
