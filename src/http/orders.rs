@@ -874,7 +874,7 @@ pub async fn sandbox_ledger(
         return Err(InvalidField::new("cursor", "not a cursor").into());
     }
     if let Some(reference) = &query.reference {
-        if reference.is_empty() || reference.len() > 128 {
+        if reference.is_empty() || reference.chars().count() > 128 {
             return Err(InvalidField::new("reference", "must be 1..=128 characters").into());
         }
     }

@@ -86,11 +86,11 @@ pub struct NewTenantBody {
     /// Store name, 1..=100 characters.
     #[schema(schema_with = super::schemas::store_name)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::object")]
     pub branding: BrandingBody,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::object")]
     pub tax: TaxBody,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::object")]
     pub shipping: ShippingBody,
 }
 
@@ -98,19 +98,19 @@ pub struct NewTenantBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdateBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(schema_with = super::schemas::store_name, required = false)]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::optional_object")]
     pub branding: Option<BrandingBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::optional_object")]
     pub tax: Option<TaxBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::optional_object")]
     pub shipping: Option<ShippingBody>,
     /// A suspended store's SKUs cannot be reserved or bought.
     #[serde(default)]
     pub status: Option<StatusBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::optional_object")]
     pub plan: Option<PlanBody>,
     /// Order notifications (placed, paid, shipped, delivered, refunded) are
     /// POSTed here, signed with `Flashdrop-Signature`; "" turns them off.

@@ -170,6 +170,11 @@ async fn settings_suspension_and_plan_quotas() {
         json!({"shipping": {"origin_country": "Germany"}}),
         json!({"tax": {"default_rate_bp": 20000}}),
         json!({"name": ""}),
+        // The schema says a name is text: null is refused, not "left as is".
+        json!({"name": null}),
+        // A settings group is an object, not its fields in a list.
+        json!({"branding": [null, null]}),
+        json!({"tax": [false, 0]}),
         json!({"status": "closed"}),
     ] {
         let r = put(seller.access_token.clone(), bad.clone()).await;
