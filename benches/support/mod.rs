@@ -120,7 +120,15 @@ pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -
         async move {
             engine
                 .catalog()
-                .create_product(&tenant, valid, u32::MAX)
+                .create_product(
+                    &tenant,
+                    valid,
+                    u32::MAX,
+                    flashdrop::services::catalog::Author {
+                        by: "bench",
+                        correlation_id: "",
+                    },
+                )
                 .await
                 .unwrap()
         }

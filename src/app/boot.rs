@@ -73,15 +73,7 @@ pub(super) async fn start(
         wal: wal.clone(),
         clock: clock.clone(),
     });
-    let catalog = Catalog::new(
-        stock.products.clone(),
-        CatalogDeps {
-            inventory: inventory.clone(),
-            wal: wal.clone(),
-            clock: clock.clone(),
-            low_stock_threshold: config.stock.low_stock_threshold,
-        },
-    );
+    let catalog = start_catalog(&config, &store, &stock, &inventory, &wal, &clock)?;
     let sandbox = start_payments(&config, &store, &threads)?;
     let outbound = Outbound::new(
         crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
@@ -331,6 +323,39 @@ struct Stock {
 /// Registers every SKU; the ones the WAL changed keep their rebuilt ledger in
 /// memory until a fresh snapshot of it is durable. Snapshots are encoded one
 /// at a time, so recovery never holds two copies of state.
+/// The catalog over the recovered products, with their version histories
+/// (started from the current versions for data written before histories).
+fn start_catalog(
+    config: &Config,
+    store: &Arc<Store>,
+    stock: &Stock,
+    inventory: &Arc<Inventory>,
+    wal: &WalHandle,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<Catalog>, StartError> {
+    let versions = persistence::ProductVersions::open(store, config.retention.product_versions)
+        .map_err(StartError::Recovery)?;
+    let backfilled = versions
+        .backfill(stock.products.iter().map(|p| p.as_ref()))
+        .map_err(StartError::Recovery)?;
+    if backfilled > 0 {
+        tracing::info!(
+            products = backfilled,
+            "product histories started from current versions"
+        );
+    }
+    Ok(Catalog::new(
+        stock.products.clone(),
+        CatalogDeps {
+            inventory: inventory.clone(),
+            wal: wal.clone(),
+            versions,
+            clock: clock.clone(),
+            low_stock_threshold: config.stock.low_stock_threshold,
+        },
+    ))
+}
+
 fn start_stock(
     config: &Config,
     wal: &WalHandle,

@@ -130,6 +130,9 @@ pub struct RetentionConfig {
     /// An order's `Idempotency-Key` is honoured this long after the order
     /// was placed; a repeat after that places a new order.
     pub order_keys_s: u64,
+    /// Versions kept in each product's history, newest first (older ones
+    /// are forgotten as new ones are made; 1..=10,000).
+    pub product_versions: u64,
 }
 
 impl Default for RetentionConfig {
@@ -142,6 +145,7 @@ impl Default for RetentionConfig {
             unfollows_s: 30 * 86_400,
             notification_keys_s: 30 * 86_400,
             order_keys_s: 86_400,
+            product_versions: 100,
         }
     }
 }
@@ -170,6 +174,7 @@ impl RetentionConfig {
             60,
             10 * 366 * 86_400,
         )?;
+        range("retention.product_versions", r.product_versions, 1, 10_000)?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod order;
 pub mod outbound;
 pub mod policy;
 pub mod product;
+pub mod product_version;
 pub mod stock;
 pub mod waiting_room;
 

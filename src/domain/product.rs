@@ -455,43 +455,10 @@ impl Product {
     /// The fields that differ from `before`, by name (`skus[CODE].price`
     /// for a variant's); what the audit and a version's diff list.
     pub fn changed_fields(&self, before: &Product) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut field = |name: &str, changed: bool| {
-            if changed {
-                out.push(name.to_owned());
-            }
-        };
-        field("status", self.status != before.status);
-        field("title", self.title != before.title);
-        field("description", self.description != before.description);
-        field("brand", self.brand != before.brand);
-        field("category", self.category != before.category);
-        field("attributes", self.attributes != before.attributes);
-        field("images", self.images != before.images);
-        field("options", self.options != before.options);
-        let codes = |p: &Product| p.skus.iter().map(|s| s.code.clone()).collect::<Vec<_>>();
-        if codes(self) != codes(before) {
-            out.push("skus".to_owned());
-        }
-        for sku in &self.skus {
-            let Some(old) = before.skus.iter().find(|s| s.code == sku.code) else {
-                continue;
-            };
-            let mut sku_field = |name: &str, changed: bool| {
-                if changed {
-                    out.push(format!("skus[{}].{name}", sku.code));
-                }
-            };
-            sku_field("price", sku.price != old.price);
-            sku_field("compare_at", sku.compare_at != old.compare_at);
-            sku_field("options", sku.options != old.options);
-            sku_field("attributes", sku.attributes != old.attributes);
-            sku_field(
-                "low_stock_threshold",
-                sku.low_stock_threshold != old.low_stock_threshold,
-            );
-        }
-        out
+        super::product_version::diff(before, self)
+            .into_iter()
+            .map(|change| change.field)
+            .collect()
     }
 }
 

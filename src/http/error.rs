@@ -14,6 +14,7 @@ use crate::actors::orders::OrdersError;
 use crate::clock::rfc3339_ms;
 use crate::domain::cart::CartError;
 use crate::domain::identity::id_text;
+use crate::domain::product_version::RollbackError;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
 use crate::services::identity::{IdentityError, Missing};
@@ -78,6 +79,8 @@ error_table! {
     TooManyHolds => ("too_many_holds", CONFLICT, "A shopper may not hold more reservations at once"),
     SkuExists => ("sku_exists", CONFLICT, "A SKU code is already in use"),
     VersionMismatch => ("version_mismatch", PRECONDITION_FAILED, "The resource is not at the version If-Match names"),
+    VersionNotFound => ("version_not_found", NOT_FOUND, "The product's history keeps no such version"),
+    VariantsDiffer => ("variants_differ", CONFLICT, "That version has other variants than the current one"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
     PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
@@ -332,6 +335,34 @@ impl From<CatalogError> for ApiError {
                 format!("the product is at version {current}; read it again and retry"),
             )
             .with("current_version", Value::from(current)),
+            CatalogError::NoSuchVersion {
+                version,
+                oldest,
+                current,
+            } => ApiError::new(
+                ErrorKind::VersionNotFound,
+                match oldest {
+                    Some(oldest) if version < oldest && version > 0 => format!(
+                        "version {version} is older than the versions kept ({oldest} to {current})"
+                    ),
+                    _ => {
+                        format!("the product has no version {version}; it is at version {current}")
+                    }
+                },
+            )
+            .with("current_version", Value::from(current))
+            .with("oldest_version", oldest.map_or(Value::Null, Value::from)),
+            CatalogError::Rollback(error) => {
+                let detail = error.to_string();
+                let RollbackError::VariantsDiffer {
+                    only_then,
+                    only_now,
+                    ..
+                } = error;
+                ApiError::new(ErrorKind::VariantsDiffer, detail)
+                    .with("only_then", json!(only_then))
+                    .with("only_now", json!(only_now))
+            }
             CatalogError::Unavailable => InventoryError::Unavailable.into(),
         }
     }

@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod product_versions;
 pub mod products;
 pub mod reservations;
 pub mod schemas;
@@ -105,6 +106,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             resource("/v1/products/{id}")
                 .route(web::get().to(products::get_product))
                 .route(web::patch().to(products::patch_product)),
+        )
+        .service(
+            resource("/v1/products/{id}/versions")
+                .route(web::get().to(product_versions::list_versions)),
+        )
+        .service(
+            resource("/v1/products/{id}/versions/{n}")
+                .route(web::get().to(product_versions::get_version)),
+        )
+        .service(
+            resource("/v1/products/{id}/rollback")
+                .route(web::post().to(product_versions::roll_back)),
         )
         .service(resource("/v1/auth/register").route(web::post().to(auth::register)))
         .service(resource("/v1/auth/login").route(web::post().to(auth::login)))

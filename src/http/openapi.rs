@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, cart, drops, error, notifications, ops, orders, products, reservations, social,
-    stock, tenants, ws,
+    audit, auth, cart, drops, error, notifications, ops, orders, product_versions, products,
+    reservations, social, stock, tenants, ws,
 };
 
 /// The problems every route of a kind can answer, added to each operation
@@ -154,6 +154,9 @@ impl Modify for BearerAuth {
         products::create_product,
         products::get_product,
         products::patch_product,
+        product_versions::list_versions,
+        product_versions::get_version,
+        product_versions::roll_back,
         stock::get_stock,
         stock::set_stock,
         stock::adjust_stock,

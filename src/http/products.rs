@@ -18,6 +18,7 @@ use crate::domain::StockView;
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, Seller};
 use super::input::Json;
+use crate::services::catalog::Author;
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
 
@@ -82,6 +83,24 @@ pub struct OptionAxisBody {
     /// 1..=100 distinct values, e.g. ["S", "M", "L"].
     #[schema(schema_with = super::schemas::option_axis_values)]
     pub values: Vec<String>,
+}
+
+impl From<&Image> for ImageBody {
+    fn from(image: &Image) -> Self {
+        Self {
+            url: image.url.clone(),
+            alt: image.alt.clone(),
+        }
+    }
+}
+
+impl From<&OptionAxis> for OptionAxisBody {
+    fn from(axis: &OptionAxis) -> Self {
+        Self {
+            name: axis.name.clone(),
+            values: axis.values.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,22 +220,8 @@ impl ProductBody {
             brand: product.brand.clone(),
             category: product.category.clone(),
             attributes: product.attributes.iter().cloned().collect(),
-            images: product
-                .images
-                .iter()
-                .map(|i| ImageBody {
-                    url: i.url.clone(),
-                    alt: i.alt.clone(),
-                })
-                .collect(),
-            options: product
-                .options
-                .iter()
-                .map(|a| OptionAxisBody {
-                    name: a.name.clone(),
-                    values: a.values.clone(),
-                })
-                .collect(),
+            images: product.images.iter().map(ImageBody::from).collect(),
+            options: product.options.iter().map(OptionAxisBody::from).collect(),
             created_at: rfc3339_ms(product.created_at_ms),
             updated_at: rfc3339_ms(product.updated_at_ms),
             skus,
@@ -293,10 +298,15 @@ pub async fn create_product(
         .map_err(ApiError::invalid)?;
     let directory = engine.0.directory();
     let max_products = directory.max_products(seller.tenant);
+    let by = author_of(&seller);
+    let author = Author {
+        by: &by,
+        correlation_id: correlation.0.as_deref().unwrap_or(""),
+    };
     let product = engine
         .0
         .catalog()
-        .create_product(&seller.tenant_key, valid, max_products)
+        .create_product(&seller.tenant_key, valid, max_products, author)
         .await?;
     directory
         .audit(vec![AuditDraft::new(
@@ -356,18 +366,17 @@ pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpRe
         .json(ProductBody::new(&product, stock)))
 }
 
-/// The product's version as a strong entity tag, for `If-Match`.
-fn etag(product: &Product) -> String {
-    format!("\"{}\"", product.version)
+/// How a seller is named as a version's author (an audit actor).
+pub(super) fn author_of(seller: &Seller) -> String {
+    format!(
+        "user:{}",
+        uuid::Uuid::from_u128(actor_of_caller(&seller.caller).user.0)
+    )
 }
 
-/// Deserialises a present field, refusing `null` where the schema does.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
+/// The product's version as a strong entity tag, for `If-Match`.
+pub(super) fn etag(product: &Product) -> String {
+    format!("\"{}\"", product.version)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -376,20 +385,20 @@ pub struct SkuPatchBody {
     /// The variant to change, by its code.
     #[schema(schema_with = super::schemas::sku_code)]
     pub sku: String,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(nullable = false)]
     pub price: Option<MoneyBody>,
     /// A new "was" price above the price, or `null` to remove it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub compare_at: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(schema_with = super::schemas::option_values)]
     pub options: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(schema_with = super::schemas::attributes)]
     pub attributes: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(nullable = false, maximum = 1_000_000_000_000_i64)]
     pub low_stock_threshold: Option<u64>,
 }
@@ -399,7 +408,7 @@ pub struct SkuPatchBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatchBody {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(
         nullable = false,
         min_length = 1,
@@ -407,34 +416,34 @@ pub struct ProductPatchBody {
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
     pub title: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(
         nullable = false,
         max_length = 5000,
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
     pub description: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(
         nullable = false,
         max_length = 100,
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
     pub brand: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(
         nullable = false,
         max_length = 100,
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
     pub category: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(schema_with = super::schemas::attributes)]
     pub attributes: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(nullable = false, max_items = 20)]
     pub images: Option<Vec<ImageBody>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(nullable = false, max_items = 3)]
     pub options: Option<Vec<OptionAxisBody>>,
     /// Changes to variants, by code (each at most once).
@@ -445,7 +454,7 @@ pub struct ProductPatchBody {
 
 /// The version `If-Match` names: `None` without the header or with `*`.
 /// One strong tag (`"3"`) is accepted; anything else is 422 naming the header.
-fn if_match(req: &actix_web::HttpRequest) -> Result<Option<u64>, ApiError> {
+pub(super) fn if_match(req: &actix_web::HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -542,15 +551,23 @@ pub async fn patch_product(
             .collect(),
     };
     let actor = actor_of_caller(&seller.caller);
-    let by = format!("user:{}", uuid::Uuid::from_u128(actor.user.0));
+    let by = author_of(&seller);
+    let author = Author {
+        by: &by,
+        correlation_id: correlation.0.as_deref().unwrap_or(""),
+    };
     let now = engine.0.clock().now_ms();
     let units_max = state.config.stock.units_max;
     let changed = engine
         .0
         .catalog()
-        .change_product(&seller.tenant_key, id.as_u128(), expected, |current| {
-            current.patched(patch, units_max, &by, now)
-        })
+        .change_product(
+            &seller.tenant_key,
+            id.as_u128(),
+            expected,
+            author,
+            |current| current.patched(patch, units_max, &by, now),
+        )
         .await?
         .map_err(ApiError::invalid)?;
     if changed.after.version != changed.before.version {

@@ -250,6 +250,16 @@ pub fn boxed(schema: Schema) -> RefOr<Schema> {
     RefOr::T(schema)
 }
 
+/// Any JSON value (a field's value in a version's diff: text, a number, a
+/// list or an object, or null).
+pub fn any_json() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .build(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

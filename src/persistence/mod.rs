@@ -9,6 +9,7 @@ pub mod queue;
 pub mod record;
 pub mod recovery;
 pub mod store;
+pub mod versions;
 pub mod wal;
 
 pub use book::Book;
@@ -18,4 +19,5 @@ pub use queue::JobQueue;
 pub use record::{EntityKey, RecordBody, SnapshotBody, WalRecord};
 pub use recovery::{load_ledger, rebuild_ledger, recover, Recovered, RecoveryMode, RecoveryStats};
 pub use store::{Store, StoreError, SyncMode};
+pub use versions::ProductVersions;
 pub use wal::{Ack, WalError, WalHandle, WalOp, WalSettings, WalStats, WriterStart};

@@ -55,11 +55,18 @@ pub enum WalOp {
     /// Acknowledged once every record sent before it is durable. Lets an answer
     /// that changed nothing wait for the state it observed.
     Fence { ack: Ack },
+    /// Writes entries of a derived tree (a product's version history) in the
+    /// commit of the records sent before it, after its WAL batch: durable
+    /// with those records and never before them.
+    File(Filing),
     /// Acknowledged once every op sent before it is complete, snapshots included.
     Barrier { ack: Ack },
     /// Commits what was sent before it, completes pending snapshots, then stops.
     Shutdown { ack: Ack },
 }
+
+/// Writes into a derived tree, run by the WAL writer (see `WalOp::File`).
+pub type Filing = Box<dyn FnOnce() -> Result<(), sled::Error> + Send>;
 
 #[derive(Debug, Clone)]
 pub struct WalSettings {
@@ -289,6 +296,8 @@ struct Writer {
     unflushed_bytes: usize,
     /// Feed events of the commit being gathered, in LSN order.
     published: Vec<FeedEvent>,
+    /// Derived entries to write after this commit's WAL batch.
+    filings: Vec<Filing>,
 }
 
 /// In `none` mode, sled is flushed after this much WAL.
@@ -338,6 +347,7 @@ impl Writer {
             deletes_written: false,
             unflushed_bytes: 0,
             published: Vec::new(),
+            filings: Vec::new(),
         }
     }
 
@@ -481,6 +491,7 @@ impl Writer {
                 }
             }
             WalOp::Fence { ack } => self.acks_now.push(ack),
+            WalOp::File(filing) => self.filings.push(filing),
             WalOp::Barrier { ack } => self.acks_next.push(ack),
             WalOp::Shutdown { ack } => {
                 self.stopping = true;
@@ -559,6 +570,10 @@ impl Writer {
                 .unwrap_or_else(|e| fatal("writing a WAL batch", &e));
             self.retained.push_back((batch_seq, last_lsn));
         }
+        let filed = !self.filings.is_empty();
+        for filing in self.filings.drain(..) {
+            filing().unwrap_or_else(|e| fatal("filing a derived entry", &e));
+        }
         // Step two of earlier snapshots: their chunks are durable, publish them.
         let headers: Vec<PendingHeader> = std::mem::take(&mut self.headers_due);
         for pending in &headers {
@@ -593,6 +608,7 @@ impl Writer {
             || !headers.is_empty()
             || !self.chunks_this_commit.is_empty()
             || truncated
+            || filed
             || self.deletes_written;
         self.deletes_written = false;
         if wrote {

@@ -1,6 +1,8 @@
-//! The catalog service: products, their SKU codes and ids, and each store's
-//! product quota. A new product is logged, snapshotted and registered with
-//! inventory before it is answered.
+//! The catalog service: products, their SKU codes and ids, each store's
+//! product quota, and each product's version history. A new product is
+//! logged, snapshotted, filed in the history and registered with inventory
+//! before it is answered; a change or a rollback is the next version, made
+//! the same way.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +14,11 @@ use tokio::sync::oneshot;
 use crate::actors::registry::SkuInfo;
 use crate::clock::Clock;
 use crate::domain::product::{Product, ValidProduct};
+use crate::domain::product_version::{self, ProductVersion, RollbackError, VersionCause};
 use crate::domain::{SkuId, TenantKey};
-use crate::persistence::{self, EntityKey, RecordBody, SnapshotBody, WalHandle, WalRecord};
+use crate::persistence::{
+    self, EntityKey, ProductVersions, RecordBody, SnapshotBody, WalHandle, WalRecord,
+};
 
 use super::inventory::Inventory;
 
@@ -28,8 +33,27 @@ pub enum CatalogError {
     /// `If-Match` named another version than the current one.
     #[error("the product is at version {current}")]
     StaleVersion { current: u64 },
+    /// The version asked for is past the current one, or older than the
+    /// versions kept.
+    #[error("version {version} is not in the history (kept: {oldest:?} to {current})")]
+    NoSuchVersion {
+        version: u64,
+        oldest: Option<u64>,
+        current: u64,
+    },
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
     #[error("the engine cannot serve this request now")]
     Unavailable,
+}
+
+/// Who makes a change and in which request.
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    /// An audit actor, e.g. `user:…`.
+    pub by: &'a str,
+    /// The request's correlation id; empty when unknown.
+    pub correlation_id: &'a str,
 }
 
 /// What a change did.
@@ -44,6 +68,7 @@ pub struct Changed {
 pub struct CatalogDeps {
     pub inventory: Arc<Inventory>,
     pub wal: WalHandle,
+    pub versions: ProductVersions,
     pub clock: Arc<dyn Clock>,
     /// `stock.low_stock_threshold`: a new SKU's first threshold.
     pub low_stock_threshold: u64,
@@ -92,6 +117,7 @@ impl Catalog {
         tenant: &TenantKey,
         product: ValidProduct,
         max_products: u32,
+        author: Author<'_>,
     ) -> Result<Arc<Product>, CatalogError> {
         let (durable, product) = {
             let _creating = self.create_lock.lock();
@@ -120,14 +146,22 @@ impl Catalog {
                 .map(|_| SkuId(self.next_sku_id.fetch_add(1, Ordering::Relaxed)))
                 .collect();
             let id = uuid::Uuid::now_v7().as_u128();
-            let product = Arc::new(product.into_product(
+            let mut product = product.into_product(
                 id,
                 tenant,
                 &ids,
                 self.deps.low_stock_threshold,
                 self.deps.clock.now_ms(),
-            ));
-            let rx = self.log(&product)?;
+            );
+            product.updated_by = author.by.to_owned();
+            let entry = ProductVersion::new(
+                VersionCause::Created,
+                author.correlation_id,
+                None,
+                product.clone(),
+            );
+            let product = Arc::new(product);
+            let rx = self.log(entry)?;
             // Registered after the record is queued, so any stock record of these
             // SKUs is ordered after the product's in the WAL.
             for (index, sku) in ids.iter().enumerate() {
@@ -158,7 +192,118 @@ impl Catalog {
         tenant: &TenantKey,
         id: u128,
         if_match: Option<u64>,
+        author: Author<'_>,
         change: impl FnOnce(&Product) -> Result<Option<Product>, E>,
+    ) -> Result<Result<Changed, E>, CatalogError> {
+        self.make_version(tenant, id, if_match, author, |before| {
+            Ok(change(before).map(|after| after.map(|a| (a, VersionCause::Changed))))
+        })
+        .await
+    }
+
+    /// Makes version `version` of a product of `tenant` current again as its
+    /// next version, if it is at `if_match` when given; by `by` at the
+    /// catalog's time. The content already current makes no version.
+    pub async fn roll_back(
+        &self,
+        tenant: &TenantKey,
+        id: u128,
+        if_match: Option<u64>,
+        version: u64,
+        author: Author<'_>,
+    ) -> Result<Changed, CatalogError> {
+        let now = self.deps.clock.now_ms();
+        let outcome = self
+            .make_version(tenant, id, if_match, author, |current| {
+                let earlier = self.version_of(current, version)?;
+                let next = product_version::rolled_back(current, &earlier.product, author.by, now)?;
+                Ok(Ok::<_, std::convert::Infallible>(next.map(|p| {
+                    (p, VersionCause::RolledBack { restored: version })
+                })))
+            })
+            .await?;
+        Ok(outcome.unwrap_or_else(|never| match never {}))
+    }
+
+    /// Version `version` of `current`'s product from its history.
+    fn version_of(&self, current: &Product, version: u64) -> Result<ProductVersion, CatalogError> {
+        let missing = || -> Result<CatalogError, CatalogError> {
+            Ok(CatalogError::NoSuchVersion {
+                version,
+                oldest: self.oldest_version_of(current.id)?,
+                current: current.version,
+            })
+        };
+        if version == 0 || version > current.version {
+            return Err(missing()?);
+        }
+        match self.deps.versions.get(current.id, version) {
+            Ok(Some(entry)) => Ok(entry),
+            Ok(None) => Err(missing()?),
+            Err(error) => {
+                tracing::error!(%error, "reading a product version");
+                Err(CatalogError::Unavailable)
+            }
+        }
+    }
+
+    /// The oldest version of a product still kept, if any.
+    pub fn oldest_version_of(&self, id: u128) -> Result<Option<u64>, CatalogError> {
+        self.deps.versions.oldest(id).map_err(|error| {
+            tracing::error!(%error, "reading a product's history");
+            CatalogError::Unavailable
+        })
+    }
+
+    /// A version of a product of `tenant` (`None`: any store's, for platform
+    /// admins), with the product as it is now.
+    pub fn version(
+        &self,
+        id: u128,
+        version: u64,
+    ) -> Result<(Arc<Product>, ProductVersion), CatalogError> {
+        let current = self.product(id).ok_or(CatalogError::NotFound)?;
+        let entry = self.version_of(&current, version)?;
+        Ok((current, entry))
+    }
+
+    /// A product's kept versions, newest first, below `before` when given,
+    /// at most `limit`; with the product as it is now and its oldest kept
+    /// version.
+    pub fn versions(
+        &self,
+        id: u128,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Arc<Product>, Vec<ProductVersion>), CatalogError> {
+        let current = self.product(id).ok_or(CatalogError::NotFound)?;
+        let page = self
+            .deps
+            .versions
+            .page(id, current.version, before, limit)
+            .map_err(|error| {
+                tracing::error!(%error, "reading a product's history");
+                CatalogError::Unavailable
+            })?;
+        Ok((current, page))
+    }
+
+    /// Versions kept in each product's history.
+    pub fn versions_kept(&self) -> u64 {
+        self.deps.versions.kept()
+    }
+
+    /// The next version of a product of `tenant` from `make` (given the
+    /// current version: the next one and why, or `None` for no change), if
+    /// it is at `if_match` when given: logged, filed in the history and
+    /// published (to readers, carts and orders) once durable.
+    async fn make_version<E>(
+        &self,
+        tenant: &TenantKey,
+        id: u128,
+        if_match: Option<u64>,
+        author: Author<'_>,
+        make: impl FnOnce(&Product) -> Result<Result<Option<(Product, VersionCause)>, E>, CatalogError>,
     ) -> Result<Result<Changed, E>, CatalogError> {
         let _editing = self.edit_lock.lock().await;
         let before = self
@@ -170,8 +315,8 @@ impl Catalog {
                 current: before.version,
             });
         }
-        let after = match change(&before) {
-            Ok(Some(after)) => Arc::new(after),
+        let (after, cause) = match make(&before)? {
+            Ok(Some((after, cause))) => (Arc::new(after), cause),
             Ok(None) => {
                 return Ok(Ok(Changed {
                     after: before.clone(),
@@ -180,7 +325,13 @@ impl Catalog {
             }
             Err(e) => return Ok(Err(e)),
         };
-        self.log(&after)?
+        let entry = ProductVersion::new(
+            cause,
+            author.correlation_id,
+            Some(&before),
+            (*after).clone(),
+        );
+        self.log(entry)?
             .await
             .map_err(|_| CatalogError::Unavailable)?;
         self.products.insert(id, after.clone());
@@ -189,10 +340,12 @@ impl Catalog {
         Ok(Ok(Changed { before, after }))
     }
 
-    /// Queues a product version's record and its snapshot (a record carries
+    /// Queues a product version's record, its snapshot (a record carries
     /// the full state, so the snapshot is the record itself and lets the WAL
-    /// be truncated past it); the receiver fires once the record is durable.
-    fn log(&self, product: &Product) -> Result<oneshot::Receiver<()>, CatalogError> {
+    /// be truncated past it) and its history entry, filed in the record's
+    /// commit; the receiver fires once the record is durable.
+    fn log(&self, entry: ProductVersion) -> Result<oneshot::Receiver<()>, CatalogError> {
+        let product = &entry.product;
         let (tx, rx) = oneshot::channel();
         let entity = EntityKey::Product(product.id);
         let record = WalRecord {
@@ -213,6 +366,14 @@ impl Catalog {
                 &SnapshotBody::Product(Box::new(product.clone())),
                 None,
             )
+            .map_err(|_| CatalogError::Unavailable)?;
+        let filing = self.deps.versions.filing(&entry).map_err(|error| {
+            tracing::error!(%error, "encoding a product version");
+            CatalogError::Unavailable
+        })?;
+        self.deps
+            .wal
+            .send(filing)
             .map_err(|_| CatalogError::Unavailable)?;
         Ok(rx)
     }

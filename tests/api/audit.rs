@@ -223,6 +223,16 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     )
     .await;
     walk.call(
+        "POST /v1/products/{id}/rollback",
+        &format!("/v1/products/{product}/rollback"),
+        Some(&seller),
+        Some(json!({"version": 1})),
+        "product.rollback",
+        Some(&user),
+        &format!("product:{product}"),
+    )
+    .await;
+    walk.call(
         "PUT /v1/skus/{sku}/stock",
         "/v1/skus/WALK-1/stock",
         Some(&seller),

@@ -27,3 +27,4 @@ mod secure_defaults;
 mod supervision;
 mod tenants;
 mod upgrade;
+mod versions;

@@ -205,6 +205,24 @@ async fn a_data_directory_of_the_previous_format_recovers_to_identical_state() {
     )
     .await;
     assert_eq!(sold.status, StatusCode::OK, "{:?}", sold.body);
+    // Products written before histories start theirs at their current
+    // version: north's seller sees version 1, created, for each of its own.
+    let mut histories = 0;
+    for product in expected["ids"]["products"].as_array().unwrap() {
+        let path = format!("/v1/products/{}/versions", product.as_str().unwrap());
+        let history = app.get_as(&path, Some(north)).await;
+        if history.status == StatusCode::NOT_FOUND {
+            continue; // another store's product
+        }
+        assert_eq!(history.status, StatusCode::OK, "{:?}", history.body);
+        assert_eq!(history.body["current_version"], 1);
+        let items = history.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{:?}", history.body);
+        assert_eq!(items[0]["version"], 1);
+        assert_eq!(items[0]["cause"], "created");
+        histories += 1;
+    }
+    assert!(histories > 0, "north owns a product of the fixture");
     app.stop().await;
 }
 
