@@ -47,6 +47,7 @@ fn generate(dir: &std::path::Path, records: u64) -> u64 {
     let tenant = TenantKey::parse(support::TENANT).unwrap();
     for product in 0..SKUS / 100 {
         let draft = NewProduct {
+            status: flashdrop::domain::product::ProductStatus::Active,
             title: "recovery".into(),
             description: String::new(),
             brand: String::new(),

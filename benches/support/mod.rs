@@ -95,6 +95,7 @@ pub async fn stock_skus(engine: &Node, prefix: &str, count: usize, units: u64) -
         .collect();
     let creations = codes.chunks(100).map(|chunk| {
         let draft = NewProduct {
+            status: flashdrop::domain::product::ProductStatus::Active,
             title: format!("bench {prefix}"),
             description: String::new(),
             brand: String::new(),

@@ -1148,6 +1148,7 @@ fn error_code(error: &InventoryError) -> &'static str {
         InventoryError::TooManyHolds(_) => "too_many_holds",
         InventoryError::QueuePassRequired(_) => "queue_pass_required",
         InventoryError::TenantSuspended => "tenant_suspended",
+        InventoryError::NotOnSale(_) => "product_not_on_sale",
         InventoryError::UnknownSku => "sku_not_found",
         _ => "reservation_refused",
     }

@@ -3,6 +3,7 @@
 //! Handlers ask these functions; they never compare roles themselves.
 
 use super::identity::Role;
+use super::product::ProductStatus;
 use super::{TenantId, UserId};
 
 /// Who is asking: an authenticated account, its role and its store (sellers).
@@ -111,6 +112,21 @@ pub fn audit_scope(who: &Principal, asked: Option<TenantId>) -> Result<AuditScop
 /// letters, the sandbox provider's books, SKU restarts): platform admins only.
 pub fn operates_platform(who: &Principal) -> bool {
     who.is_platform_admin()
+}
+
+/// Whether `who` (or an anonymous caller) may read a product of store
+/// `owner` in `status`: an active or archived one anyone (archived products
+/// stay readable from old orders); a draft only its store's sellers and
+/// platform admins.
+pub fn reads_product(who: Option<&Principal>, owner: TenantId, status: ProductStatus) -> bool {
+    status != ProductStatus::Draft || who.is_some_and(|w| sees_store(w, owner))
+}
+
+/// Whether a store's product in `status` is listed for `who`: active ones
+/// to everyone; drafts and archived ones only to its sellers and platform
+/// admins.
+pub fn lists_product(who: Option<&Principal>, owner: TenantId, status: ProductStatus) -> bool {
+    status.on_sale() || who.is_some_and(|w| sees_store(w, owner))
 }
 
 #[cfg(test)]
@@ -264,5 +280,31 @@ mod tests {
                 "{name} asking {asked:?}"
             );
         }
+    }
+
+    #[test]
+    fn who_reads_and_lists_products_by_status() {
+        use ProductStatus::{Active, Archived, Draft};
+        // (principal, reads a draft, lists an archived one) for STORE's products.
+        let expected = [
+            ("the buyer", false, false),
+            ("another shopper", false, false),
+            ("the store's admin", true, true),
+            ("the store's staff", true, true),
+            ("another store's admin", false, false),
+            ("a platform admin", true, true),
+        ];
+        for ((name, principal), (_, draft, archived)) in cast().into_iter().zip(expected) {
+            let who = Some(&principal);
+            assert_eq!(reads_product(who, STORE, Draft), draft, "{name}");
+            assert_eq!(lists_product(who, STORE, Archived), archived, "{name}");
+            assert_eq!(lists_product(who, STORE, Draft), draft, "{name}");
+            assert!(reads_product(who, STORE, Active) && reads_product(who, STORE, Archived));
+            assert!(lists_product(who, STORE, Active), "{name}");
+        }
+        assert!(!reads_product(None, STORE, Draft));
+        assert!(reads_product(None, STORE, Archived));
+        assert!(!lists_product(None, STORE, Archived));
+        assert!(lists_product(None, STORE, Active));
     }
 }

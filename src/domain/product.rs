@@ -93,6 +93,49 @@ impl ProductStatus {
             ProductStatus::Archived => "archived",
         }
     }
+
+    /// The statuses a seller may move a product to from this one: a draft is
+    /// published or set aside, an active product archived; an archived one
+    /// stays archived (only a rollback brings an earlier status back).
+    pub fn next(self) -> &'static [ProductStatus] {
+        match self {
+            ProductStatus::Draft => &[ProductStatus::Active, ProductStatus::Archived],
+            ProductStatus::Active => &[ProductStatus::Archived],
+            ProductStatus::Archived => &[],
+        }
+    }
+
+    /// Whether shoppers see it and its SKUs can be reserved and bought.
+    pub fn on_sale(self) -> bool {
+        self == ProductStatus::Active
+    }
+}
+
+/// A status change the lifecycle does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a product cannot move from {} to {}", from.as_str(), to.as_str())]
+pub struct StatusError {
+    pub from: ProductStatus,
+    pub to: ProductStatus,
+}
+
+impl StatusError {
+    /// The field error a patch answers.
+    pub fn field(&self) -> InvalidField {
+        let allowed: Vec<&str> = self.from.next().iter().map(|s| s.as_str()).collect();
+        InvalidField::new(
+            "status",
+            if allowed.is_empty() {
+                format!("an {} product keeps its status", self.from.as_str())
+            } else {
+                format!(
+                    "a {} product can become {}",
+                    self.from.as_str(),
+                    allowed.join(" or ")
+                )
+            },
+        )
+    }
 }
 
 /// A product image: where it is and what it shows.
@@ -211,6 +254,8 @@ pub struct NewSku {
 /// A product as a seller submits it.
 #[derive(Debug, Clone)]
 pub struct NewProduct {
+    /// `Draft` (prepared, seen only by its sellers) or `Active`.
+    pub status: ProductStatus,
     pub title: String,
     pub description: String,
     pub brand: String,
@@ -224,6 +269,7 @@ pub struct NewProduct {
 /// A product that passed validation; SKU ids are assigned when it is stored.
 #[derive(Debug, Clone)]
 pub struct ValidProduct {
+    pub status: ProductStatus,
     pub title: String,
     pub description: String,
     pub brand: String,
@@ -291,7 +337,7 @@ impl ValidProduct {
             id,
             tenant,
             version: 1,
-            status: ProductStatus::Active,
+            status: self.status,
             title: self.title,
             description: self.description,
             brand: self.brand,
@@ -312,6 +358,8 @@ impl ValidProduct {
 /// one is not a patch.
 #[derive(Debug, Clone, Default)]
 pub struct ProductPatch {
+    /// Moves along the lifecycle (`ProductStatus::next`).
+    pub status: Option<ProductStatus>,
     pub title: Option<String>,
     pub description: Option<String>,
     pub brand: Option<String>,
@@ -338,6 +386,7 @@ impl Product {
     /// The product as a seller would submit it, to change and validate again.
     fn as_new(&self) -> NewProduct {
         NewProduct {
+            status: self.status,
             title: self.title.clone(),
             description: self.description.clone(),
             brand: self.brand.clone(),
@@ -361,6 +410,39 @@ impl Product {
         }
     }
 
+    /// Whether a seller may move this product to `status` (staying put is
+    /// allowed: it changes nothing).
+    pub fn moved_to(&self, status: ProductStatus) -> Result<(), StatusError> {
+        if status == self.status || self.status.next().contains(&status) {
+            Ok(())
+        } else {
+            Err(StatusError {
+                from: self.status,
+                to: status,
+            })
+        }
+    }
+
+    /// The next version in `status`, by `by` at `at_ms`; `Ok(None)` when it
+    /// is in that status already.
+    pub fn with_status(
+        &self,
+        status: ProductStatus,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Option<Product>, StatusError> {
+        self.moved_to(status)?;
+        if status == self.status {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        next.status = status;
+        next.version = self.version + 1;
+        next.updated_at_ms = at_ms;
+        next.updated_by = by.to_owned();
+        Ok(Some(next))
+    }
+
     /// The next version with `patch` applied, checked by every rule a new
     /// product meets; `Ok(None)` when the patch changes nothing.
     pub fn patched(
@@ -372,6 +454,12 @@ impl Product {
     ) -> Result<Option<Product>, Vec<InvalidField>> {
         let mut draft = self.as_new();
         let mut errors = Vec::new();
+        if let Some(status) = patch.status {
+            match self.moved_to(status) {
+                Ok(()) => draft.status = status,
+                Err(error) => errors.push(error.field()),
+            }
+        }
         if let Some(title) = patch.title {
             draft.title = title;
         }
@@ -439,7 +527,6 @@ impl Product {
         };
         let ids: Vec<SkuId> = self.skus.iter().map(|s| SkuId(s.id)).collect();
         let mut next = valid.build(self.id, self.tenant.clone(), &ids, 0, self.created_at_ms);
-        next.status = self.status;
         next.version = self.version;
         next.updated_at_ms = self.updated_at_ms;
         next.updated_by = self.updated_by.clone();
@@ -723,6 +810,7 @@ impl NewProduct {
         }
         if errors.is_empty() {
             Ok(ValidProduct {
+                status: self.status,
                 title: self.title,
                 description: self.description,
                 brand: self.brand,
@@ -756,6 +844,7 @@ mod tests {
 
     fn product(skus: Vec<NewSku>) -> NewProduct {
         NewProduct {
+            status: ProductStatus::Active,
             title: "Tee".into(),
             description: String::new(),
             brand: String::new(),
@@ -888,6 +977,47 @@ mod tests {
         assert_eq!(fields_of(p.clone()), vec!["skus[].compare_at"]);
         p.skus[0].compare_at = Some(2999);
         assert_eq!(p.validate(1000).unwrap().skus[0].compare_at, Some(2999));
+    }
+
+    #[test]
+    fn a_status_moves_only_forward_along_the_lifecycle() {
+        use ProductStatus::{Active, Archived, Draft};
+        let mut draft = product(vec![sku("A")]);
+        draft.status = Draft;
+        let draft = draft.validate(1000).unwrap().into_product(
+            1,
+            &TenantKey::parse("t").unwrap(),
+            &[SkuId(1)],
+            5,
+            10,
+        );
+        assert_eq!(draft.status, Draft);
+        let active = draft.with_status(Active, "user:1", 20).unwrap().unwrap();
+        assert_eq!((active.version, active.updated_at_ms), (2, 20));
+        assert_eq!(active.with_status(Active, "user:1", 30), Ok(None));
+        let refused = active.with_status(Draft, "user:1", 30).unwrap_err();
+        assert_eq!(refused.field().field, "status");
+        let archived = active.with_status(Archived, "user:1", 30).unwrap().unwrap();
+        for to in [Draft, Active] {
+            assert!(archived.moved_to(to).is_err(), "{to:?}");
+        }
+        // A patch moves the status by the same rules.
+        let patch = |status| ProductPatch {
+            status: Some(status),
+            ..ProductPatch::default()
+        };
+        assert_eq!(
+            draft
+                .patched(patch(Active), 1000, "user:1", 40)
+                .unwrap()
+                .unwrap()
+                .status,
+            Active
+        );
+        let errors = archived
+            .patched(patch(Active), 1000, "user:1", 40)
+            .unwrap_err();
+        assert_eq!(errors[0].field, "status");
     }
 
     #[test]

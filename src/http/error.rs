@@ -14,6 +14,7 @@ use crate::actors::orders::OrdersError;
 use crate::clock::rfc3339_ms;
 use crate::domain::cart::CartError;
 use crate::domain::identity::id_text;
+use crate::domain::product::StatusError;
 use crate::domain::product_version::RollbackError;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
@@ -80,6 +81,7 @@ error_table! {
     SkuExists => ("sku_exists", CONFLICT, "A SKU code is already in use"),
     VersionMismatch => ("version_mismatch", PRECONDITION_FAILED, "The resource is not at the version If-Match names"),
     VersionNotFound => ("version_not_found", NOT_FOUND, "The product's history keeps no such version"),
+    ProductNotOnSale => ("product_not_on_sale", CONFLICT, "The product is a draft or archived"),
     VariantsDiffer => ("variants_differ", CONFLICT, "That version has other variants than the current one"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
@@ -368,6 +370,15 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+impl From<StatusError> for ApiError {
+    fn from(error: StatusError) -> Self {
+        let allowed: Vec<&str> = error.from.next().iter().map(|s| s.as_str()).collect();
+        ApiError::new(ErrorKind::InvalidTransition, error.to_string())
+            .with("state", Value::from(error.from.as_str()))
+            .with("allowed", json!(allowed))
+    }
+}
+
 impl From<InventoryError> for ApiError {
     fn from(error: InventoryError) -> Self {
         match error {
@@ -385,6 +396,9 @@ impl From<InventoryError> for ApiError {
                 ErrorKind::TenantSuspended,
                 "this store is suspended; its SKUs cannot be reserved or bought",
             ),
+            error @ InventoryError::NotOnSale(_) => {
+                ApiError::new(ErrorKind::ProductNotOnSale, error.to_string())
+            }
             InventoryError::QueuePassRequired(drop) => ApiError::new(
                 ErrorKind::QueuePassRequired,
                 format!(

@@ -108,6 +108,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
                 .route(web::patch().to(products::patch_product)),
         )
         .service(
+            resource("/v1/products/{id}/archive").route(web::post().to(products::archive_product)),
+        )
+        .service(
             resource("/v1/products/{id}/versions")
                 .route(web::get().to(product_versions::list_versions)),
         )

@@ -154,6 +154,7 @@ impl Modify for BearerAuth {
         products::create_product,
         products::get_product,
         products::patch_product,
+        products::archive_product,
         product_versions::list_versions,
         product_versions::get_version,
         product_versions::roll_back,

@@ -11,12 +11,13 @@ use utoipa::ToSchema;
 
 use crate::clock::rfc3339_ms;
 use crate::domain::product::{
-    Image, NewProduct, NewSku, OptionAxis, Product, ProductPatch, SkuPatch,
+    Image, NewProduct, NewSku, OptionAxis, Product, ProductPatch, ProductStatus, SkuPatch,
+    StatusError,
 };
-use crate::domain::StockView;
+use crate::domain::{policy, StockView, TenantId};
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{AppState, Correlation, Live, Seller};
+use super::extract::{AppState, Correlation, Live, MaybeCaller, Seller};
 use super::input::Json;
 use crate::services::catalog::Author;
 use crate::services::identity::actor_of_caller;
@@ -103,9 +104,41 @@ impl From<&OptionAxis> for OptionAxisBody {
     }
 }
 
+/// A new product's status: a `draft` is seen and sold by no one but its
+/// sellers until published.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NewStatusBody {
+    Draft,
+    #[default]
+    Active,
+}
+
+/// A product's status.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusBody {
+    Draft,
+    Active,
+    Archived,
+}
+
+impl From<StatusBody> for ProductStatus {
+    fn from(status: StatusBody) -> Self {
+        match status {
+            StatusBody::Draft => ProductStatus::Draft,
+            StatusBody::Active => ProductStatus::Active,
+            StatusBody::Archived => ProductStatus::Archived,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProductBody {
+    /// `active` (the default) or `draft`.
+    #[serde(default)]
+    pub status: NewStatusBody,
     #[schema(
         min_length = 1,
         max_length = 200,
@@ -258,6 +291,10 @@ pub async fn create_product(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let draft = NewProduct {
+        status: match body.status {
+            NewStatusBody::Draft => ProductStatus::Draft,
+            NewStatusBody::Active => ProductStatus::Active,
+        },
         title: body.title,
         description: body.description,
         brand: body.brand,
@@ -352,7 +389,11 @@ pub async fn create_product(
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_product(
+    engine: Live,
+    caller: MaybeCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
     let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
     let product = engine
@@ -360,6 +401,11 @@ pub async fn get_product(engine: Live, path: web::Path<String>) -> Result<HttpRe
         .catalog()
         .product(id.as_u128())
         .ok_or_else(not_found)?;
+    let who = caller.0.as_ref().map(|c| c.principal());
+    let owner = TenantId::parse(&product.tenant).unwrap_or(TenantId(0));
+    if !policy::reads_product(who.as_ref(), owner, product.status) {
+        return Err(not_found());
+    }
     let stock = engine.0.inventory().product_stock(&product).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(&product)))
@@ -408,6 +454,12 @@ pub struct SkuPatchBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatchBody {
+    /// Along the lifecycle: a draft becomes `active` (published) or
+    /// `archived`, an active product `archived`; an archived one keeps its
+    /// status (422 otherwise).
+    #[serde(default, deserialize_with = "super::input::present")]
+    #[schema(nullable = false)]
+    pub status: Option<StatusBody>,
     #[serde(default, deserialize_with = "super::input::present")]
     #[schema(
         nullable = false,
@@ -515,6 +567,7 @@ pub async fn patch_product(
     let expected = if_match(&req)?;
     let body = body.into_inner();
     let patch = ProductPatch {
+        status: body.status.map(ProductStatus::from),
         title: body.title,
         description: body.description,
         brand: body.brand,
@@ -591,6 +644,90 @@ pub async fn patch_product(
             .correlation(correlation.0)])
             .await?;
     }
+    let stock = engine.0.inventory().product_stock(&changed.after).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(&changed.after)))
+        .json(ProductBody::new(&changed.after, stock)))
+}
+
+/// Archive a product (its sellers): an active or draft product becomes
+/// `archived` as its next version. Shoppers still read it, but its SKUs take
+/// no new holds (409 `product_not_on_sale`); holds already made can still
+/// be sold. An archived product is 409 `invalid_transition`; a rollback to
+/// an earlier version brings an earlier status back.
+#[utoipa::path(
+    post, path = "/v1/products/{id}/archive", tag = "products",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "product id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "the version to archive, quoted, or *"),
+    ),
+    responses(
+        (status = 200, body = ProductBody, headers(("ETag" = String, description = "the new version, quoted"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such product in the caller's store", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition: archived already", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "version_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a malformed If-Match", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn archive_product(
+    req: actix_web::HttpRequest,
+    seller: Seller,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
+    let expected = if_match(&req)?;
+    let by = author_of(&seller);
+    let author = Author {
+        by: &by,
+        correlation_id: correlation.0.as_deref().unwrap_or(""),
+    };
+    let now = engine.0.clock().now_ms();
+    let changed = engine
+        .0
+        .catalog()
+        .change_product(
+            &seller.tenant_key,
+            id.as_u128(),
+            expected,
+            author,
+            |current| {
+                if current.status == ProductStatus::Archived {
+                    return Err(StatusError {
+                        from: current.status,
+                        to: ProductStatus::Archived,
+                    });
+                }
+                current.with_status(ProductStatus::Archived, &by, now)
+            },
+        )
+        .await??;
+    engine
+        .0
+        .directory()
+        .audit(vec![AuditDraft::new(
+            Some(actor_of_caller(&seller.caller)),
+            "product.archive",
+            format!("product:{id}"),
+        )
+        .tenant(Some(seller.tenant))
+        .before(
+            serde_json::json!({
+                "version": changed.before.version,
+                "status": changed.before.status.as_str(),
+            })
+            .to_string(),
+        )
+        .after(
+            serde_json::json!({"version": changed.after.version, "status": "archived"}).to_string(),
+        )
+        .correlation(correlation.0)])
+        .await?;
     let stock = engine.0.inventory().product_stock(&changed.after).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(&changed.after)))

@@ -6,10 +6,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::identity::{id_text, parse_id};
-use crate::domain::{InvalidField, TenantId};
+use crate::domain::{policy, InvalidField, TenantId};
 
 use super::error::{ApiError, ErrorKind, Problem};
-use super::extract::{Authenticated, Correlation, Live};
+use super::extract::{Authenticated, Correlation, Live, MaybeCaller};
 use super::input::Query;
 use super::products::ProductBody;
 use super::tenants::{page_limit, BrandingBody, PageQuery};
@@ -126,6 +126,7 @@ pub async fn get_creator(engine: Live, path: web::Path<String>) -> Result<HttpRe
 )]
 pub async fn creator_products(
     engine: Live,
+    caller: MaybeCaller,
     path: web::Path<String>,
     query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -133,6 +134,7 @@ pub async fn creator_products(
     if engine.0.directory().creator(id).is_none() {
         return Err(ApiError::new(ErrorKind::CreatorNotFound, "no such creator"));
     }
+    let who = caller.0.as_ref().map(|c| c.principal());
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         Some(c) => Some(parse_id(c).ok_or_else(|| InvalidField::new("cursor", "is not valid"))?),
@@ -144,6 +146,7 @@ pub async fn creator_products(
         .products_of(&id_text(id))
         .into_iter()
         .filter(|p| after.is_none_or(|a| p.id > a))
+        .filter(|p| policy::lists_product(who.as_ref(), id, p.status))
         .take(limit)
         .collect();
     let mut items = Vec::with_capacity(products.len());

@@ -39,6 +39,9 @@ pub enum InventoryError {
     Unavailable,
     #[error("this store is suspended; its SKUs cannot be reserved or bought")]
     TenantSuspended,
+    /// The SKU's product is a draft or archived: no new holds.
+    #[error("the product is {0}; its SKUs cannot be reserved")]
+    NotOnSale(&'static str),
     #[error("this drop admits shoppers through its waiting room")]
     QueuePassRequired(DropId),
     #[error(transparent)]
@@ -272,8 +275,11 @@ impl Inventory {
         cmd: ReserveCmd,
         place: Option<HoldPlace>,
     ) -> Result<(Arc<SkuInfo>, ReserveOutcome), InventoryError> {
+        let status = info.product.status;
         let result = if self.directory.tenant_suspended(info.tenant()) {
             Err(InventoryError::TenantSuspended)
+        } else if !status.on_sale() {
+            Err(InventoryError::NotOnSale(status.as_str()))
         } else if let Some(drop) = self.drops.drop_of(info.id) {
             self.reserve_in_drop(&info, &drop, cmd).await
         } else {
@@ -292,6 +298,7 @@ impl Inventory {
             Err(InventoryError::QueuePassRequired(_)) => "queue_pass_required",
             Err(InventoryError::Overloaded) => "overloaded",
             Err(InventoryError::Unavailable) => "unavailable",
+            Err(InventoryError::NotOnSale(_)) => "not_on_sale",
             Err(_) => "rejected",
         };
         metrics::counter!("flashdrop_reservations_total", "outcome" => outcome).increment(1);

@@ -212,6 +212,7 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         )
         .await;
     let product = product.body["id"].as_str().unwrap().to_owned();
+    let walk_product = product.clone();
     walk.call(
         "PATCH /v1/products/{id}",
         &format!("/v1/products/{product}"),
@@ -629,6 +630,18 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     )
     .await;
     assert_eq!(as_seller.status, StatusCode::FORBIDDEN);
+
+    // Late: archiving stops WALK-1's product taking holds.
+    walk.call(
+        "POST /v1/products/{id}/archive",
+        &format!("/v1/products/{walk_product}/archive"),
+        Some(&seller),
+        None,
+        "product.archive",
+        Some(&user),
+        &format!("product:{walk_product}"),
+    )
+    .await;
 
     // Last: log out (it ends the session the walk used).
     walk.call(

@@ -255,6 +255,8 @@ cell!(other_store_cannot_read_a_product_version: OtherAdmin "GET" "/v1/products/
 cell!(other_store_staff_cannot_read_product_history: OtherStaff "GET" "/v1/products/{b_product}/versions" None => NOT_FOUND "product_not_found");
 cell!(other_store_cannot_roll_back_products: OtherAdmin "POST" "/v1/products/{b_product}/rollback" Some(json!({"version": 1})) => NOT_FOUND "product_not_found");
 cell!(other_store_staff_cannot_roll_back_products: OtherStaff "POST" "/v1/products/{b_product}/rollback" Some(json!({"version": 1})) => NOT_FOUND "product_not_found");
+cell!(other_store_cannot_archive_products: OtherAdmin "POST" "/v1/products/{b_product}/archive" None => NOT_FOUND "product_not_found");
+cell!(other_store_staff_cannot_archive_products: OtherStaff "POST" "/v1/products/{b_product}/archive" None => NOT_FOUND "product_not_found");
 cell!(other_store_staff_cannot_read_settings: OtherStaff "GET" "/v1/tenants/{b_tenant}" None => NOT_FOUND "tenant_not_found");
 
 // A buyer on seller routes: 403.
@@ -262,6 +264,7 @@ cell!(buyer_cannot_create_products: Buyer "POST" "/v1/products" Some(json!({"tit
 cell!(buyer_cannot_change_products: Buyer "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_product_history: Buyer "GET" "/v1/products/{b_product}/versions" None => FORBIDDEN "forbidden");
 cell!(buyer_cannot_roll_back_products: Buyer "POST" "/v1/products/{b_product}/rollback" Some(json!({"version": 1})) => FORBIDDEN "forbidden");
+cell!(buyer_cannot_archive_products: Buyer "POST" "/v1/products/{b_product}/archive" None => FORBIDDEN "forbidden");
 cell!(buyer_cannot_set_stock: Buyer "PUT" "/v1/skus/B-1/stock" stock_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_adjust_stock: Buyer "POST" "/v1/skus/B-1/stock/adjust" adjust_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_store_settings: Buyer "GET" "/v1/tenants/{b_tenant}" None => FORBIDDEN "forbidden");

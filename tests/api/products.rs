@@ -480,3 +480,121 @@ async fn changed_products_keep_their_latest_version_across_a_restart() {
     assert_eq!(stale.code(), "version_mismatch");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_draft_is_seen_by_its_sellers_only_sells_once_published_and_stops_taking_holds_when_archived(
+) {
+    let app = crate::helpers::spawn_app().await;
+    let seller = app.seller("life").await.access_token;
+    let store = app.seller("life").await.tenant_id.unwrap();
+    let created = app
+        .post_json(
+            "/v1/products",
+            Some(&seller),
+            json!({"status": "draft", "title": "Soon", "skus": [{"sku": "LC-1", "price": {"amount": 500, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["status"], "draft");
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/products/{id}");
+    let listing = format!("/v1/creators/{store}/products");
+    let listed = |page: &serde_json::Value| page["items"].as_array().unwrap().len();
+
+    // A draft: its sellers read and list it; nobody else sees it or holds it.
+    let buyer = app.buyer("eve").await.access_token;
+    let other = app.seller("elsewhere").await.access_token;
+    for token in [None, Some(buyer.as_str()), Some(other.as_str())] {
+        assert_eq!(app.get_as(&path, token).await.code(), "product_not_found");
+        assert_eq!(listed(&app.get_as(&listing, token).await.body), 0);
+    }
+    assert_eq!(
+        app.get_as(&path, Some(&seller)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(listed(&app.get_as(&listing, Some(&seller)).await.body), 1);
+    app.set_stock("life", "LC-1", json!({"main": 10})).await;
+    let early = app
+        .reserve("eve", "LC-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(early.code(), "product_not_on_sale", "{:?}", early.body);
+
+    // Published: everyone sees it and it sells.
+    let published = patch(
+        &app,
+        &seller,
+        &id,
+        Some("\"1\""),
+        json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
+    assert_eq!(published.body["status"], "active");
+    assert_eq!(app.get_as(&path, None).await.status, StatusCode::OK);
+    assert_eq!(listed(&app.get_as(&listing, None).await.body), 1);
+    let held = app
+        .reserve("eve", "LC-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    let back_to_draft = patch(&app, &seller, &id, None, json!({"status": "draft"})).await;
+    assert_eq!(back_to_draft.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(back_to_draft.body["errors"][0]["field"], "status");
+
+    // Archived: still readable, not listed for shoppers, no new holds; a
+    // hold made before is still sold.
+    let archive = format!("/v1/products/{id}/archive");
+    let archived = app.post_json(&archive, Some(&seller), json!({})).await;
+    assert_eq!(archived.status, StatusCode::OK, "{:?}", archived.body);
+    assert_eq!(archived.body["status"], "archived");
+    assert_eq!(archived.header("etag"), Some("\"3\""));
+    assert_eq!(app.get_as(&path, None).await.body["status"], "archived");
+    assert_eq!(listed(&app.get_as(&listing, None).await.body), 0);
+    assert_eq!(listed(&app.get_as(&listing, Some(&seller)).await.body), 1);
+    let late = app
+        .reserve("eve", "LC-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(late.code(), "product_not_on_sale", "{:?}", late.body);
+    let hold = held.body["reservation_id"].as_str().unwrap();
+    let sold = app
+        .post_json(
+            &format!("/v1/reservations/{hold}/commit"),
+            Some(&seller),
+            json!({}),
+        )
+        .await;
+    assert_eq!(sold.status, StatusCode::OK, "{:?}", sold.body);
+    let again = app.post_json(&archive, Some(&seller), json!({})).await;
+    assert_eq!(again.code(), "invalid_transition", "{:?}", again.body);
+    assert_eq!(again.body["allowed"], json!([]));
+    let revived = patch(&app, &seller, &id, None, json!({"status": "active"})).await;
+    assert_eq!(revived.body["errors"][0]["field"], "status");
+    for token in [&buyer, &other] {
+        let refused = app.post_json(&archive, Some(token), json!({})).await;
+        assert!(refused.status.is_client_error(), "{:?}", refused.body);
+    }
+
+    // A rollback brings an earlier status back, and the SKU sells again.
+    let rolled = app
+        .post_json(
+            &format!("/v1/products/{id}/rollback"),
+            Some(&seller),
+            json!({"version": 2}),
+        )
+        .await;
+    assert_eq!(rolled.body["status"], "active", "{:?}", rolled.body);
+    let held = app
+        .reserve("eve", "LC-1", json!({"quantity": 1}), None)
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    let history = app
+        .get_as(&format!("/v1/products/{id}/versions"), Some(&seller))
+        .await;
+    let statuses: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["changes"][0]["after"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(statuses, ["active", "archived", "active", "-"]);
+    app.stop().await;
+}
