@@ -227,23 +227,24 @@ impl Catalog {
 
     /// Version `version` of `current`'s product from its history.
     fn version_of(&self, current: &Product, version: u64) -> Result<ProductVersion, CatalogError> {
-        let missing = || -> Result<CatalogError, CatalogError> {
-            Ok(CatalogError::NoSuchVersion {
+        let found = if version == 0 || version > current.version {
+            None
+        } else {
+            self.deps
+                .versions
+                .get(current.id, version)
+                .map_err(|error| {
+                    tracing::error!(%error, "reading a product version");
+                    CatalogError::Unavailable
+                })?
+        };
+        match found {
+            Some(entry) => Ok(entry),
+            None => Err(CatalogError::NoSuchVersion {
                 version,
                 oldest: self.oldest_version_of(current.id)?,
                 current: current.version,
-            })
-        };
-        if version == 0 || version > current.version {
-            return Err(missing()?);
-        }
-        match self.deps.versions.get(current.id, version) {
-            Ok(Some(entry)) => Ok(entry),
-            Ok(None) => Err(missing()?),
-            Err(error) => {
-                tracing::error!(%error, "reading a product version");
-                Err(CatalogError::Unavailable)
-            }
+            }),
         }
     }
 
@@ -255,8 +256,8 @@ impl Catalog {
         })
     }
 
-    /// A version of a product of `tenant` (`None`: any store's, for platform
-    /// admins), with the product as it is now.
+    /// Version `version` of a product, with the product as it is now (the
+    /// caller decides who may read it).
     pub fn version(
         &self,
         id: u128,
