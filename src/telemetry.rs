@@ -186,6 +186,12 @@ pub const SERIES: &[Series] = &[
         &[],
     ),
     series(
+        "flashdrop_wal_retained_bytes",
+        Gauge,
+        "Bytes of the WAL batches kept (SKUs snapshot early over snapshots.wal_max_mb)",
+        &[],
+    ),
+    series(
         "flashdrop_wal_dirty_entities",
         Gauge,
         "Entities whose latest state is only in the WAL",

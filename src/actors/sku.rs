@@ -24,6 +24,9 @@ use crate::persistence::{
 
 pub type Reply<T> = oneshot::Sender<T>;
 
+/// While the WAL is over its bound, a changed SKU snapshots at most this often.
+const WAL_PRESSED_SNAPSHOT_GAP: Duration = Duration::from_secs(1);
+
 /// Everything a SKU actor is asked. Each carries its own reply channel so the
 /// answer can be sent from the WAL thread the moment it is durable.
 pub enum SkuCommand {
@@ -159,6 +162,8 @@ pub struct SkuDeps {
     pub limits: LedgerLimits,
     pub snapshot_every_records: u64,
     pub snapshot_interval: Duration,
+    /// Over this many bytes of WAL, a changed SKU snapshots at its next tick.
+    pub wal_retained_max_bytes: u64,
     pub idle_timeout: Duration,
     /// Where the actor parks its ledger when idle (the registry).
     pub registry: Weak<dyn SkuHome>,
@@ -512,15 +517,24 @@ impl SkuActor {
         self.expiry_timer = Some((next, handle));
     }
 
+    /// A changed SKU snapshots every `snapshot_interval`, and sooner (at most
+    /// once per `WAL_PRESSED_SNAPSHOT_GAP`) while the WAL is over its bound:
+    /// its records are what keeps the WAL from being truncated.
+    fn snapshot_due(&self) -> bool {
+        let since = self.last_snapshot.elapsed();
+        since >= self.deps.snapshot_interval
+            || (since >= WAL_PRESSED_SNAPSHOT_GAP
+                && self.deps.wal.stats().retained_bytes.load(Ordering::Relaxed)
+                    > self.deps.wal_retained_max_bytes)
+    }
+
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
         let Some(ledger) = self.ledger.as_mut() else {
             return;
         };
         ledger.prune(self.deps.clock.now_ms());
         let open = ledger.open_reservations();
-        if self.records_since_snapshot > 0
-            && self.last_snapshot.elapsed() >= self.deps.snapshot_interval
-        {
+        if self.records_since_snapshot > 0 && self.snapshot_due() {
             self.snapshot();
         }
         if open == 0 && self.last_activity.elapsed() >= self.deps.idle_timeout {

@@ -384,6 +384,7 @@ fn start_stock(
             limits,
             snapshot_every_records: snapshots.every_records,
             snapshot_interval: Duration::from_secs(snapshots.interval_s),
+            wal_retained_max_bytes: snapshots.wal_max_mb << 20,
             idle_timeout,
             registry,
             watched,

@@ -90,6 +90,11 @@ pub struct SnapshotConfig {
     pub every_records: u64,
     /// A changed SKU writes a snapshot at least this often.
     pub interval_s: u64,
+    /// While the WAL holds more than this (MiB of batches that snapshots do
+    /// not cover yet), changed SKUs snapshot at their next housekeeping
+    /// tick instead of waiting for `interval_s`, so the WAL is a window of
+    /// bytes, not of time, whatever the traffic.
+    pub wal_max_mb: u64,
 }
 
 impl Default for SnapshotConfig {
@@ -97,6 +102,7 @@ impl Default for SnapshotConfig {
         Self {
             every_records: 50_000,
             interval_s: 60,
+            wal_max_mb: 64,
         }
     }
 }
@@ -105,6 +111,7 @@ impl SnapshotConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("snapshots.every_records", self.every_records, 1, 1 << 40)?;
         range("snapshots.interval_s", self.interval_s, 1, 86_400)?;
+        range("snapshots.wal_max_mb", self.wal_max_mb, 1, 1 << 20)?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use super::batch::decode_batch;
 use super::kinds::{KindState, RecoveredKind};
 use super::record::{decode_record, EntityKey, RecordBody, SnapshotBody, DIRECTORY_TAGS};
 use super::store::{corrupt, Store, StoreError};
-use super::wal::WriterStart;
+use super::wal::{RetainedBatch, WriterStart};
 
 /// Whether to start from snapshots (normal) or replay the WAL from its first
 /// batch alone (only meaningful when nothing was ever truncated; used by tests).
@@ -373,7 +373,11 @@ pub fn recover(
                 }
             }
         }
-        retained.push_back((batch_seq, batch.last_lsn()));
+        retained.push_back(RetainedBatch {
+            seq: batch_seq,
+            last_lsn: batch.last_lsn(),
+            bytes: value.len() as u64,
+        });
         cursor.next_lsn = cursor.next_lsn.max(batch.last_lsn() + 1);
         cursor.next_batch = cursor.next_batch.max(batch_seq + 1);
     }

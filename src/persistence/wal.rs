@@ -97,10 +97,19 @@ impl Default for WalSettings {
 #[derive(Debug, Clone, Default)]
 pub struct WriterStart {
     pub cursor: Cursor,
-    /// `(batch sequence, last LSN)` of every batch in the WAL, oldest first.
-    pub retained: VecDeque<(u64, u64)>,
+    /// Every batch in the WAL, oldest first.
+    pub retained: VecDeque<RetainedBatch>,
     /// `(entity, first LSN not covered by its snapshot)`.
     pub dirty: Vec<(EntityKey, u64)>,
+}
+
+/// A batch still in the WAL: what truncation needs to know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetainedBatch {
+    pub seq: u64,
+    pub last_lsn: u64,
+    /// Its stored size.
+    pub bytes: u64,
 }
 
 /// Counters the writer publishes.
@@ -110,6 +119,9 @@ pub struct WalStats {
     pub durable_lsn: AtomicU64,
     pub commits: AtomicU64,
     pub retained_batches: AtomicU64,
+    /// Bytes of the batches in the WAL: what snapshots have yet to cover.
+    /// SKU actors snapshot early while it is over `snapshots.wal_max_mb`.
+    pub retained_bytes: AtomicU64,
     pub stopped: AtomicBool,
 }
 
@@ -288,7 +300,9 @@ struct Writer {
     forgets_due: Vec<EntityKey>,
     dirty: HashMap<EntityKey, Dirty>,
     dirty_order: BTreeSet<(u64, EntityKey)>,
-    retained: VecDeque<(u64, u64)>,
+    retained: VecDeque<RetainedBatch>,
+    /// The sum of `retained`'s bytes.
+    retained_bytes: u64,
     shutdown_acks: Vec<Ack>,
     stopping: bool,
     deletes_written: bool,
@@ -341,6 +355,7 @@ impl Writer {
             forgets_due: Vec::new(),
             dirty,
             dirty_order,
+            retained_bytes: start.retained.iter().map(|b| b.bytes).sum(),
             retained: start.retained,
             shutdown_acks: Vec::new(),
             stopping: false,
@@ -564,11 +579,18 @@ impl Writer {
             let batch_seq = self.cursor.next_batch;
             self.cursor.next_batch += 1;
             let last_lsn = self.cursor.next_lsn - 1;
+            let batch = self.builder.finish();
+            let stored = batch.len() as u64;
             store
                 .wal
-                .insert(batch_seq.to_be_bytes(), self.builder.finish())
+                .insert(batch_seq.to_be_bytes(), batch)
                 .unwrap_or_else(|e| fatal("writing a WAL batch", &e));
-            self.retained.push_back((batch_seq, last_lsn));
+            self.retained.push_back(RetainedBatch {
+                seq: batch_seq,
+                last_lsn,
+                bytes: stored,
+            });
+            self.retained_bytes += stored;
         }
         let filed = !self.filings.is_empty();
         for filing in self.filings.drain(..) {
@@ -668,10 +690,14 @@ impl Writer {
         metrics::histogram!("flashdrop_wal_commit_seconds", "sync" => self.settings.sync.as_str())
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("flashdrop_wal_retained_batches").set(self.retained.len() as f64);
+        metrics::gauge!("flashdrop_wal_retained_bytes").set(self.retained_bytes as f64);
         metrics::gauge!("flashdrop_wal_dirty_entities").set(self.dirty.len() as f64);
         self.stats
             .retained_batches
             .store(self.retained.len() as u64, Ordering::Relaxed);
+        self.stats
+            .retained_bytes
+            .store(self.retained_bytes, Ordering::Relaxed);
     }
 
     /// Deletes batches whose every record is covered by a durable snapshot.
@@ -682,16 +708,17 @@ impl Writer {
             .map(|&(lsn, _)| lsn)
             .unwrap_or(self.cursor.next_lsn);
         let mut truncated = false;
-        while let Some(&(batch_seq, last_lsn)) = self.retained.front() {
-            if last_lsn >= needed_from {
+        while let Some(&batch) = self.retained.front() {
+            if batch.last_lsn >= needed_from {
                 break;
             }
             truncated = true;
             self.store
                 .wal
-                .remove(batch_seq.to_be_bytes())
+                .remove(batch.seq.to_be_bytes())
                 .unwrap_or_else(|e| fatal("truncating the WAL", &e));
             self.retained.pop_front();
+            self.retained_bytes -= batch.bytes;
         }
         truncated
     }

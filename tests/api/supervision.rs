@@ -209,3 +209,74 @@ async fn many_skus_spread_over_arbiters_keep_their_own_counts() {
     }
     app.stop().await;
 }
+
+/// Bytes of the WAL batches in the store.
+fn wal_bytes(app: &crate::helpers::TestApp) -> u64 {
+    app.engine
+        .store()
+        .wal
+        .iter()
+        .values()
+        .map(|v| v.unwrap().len() as u64)
+        .sum()
+}
+
+#[actix_web::test]
+async fn a_wal_over_its_bound_makes_changed_skus_snapshot_before_their_interval() {
+    // A SKU alone would snapshot after an hour; the WAL bound is 1 MiB.
+    let app = spawn_with(|c| {
+        c.snapshots.interval_s = 3_600;
+        c.snapshots.wal_max_mb = 1;
+    })
+    .await;
+    app.stocked_sku("t", "WAL-1", 1_000).await;
+    // Reserve and release with long keys until the WAL holds over 1 MiB.
+    let streams = (0..8).map(|stream| {
+        let app = &app;
+        async move {
+            let buyer = format!("w{stream}");
+            let token = app.buyer(&buyer).await.access_token;
+            for round in 0..500 {
+                let key = format!("{stream}-{round}-{}", "k".repeat(240));
+                let held = app
+                    .reserve(&buyer, "WAL-1", json!({"quantity": 1}), Some(&key))
+                    .await;
+                assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+                let id = held.body["reservation_id"].as_str().unwrap().to_owned();
+                let released = send(
+                    app.client
+                        .delete(app.url(&format!("/v1/reservations/{id}")))
+                        .insert_header(bearer(&token)),
+                    None,
+                )
+                .await;
+                assert!(released.status.is_success(), "{:?}", released.body);
+            }
+        }
+    });
+    join_all(streams).await;
+    let written = wal_bytes(&app);
+    assert!(
+        written > 1 << 20,
+        "the run wrote {written} B of WAL, not enough to test"
+    );
+
+    // The SKU's next housekeeping tick (at most 5 s) snapshots it, and the
+    // WAL behind the snapshot is truncated.
+    let shrunk = eventually(Duration::from_secs(20), || async {
+        let now = wal_bytes(&app);
+        (now < 1 << 20).then_some(now)
+    })
+    .await;
+    assert!(
+        shrunk.is_some(),
+        "the WAL still holds {} B, over its 1 MiB bound",
+        wal_bytes(&app)
+    );
+    let stock = app.stock("WAL-1").await;
+    assert_eq!(
+        (stock["available"].as_u64(), stock["reserved"].as_u64()),
+        (Some(1_000), Some(0))
+    );
+    app.stop().await;
+}
