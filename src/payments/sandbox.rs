@@ -58,10 +58,12 @@ pub struct WebhookEvent {
 
 struct Inner {
     settings: SandboxSettings,
-    /// The ledger, on disk only (memory does not grow with it): `p/` + payment
-    /// id → the payment (ids are UUIDv7, so key order is creation order);
-    /// `k/` + operation key → the payment it concerned; `m/` + payment id →
-    /// its method.
+    /// The ledger, on disk only (memory does not grow with it): `p/` +
+    /// payment id → the payment with its method and the keys of the
+    /// operations applied to it (ids are UUIDv7, so key order is creation
+    /// order); `k/` + authorisation key → the payment it created. Ledgers
+    /// written before kept the method under `m/` + id and every operation
+    /// key under `k/`; both are still read.
     book: Book,
     /// Serialises the read-change-write of payments.
     writing: Mutex<()>,
@@ -75,6 +77,22 @@ pub struct SandboxGateway {
 
 const PAYMENT_PREFIX: &[u8] = b"p/";
 const KEY_PREFIX: &[u8] = b"k/";
+/// Where older ledgers kept a payment's method.
+const LEGACY_METHOD_PREFIX: &[u8] = b"m/";
+
+/// A payment as the ledger keeps it: what callers see, plus what the
+/// provider needs to decide it later and to apply each operation once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    view: PaymentView,
+    /// Absent in ledgers written before it was kept here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    /// Keys of the captures, voids and refunds applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ops: Vec<String>,
+}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -170,6 +188,10 @@ impl SandboxGateway {
     }
 
     fn payment(&self, id: &str) -> Result<Option<PaymentView>, GatewayError> {
+        Ok(self.stored(id)?.map(|stored| stored.view))
+    }
+
+    fn stored(&self, id: &str) -> Result<Option<Stored>, GatewayError> {
         let raw = self
             .inner
             .book
@@ -179,6 +201,15 @@ impl SandboxGateway {
             serde_json::from_slice(&bytes).map_err(|e| unavailable(&format!("ledger: {e}")))
         })
         .transpose()
+    }
+
+    /// Whether the operation `key` was applied to `stored` already.
+    fn applied(&self, stored: &Stored, key: &str) -> Result<bool, GatewayError> {
+        if stored.ops.iter().any(|op| op == key) {
+            return Ok(true);
+        }
+        // A payment of an older ledger kept its operation keys apart.
+        Ok(stored.method.is_none() && self.keyed(key)?.is_some())
     }
 
     /// The payment operation key `key` concerned.
@@ -199,9 +230,12 @@ impl SandboxGateway {
     }
 
     fn method_of(&self, id: &str) -> Option<String> {
+        if let Some(method) = self.stored(id).ok().flatten()?.method {
+            return Some(method);
+        }
         self.inner
             .book
-            .get(&[b"m/".as_slice(), id.as_bytes()].concat())
+            .get(&[LEGACY_METHOD_PREFIX, id.as_bytes()].concat())
             .ok()
             .flatten()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -244,27 +278,26 @@ impl SandboxGateway {
         f: impl FnOnce(&mut PaymentView) -> Result<bool, GatewayError>,
     ) -> Result<(PaymentView, bool), GatewayError> {
         let _writing = self.inner.writing.lock();
-        let mut payment = self.payment(id)?.ok_or(GatewayError::NotFound)?;
+        let mut stored = self.stored(id)?.ok_or(GatewayError::NotFound)?;
         if let Some(key) = op_key {
-            if self.keyed(key)?.is_some() {
-                return Ok((payment, false));
+            if self.applied(&stored, key)? {
+                return Ok((stored.view, false));
             }
         }
-        let changed = f(&mut payment)?;
-        self.write(&payment, op_key)?;
-        Ok((payment, changed))
+        let changed = f(&mut stored.view)?;
+        if let Some(key) = op_key {
+            stored.ops.push(key.to_owned());
+        }
+        self.write(&stored)?;
+        Ok((stored.view, changed))
     }
 
-    fn write(&self, view: &PaymentView, op_key: Option<&str>) -> Result<(), GatewayError> {
-        let book = &self.inner.book;
-        let body = serde_json::to_vec(view).map_err(|e| unavailable(&e.to_string()))?;
-        let result = book
-            .put(&[PAYMENT_PREFIX, view.id.as_bytes()].concat(), &body)
-            .and_then(|()| match op_key {
-                Some(key) => book.put(&[KEY_PREFIX, key.as_bytes()].concat(), view.id.as_bytes()),
-                None => Ok(()),
-            });
-        result.map_err(|e| unavailable(&format!("ledger: {e}")))
+    fn write(&self, stored: &Stored) -> Result<(), GatewayError> {
+        let body = serde_json::to_vec(stored).map_err(|e| unavailable(&e.to_string()))?;
+        self.inner
+            .book
+            .put(&[PAYMENT_PREFIX, stored.view.id.as_bytes()].concat(), &body)
+            .map_err(|e| unavailable(&format!("ledger: {e}")))
     }
 
     async fn persisted(&self) -> Result<(), GatewayError> {
@@ -339,14 +372,18 @@ impl SandboxGateway {
                         refunded_minor: 0,
                         decline_code: code.map(str::to_owned),
                     };
+                    self.write(&Stored {
+                        view: view.clone(),
+                        method: Some(request.method.clone()),
+                        ops: Vec::new(),
+                    })?;
                     self.inner
                         .book
                         .put(
-                            &[b"m/".as_slice(), id.as_bytes()].concat(),
-                            request.method.as_bytes(),
+                            &[KEY_PREFIX, request.key.as_bytes()].concat(),
+                            id.as_bytes(),
                         )
                         .map_err(|e| unavailable(&format!("ledger: {e}")))?;
-                    self.write(&view, Some(&request.key))?;
                     (view, true)
                 }
             }
@@ -644,6 +681,93 @@ mod tests {
         assert_eq!(
             psp.void(n.id, "v".into()).await.unwrap().status,
             PspStatus::Voided
+        );
+    }
+
+    #[tokio::test]
+    async fn a_payment_is_one_entry_with_its_authorisation_key_beside_it() {
+        let (_dir, store) = crate::persistence::store::temporary();
+        let book = Book::open(&store, "psp").unwrap();
+        let psp = SandboxGateway::open(settings(), book.clone(), None).unwrap();
+        let a = psp.authorize(request("k1", "pm_card_visa")).await.unwrap();
+        psp.capture(a.id.clone(), "c1".into()).await.unwrap();
+        psp.refund(a.id.clone(), 100, "r1".into()).await.unwrap();
+        let keys: Vec<String> = book
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| String::from_utf8(key).unwrap())
+            .collect();
+        assert_eq!(keys, [format!("k/k1"), format!("p/{}", a.id)]);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_written_before_still_applies_each_operation_once() {
+        let (_dir, store) = crate::persistence::store::temporary();
+        let book = Book::open(&store, "psp").unwrap();
+        // The layout of older ledgers: the bare payment, its method and
+        // every operation key in entries of their own.
+        let captured = PaymentView {
+            id: "pay_old".into(),
+            reference: "order-1".into(),
+            status: PspStatus::Captured,
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            captured_minor: 1_000,
+            refunded_minor: 0,
+            decline_code: None,
+        };
+        let pending = PaymentView {
+            id: "pay_late".into(),
+            status: PspStatus::Pending,
+            captured_minor: 0,
+            ..captured.clone()
+        };
+        for view in [&captured, &pending] {
+            book.put(
+                format!("p/{}", view.id).as_bytes(),
+                &serde_json::to_vec(view).unwrap(),
+            )
+            .unwrap();
+        }
+        for (key, value) in [
+            ("k/auth-old", "pay_old"),
+            ("k/cap-old", "pay_old"),
+            ("m/pay_old", "pm_card_visa"),
+            ("k/auth-late", "pay_late"),
+            ("m/pay_late", "pm_async"),
+        ] {
+            book.put(key.as_bytes(), value.as_bytes()).unwrap();
+        }
+        let psp = SandboxGateway::open(settings(), book, None).unwrap();
+        assert_eq!(
+            psp.find("auth-old".into()).await.unwrap(),
+            Some(captured.clone())
+        );
+        let refund = psp
+            .refund("pay_old".into(), 300, "cap-old".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            refund.refunded_minor, 0,
+            "an old operation key is not applied again"
+        );
+        let refund = psp
+            .refund("pay_old".into(), 300, "r1".into())
+            .await
+            .unwrap();
+        assert_eq!(refund.refunded_minor, 300);
+        let again = psp
+            .refund("pay_old".into(), 300, "r1".into())
+            .await
+            .unwrap();
+        assert_eq!(again.refunded_minor, 300, "nor a new one on an old payment");
+        // The pending payment's method is read where older ledgers kept it.
+        psp.resume_pending();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            psp.status("pay_late".into()).await.unwrap().status,
+            PspStatus::Authorized
         );
     }
 }
