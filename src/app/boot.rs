@@ -89,7 +89,9 @@ pub(super) async fn start(
             wal.clone(),
             clock.clone(),
             config.clone(),
-            Arc::new(sandbox.clone()),
+            externals
+                .payments
+                .unwrap_or_else(|| Arc::new(sandbox.clone())),
             inventory.clone(),
             Arc::new(OrderNews {
                 directory: identity.clone(),

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::events::notify::Notifier;
 use crate::events::outbound::{HostResolver, Outbound, SystemResolver};
 use crate::events::Hub;
-use crate::payments::SandboxGateway;
+use crate::payments::{PaymentGateway, SandboxGateway};
 use crate::persistence::{self, RecoveryStats, Store, WalHandle, WalOp};
 use crate::services::identity::DirectoryService;
 use crate::services::{Catalog, Inventory};
@@ -46,6 +46,10 @@ pub struct Externals {
     pub clock: Arc<dyn Clock>,
     /// Resolves the host names of outbound requests (store webhooks).
     pub resolver: Arc<dyn HostResolver>,
+    /// The payment provider orders are charged through; `None` is the
+    /// built-in sandbox. (The sandbox's ledger route reads the sandbox
+    /// either way.)
+    pub payments: Option<Arc<dyn PaymentGateway>>,
 }
 
 impl Externals {
@@ -58,6 +62,7 @@ impl Externals {
         Self {
             clock,
             resolver: Arc::new(SystemResolver),
+            payments: None,
         }
     }
 }

@@ -698,7 +698,7 @@ mod tests {
             .into_iter()
             .map(|(key, _)| String::from_utf8(key).unwrap())
             .collect();
-        assert_eq!(keys, [format!("k/k1"), format!("p/{}", a.id)]);
+        assert_eq!(keys, ["k/k1".to_owned(), format!("p/{}", a.id)]);
     }
 
     #[tokio::test]

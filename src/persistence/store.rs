@@ -16,11 +16,25 @@ pub const BATCH_BYTES_HARD_MAX: usize = 192 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 const CURSOR_KEY: &[u8] = b"cursor";
-/// How long start-up waits for a previous instance to let go of the data directory.
-/// A snapshot header: 32 bytes, then the format of the body (2 bytes).
-/// Headers written before formats were recorded are 32 bytes: format 0.
-const HEADER_LEN: usize = 34;
+/// A snapshot header: 32 bytes, the format of the body (2 bytes), then its
+/// flags (1 byte). Headers written before formats were recorded are 32
+/// bytes (format 0), and before flags 34 (no flag set).
+const HEADER_LEN: usize = 35;
+const HEADER_LEN_UNFLAGGED: usize = 34;
 const HEADER_LEN_UNVERSIONED: usize = 32;
+/// Header flag: the stored body is LZ4-compressed, its length prepended.
+const FLAG_LZ4: u8 = 1;
+/// Header flag: the stored body follows the header in the same value (no chunks).
+const FLAG_INLINE: u8 = 2;
+/// A stored body up to this size travels inside its header's value: one
+/// sled key per snapshot instead of two, for the many small ones.
+pub const SNAPSHOT_INLINE_MAX_BYTES: usize = 4 * 1024;
+/// Snapshots up to this size are stored compressed when that makes them
+/// smaller. Small snapshots (orders, carts, sessions) are many and mostly
+/// rkyv's zero padding; compressing one costs microseconds in the WAL
+/// writer. Larger ones (busy SKU ledgers) are stored as encoded, so a
+/// commit never waits on compressing megabytes.
+pub const SNAPSHOT_COMPRESS_MAX_BYTES: usize = SNAPSHOT_CHUNK_BYTES;
 
 /// How far a commit goes before the WAL acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -100,6 +114,30 @@ pub struct SnapshotHeader {
     pub crc: u32,
     /// The format of the body (`record::FORMAT` when written).
     pub format: u16,
+    /// `len` and `crc` are of the LZ4-compressed body.
+    pub compressed: bool,
+    /// The body follows the header in its value (`chunks` is 0).
+    pub inline: bool,
+}
+
+/// A snapshot whose body is stored (in chunks) or carried (inline), ready
+/// for its header to make it current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSnapshot {
+    pub header: SnapshotHeader,
+    /// The body, when it travels inside the header's value.
+    inline: Option<Vec<u8>>,
+}
+
+impl PreparedSnapshot {
+    /// What the `snapshots` tree holds for the entity.
+    pub fn header_value(&self) -> Vec<u8> {
+        let mut value = self.header.to_bytes().to_vec();
+        if let Some(body) = &self.inline {
+            value.extend_from_slice(body);
+        }
+        value
+    }
 }
 
 impl SnapshotHeader {
@@ -111,17 +149,33 @@ impl SnapshotHeader {
         out[20..28].copy_from_slice(&self.len.to_be_bytes());
         out[28..32].copy_from_slice(&self.crc.to_be_bytes());
         out[32..34].copy_from_slice(&self.format.to_be_bytes());
+        out[34] = (if self.compressed { FLAG_LZ4 } else { 0 })
+            | (if self.inline { FLAG_INLINE } else { 0 });
         out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let format = match bytes.len() {
-            HEADER_LEN => u16::from_be_bytes(bytes[32..34].try_into().ok()?),
-            HEADER_LEN_UNVERSIONED => 0,
+        let (format, flags) = match bytes.len() {
+            HEADER_LEN_UNVERSIONED => (0, 0),
+            HEADER_LEN_UNFLAGGED => (u16::from_be_bytes(bytes[32..34].try_into().ok()?), 0),
+            n if n >= HEADER_LEN => (
+                u16::from_be_bytes(bytes[32..34].try_into().ok()?),
+                bytes[34],
+            ),
             _ => return None,
         };
+        if flags & !(FLAG_LZ4 | FLAG_INLINE) != 0 {
+            // A flag this build does not know: written by a newer one.
+            return None;
+        }
+        if flags & FLAG_INLINE == 0 && bytes.len() > HEADER_LEN {
+            // Bytes after a header that says it carries none.
+            return None;
+        }
         Some(Self {
             format,
+            compressed: flags & FLAG_LZ4 != 0,
+            inline: flags & FLAG_INLINE != 0,
             covers_lsn: u64::from_be_bytes(bytes[0..8].try_into().ok()?),
             generation: u64::from_be_bytes(bytes[8..16].try_into().ok()?),
             chunks: u32::from_be_bytes(bytes[16..20].try_into().ok()?),
@@ -306,9 +360,7 @@ impl Store {
     pub fn snapshot_header(&self, entity: EntityKey) -> Result<Option<SnapshotHeader>, StoreError> {
         match self.snapshots.get(entity.to_bytes())? {
             None => Ok(None),
-            Some(raw) => SnapshotHeader::from_bytes(&raw)
-                .map(Some)
-                .ok_or_else(|| corrupt("snapshot header", format!("{entity:?}"))),
+            Some(raw) => parse_header(entity, &raw).map(Some),
         }
     }
 
@@ -317,17 +369,34 @@ impl Store {
         &self,
         entity: EntityKey,
     ) -> Result<Option<(u64, SnapshotBody)>, StoreError> {
-        let Some(header) = self.snapshot_header(entity)? else {
+        let Some(raw) = self.snapshots.get(entity.to_bytes())? else {
             return Ok(None);
         };
-        self.read_snapshot_at(entity, header).map(Some)
+        let header = parse_header(entity, &raw)?;
+        let mut bytes = if header.inline {
+            raw[HEADER_LEN..].to_vec()
+        } else {
+            self.read_chunks(entity, header)?
+        };
+        if bytes.len() as u64 != header.len || crc32fast::hash(&bytes) != header.crc {
+            return Err(corrupt(
+                "snapshot",
+                format!("{entity:?} fails its checksum"),
+            ));
+        }
+        if header.compressed {
+            bytes = lz4_flex::decompress_size_prepended(&bytes)
+                .map_err(|e| corrupt("snapshot", format!("{entity:?}: {e}")))?;
+        }
+        let body = decode_snapshot(&bytes, header.format).map_err(|e| corrupt("snapshot", e))?;
+        Ok(Some((header.covers_lsn, body)))
     }
 
-    pub fn read_snapshot_at(
+    fn read_chunks(
         &self,
         entity: EntityKey,
         header: SnapshotHeader,
-    ) -> Result<(u64, SnapshotBody), StoreError> {
+    ) -> Result<Vec<u8>, StoreError> {
         let mut bytes = Vec::with_capacity(header.len as usize);
         for index in 0..header.chunks {
             let chunk = self
@@ -336,38 +405,52 @@ impl Store {
                 .ok_or_else(|| corrupt("snapshot", format!("{entity:?} misses chunk {index}")))?;
             bytes.extend_from_slice(&chunk);
         }
-        if bytes.len() as u64 != header.len || crc32fast::hash(&bytes) != header.crc {
-            return Err(corrupt(
-                "snapshot",
-                format!("{entity:?} fails its checksum"),
-            ));
-        }
-        let body = decode_snapshot(&bytes, header.format).map_err(|e| corrupt("snapshot", e))?;
-        Ok((header.covers_lsn, body))
+        Ok(bytes)
     }
 
-    /// Writes the chunks of a snapshot under a fresh generation; the header
-    /// that makes them current must be written only once they are durable.
-    pub fn write_chunks(
+    /// Stores the body of a snapshot under a fresh generation: in chunks,
+    /// or, when it is small, not at all (it travels in its header's value).
+    /// The header that makes it current must be written only once the
+    /// chunks are durable. A small snapshot is compressed when that makes
+    /// it smaller.
+    pub fn write_body(
         &self,
         entity: EntityKey,
         generation: u64,
         bytes: &[u8],
         covers_lsn: u64,
-    ) -> Result<SnapshotHeader, StoreError> {
+    ) -> Result<PreparedSnapshot, StoreError> {
+        let packed = (bytes.len() <= SNAPSHOT_COMPRESS_MAX_BYTES)
+            .then(|| lz4_flex::compress_prepend_size(bytes))
+            .filter(|packed| packed.len() < bytes.len());
+        let compressed = packed.is_some();
+        let bytes = packed.as_deref().unwrap_or(bytes);
+        let mut header = SnapshotHeader {
+            covers_lsn,
+            generation,
+            chunks: 0,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+            format: super::record::FORMAT,
+            compressed,
+            inline: bytes.len() <= SNAPSHOT_INLINE_MAX_BYTES,
+        };
+        if header.inline {
+            return Ok(PreparedSnapshot {
+                header,
+                inline: Some(bytes.to_vec()),
+            });
+        }
         let mut chunks = 0u32;
         for (index, chunk) in bytes.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
             self.chunks
                 .insert(chunk_key(entity, generation, index as u32), chunk)?;
             chunks += 1;
         }
-        Ok(SnapshotHeader {
-            covers_lsn,
-            generation,
-            chunks,
-            len: bytes.len() as u64,
-            crc: crc32fast::hash(bytes),
-            format: super::record::FORMAT,
+        header.chunks = chunks;
+        Ok(PreparedSnapshot {
+            header,
+            inline: None,
         })
     }
 
@@ -406,6 +489,10 @@ impl Store {
     }
 }
 
+fn parse_header(entity: EntityKey, raw: &[u8]) -> Result<SnapshotHeader, StoreError> {
+    SnapshotHeader::from_bytes(raw).ok_or_else(|| corrupt("snapshot header", format!("{entity:?}")))
+}
+
 /// A store in a fresh temporary directory (kept while the `TempDir` lives), for tests.
 #[cfg(test)]
 pub(crate) fn temporary() -> (tempfile::TempDir, Store) {
@@ -433,12 +520,115 @@ mod tests {
             len: 70_000,
             crc: 0xDEAD_BEEF,
             format: super::super::record::FORMAT,
+            compressed: true,
+            inline: false,
         };
         let bytes = header.to_bytes();
         assert_eq!(SnapshotHeader::from_bytes(&bytes), Some(header));
+        let unflagged = SnapshotHeader::from_bytes(&bytes[..HEADER_LEN_UNFLAGGED]).unwrap();
+        assert_eq!(
+            (unflagged.format, unflagged.compressed),
+            (header.format, false)
+        );
         let old = SnapshotHeader::from_bytes(&bytes[..HEADER_LEN_UNVERSIONED]).unwrap();
-        assert_eq!(old.format, 0);
+        assert_eq!((old.format, old.compressed), (0, false));
         assert_eq!((old.covers_lsn, old.crc), (41, 0xDEAD_BEEF));
         assert_eq!(SnapshotHeader::from_bytes(&bytes[..33]), None);
+        let mut unknown_flag = bytes;
+        unknown_flag[34] |= 4;
+        assert_eq!(SnapshotHeader::from_bytes(&unknown_flag), None);
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            SnapshotHeader::from_bytes(&trailing),
+            None,
+            "bytes after a header that carries no body"
+        );
+        let inline = SnapshotHeader {
+            inline: true,
+            chunks: 0,
+            ..header
+        };
+        let mut value = inline.to_bytes().to_vec();
+        value.extend_from_slice(b"body");
+        assert_eq!(SnapshotHeader::from_bytes(&value), Some(inline));
+    }
+
+    #[test]
+    fn small_snapshots_travel_compressed_in_their_header_and_large_ones_in_chunks() {
+        let (_dir, store) = temporary();
+        use crate::domain::order::{NewOrder, Order, OrderLine, PaymentStatus, SagaStep};
+        use crate::domain::{OrderId, TenantId, UserId};
+        let order = |lines: u64| {
+            let mut order = Order::new(NewOrder {
+                id: OrderId(9),
+                buyer: UserId(7),
+                currency: "EUR".into(),
+                lines: (0..lines)
+                    .map(|sku| OrderLine {
+                        sku,
+                        code: format!("SKU-{sku}"),
+                        seller: TenantId(3),
+                        quantity: 1,
+                        unit_price_minor: 500,
+                        reservations: Vec::new(),
+                        adopted: false,
+                    })
+                    .collect(),
+                shipping_address: "1 Main St".into(),
+                payment_method: "pm_card_visa".into(),
+                now_ms: 1_700_000_000_000,
+                payment_deadline_ms: 1_700_000_900_000,
+                idempotency: None,
+            });
+            order.begin(SagaStep::Reserve, 1_700_000_000_100);
+            order.reserved(&vec![Some(1); lines as usize], 1_700_000_000_200);
+            order.begin(SagaStep::Authorize, 1_700_000_000_300);
+            let payment = "pay_0190f3a47c2e7b619a3d2f6e8d1c4b7a".to_owned();
+            order.payment_seen(
+                PaymentStatus::Authorized,
+                Some(payment),
+                None,
+                1_700_000_000_400,
+            );
+            order.begin(SagaStep::Capture, 1_700_000_000_500);
+            order.captured(1_700_000_000_600);
+            order.begin(SagaStep::Commit, 1_700_000_000_700);
+            order.committed(1_700_000_000_800);
+            SnapshotBody::Order(order)
+        };
+        for (n, body) in [order(1), order(2_000)].into_iter().enumerate() {
+            let entity = EntityKey::Sku(n as u64 + 1);
+            let encoded = super::super::record::encode_snapshot(&body).unwrap();
+            let prepared = store.write_body(entity, 1, &encoded, 9).unwrap();
+            let header = prepared.header;
+            let small = encoded.len() <= SNAPSHOT_COMPRESS_MAX_BYTES;
+            assert_eq!((header.compressed, header.inline), (small, small));
+            let chunks = store.chunks.scan_prefix(entity.to_bytes()).count() as u32;
+            assert_eq!(chunks, header.chunks);
+            assert_eq!(chunks == 0, small, "a small snapshot has no chunk key");
+            if small {
+                assert!(
+                    header.len * 2 < encoded.len() as u64,
+                    "{} of {}",
+                    header.len,
+                    encoded.len()
+                );
+            } else {
+                assert_eq!(header.len, encoded.len() as u64);
+            }
+            store
+                .snapshots
+                .insert(entity.to_bytes(), prepared.header_value())
+                .unwrap();
+            let (covers, read) = store.read_snapshot(entity).unwrap().unwrap();
+            assert_eq!(covers, 9);
+            assert_eq!(
+                super::super::record::encode_snapshot(&read)
+                    .unwrap()
+                    .as_slice(),
+                encoded.as_slice()
+            );
+        }
     }
 }

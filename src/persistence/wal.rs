@@ -22,7 +22,7 @@ use super::batch::BatchBuilder;
 use super::record::{
     encode_record, encode_snapshot, EntityKey, RecordBody, SnapshotBody, WalRecord,
 };
-use super::store::{Cursor, SnapshotHeader, Store, StoreError, SyncMode};
+use super::store::{Cursor, PreparedSnapshot, Store, StoreError, SyncMode};
 use crate::events::feed::{now_us, EventFeed, FeedBatch, FeedBody, FeedEvent};
 
 /// Work to run once the op it belongs to is durable. Runs on the writer thread: keep it short.
@@ -264,7 +264,7 @@ fn fatal(context: &str, error: &dyn std::fmt::Display) -> ! {
 
 struct PendingHeader {
     entity: EntityKey,
-    header: SnapshotHeader,
+    snapshot: PreparedSnapshot,
 }
 
 struct Dirty {
@@ -491,16 +491,16 @@ impl Writer {
                 let covers_lsn = self.cursor.next_lsn - 1;
                 let generation = self.cursor.next_generation;
                 self.cursor.next_generation += 1;
-                let header = self
+                let snapshot = self
                     .store
-                    .write_chunks(entity, generation, &bytes, covers_lsn)
+                    .write_body(entity, generation, &bytes, covers_lsn)
                     .unwrap_or_else(|e| fatal("writing snapshot chunks", &e));
                 if let Some(dirty) = self.dirty.get_mut(&entity) {
                     dirty.pending_covers = Some(covers_lsn);
                     dirty.first_after_pending = None;
                 }
                 self.chunks_this_commit
-                    .push(PendingHeader { entity, header });
+                    .push(PendingHeader { entity, snapshot });
                 if let Some(ack) = ack {
                     self.acks_next.push(ack);
                 }
@@ -601,7 +601,7 @@ impl Writer {
         for pending in &headers {
             store
                 .snapshots
-                .insert(pending.entity.to_bytes(), &pending.header.to_bytes()[..])
+                .insert(pending.entity.to_bytes(), pending.snapshot.header_value())
                 .unwrap_or_else(|e| fatal("writing a snapshot header", &e));
         }
         // Step three of older snapshots: the header replacing them is durable.
@@ -659,9 +659,9 @@ impl Writer {
             .store(self.cursor.next_lsn - 1, Ordering::Release);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         for pending in &headers {
-            self.snapshot_durable(pending.entity, pending.header.covers_lsn);
+            self.snapshot_durable(pending.entity, pending.snapshot.header.covers_lsn);
             self.deletes_due
-                .push((pending.entity, pending.header.generation));
+                .push((pending.entity, pending.snapshot.header.generation));
         }
         self.headers_due = std::mem::take(&mut self.chunks_this_commit);
         self.forgets_due = std::mem::take(&mut self.forgets_this_commit);
