@@ -176,6 +176,18 @@ pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     })
 }
 
+/// A page cursor that is a position number (`^[0-9]{1,19}$`, as the
+/// previous page's `next_cursor` gave it); `None` for the first page.
+pub fn numeric_cursor(raw: Option<&str>) -> Result<Option<u64>, InvalidField> {
+    raw.map(|raw| {
+        raw.parse::<u64>()
+            .ok()
+            .filter(|_| raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| InvalidField::new("cursor", "must be a next_cursor"))
+    })
+    .transpose()
+}
+
 /// One deserialiser message, at `path`, in the API's words.
 pub fn field_error(path: &str, message: &str) -> InvalidField {
     let message = message.split(" at line ").next().unwrap_or(message).trim();
@@ -323,6 +335,28 @@ where
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn a_numeric_cursor_is_one_to_nineteen_digits() {
+        assert_eq!(numeric_cursor(None), Ok(None));
+        assert_eq!(numeric_cursor(Some("0")), Ok(Some(0)));
+        assert_eq!(
+            numeric_cursor(Some("9223372036854775807")),
+            Ok(Some(i64::MAX as u64))
+        );
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1a",
+            "00000000000000000001",
+            "18446744073709551616",
+        ] {
+            let refused = numeric_cursor(Some(bad)).unwrap_err();
+            assert_eq!(refused.field, "cursor", "{bad:?}");
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::identity::id_text;
-use crate::domain::{InvalidField, TenantId};
+use crate::domain::TenantId;
 use crate::events::notify::{Channel, Job};
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live};
-use super::input::Query;
+use super::input::{numeric_cursor, Query};
 use super::tenants::page_limit;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,15 +94,7 @@ pub async fn dead_letters(
 ) -> Result<HttpResponse, ApiError> {
     admin(&caller)?;
     let limit = page_limit(query.limit)?;
-    let after = match query.cursor.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<u64>()
-                .ok()
-                .filter(|_| raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| InvalidField::new("cursor", "must be a next_cursor"))?,
-        ),
-    };
+    let after = numeric_cursor(query.cursor.as_deref())?;
     let notifier = engine.0.notifier();
     let (page, more) = notifier.dead_letters(after, limit);
     let next_cursor = more

@@ -21,7 +21,7 @@ use crate::services::identity::{actor_of_caller, AuditDraft};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live, Seller};
-use super::input::{Json, Query};
+use super::input::{numeric_cursor, Json, Query};
 use super::products::{
     author_of, etag, if_match, ImageBody, MoneyBody, OptionAxisBody, ProductBody,
 };
@@ -257,15 +257,7 @@ pub async fn list_versions(
 ) -> Result<HttpResponse, ApiError> {
     let id = product_id(&path)?;
     let limit = page_limit(query.limit)?;
-    let before = match query.cursor.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<u64>()
-                .ok()
-                .filter(|_| raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| InvalidField::new("cursor", "must be a next_cursor"))?,
-        ),
-    };
+    let before = numeric_cursor(query.cursor.as_deref())?;
     let catalog = engine.0.catalog();
     let current = catalog.product(id).ok_or_else(not_found)?;
     may_read_history(&caller, &current)?;
