@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,13 +16,12 @@ use crate::domain::product::Product;
 use crate::domain::product_version::{ProductVersion, VersionCause};
 use crate::domain::{InvalidField, TenantId};
 use crate::services::catalog::Author;
-use crate::services::identity::{actor_of_caller, AuditDraft};
 
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{Authenticated, Correlation, Live, Seller};
 use super::input::{numeric_cursor, Json, Query};
 use super::products::{
-    author_of, etag, if_match, ImageBody, MoneyBody, OptionAxisBody, ProductBody,
+    author_of, edited, if_match, ImageBody, MoneyBody, OptionAxisBody, ProductBody,
 };
 use super::tenants::page_limit;
 
@@ -362,30 +360,20 @@ pub async fn roll_back(
         .catalog()
         .roll_back(&seller.tenant_key, id, expected, version, author)
         .await?;
-    if changed.after.version != changed.before.version {
-        engine
-            .0
-            .directory()
-            .audit(vec![AuditDraft::new(
-                Some(actor_of_caller(&seller.caller)),
-                "product.rollback",
-                format!("product:{}", uuid::Uuid::from_u128(id)),
-            )
-            .tenant(Some(seller.tenant))
-            .before(serde_json::json!({"version": changed.before.version}).to_string())
-            .after(
-                serde_json::json!({
-                    "version": changed.after.version,
-                    "restored_version": version,
-                    "changed": changed.after.changed_fields(&changed.before),
-                })
-                .to_string(),
-            )
-            .correlation(correlation.0)])
-            .await?;
-    }
-    let stock = engine.0.inventory().product_stock(&changed.after).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(&changed.after)))
-        .json(ProductBody::new(&changed.after, stock)))
+    let before = serde_json::json!({"version": changed.before.version});
+    let after = serde_json::json!({
+        "version": changed.after.version,
+        "restored_version": version,
+        "changed": changed.after.changed_fields(&changed.before),
+    });
+    edited(
+        &engine,
+        &seller,
+        correlation,
+        "product.rollback",
+        &changed,
+        before,
+        after,
+    )
+    .await
 }

@@ -19,7 +19,7 @@ use crate::domain::{policy, StockView, TenantId};
 use super::error::{ApiError, ErrorKind, Problem};
 use super::extract::{AppState, Correlation, Live, MaybeCaller, Seller};
 use super::input::Json;
-use crate::services::catalog::Author;
+use crate::services::catalog::{Author, Changed};
 use crate::services::identity::actor_of_caller;
 use crate::services::identity::AuditDraft;
 
@@ -603,7 +603,6 @@ pub async fn patch_product(
             })
             .collect(),
     };
-    let actor = actor_of_caller(&seller.caller);
     let by = author_of(&seller);
     let author = Author {
         by: &by,
@@ -623,24 +622,48 @@ pub async fn patch_product(
         )
         .await?
         .map_err(ApiError::invalid)?;
+    let before = serde_json::json!({"version": changed.before.version});
+    let after = serde_json::json!({
+        "version": changed.after.version,
+        "changed": changed.after.changed_fields(&changed.before),
+    });
+    edited(
+        &engine,
+        &seller,
+        correlation,
+        "product.update",
+        &changed,
+        before,
+        after,
+    )
+    .await
+}
+
+/// The end of every product edit: the edit is audited as `action` (with
+/// `before` and `after`) when it made a version, then answered with the
+/// product, its stock, and its version as the `ETag`.
+pub(super) async fn edited(
+    engine: &Live,
+    seller: &Seller,
+    correlation: Correlation,
+    action: &'static str,
+    changed: &Changed,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
     if changed.after.version != changed.before.version {
+        let product = uuid::Uuid::from_u128(changed.after.id);
         engine
             .0
             .directory()
             .audit(vec![AuditDraft::new(
-                Some(actor),
-                "product.update",
-                format!("product:{id}"),
+                Some(actor_of_caller(&seller.caller)),
+                action,
+                format!("product:{product}"),
             )
             .tenant(Some(seller.tenant))
-            .before(serde_json::json!({"version": changed.before.version}).to_string())
-            .after(
-                serde_json::json!({
-                    "version": changed.after.version,
-                    "changed": changed.after.changed_fields(&changed.before),
-                })
-                .to_string(),
-            )
+            .before(before.to_string())
+            .after(after.to_string())
             .correlation(correlation.0)])
             .await?;
     }
@@ -707,29 +730,19 @@ pub async fn archive_product(
             },
         )
         .await??;
-    engine
-        .0
-        .directory()
-        .audit(vec![AuditDraft::new(
-            Some(actor_of_caller(&seller.caller)),
-            "product.archive",
-            format!("product:{id}"),
-        )
-        .tenant(Some(seller.tenant))
-        .before(
-            serde_json::json!({
-                "version": changed.before.version,
-                "status": changed.before.status.as_str(),
-            })
-            .to_string(),
-        )
-        .after(
-            serde_json::json!({"version": changed.after.version, "status": "archived"}).to_string(),
-        )
-        .correlation(correlation.0)])
-        .await?;
-    let stock = engine.0.inventory().product_stock(&changed.after).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(&changed.after)))
-        .json(ProductBody::new(&changed.after, stock)))
+    let before = serde_json::json!({
+        "version": changed.before.version,
+        "status": changed.before.status.as_str(),
+    });
+    let after = serde_json::json!({"version": changed.after.version, "status": "archived"});
+    edited(
+        &engine,
+        &seller,
+        correlation,
+        "product.archive",
+        &changed,
+        before,
+        after,
+    )
+    .await
 }
