@@ -762,9 +762,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.refunded_minor, 300, "nor a new one on an old payment");
-        // The pending payment's method is read where older ledgers kept it.
+        // The pending payment's method is read where older ledgers kept it,
+        // so it is decided (`async_delay_ms` later).
         psp.resume_pending();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while psp.status("pay_late".into()).await.unwrap().status == PspStatus::Pending {
+            assert!(std::time::Instant::now() < deadline, "never decided");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(
             psp.status("pay_late".into()).await.unwrap().status,
             PspStatus::Authorized

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use flashdrop::domain::SkuCode;
 
-use crate::helpers::{bearer, eventually, send, spawn_app, spawn_with};
+use crate::helpers::{eventually, send, spawn_app, spawn_with};
 
 #[actix_web::test]
 async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
@@ -31,13 +31,7 @@ async fn a_restarted_sku_actor_rebuilds_its_state_from_snapshot_and_wal() {
         ids.push(r.body["reservation_id"].as_str().unwrap().to_owned());
     }
     app.commit_as_seller("t", &ids[0]).await;
-    send(
-        app.client
-            .delete(app.url(&format!("/v1/reservations/{}", ids[1])))
-            .insert_header(bearer(&app.buyer("ana").await.access_token)),
-        None,
-    )
-    .await;
+    app.release("ana", &ids[1]).await;
     let before = app.stock("SUP-1").await;
 
     app.engine
@@ -235,7 +229,6 @@ async fn a_wal_over_its_bound_makes_changed_skus_snapshot_before_their_interval(
         let app = &app;
         async move {
             let buyer = format!("w{stream}");
-            let token = app.buyer(&buyer).await.access_token;
             for round in 0..500 {
                 let key = format!("{stream}-{round}-{}", "k".repeat(240));
                 let held = app
@@ -243,13 +236,7 @@ async fn a_wal_over_its_bound_makes_changed_skus_snapshot_before_their_interval(
                     .await;
                 assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
                 let id = held.body["reservation_id"].as_str().unwrap().to_owned();
-                let released = send(
-                    app.client
-                        .delete(app.url(&format!("/v1/reservations/{id}")))
-                        .insert_header(bearer(&token)),
-                    None,
-                )
-                .await;
+                let released = app.release(&buyer, &id).await;
                 assert!(released.status.is_success(), "{:?}", released.body);
             }
         }

@@ -324,6 +324,18 @@ impl TestApp {
         send(request, Some(body)).await
     }
 
+    /// `buyer` releases their reservation `id`.
+    pub async fn release(&self, buyer: &str, id: &str) -> Response {
+        let token = self.buyer(buyer).await.access_token;
+        send(
+            self.client
+                .delete(self.url(&format!("/v1/reservations/{id}")))
+                .insert_header(bearer(&token)),
+            None,
+        )
+        .await
+    }
+
     pub async fn stock(&self, sku: &str) -> Value {
         let response = send(
             self.client.get(self.url(&format!("/v1/skus/{sku}/stock"))),
