@@ -5,7 +5,7 @@
 //! and the notifications each move sends.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::persistence::{
 use super::host::{EntityHost, Hosted};
 
 use crate::services::inventory::{InventoryError, StockPort};
+use crate::services::OpenLines;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrdersError {
@@ -102,6 +103,8 @@ pub struct OrderDeps {
     pub gateway: Arc<dyn PaymentGateway>,
     pub stock: Arc<dyn StockPort>,
     pub listener: Arc<dyn OrderListener>,
+    /// Unsettled orders, in all and per SKU (the catalog reads them too).
+    pub open: Arc<OpenLines>,
     /// Sagas wait (as a transient failure) until `Orders::start` has
     /// announced again what a crash may have lost.
     started: AtomicBool,
@@ -115,6 +118,7 @@ impl OrderDeps {
         gateway: Arc<dyn PaymentGateway>,
         stock: Arc<dyn StockPort>,
         listener: Arc<dyn OrderListener>,
+        open: Arc<OpenLines>,
     ) -> Self {
         Self {
             wal,
@@ -123,6 +127,7 @@ impl OrderDeps {
             gateway,
             stock,
             listener,
+            open,
             started: AtomicBool::new(false),
         }
     }
@@ -190,8 +195,6 @@ pub struct Orders {
     deps: Arc<OrderDeps>,
     host: EntityHost<OrderId, OrderEntry>,
     archive: Arc<OrderArchive>,
-    /// Orders whose saga has not settled.
-    active: AtomicUsize,
     seen_events: Mutex<SeenEvents>,
     /// Recovered orders with a state young enough to announce again; `start` takes them.
     to_announce: Mutex<Vec<Order>>,
@@ -214,7 +217,6 @@ impl Orders {
         let keep_ms = deps.config.retention.notification_keys_s * 1000;
         let now = deps.clock.now_ms();
         let host = EntityHost::new("order", deps.config.orders.resident_max, arbiters);
-        let mut active = 0;
         let mut to_announce = Vec::new();
         let mut indexed = 0usize;
         let keys_keep_ms = deps.config.retention.order_keys_s * 1000;
@@ -223,7 +225,7 @@ impl Orders {
                 indexed += 1;
             }
             if !order.settled() {
-                active += 1;
+                deps.open.opened(&order);
             }
             if order
                 .history
@@ -244,7 +246,6 @@ impl Orders {
             deps: Arc::new(deps),
             host,
             archive,
-            active: AtomicUsize::new(active),
             seen_events: Mutex::new(SeenEvents::default()),
             to_announce: Mutex::new(to_announce),
             placing: DashMap::new(),
@@ -364,8 +365,9 @@ impl Orders {
         self.host.len()
     }
 
+    /// Unsettled orders.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.deps.open.orders()
     }
 
     /// A page of a buyer's (or a seller's) orders, newest first, after `before`.
@@ -525,7 +527,7 @@ impl Orders {
         if logged.is_err() {
             return Err(OrdersError::Unavailable);
         }
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.deps.open.opened(&order);
         metrics::counter!("flashdrop_orders_placed_total").increment(1);
         let entry = self.host.insert_if_absent(id, entry);
         if let Some(addr) = self.spawn_actor(&entry) {
@@ -837,12 +839,10 @@ impl OrderActor {
         }
         let settled = self.order.settled();
         if settled != self.was_settled {
-            if let Some(orders) = self.orders.upgrade() {
-                if settled {
-                    orders.active.fetch_sub(1, Ordering::Relaxed);
-                } else {
-                    orders.active.fetch_add(1, Ordering::Relaxed);
-                }
+            if settled {
+                self.deps.open.settled(&self.order);
+            } else {
+                self.deps.open.opened(&self.order);
             }
             self.was_settled = settled;
         }

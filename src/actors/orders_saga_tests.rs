@@ -376,6 +376,7 @@ impl Bench {
             gateway.clone(),
             stock.clone(),
             heard.clone(),
+            Arc::new(crate::services::OpenLines::default()),
         );
         let orders =
             Orders::new(recovered, deps, self.archive.clone(), Vec::new()).expect("orders");

@@ -59,6 +59,9 @@ enum State {
 struct Slot {
     info: Arc<SkuInfo>,
     state: State,
+    /// Being removed from its product: commands are refused (its own
+    /// `Retire` aside) and its actor does not park.
+    retiring: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +126,7 @@ impl Registry {
             Slot {
                 info: Arc::new(info),
                 state,
+                retiring: false,
             },
         );
     }
@@ -159,10 +163,55 @@ impl Registry {
         self.slots.is_empty()
     }
 
-    /// Delivers a command to the SKU's actor, starting it if needed.
+    /// Delivers a command to the SKU's actor, starting it if needed; none
+    /// while the SKU is being removed.
     pub fn send(&self, sku: SkuId, command: SkuCommand) -> Result<(), SendError> {
+        self.deliver(sku, command, false)
+    }
+
+    /// Starts removing a SKU: from now on it takes no command but this
+    /// `retire` (`SkuCommand::Retire`), whose answer says whether it may go.
+    /// Then `remove` ends it, or `keep` takes it back.
+    pub fn retire(&self, sku: SkuId, command: SkuCommand) -> Result<(), SendError> {
+        match self.slots.get_mut(&sku) {
+            Some(mut slot) if !slot.retiring => slot.retiring = true,
+            Some(_) => return Err(SendError::Unavailable),
+            None => return Err(SendError::UnknownSku),
+        }
+        let sent = self.deliver(sku, command, true);
+        if sent.is_err() {
+            self.set_retiring(sku, false);
+        }
+        sent
+    }
+
+    /// A removal was abandoned: the SKU takes commands again (its actor is
+    /// told with `SkuCommand::Retire { retire: false }` sent after this).
+    pub fn keep(&self, sku: SkuId) {
+        self.set_retiring(sku, false);
+    }
+
+    fn set_retiring(&self, sku: SkuId, retiring: bool) {
+        if let Some(mut slot) = self.slots.get_mut(&sku) {
+            slot.retiring = retiring;
+        }
+    }
+
+    /// Forgets a SKU being retired: its code is free again and its actor
+    /// stops once this drops the last address of it.
+    pub fn remove(&self, sku: SkuId) {
+        if let Some((_, slot)) = self.slots.remove(&sku) {
+            let code = slot.info.code().to_owned();
+            self.codes.remove_if(code.as_str(), |_, id| *id == sku);
+        }
+    }
+
+    fn deliver(&self, sku: SkuId, command: SkuCommand, retiring: bool) -> Result<(), SendError> {
         for _ in 0..2 {
             if let Some(slot) = self.slots.get(&sku) {
+                if slot.retiring != retiring {
+                    return Err(SendError::Unavailable);
+                }
                 if let State::Active { addr, gate, .. } = &slot.state {
                     if addr.connected() {
                         if !gate.try_enter() {
@@ -253,7 +302,7 @@ impl SkuHome for Registry {
         };
         let current =
             matches!(&slot.state, State::Active { generation: g, .. } if *g == generation);
-        if !current || gate.depth() != 0 {
+        if !current || gate.depth() != 0 || slot.retiring {
             return false;
         }
         let Some(ledger) = ledger.take() else {

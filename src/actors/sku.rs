@@ -98,6 +98,14 @@ pub enum SkuCommand {
     Stock(Reply<Result<StockView, StockError>>),
     /// Drop memory and rebuild from snapshot + WAL through the supervisor.
     Restart(Reply<Result<(), StockError>>),
+    /// `retire`: the SKU is leaving its product, if it holds nothing (the
+    /// registry takes no other command for it meanwhile); the actor then
+    /// writes no snapshot and does not park, so nothing of it follows the
+    /// `Deleted` record that ends it. `!retire`: the removal was abandoned.
+    Retire {
+        retire: bool,
+        reply: Reply<Result<(), StockError>>,
+    },
 }
 
 impl Message for SkuCommand {
@@ -202,6 +210,8 @@ pub struct SkuActor {
     announced: Option<u64>,
     /// The hold-book place of the reservation being answered, if it has one.
     place: Option<super::holds::HoldPlace>,
+    /// Being removed from its product: no snapshot, no parking.
+    retired: bool,
 }
 
 impl SkuActor {
@@ -228,6 +238,7 @@ impl SkuActor {
             expiry_timer: None,
             announced: None,
             place: None,
+            retired: false,
         }
     }
 
@@ -456,6 +467,9 @@ impl SkuActor {
     }
 
     fn snapshot(&mut self) {
+        if self.retired {
+            return;
+        }
         let Some(ledger) = &self.ledger else { return };
         let snapshot = (
             ledger.open_reservations() > 0,
@@ -529,6 +543,9 @@ impl SkuActor {
     }
 
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         let Some(ledger) = self.ledger.as_mut() else {
             return;
         };
@@ -708,6 +725,16 @@ impl Handler<SkuCommand> for SkuActor {
                         tracing::warn!(sku = self.sku.0, "stock not announced: the WAL stopped");
                     }
                 }
+            }
+            SkuCommand::Retire { retire, reply } => {
+                let (result, events) = self.run(|l, now, _| match retire {
+                    true => l.retirable(now),
+                    false => Ok(()),
+                });
+                if result.is_ok() {
+                    self.retired = retire;
+                }
+                self.answer(ctx, events, reply, result);
             }
             SkuCommand::Restart(reply) => {
                 // The rebuild pauses the mailbox, so anything sent after this

@@ -29,7 +29,7 @@ use crate::persistence::{
     self, EntityKey, Recovered, RecoveryMode, SnapshotBody, Store, WalHandle, WalSettings,
 };
 use crate::services::identity::{DirectoryDeps, DirectoryService};
-use crate::services::{Catalog, CatalogDeps, Inventory, InventoryDeps};
+use crate::services::{Catalog, CatalogDeps, Inventory, InventoryDeps, OpenLines};
 
 use super::{Externals, Node, Runtime, Services, StartError};
 
@@ -73,7 +73,16 @@ pub(super) async fn start(
         wal: wal.clone(),
         clock: clock.clone(),
     });
-    let catalog = start_catalog(&config, &store, &stock, &inventory, &wal, &clock)?;
+    let open_orders = Arc::new(OpenLines::default());
+    let catalog = start_catalog(
+        &config,
+        &store,
+        &stock,
+        &inventory,
+        &open_orders,
+        &wal,
+        &clock,
+    )?;
     let sandbox = start_payments(&config, &store, &threads)?;
     let outbound = Outbound::new(
         crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
@@ -98,6 +107,7 @@ pub(super) async fn start(
                 notifier: notifier.clone(),
                 hub: hub.clone(),
             }),
+            open_orders,
         ),
         archive,
         threads.placement.clone(),
@@ -322,9 +332,6 @@ struct Stock {
     open_reservations: Vec<SkuId>,
 }
 
-/// Registers every SKU; the ones the WAL changed keep their rebuilt ledger in
-/// memory until a fresh snapshot of it is durable. Snapshots are encoded one
-/// at a time, so recovery never holds two copies of state.
 /// The catalog over the recovered products, with their version histories
 /// (started from the current versions for data written before histories).
 fn start_catalog(
@@ -332,6 +339,7 @@ fn start_catalog(
     store: &Arc<Store>,
     stock: &Stock,
     inventory: &Arc<Inventory>,
+    open_orders: &Arc<OpenLines>,
     wal: &WalHandle,
     clock: &Arc<dyn Clock>,
 ) -> Result<Arc<Catalog>, StartError> {
@@ -350,6 +358,8 @@ fn start_catalog(
         stock.products.clone(),
         CatalogDeps {
             inventory: inventory.clone(),
+            open_orders: open_orders.clone(),
+            retired: persistence::RetiredSkus::open(store).map_err(StartError::Recovery)?,
             wal: wal.clone(),
             versions,
             clock: clock.clone(),
@@ -358,6 +368,9 @@ fn start_catalog(
     ))
 }
 
+/// Registers every SKU; the ones the WAL changed keep their rebuilt ledger in
+/// memory until a fresh snapshot of it is durable. Snapshots are encoded one
+/// at a time, so recovery never holds two copies of state.
 fn start_stock(
     config: &Config,
     wal: &WalHandle,
@@ -433,6 +446,16 @@ fn start_stock(
             );
         }
         products.push(product);
+    }
+    // A variant removed just before a crash: its `Deleted` record was not
+    // durable yet. Its marker says so; forget its stock now.
+    let retired = persistence::RetiredSkus::open(store).map_err(StartError::Recovery)?;
+    for sku in retired.all().map_err(StartError::Recovery)? {
+        if ledgers.remove(&sku).is_some() {
+            wal.forget(EntityKey::Sku(sku.0), None).map_err(lost)?;
+            tracing::info!(sku = sku.0, "stock of a removed variant forgotten");
+        }
+        wal.send(retired.unmarking(sku)).map_err(lost)?;
     }
     if !ledgers.is_empty() {
         return Err(StartError::Internal(format!(

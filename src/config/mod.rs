@@ -359,6 +359,14 @@ impl Config {
             units_max: self.stock.units_max,
         }
     }
+
+    /// Bounds a product edit is checked against.
+    pub fn edit_limits(&self) -> crate::domain::product::EditLimits {
+        crate::domain::product::EditLimits {
+            low_stock_threshold_max: self.stock.units_max,
+            default_low_stock_threshold: self.stock.low_stock_threshold,
+        }
+    }
 }
 
 /// A secret set explicitly (empty: derived): long enough, and not a value

@@ -74,6 +74,30 @@ pub struct Sku {
     pub low_stock_threshold: u64,
 }
 
+impl Sku {
+    /// The id of a variant an edit adds, until the catalog assigns one
+    /// (assigned ids start at 1).
+    pub const UNASSIGNED: u64 = 0;
+}
+
+/// Bounds an edit is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct EditLimits {
+    /// `stock.units_max`: the largest low-stock threshold.
+    pub low_stock_threshold_max: u64,
+    /// `stock.low_stock_threshold`: a new variant's threshold when it names none.
+    pub default_low_stock_threshold: u64,
+}
+
+/// Why a variant cannot be removed from the product itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VariantError {
+    #[error("the product has no such variant")]
+    NoSuchVariant,
+    #[error("a product keeps at least one variant; archive it instead")]
+    LastVariant,
+}
+
 /// Where a product is in its life: sellers prepare a draft, shoppers see an
 /// active product, an archived one is kept for history and sells no more.
 #[derive(
@@ -355,7 +379,7 @@ impl ValidProduct {
 
 /// A seller's change to a product: `None` keeps a field, `Some` replaces it
 /// (maps and lists whole). Variants are changed by code; adding or removing
-/// one is not a patch.
+/// one is not a patch (`with_variant`, `without_variant`, `replaced`).
 #[derive(Debug, Clone, Default)]
 pub struct ProductPatch {
     /// Moves along the lifecycle (`ProductStatus::next`).
@@ -448,7 +472,7 @@ impl Product {
     pub fn patched(
         &self,
         patch: ProductPatch,
-        low_stock_threshold_max: u64,
+        limits: EditLimits,
         by: &str,
         at_ms: u64,
     ) -> Result<Option<Product>, Vec<InvalidField>> {
@@ -517,7 +541,104 @@ impl Product {
                 sku.low_stock_threshold = Some(threshold);
             }
         }
-        let valid = match draft.validate(low_stock_threshold_max) {
+        self.next_version(draft, errors, limits, by, at_ms)
+    }
+
+    /// The next version as `replacement` describes it whole (`PUT`):
+    /// variants are matched by code, so a listed code the product has keeps
+    /// its id, a new one is added (`Sku::UNASSIGNED`) and one left out is
+    /// removed; `None` for the status keeps it, and a SKU without a
+    /// threshold keeps its own. `Ok(None)` when nothing changes.
+    pub fn replaced(
+        &self,
+        mut replacement: NewProduct,
+        status: Option<ProductStatus>,
+        limits: EditLimits,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Option<Product>, Vec<InvalidField>> {
+        let mut errors = Vec::new();
+        replacement.status = self.status;
+        if let Some(status) = status {
+            match self.moved_to(status) {
+                Ok(()) => replacement.status = status,
+                Err(error) => errors.push(error.field()),
+            }
+        }
+        for sku in &mut replacement.skus {
+            if sku.low_stock_threshold.is_none() {
+                sku.low_stock_threshold = self
+                    .skus
+                    .iter()
+                    .find(|s| s.code == sku.code)
+                    .map(|s| s.low_stock_threshold);
+            }
+        }
+        self.next_version(replacement, errors, limits, by, at_ms)
+    }
+
+    /// The next version with `variant` added after the others (it is
+    /// `Sku::UNASSIGNED` until the catalog gives it an id), checked by every
+    /// rule a new product meets. A code the product has already is an
+    /// error here; one another product uses is the catalog's to refuse.
+    pub fn with_variant(
+        &self,
+        variant: NewSku,
+        limits: EditLimits,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Product, Vec<InvalidField>> {
+        let mut errors = Vec::new();
+        if self.skus.iter().any(|s| s.code == variant.code) {
+            errors.push(InvalidField::new(
+                "sku",
+                format!("the product has a variant {} already", variant.code),
+            ));
+        }
+        let mut draft = self.as_new();
+        draft.skus.push(variant);
+        match self.next_version(draft, errors, limits, by, at_ms)? {
+            Some(next) => Ok(next),
+            None => unreachable!("a product with one more variant differs"),
+        }
+    }
+
+    /// The next version without the variant `code`; the catalog decides
+    /// whether its stock allows it to go.
+    pub fn without_variant(
+        &self,
+        code: &str,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Product, VariantError> {
+        let index = self
+            .skus
+            .iter()
+            .position(|s| s.code == code)
+            .ok_or(VariantError::NoSuchVariant)?;
+        if self.skus.len() == 1 {
+            return Err(VariantError::LastVariant);
+        }
+        let mut next = self.clone();
+        next.skus.remove(index);
+        next.version = self.version + 1;
+        next.updated_at_ms = at_ms;
+        next.updated_by = by.to_owned();
+        Ok(next)
+    }
+
+    /// Validates `draft` (with `errors` found already) as the next version:
+    /// each SKU keeps the id of the variant with its code, a new code is
+    /// `Sku::UNASSIGNED`; `Ok(None)` when it equals this version.
+    fn next_version(
+        &self,
+        draft: NewProduct,
+        mut errors: Vec<InvalidField>,
+        limits: EditLimits,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<Option<Product>, Vec<InvalidField>> {
+        let valid = match draft.validate(limits.low_stock_threshold_max) {
             Ok(valid) if errors.is_empty() => valid,
             Ok(_) => return Err(errors),
             Err(mut more) => {
@@ -525,8 +646,21 @@ impl Product {
                 return Err(errors);
             }
         };
-        let ids: Vec<SkuId> = self.skus.iter().map(|s| SkuId(s.id)).collect();
-        let mut next = valid.build(self.id, self.tenant.clone(), &ids, 0, self.created_at_ms);
+        let ids: Vec<SkuId> = valid
+            .skus
+            .iter()
+            .map(|sku| {
+                let id = self.skus.iter().find(|s| s.code == sku.code.as_str());
+                SkuId(id.map_or(Sku::UNASSIGNED, |s| s.id))
+            })
+            .collect();
+        let mut next = valid.build(
+            self.id,
+            self.tenant.clone(),
+            &ids,
+            limits.default_low_stock_threshold,
+            self.created_at_ms,
+        );
         next.version = self.version;
         next.updated_at_ms = self.updated_at_ms;
         next.updated_by = self.updated_by.clone();
@@ -1008,16 +1142,129 @@ mod tests {
         };
         assert_eq!(
             draft
-                .patched(patch(Active), 1000, "user:1", 40)
+                .patched(patch(Active), LIMITS, "user:1", 40)
                 .unwrap()
                 .unwrap()
                 .status,
             Active
         );
         let errors = archived
-            .patched(patch(Active), 1000, "user:1", 40)
+            .patched(patch(Active), LIMITS, "user:1", 40)
             .unwrap_err();
         assert_eq!(errors[0].field, "status");
+    }
+
+    const LIMITS: EditLimits = EditLimits {
+        low_stock_threshold_max: 1000,
+        default_low_stock_threshold: 5,
+    };
+
+    fn stored(skus: Vec<NewSku>) -> Product {
+        let ids: Vec<SkuId> = (1..=skus.len() as u64).map(SkuId).collect();
+        product(skus).validate(1000).unwrap().into_product(
+            1,
+            &TenantKey::parse("t").unwrap(),
+            &ids,
+            5,
+            10,
+        )
+    }
+
+    #[test]
+    fn a_variant_added_is_unassigned_and_meets_the_product_rules() {
+        let p = stored(vec![sku("A")]);
+        let next = p
+            .with_variant(sku("B"), LIMITS, "user:1", 20)
+            .expect("a second variant");
+        assert_eq!(next.version, 2);
+        let ids: Vec<u64> = next.skus.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![1, Sku::UNASSIGNED]);
+        assert_eq!(next.skus[1].low_stock_threshold, 5, "the default threshold");
+        let errors = p.with_variant(sku("A"), LIMITS, "user:1", 20).unwrap_err();
+        assert_eq!(errors[0].field, "sku", "a code the product has");
+        let bad = NewSku {
+            price_amount: -1,
+            ..sku("C")
+        };
+        let errors = p.with_variant(bad, LIMITS, "user:1", 20).unwrap_err();
+        assert_eq!(errors[0].field, "skus[].price");
+        let mut full = p.clone();
+        full.skus = (0..SKUS_PER_PRODUCT_MAX as u64)
+            .map(|i| Sku {
+                id: i + 1,
+                code: format!("S{i}"),
+                ..p.skus[0].clone()
+            })
+            .collect();
+        let errors = full
+            .with_variant(sku("X"), LIMITS, "user:1", 20)
+            .unwrap_err();
+        assert_eq!(errors[0].field, "skus", "at most {SKUS_PER_PRODUCT_MAX}");
+    }
+
+    #[test]
+    fn a_variant_goes_unless_it_is_the_last_one() {
+        let p = stored(vec![sku("A"), sku("B")]);
+        let next = p.without_variant("A", "user:1", 20).unwrap();
+        assert_eq!(next.version, 2);
+        assert_eq!(next.skus.len(), 1);
+        assert_eq!((next.skus[0].id, next.skus[0].code.as_str()), (2, "B"));
+        assert_eq!(
+            p.without_variant("Z", "user:1", 20),
+            Err(VariantError::NoSuchVariant)
+        );
+        assert_eq!(
+            next.without_variant("B", "user:1", 30),
+            Err(VariantError::LastVariant)
+        );
+    }
+
+    #[test]
+    fn a_replacement_matches_variants_by_code() {
+        let p = stored(vec![
+            NewSku {
+                low_stock_threshold: Some(9),
+                ..sku("A")
+            },
+            sku("B"),
+        ]);
+        let mut whole = product(vec![
+            NewSku {
+                price_amount: 2500,
+                ..sku("A")
+            },
+            sku("C"),
+        ]);
+        whole.title = "Tee, new".into();
+        let next = p
+            .replaced(whole.clone(), None, LIMITS, "user:1", 20)
+            .unwrap()
+            .expect("a change");
+        assert_eq!(next.title, "Tee, new");
+        let skus: Vec<(u64, &str, i64, u64)> = next
+            .skus
+            .iter()
+            .map(|s| (s.id, s.code.as_str(), s.price.amount, s.low_stock_threshold))
+            .collect();
+        assert_eq!(
+            skus,
+            vec![(1, "A", 2500, 9), (Sku::UNASSIGNED, "C", 1999, 5)],
+            "A keeps its id and threshold, B goes, C comes"
+        );
+        assert_eq!(next.status, p.status, "no status keeps it");
+        // The same content again changes nothing.
+        let same = product(vec![
+            NewSku {
+                low_stock_threshold: Some(9),
+                ..sku("A")
+            },
+            sku("B"),
+        ]);
+        assert_eq!(p.replaced(same, None, LIMITS, "user:1", 20), Ok(None));
+        let errors = p
+            .replaced(whole, Some(ProductStatus::Draft), LIMITS, "user:1", 20)
+            .unwrap_err();
+        assert_eq!(errors[0].field, "status", "active cannot become a draft");
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub enum StockError {
         "a buyer may take at most {limit} units in this drop; {used} are already held or bought"
     )]
     PurchaseLimitExceeded { limit: u32, used: u64 },
+    #[error("the SKU has {open} open holds")]
+    HasHolds { open: usize },
+    #[error("the SKU sells through drop {drop}, which has not ended")]
+    InOpenDrop { drop: DropId },
     /// The ledger found itself inconsistent; its owner must rebuild it from durable state.
     #[error(transparent)]
     Invariant(#[from] InvariantViolation),
@@ -371,6 +375,23 @@ impl StockLedger {
 
     pub fn open_reservations(&self) -> usize {
         self.open.len()
+    }
+
+    /// Whether the SKU may be removed from its product at `now_ms`: not
+    /// while a hold is open (expire what is due first), nor while a drop it
+    /// sells through has not ended.
+    pub fn retirable(&self, now_ms: u64) -> Result<(), StockError> {
+        if let Some(gate) = self
+            .gate
+            .as_ref()
+            .filter(|g| !g.cancelled && now_ms < g.ends_at_ms)
+        {
+            return Err(StockError::InOpenDrop { drop: gate.drop });
+        }
+        match self.open.len() {
+            0 => Ok(()),
+            open => Err(StockError::HasHolds { open }),
+        }
     }
 
     /// Entries a snapshot carries (reservations and remembered keys), a proxy for its size.

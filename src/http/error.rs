@@ -18,6 +18,7 @@ use crate::domain::product::StatusError;
 use crate::domain::product_version::RollbackError;
 use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
+use crate::services::catalog::InUse;
 use crate::services::identity::{IdentityError, Missing};
 use crate::services::{CatalogError, InventoryError};
 
@@ -83,6 +84,8 @@ error_table! {
     VersionNotFound => ("version_not_found", NOT_FOUND, "The product's history keeps no such version"),
     ProductNotOnSale => ("product_not_on_sale", CONFLICT, "The product is a draft or archived"),
     VariantsDiffer => ("variants_differ", CONFLICT, "That version has other variants than the current one"),
+    LastVariant => ("last_variant", CONFLICT, "A product keeps at least one variant"),
+    VariantInUse => ("variant_in_use", CONFLICT, "The variant has open holds, unsettled orders or an open drop"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
     PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
@@ -308,6 +311,10 @@ impl From<StockError> for ApiError {
                     .with("limit", Value::from(limit))
                     .with("used", Value::from(used))
             }
+            StockError::HasHolds { open } => ApiError::new(ErrorKind::VariantInUse, detail)
+                .with("open_holds", Value::from(open as u64)),
+            StockError::InOpenDrop { drop } => ApiError::new(ErrorKind::VariantInUse, detail)
+                .with("drop_id", Value::from(id_text(drop))),
             StockError::Invariant(violation) => {
                 tracing::error!(%violation, "invariant violation reached the HTTP edge");
                 ApiError::new(
@@ -332,6 +339,15 @@ impl From<CatalogError> for ApiError {
             )
             .with("max_products", Value::from(max)),
             CatalogError::NotFound => ApiError::new(ErrorKind::ProductNotFound, "no such product"),
+            CatalogError::VariantInUse { ref sku, why } => {
+                let error = ApiError::new(ErrorKind::VariantInUse, error.to_string())
+                    .with("sku", Value::from(sku.as_str()));
+                match why {
+                    InUse::Holds(open) => error.with("open_holds", Value::from(open as u64)),
+                    InUse::UnsettledOrders(n) => error.with("unsettled_orders", Value::from(n)),
+                    InUse::Drop(drop) => error.with("drop_id", Value::from(id_text(drop))),
+                }
+            }
             CatalogError::StaleVersion { current } => ApiError::new(
                 ErrorKind::VersionMismatch,
                 format!("the product is at version {current}; read it again and retry"),

@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod product_variants;
 pub mod product_versions;
 pub mod products;
 pub mod reservations;
@@ -105,7 +106,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(
             resource("/v1/products/{id}")
                 .route(web::get().to(products::get_product))
+                .route(web::put().to(products::replace_product))
                 .route(web::patch().to(products::patch_product)),
+        )
+        .service(
+            resource("/v1/products/{id}/variants")
+                .route(web::post().to(product_variants::add_variant)),
+        )
+        .service(
+            resource("/v1/products/{id}/variants/{sku}")
+                .route(web::delete().to(product_variants::remove_variant)),
         )
         .service(
             resource("/v1/products/{id}/archive").route(web::post().to(products::archive_product)),

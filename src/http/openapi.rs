@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, cart, drops, error, notifications, ops, orders, product_versions, products,
-    reservations, social, stock, tenants, ws,
+    audit, auth, cart, drops, error, notifications, ops, orders, product_variants,
+    product_versions, products, reservations, social, stock, tenants, ws,
 };
 
 /// The problems every route of a kind can answer, added to each operation
@@ -153,8 +153,11 @@ impl Modify for BearerAuth {
         audit::list_audit,
         products::create_product,
         products::get_product,
+        products::replace_product,
         products::patch_product,
         products::archive_product,
+        product_variants::add_variant,
+        product_variants::remove_variant,
         product_versions::list_versions,
         product_versions::get_version,
         product_versions::roll_back,

@@ -136,9 +136,12 @@ impl From<StatusBody> for ProductStatus {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProductBody {
-    /// `active` (the default) or `draft`.
+    /// A new product is `active` (the default) or `draft`. In a
+    /// replacement (`PUT`) it moves along the lifecycle as in `PATCH`, and
+    /// left out keeps the product's status.
     #[serde(default)]
-    pub status: NewStatusBody,
+    #[schema(nullable = false)]
+    pub status: Option<NewStatusBody>,
     #[schema(
         min_length = 1,
         max_length = 200,
@@ -262,6 +265,53 @@ impl ProductBody {
     }
 }
 
+/// A submitted product: the status it asks for, if any, and its content.
+fn new_product(body: NewProductBody) -> (Option<ProductStatus>, NewProduct) {
+    let status = body.status.map(|s| match s {
+        NewStatusBody::Draft => ProductStatus::Draft,
+        NewStatusBody::Active => ProductStatus::Active,
+    });
+    let draft = NewProduct {
+        status: status.unwrap_or(ProductStatus::Active),
+        title: body.title,
+        description: body.description,
+        brand: body.brand,
+        category: body.category,
+        attributes: body.attributes,
+        images: body
+            .images
+            .into_iter()
+            .map(|i| Image {
+                url: i.url,
+                alt: i.alt,
+            })
+            .collect(),
+        options: body
+            .options
+            .into_iter()
+            .map(|a| OptionAxis {
+                name: a.name,
+                values: a.values,
+            })
+            .collect(),
+        skus: body.skus.into_iter().map(new_sku).collect(),
+    };
+    (status, draft)
+}
+
+/// A submitted variant.
+pub(super) fn new_sku(sku: NewSkuBody) -> NewSku {
+    NewSku {
+        code: sku.sku,
+        price_amount: sku.price.amount,
+        price_currency: sku.price.currency,
+        compare_at: sku.compare_at,
+        options: sku.options,
+        attributes: sku.attributes,
+        low_stock_threshold: sku.low_stock_threshold,
+    }
+}
+
 /// Create a product with its SKUs (seller).
 ///
 /// Rules beyond the schema, answered 422: each SKU gives one value listed on
@@ -289,47 +339,7 @@ pub async fn create_product(
     state: web::Data<AppState>,
     body: Json<NewProductBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let draft = NewProduct {
-        status: match body.status {
-            NewStatusBody::Draft => ProductStatus::Draft,
-            NewStatusBody::Active => ProductStatus::Active,
-        },
-        title: body.title,
-        description: body.description,
-        brand: body.brand,
-        category: body.category,
-        attributes: body.attributes,
-        images: body
-            .images
-            .into_iter()
-            .map(|i| Image {
-                url: i.url,
-                alt: i.alt,
-            })
-            .collect(),
-        options: body
-            .options
-            .into_iter()
-            .map(|a| OptionAxis {
-                name: a.name,
-                values: a.values,
-            })
-            .collect(),
-        skus: body
-            .skus
-            .into_iter()
-            .map(|sku| NewSku {
-                code: sku.sku,
-                price_amount: sku.price.amount,
-                price_currency: sku.price.currency,
-                compare_at: sku.compare_at,
-                options: sku.options,
-                attributes: sku.attributes,
-                low_stock_threshold: sku.low_stock_threshold,
-            })
-            .collect(),
-    };
+    let (_, draft) = new_product(body.into_inner());
     let valid = draft
         .validate(state.config.stock.units_max)
         .map_err(ApiError::invalid)?;
@@ -609,7 +619,7 @@ pub async fn patch_product(
         correlation_id: correlation.0.as_deref().unwrap_or(""),
     };
     let now = engine.0.clock().now_ms();
-    let units_max = state.config.stock.units_max;
+    let limits = state.config.edit_limits();
     let changed = engine
         .0
         .catalog()
@@ -618,7 +628,7 @@ pub async fn patch_product(
             id.as_u128(),
             expected,
             author,
-            |current| current.patched(patch, units_max, &by, now),
+            |current| current.patched(patch, limits, &by, now),
         )
         .await?
         .map_err(ApiError::invalid)?;
@@ -632,6 +642,92 @@ pub async fn patch_product(
         &seller,
         correlation,
         "product.update",
+        &changed,
+        before,
+        after,
+    )
+    .await
+}
+
+/// Replace a product (its sellers): the body is a whole product as in
+/// `POST /v1/products`, and every change makes the next version; a body
+/// equal to the current product answers it unchanged.
+///
+/// Variants are matched by code: a listed code the product has keeps its
+/// stock, a new code is added (409 `sku_exists` when another product uses
+/// it), and a variant left out is removed, which is refused with 409
+/// `variant_in_use` while it has open holds, unsettled orders or a drop
+/// that has not ended. A SKU without `low_stock_threshold` keeps its own.
+/// `status` left out keeps the product's; given, it moves as in `PATCH`.
+/// `If-Match: "<version>"` applies the replacement only to that version
+/// (412 `version_mismatch` otherwise).
+#[utoipa::path(
+    put, path = "/v1/products/{id}", tag = "products",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "product id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "the version to replace, quoted, or *"),
+    ),
+    request_body = NewProductBody,
+    responses(
+        (status = 200, body = ProductBody, headers(("ETag" = String, description = "the new version, quoted"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such product in the caller's store", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sku_exists, variant_in_use", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "version_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn replace_product(
+    req: actix_web::HttpRequest,
+    seller: Seller,
+    engine: Live,
+    correlation: Correlation,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Json<NewProductBody>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorKind::ProductNotFound, "no such product");
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| not_found())?;
+    let expected = if_match(&req)?;
+    let (status, replacement) = new_product(body.into_inner());
+    let by = author_of(&seller);
+    let author = Author {
+        by: &by,
+        correlation_id: correlation.0.as_deref().unwrap_or(""),
+    };
+    let now = engine.0.clock().now_ms();
+    let limits = state.config.edit_limits();
+    let changed = engine
+        .0
+        .catalog()
+        .change_product(
+            &seller.tenant_key,
+            id.as_u128(),
+            expected,
+            author,
+            |current| current.replaced(replacement, status, limits, &by, now),
+        )
+        .await?
+        .map_err(ApiError::invalid)?;
+    let codes = |p: &Product| -> Vec<String> { p.skus.iter().map(|s| s.code.clone()).collect() };
+    let before = serde_json::json!({
+        "version": changed.before.version,
+        "skus": codes(&changed.before),
+    });
+    let after = serde_json::json!({
+        "version": changed.after.version,
+        "changed": changed.after.changed_fields(&changed.before),
+        "skus": codes(&changed.after),
+    });
+    edited(
+        &engine,
+        &seller,
+        correlation,
+        "product.replace",
         &changed,
         before,
         after,

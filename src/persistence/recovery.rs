@@ -278,7 +278,9 @@ pub fn recover(
             if matches!(record.body, RecordBody::Deleted) {
                 let key = record.entity;
                 let gone = match key {
-                    EntityKey::Sku(_) | EntityKey::Product(_) => {
+                    // A variant removed from its product.
+                    EntityKey::Sku(id) => forget_newer(&mut ledgers, SkuId(id), lsn),
+                    EntityKey::Product(_) => {
                         return Err(corrupt(
                             "wal record",
                             format!("lsn {lsn}: {key:?} cannot be deleted"),

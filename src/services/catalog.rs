@@ -2,7 +2,10 @@
 //! product quota, and each product's version history. A new product is
 //! logged, snapshotted, filed in the history and registered with inventory
 //! before it is answered; a change or a rollback is the next version, made
-//! the same way.
+//! the same way. A version may add variants (new SKUs, registered like a
+//! new product's) and remove them: a removed SKU must hold nothing and have
+//! no unsettled order, and its stock is forgotten once the version is
+//! durable.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,14 +16,15 @@ use tokio::sync::oneshot;
 
 use crate::actors::registry::SkuInfo;
 use crate::clock::Clock;
-use crate::domain::product::{Product, ValidProduct};
+use crate::domain::product::{Product, Sku, ValidProduct};
 use crate::domain::product_version::{self, ProductVersion, RollbackError, VersionCause};
-use crate::domain::{SkuId, TenantKey};
+use crate::domain::{DropId, SkuId, StockError, TenantKey};
 use crate::persistence::{
-    self, EntityKey, ProductVersions, RecordBody, SnapshotBody, WalHandle, WalRecord,
+    self, EntityKey, ProductVersions, RecordBody, RetiredSkus, SnapshotBody, WalHandle, WalRecord,
 };
 
-use super::inventory::Inventory;
+use super::inventory::{Inventory, InventoryError};
+use super::OpenLines;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
@@ -43,8 +47,22 @@ pub enum CatalogError {
     },
     #[error(transparent)]
     Rollback(#[from] RollbackError),
+    /// A variant to remove still has stock in play.
+    #[error("variant {sku} cannot be removed: {why}")]
+    VariantInUse { sku: String, why: InUse },
     #[error("the engine cannot serve this request now")]
     Unavailable,
+}
+
+/// What keeps a variant from being removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InUse {
+    #[error("{0} open holds")]
+    Holds(usize),
+    #[error("{0} unsettled orders")]
+    UnsettledOrders(u32),
+    #[error("it sells through drop {0}, which has not ended")]
+    Drop(DropId),
 }
 
 /// Who makes a change and in which request.
@@ -67,6 +85,10 @@ pub struct Changed {
 /// What the catalog is built from.
 pub struct CatalogDeps {
     pub inventory: Arc<Inventory>,
+    /// Unsettled orders per SKU (kept by the orders service).
+    pub open_orders: Arc<OpenLines>,
+    /// Markers of removed SKUs whose stock is not forgotten yet.
+    pub retired: RetiredSkus,
     pub wal: WalHandle,
     pub versions: ProductVersions,
     pub clock: Arc<dyn Clock>,
@@ -161,7 +183,7 @@ impl Catalog {
                 product.clone(),
             );
             let product = Arc::new(product);
-            let rx = self.log(entry)?;
+            let rx = self.log(entry, Vec::new())?;
             // Registered after the record is queued, so any stock record of these
             // SKUs is ordered after the product's in the WAL.
             for (index, sku) in ids.iter().enumerate() {
@@ -316,8 +338,8 @@ impl Catalog {
                 current: before.version,
             });
         }
-        let (after, cause) = match make(&before)? {
-            Ok(Some((after, cause))) => (Arc::new(after), cause),
+        let (mut after, cause) = match make(&before)? {
+            Ok(Some(next)) => next,
             Ok(None) => {
                 return Ok(Ok(Changed {
                     after: before.clone(),
@@ -326,26 +348,127 @@ impl Catalog {
             }
             Err(e) => return Ok(Err(e)),
         };
-        let entry = ProductVersion::new(
-            cause,
-            author.correlation_id,
-            Some(&before),
-            (*after).clone(),
-        );
-        self.log(entry)?
-            .await
-            .map_err(|_| CatalogError::Unavailable)?;
+        let mut retiring = self.retire_removed(&before, &after).await?;
+        let durable = {
+            let _creating = self.create_lock.lock();
+            let fresh = self.assign_new_skus(&mut after)?;
+            let after = Arc::new(after);
+            let entry = ProductVersion::new(
+                cause,
+                author.correlation_id,
+                Some(&before),
+                (*after).clone(),
+            );
+            let rx = self.log(entry, retiring.skus.clone())?;
+            retiring.logged = true;
+            for index in fresh {
+                self.deps.inventory.register(SkuInfo {
+                    id: SkuId(after.skus[index].id),
+                    product: after.clone(),
+                    index,
+                });
+            }
+            (rx, after)
+        };
+        let (rx, after) = durable;
+        rx.await.map_err(|_| CatalogError::Unavailable)?;
         self.products.insert(id, after.clone());
         self.deps.inventory.update_product(&after);
+        for sku in std::mem::take(&mut retiring.skus) {
+            self.forget_sku(sku)?;
+        }
         metrics::counter!("flashdrop_product_versions_total").increment(1);
         Ok(Ok(Changed { before, after }))
+    }
+
+    /// Starts removing each variant of `before` that `after` lacks: none
+    /// may have an unsettled order, an open hold or a drop that has not
+    /// ended. Each takes no command until the version is logged, or the
+    /// returned guard, dropped before that, gives them back.
+    async fn retire_removed(
+        &self,
+        before: &Product,
+        after: &Product,
+    ) -> Result<Retiring<'_>, CatalogError> {
+        let mut retiring = Retiring {
+            inventory: &self.deps.inventory,
+            skus: Vec::new(),
+            logged: false,
+        };
+        for sku in before
+            .skus
+            .iter()
+            .filter(|s| !after.skus.iter().any(|a| a.id == s.id))
+        {
+            let in_use = |why| CatalogError::VariantInUse {
+                sku: sku.code.clone(),
+                why,
+            };
+            let id = SkuId(sku.id);
+            let unsettled = || match self.deps.open_orders.of(id) {
+                0 => Ok(()),
+                n => Err(in_use(InUse::UnsettledOrders(n))),
+            };
+            unsettled()?;
+            self.deps.inventory.retire(id).await.map_err(|e| match e {
+                InventoryError::Stock(StockError::HasHolds { open }) => in_use(InUse::Holds(open)),
+                InventoryError::Stock(StockError::InOpenDrop { drop }) => in_use(InUse::Drop(drop)),
+                _ => CatalogError::Unavailable,
+            })?;
+            retiring.skus.push(id);
+            // An order placed since the first look holds a reservation (then
+            // the retirement was refused) or will not get one; look again to
+            // refuse before anything changed rather than fail its saga.
+            unsettled()?;
+        }
+        Ok(retiring)
+    }
+
+    /// Gives each variant `after` adds (`Sku::UNASSIGNED`) its id, if no
+    /// product uses its code; answers their positions. Called under
+    /// `create_lock`, which keeps codes unique until they are registered.
+    fn assign_new_skus(&self, after: &mut Product) -> Result<Vec<usize>, CatalogError> {
+        let fresh: Vec<usize> = (0..after.skus.len())
+            .filter(|&i| after.skus[i].id == Sku::UNASSIGNED)
+            .collect();
+        let taken: Vec<String> = fresh
+            .iter()
+            .map(|&i| &after.skus[i].code)
+            .filter(|code| self.deps.inventory.contains_code(code))
+            .cloned()
+            .collect();
+        if !taken.is_empty() {
+            return Err(CatalogError::SkuExists(taken));
+        }
+        for &i in &fresh {
+            after.skus[i].id = self.next_sku_id.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(fresh)
+    }
+
+    /// Ends a removed SKU once the version without it is durable: its code
+    /// is free, then its `Deleted` record and the end of its marker.
+    fn forget_sku(&self, sku: SkuId) -> Result<(), CatalogError> {
+        self.deps.inventory.forget(sku);
+        self.deps
+            .wal
+            .forget(EntityKey::Sku(sku.0), None)
+            .and_then(|()| self.deps.wal.send(self.deps.retired.unmarking(sku)))
+            .map_err(|_| CatalogError::Unavailable)?;
+        metrics::counter!("flashdrop_variants_removed_total").increment(1);
+        Ok(())
     }
 
     /// Queues a product version's record, its snapshot (a record carries
     /// the full state, so the snapshot is the record itself and lets the WAL
     /// be truncated past it) and its history entry, filed in the record's
-    /// commit; the receiver fires once the record is durable.
-    fn log(&self, entry: ProductVersion) -> Result<oneshot::Receiver<()>, CatalogError> {
+    /// commit with the markers of the SKUs it `removed`; the receiver fires
+    /// once the record is durable.
+    fn log(
+        &self,
+        entry: ProductVersion,
+        removed: Vec<SkuId>,
+    ) -> Result<oneshot::Receiver<()>, CatalogError> {
         let product = &entry.product;
         let (tx, rx) = oneshot::channel();
         let entity = EntityKey::Product(product.id);
@@ -376,6 +499,12 @@ impl Catalog {
             .wal
             .send(filing)
             .map_err(|_| CatalogError::Unavailable)?;
+        if !removed.is_empty() {
+            self.deps
+                .wal
+                .send(self.deps.retired.marking(removed))
+                .map_err(|_| CatalogError::Unavailable)?;
+        }
         Ok(rx)
     }
 
@@ -403,5 +532,23 @@ impl Catalog {
     /// How many products a store owns (kept as products are created).
     pub fn product_count_of(&self, tenant: &str) -> u32 {
         self.tenant_products.get(tenant).map_or(0, |n| *n)
+    }
+}
+
+/// Variants being removed by the version being made: given back to sale
+/// when dropped before the version was logged.
+struct Retiring<'a> {
+    inventory: &'a Inventory,
+    skus: Vec<SkuId>,
+    logged: bool,
+}
+
+impl Drop for Retiring<'_> {
+    fn drop(&mut self) {
+        if !self.logged {
+            for sku in &self.skus {
+                self.inventory.keep(*sku);
+            }
+        }
     }
 }

@@ -157,6 +157,50 @@ impl Inventory {
         }
     }
 
+    /// Starts removing a SKU from its product: it answers nothing else until
+    /// `forget` or `keep`. Refused while it has open holds or sells through
+    /// a drop that has not ended (the SKU takes commands again then).
+    pub async fn retire(&self, sku: SkuId) -> Result<(), InventoryError> {
+        if let Some(drop) = self.drops.drop_of(sku) {
+            return Err(StockError::InOpenDrop { drop: drop.spec.id }.into());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.registry.retire(
+            sku,
+            SkuCommand::Retire {
+                retire: true,
+                reply: tx,
+            },
+        )?;
+        let answer = match rx.await {
+            Ok(answer) => answer.map_err(InventoryError::from),
+            Err(_) => Err(InventoryError::Unavailable),
+        };
+        if answer.is_err() {
+            self.keep(sku);
+        }
+        answer
+    }
+
+    /// Abandons a removal `retire` started: the SKU sells again.
+    pub fn keep(&self, sku: SkuId) {
+        self.registry.keep(sku);
+        let (tx, _) = oneshot::channel();
+        let _ = self.registry.send(
+            sku,
+            SkuCommand::Retire {
+                retire: false,
+                reply: tx,
+            },
+        );
+    }
+
+    /// Ends a SKU `retire` started: its code is free and its actor stops
+    /// (the caller logs its `Deleted` record).
+    pub fn forget(&self, sku: SkuId) {
+        self.registry.remove(sku);
+    }
+
     /// How many SKUs exist.
     pub fn sku_count(&self) -> usize {
         self.registry.len()

@@ -234,6 +234,36 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
     )
     .await;
     walk.call(
+        "POST /v1/products/{id}/variants",
+        &format!("/v1/products/{product}/variants"),
+        Some(&seller),
+        Some(json!({"sku": "WALK-2", "price": {"amount": 900, "currency": "USD"}})),
+        "product.variant.add",
+        Some(&user),
+        &format!("product:{product}"),
+    )
+    .await;
+    walk.call(
+        "DELETE /v1/products/{id}/variants/{sku}",
+        &format!("/v1/products/{product}/variants/WALK-2"),
+        Some(&seller),
+        None,
+        "product.variant.remove",
+        Some(&user),
+        &format!("product:{product}"),
+    )
+    .await;
+    walk.call(
+        "PUT /v1/products/{id}",
+        &format!("/v1/products/{product}"),
+        Some(&seller),
+        Some(json!({"title": "Walk tee, replaced", "skus": [{"sku": "WALK-1", "price": {"amount": 900, "currency": "USD"}}]})),
+        "product.replace",
+        Some(&user),
+        &format!("product:{product}"),
+    )
+    .await;
+    walk.call(
         "PUT /v1/skus/{sku}/stock",
         "/v1/skus/WALK-1/stock",
         Some(&seller),

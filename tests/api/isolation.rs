@@ -260,6 +260,15 @@ cell!(other_store_staff_cannot_archive_products: OtherStaff "POST" "/v1/products
 cell!(other_store_staff_cannot_read_settings: OtherStaff "GET" "/v1/tenants/{b_tenant}" None => NOT_FOUND "tenant_not_found");
 
 // A buyer on seller routes: 403.
+cell!(other_store_cannot_replace_products: OtherAdmin "PUT" "/v1/products/{b_product}" Some(json!({"title": "Taken over", "skus": [{"sku": "B-1", "price": {"amount": 1, "currency": "USD"}}]})) => NOT_FOUND "product_not_found");
+cell!(other_store_staff_cannot_replace_products: OtherStaff "PUT" "/v1/products/{b_product}" Some(json!({"title": "Taken over", "skus": [{"sku": "B-1", "price": {"amount": 1, "currency": "USD"}}]})) => NOT_FOUND "product_not_found");
+cell!(other_store_cannot_add_variants: OtherAdmin "POST" "/v1/products/{b_product}/variants" Some(json!({"sku": "B-TAKEN", "price": {"amount": 1, "currency": "USD"}})) => NOT_FOUND "product_not_found");
+cell!(other_store_staff_cannot_add_variants: OtherStaff "POST" "/v1/products/{b_product}/variants" Some(json!({"sku": "B-TAKEN", "price": {"amount": 1, "currency": "USD"}})) => NOT_FOUND "product_not_found");
+cell!(other_store_cannot_remove_variants: OtherAdmin "DELETE" "/v1/products/{b_product}/variants/B-1" None => NOT_FOUND "product_not_found");
+cell!(other_store_staff_cannot_remove_variants: OtherStaff "DELETE" "/v1/products/{b_product}/variants/B-1" None => NOT_FOUND "product_not_found");
+cell!(buyer_cannot_replace_products: Buyer "PUT" "/v1/products/{b_product}" Some(json!({"title": "Taken over", "skus": [{"sku": "B-1", "price": {"amount": 1, "currency": "USD"}}]})) => FORBIDDEN "forbidden");
+cell!(buyer_cannot_add_variants: Buyer "POST" "/v1/products/{b_product}/variants" Some(json!({"sku": "B-TAKEN", "price": {"amount": 1, "currency": "USD"}})) => FORBIDDEN "forbidden");
+cell!(buyer_cannot_remove_variants: Buyer "DELETE" "/v1/products/{b_product}/variants/B-1" None => FORBIDDEN "forbidden");
 cell!(buyer_cannot_create_products: Buyer "POST" "/v1/products" Some(json!({"title": "x", "skus": [{"sku": "BUY-1", "price": {"amount": 1, "currency": "USD"}}]})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_change_products: Buyer "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_product_history: Buyer "GET" "/v1/products/{b_product}/versions" None => FORBIDDEN "forbidden");

@@ -27,4 +27,5 @@ mod secure_defaults;
 mod supervision;
 mod tenants;
 mod upgrade;
+mod variants;
 mod versions;
