@@ -479,3 +479,129 @@ async fn bad_variant_requests_are_refused_and_change_nothing() {
     assert_eq!(free.code(), "sku_not_found", "{:?}", free.body);
     app.stop().await;
 }
+
+/// A data directory as a crash between a variant's removal and the end of
+/// its stock leaves it: the product lists SKU 1 only, the WAL holds stock
+/// of SKU 2, and (when `marked`) SKU 2's removal marker.
+fn crashed_mid_removal(dir: &std::path::Path, marked: bool) {
+    use flashdrop::domain::product::{NewProduct, NewSku, ProductStatus};
+    use flashdrop::domain::stock::{LedgerLimits, StockLedger};
+    use flashdrop::domain::{SkuId, TenantKey, WarehouseId};
+    use flashdrop::persistence::wal::{self, WalSettings, WriterStart};
+    use flashdrop::persistence::{
+        EntityKey, RecordBody, RetiredSkus, SnapshotBody, Store, SyncMode, WalRecord,
+    };
+
+    let store = std::sync::Arc::new(
+        Store::open(
+            dir,
+            16 << 20,
+            SyncMode::Flush,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap(),
+    );
+    let start = WriterStart {
+        cursor: store.cursor().unwrap(),
+        ..WriterStart::default()
+    };
+    let (wal, thread) = wal::start(store.clone(), WalSettings::default(), start);
+    let product = NewProduct {
+        status: ProductStatus::Active,
+        title: "Half removed".into(),
+        description: String::new(),
+        brand: String::new(),
+        category: String::new(),
+        attributes: Default::default(),
+        images: Vec::new(),
+        options: Vec::new(),
+        skus: vec![NewSku {
+            code: "HALF-1".into(),
+            price_amount: 100,
+            price_currency: "USD".into(),
+            compare_at: None,
+            options: Vec::new(),
+            attributes: Default::default(),
+            low_stock_threshold: None,
+        }],
+    }
+    .validate(1_000)
+    .unwrap()
+    .into_product(7, &TenantKey::parse("half").unwrap(), &[SkuId(1)], 0, 1_000);
+    let mut orphan = StockLedger::new(SkuId(2), LedgerLimits::default());
+    let mut events = Vec::new();
+    orphan
+        .set_stock(
+            vec![(WarehouseId::parse("main").unwrap(), 9)],
+            None,
+            &mut events,
+        )
+        .unwrap();
+    wal.append(
+        &WalRecord {
+            entity: EntityKey::Sku(2),
+            body: RecordBody::Stock(events),
+        },
+        None,
+    )
+    .unwrap();
+    wal.append(
+        &WalRecord {
+            entity: EntityKey::Product(7),
+            body: RecordBody::Product(Box::new(product.clone())),
+        },
+        None,
+    )
+    .unwrap();
+    wal.snapshot(
+        EntityKey::Product(7),
+        &SnapshotBody::Product(Box::new(product)),
+        None,
+    )
+    .unwrap();
+    if marked {
+        wal.send(RetiredSkus::open(&store).unwrap().marking(vec![SkuId(2)]))
+            .unwrap();
+    }
+    wal.shutdown_blocking(thread).unwrap();
+}
+
+#[actix_web::test]
+async fn a_variant_removed_just_before_a_crash_has_its_stock_forgotten_at_start_up() {
+    // Without the marker, stock of no product stops start-up loudly.
+    let unmarked = tempfile::tempdir().unwrap();
+    crashed_mid_removal(unmarked.path(), false);
+    let app = flashdrop::startup::Application::build(test_config(unmarked.path()))
+        .await
+        .expect("app builds");
+    let error = app.run_until_stopped().await.expect_err("start-up refused");
+    assert!(
+        format!("{error:#}").contains("belong to no product"),
+        "{error:#}"
+    );
+
+    // With it, the removed variant's stock is forgotten and start-up goes on.
+    let dir = tempfile::tempdir().unwrap();
+    crashed_mid_removal(dir.path(), true);
+    let config = test_config(dir.path());
+    let app = spawn_config(config, Some(dir)).await;
+    let read = app
+        .get_as(&format!("/v1/products/{}", uuid::Uuid::from_u128(7)), None)
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert_eq!(codes(&read.body), ["HALF-1"]);
+    let store = app.engine.store().clone();
+    let marked = flashdrop::persistence::RetiredSkus::open(&store).unwrap();
+    let cleared = crate::helpers::eventually(std::time::Duration::from_secs(10), || {
+        let (store, marked) = (store.clone(), marked.clone());
+        async move {
+            let header = store
+                .snapshot_header(flashdrop::persistence::EntityKey::Sku(2))
+                .unwrap();
+            (header.is_none() && marked.all().unwrap().is_empty()).then_some(())
+        }
+    })
+    .await;
+    assert!(cleared.is_some(), "the marker and the stock stay");
+    app.stop().await;
+}
