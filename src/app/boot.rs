@@ -29,7 +29,7 @@ use crate::persistence::{
     self, EntityKey, Recovered, RecoveryMode, SnapshotBody, Store, WalHandle, WalSettings,
 };
 use crate::services::identity::{DirectoryDeps, DirectoryService};
-use crate::services::{Catalog, CatalogDeps, Inventory, InventoryDeps, OpenLines};
+use crate::services::{Catalog, CatalogDeps, Categories, Inventory, InventoryDeps, OpenLines};
 
 use super::{Externals, Node, Runtime, Services, StartError};
 
@@ -74,15 +74,24 @@ pub(super) async fn start(
         clock: clock.clone(),
     });
     let open_orders = Arc::new(OpenLines::default());
-    let catalog = start_catalog(
-        &config,
-        &store,
-        &stock,
-        &inventory,
-        &open_orders,
-        &wal,
-        &clock,
-    )?;
+    let categories = Categories::new(
+        recovered.categories.take_all().into_values().collect(),
+        wal.clone(),
+    )
+    .map_err(|e| StartError::Internal(format!("the category tree: {e}")))?;
+    let catalog = Catalog::new(
+        stock.products.clone(),
+        CatalogDeps {
+            inventory: inventory.clone(),
+            open_orders: open_orders.clone(),
+            retired: persistence::RetiredSkus::open(&store).map_err(StartError::Recovery)?,
+            categories: categories.clone(),
+            wal: wal.clone(),
+            versions: open_histories(&config, &store, &stock)?,
+            clock: clock.clone(),
+            low_stock_threshold: config.stock.low_stock_threshold,
+        },
+    );
     let sandbox = start_payments(&config, &store, &threads)?;
     let outbound = Outbound::new(
         crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
@@ -126,6 +135,7 @@ pub(super) async fn start(
         identity,
         inventory,
         catalog,
+        categories,
         drops,
         carts,
         orders,
@@ -253,6 +263,7 @@ async fn snapshot_wal_only_state(wal: &WalHandle, recovered: &Recovered) -> Resu
     recovered.orders.snapshot_wal_only(wal).map_err(lost)?;
     recovered.carts.snapshot_wal_only(wal).map_err(lost)?;
     recovered.drops.snapshot_wal_only(wal).map_err(lost)?;
+    recovered.categories.snapshot_wal_only(wal).map_err(lost)?;
     wal.barrier()
         .map_err(lost)?
         .await
@@ -332,17 +343,13 @@ struct Stock {
     open_reservations: Vec<SkuId>,
 }
 
-/// The catalog over the recovered products, with their version histories
-/// (started from the current versions for data written before histories).
-fn start_catalog(
+/// The products' version histories, started from the current versions for
+/// data written before histories.
+fn open_histories(
     config: &Config,
     store: &Arc<Store>,
     stock: &Stock,
-    inventory: &Arc<Inventory>,
-    open_orders: &Arc<OpenLines>,
-    wal: &WalHandle,
-    clock: &Arc<dyn Clock>,
-) -> Result<Arc<Catalog>, StartError> {
+) -> Result<persistence::ProductVersions, StartError> {
     let versions = persistence::ProductVersions::open(store, config.retention.product_versions)
         .map_err(StartError::Recovery)?;
     let backfilled = versions
@@ -354,18 +361,7 @@ fn start_catalog(
             "product histories started from current versions"
         );
     }
-    Ok(Catalog::new(
-        stock.products.clone(),
-        CatalogDeps {
-            inventory: inventory.clone(),
-            open_orders: open_orders.clone(),
-            retired: persistence::RetiredSkus::open(store).map_err(StartError::Recovery)?,
-            wal: wal.clone(),
-            versions,
-            clock: clock.clone(),
-            low_stock_threshold: config.stock.low_stock_threshold,
-        },
-    ))
+    Ok(versions)
 }
 
 /// Registers every SKU; the ones the WAL changed keep their rebuilt ledger in

@@ -25,7 +25,7 @@ use crate::events::Hub;
 use crate::payments::{PaymentGateway, SandboxGateway};
 use crate::persistence::{self, RecoveryStats, Store, WalHandle, WalOp};
 use crate::services::identity::DirectoryService;
-use crate::services::{Catalog, Inventory};
+use crate::services::{Catalog, Categories, Inventory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -72,6 +72,7 @@ pub struct Services {
     pub identity: Arc<DirectoryService>,
     pub inventory: Arc<Inventory>,
     pub catalog: Arc<Catalog>,
+    pub categories: Arc<Categories>,
     pub drops: Arc<Drops>,
     pub carts: Arc<Carts>,
     pub orders: Arc<Orders>,
@@ -145,6 +146,10 @@ impl Node {
     /// Products and each store's quota.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.services.catalog
+    }
+
+    pub fn categories(&self) -> &Arc<Categories> {
+        &self.services.categories
     }
 
     pub fn drops(&self) -> &Arc<Drops> {

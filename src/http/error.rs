@@ -13,6 +13,7 @@ use crate::actors::drops::DropsError;
 use crate::actors::orders::OrdersError;
 use crate::clock::rfc3339_ms;
 use crate::domain::cart::CartError;
+use crate::domain::category::CategoryError;
 use crate::domain::identity::id_text;
 use crate::domain::product::StatusError;
 use crate::domain::product_version::RollbackError;
@@ -20,7 +21,7 @@ use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
 use crate::services::catalog::InUse;
 use crate::services::identity::{IdentityError, Missing};
-use crate::services::{CatalogError, InventoryError};
+use crate::services::{CatalogError, CategoriesError, InventoryError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.
 macro_rules! error_table {
@@ -84,6 +85,10 @@ error_table! {
     VersionNotFound => ("version_not_found", NOT_FOUND, "The product's history keeps no such version"),
     ProductNotOnSale => ("product_not_on_sale", CONFLICT, "The product is a draft or archived"),
     VariantsDiffer => ("variants_differ", CONFLICT, "That version has other variants than the current one"),
+    CategoryNotFound => ("category_not_found", NOT_FOUND, "No such category"),
+    SlugTaken => ("slug_taken", CONFLICT, "A sibling category already uses the slug"),
+    CategoryCycle => ("category_cycle", CONFLICT, "A category cannot move under itself or a descendant"),
+    CategoryNotEmpty => ("category_not_empty", CONFLICT, "The category still holds categories or products"),
     LastVariant => ("last_variant", CONFLICT, "A product keeps at least one variant"),
     VariantInUse => ("variant_in_use", CONFLICT, "The variant has open holds, unsettled orders or an open drop"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
@@ -326,6 +331,33 @@ impl From<StockError> for ApiError {
     }
 }
 
+impl From<CategoriesError> for ApiError {
+    fn from(error: CategoriesError) -> Self {
+        let CategoriesError::Rule(rule) = error else {
+            return ApiError::new(ErrorKind::Unavailable, error.to_string());
+        };
+        let detail = rule.to_string();
+        match rule {
+            CategoryError::NotFound(id) => ApiError::new(ErrorKind::CategoryNotFound, detail)
+                .with("category_id", Value::from(id.to_string())),
+            CategoryError::Invalid(fields) => ApiError::invalid(fields),
+            CategoryError::IdTaken(_) => ApiError::new(ErrorKind::Internal, detail),
+            CategoryError::SlugTaken { slug } => {
+                ApiError::new(ErrorKind::SlugTaken, detail).with("slug", Value::from(slug))
+            }
+            CategoryError::TooDeep { max } => ApiError::new(ErrorKind::LimitExceeded, detail)
+                .with("depth_max", Value::from(max as u64)),
+            CategoryError::Cycle(_) => ApiError::new(ErrorKind::CategoryCycle, detail),
+            CategoryError::NotEmpty { children, products } => {
+                ApiError::new(ErrorKind::CategoryNotEmpty, detail)
+                    .with("children", Value::from(children as u64))
+                    .with("products", Value::from(products))
+            }
+            CategoryError::TooMany { .. } => ApiError::new(ErrorKind::LimitExceeded, detail),
+        }
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(error: CatalogError) -> Self {
         match error {
@@ -339,6 +371,10 @@ impl From<CatalogError> for ApiError {
             )
             .with("max_products", Value::from(max)),
             CatalogError::NotFound => ApiError::new(ErrorKind::ProductNotFound, "no such product"),
+            CatalogError::NoSuchCategory(id) => ApiError::invalid(vec![InvalidField::new(
+                "category",
+                format!("no category {id}; see GET /v1/categories"),
+            )]),
             CatalogError::VariantInUse { ref sku, why } => {
                 let error = ApiError::new(ErrorKind::VariantInUse, error.to_string())
                     .with("sku", Value::from(sku.as_str()));

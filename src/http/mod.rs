@@ -5,6 +5,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod cart;
+pub mod categories;
 pub mod drops;
 pub mod error;
 pub mod extract;
@@ -101,6 +102,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         )
         .service(
             resource("/v1/admin/payments/sandbox").route(web::get().to(orders::sandbox_ledger)),
+        )
+        .service(
+            resource("/v1/categories")
+                .route(web::get().to(categories::tree))
+                .route(web::post().to(categories::create)),
+        )
+        .service(
+            resource("/v1/categories/{id}")
+                .route(web::patch().to(categories::update))
+                .route(web::delete().to(categories::delete)),
         )
         .service(resource("/v1/products").route(web::post().to(products::create_product)))
         .service(

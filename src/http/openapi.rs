@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, cart, drops, error, notifications, ops, orders, product_variants,
+    audit, auth, cart, categories, drops, error, notifications, ops, orders, product_variants,
     product_versions, products, reservations, social, stock, tenants, ws,
 };
 
@@ -158,6 +158,10 @@ impl Modify for BearerAuth {
         products::archive_product,
         product_variants::add_variant,
         product_variants::remove_variant,
+        categories::tree,
+        categories::create,
+        categories::update,
+        categories::delete,
         product_versions::list_versions,
         product_versions::get_version,
         product_versions::roll_back,
@@ -206,6 +210,7 @@ impl Modify for BearerAuth {
         (name = "social", description = "Creators and follows"),
         (name = "audit", description = "Who changed what, when"),
         (name = "products", description = "Products and their SKUs"),
+        (name = "categories", description = "The platform's category tree"),
         (name = "stock", description = "On-hand, available, reserved and sold units"),
         (name = "reservations", description = "Holding units for a buyer"),
         (name = "drops", description = "Scheduled releases, their lifecycle and waiting rooms"),

@@ -139,7 +139,7 @@ pub struct NewProductBody {
     /// A new product is `active` (the default) or `draft`. In a
     /// replacement (`PUT`) it moves along the lifecycle as in `PATCH`, and
     /// left out keeps the product's status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::present")]
     #[schema(nullable = false)]
     pub status: Option<NewStatusBody>,
     #[schema(
@@ -160,6 +160,10 @@ pub struct NewProductBody {
         pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
     )]
     pub brand: String,
+    /// The id of a category of `GET /v1/categories`, under which the product
+    /// is filed (422 when there is no such category); text that is not a
+    /// number is a label that files it under none (products from before
+    /// categories).
     #[serde(default)]
     #[schema(
         max_length = 100,

@@ -1,4 +1,5 @@
-//! The entity kinds recovery rebuilds whole (drops, orders, carts): each is
+//! The entity kinds recovery rebuilds whole (drops, orders, carts,
+//! categories): each is
 //! one `Recoverable` implementation saying how its key, snapshot and records
 //! map to its state. `KindState` runs the same rules for all of them: latest
 //! snapshot, then every newer record, `Deleted` forgets.
@@ -7,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::domain::cart::Cart;
+use crate::domain::category::{Category, CategoryId};
 use crate::domain::drop::FlashDrop;
 use crate::domain::order::Order;
 use crate::domain::{DropId, OrderId};
@@ -62,6 +64,38 @@ impl Recoverable for Order {
         match body {
             RecordBody::Order(order) => Ok(*order),
             _ => Err("not an order record".into()),
+        }
+    }
+}
+
+impl Recoverable for Category {
+    type Id = CategoryId;
+    const KIND: &'static str = "category";
+    fn prefix() -> &'static [u8] {
+        EntityKey::kind_prefix_category()
+    }
+    fn key(id: CategoryId) -> EntityKey {
+        EntityKey::Category(id.0)
+    }
+    fn id(key: EntityKey) -> Option<CategoryId> {
+        match key {
+            EntityKey::Category(id) => Some(CategoryId(id)),
+            _ => None,
+        }
+    }
+    fn from_snapshot(body: SnapshotBody) -> Option<Self> {
+        match body {
+            SnapshotBody::Category(category) => Some(category),
+            _ => None,
+        }
+    }
+    fn to_snapshot(&self) -> SnapshotBody {
+        SnapshotBody::Category(self.clone())
+    }
+    fn apply(_: Option<Self>, body: RecordBody) -> Result<Self, String> {
+        match body {
+            RecordBody::Category(category) => Ok(*category),
+            _ => Err("not a category record".into()),
         }
     }
 }

@@ -5,6 +5,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::domain::cart::Cart;
+use crate::domain::category::Category;
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
@@ -40,6 +41,8 @@ pub enum EntityKey {
     Order(OrderId),
     /// A cart, by its owner (an account or a guest cart token).
     Cart(u128),
+    /// A category of the platform's tree (format 3 on; appended last).
+    Category(u64),
 }
 
 const TAG_SKU: u8 = b's';
@@ -53,6 +56,7 @@ const TAG_AUDIT: u8 = b'a';
 const TAG_DROP: u8 = b'd';
 const TAG_ORDER: u8 = b'o';
 const TAG_CART: u8 = b'c';
+const TAG_CATEGORY: u8 = b'g';
 
 /// Kinds of directory entities recovery loads into memory (audit entries stay on disk).
 pub const DIRECTORY_TAGS: [u8; 5] = [
@@ -67,8 +71,8 @@ impl EntityKey {
     pub fn to_bytes(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(17);
         match self {
-            EntityKey::Sku(id) => {
-                out.push(TAG_SKU);
+            EntityKey::Sku(id) | EntityKey::Category(id) => {
+                out.push(self.tag());
                 out.extend_from_slice(&id.to_be_bytes());
             }
             EntityKey::Audit(seq) => {
@@ -104,6 +108,7 @@ impl EntityKey {
             EntityKey::Drop(_) => TAG_DROP,
             EntityKey::Order(_) => TAG_ORDER,
             EntityKey::Cart(_) => TAG_CART,
+            EntityKey::Category(_) => TAG_CATEGORY,
         }
     }
 
@@ -123,6 +128,7 @@ impl EntityKey {
             TAG_DROP => EntityKey::Drop(DropId(u128_of(rest)?)),
             TAG_ORDER => EntityKey::Order(OrderId(u128_of(rest)?)),
             TAG_CART => EntityKey::Cart(u128_of(rest)?),
+            TAG_CATEGORY => EntityKey::Category(u64_of(rest)?),
             _ => return None,
         })
     }
@@ -160,6 +166,10 @@ impl EntityKey {
     pub fn kind_prefix_cart() -> &'static [u8] {
         &[TAG_CART]
     }
+
+    pub fn kind_prefix_category() -> &'static [u8] {
+        &[TAG_CATEGORY]
+    }
 }
 
 /// One atomic change of one entity: everything a single command decided.
@@ -188,6 +198,8 @@ pub enum RecordBody {
     Deleted,
     /// The new full state of a product, one per version (format 2 on).
     Product(Box<Product>),
+    /// The new full state of a category (format 3 on).
+    Category(Box<Category>),
 }
 
 /// The full state of one entity at some LSN.
@@ -203,6 +215,8 @@ pub enum SnapshotBody {
     /// A product's latest version (format 2 on); appended, so older
     /// snapshots keep their tags.
     Product(Box<Product>),
+    /// A category (format 3 on).
+    Category(Category),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,8 +232,10 @@ pub struct CodecError(String);
 /// Format 2 added versioned products (`RecordBody::Product`,
 /// `SnapshotBody::Product`) after the older variants; format 1's products
 /// keep their variants and layout (`product::legacy`), so formats 0..=2 all
-/// read with these types.
-pub const FORMAT: u16 = 2;
+/// read with these types. Format 3 added categories (`EntityKey::Category`,
+/// `RecordBody::Category`, `SnapshotBody::Category`), again after the older
+/// variants, so formats 0..=3 read with these types too.
+pub const FORMAT: u16 = 3;
 
 /// Refuses data written by a newer build: reading it as ours would be
 /// reading garbage, and writing over it would lose what it says.

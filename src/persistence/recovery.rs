@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::domain::cart::Cart;
+use crate::domain::category::Category;
 use crate::domain::drop::FlashDrop;
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
@@ -56,6 +57,7 @@ pub struct Recovered {
     pub drops: RecoveredKind<FlashDrop>,
     pub orders: RecoveredKind<Order>,
     pub carts: RecoveredKind<Cart>,
+    pub categories: RecoveredKind<Category>,
     /// Ledgers changed by the replayed WAL, and those whose snapshot holds open
     /// reservations; every other ledger is exactly its snapshot and holds none.
     pub ledgers: HashMap<SkuId, StockLedger>,
@@ -179,6 +181,7 @@ struct Kinds {
     drops: KindState<FlashDrop>,
     orders: KindState<Order>,
     carts: KindState<Cart>,
+    categories: KindState<Category>,
 }
 
 impl Kinds {
@@ -190,6 +193,7 @@ impl Kinds {
             drops: KindState::load(store)?,
             orders: KindState::load(store)?,
             carts: KindState::load(store)?,
+            categories: KindState::load(store)?,
         })
     }
 
@@ -197,7 +201,7 @@ impl Kinds {
     fn takes(key: EntityKey) -> bool {
         matches!(
             key,
-            EntityKey::Drop(_) | EntityKey::Order(_) | EntityKey::Cart(_)
+            EntityKey::Drop(_) | EntityKey::Order(_) | EntityKey::Cart(_) | EntityKey::Category(_)
         )
     }
 
@@ -208,6 +212,7 @@ impl Kinds {
             EntityKey::Drop(_) => self.drops.apply(lsn, key, body),
             EntityKey::Order(_) => self.orders.apply(lsn, key, body),
             EntityKey::Cart(_) => self.carts.apply(lsn, key, body),
+            EntityKey::Category(_) => self.categories.apply(lsn, key, body),
             _ => None,
         }
         .unwrap_or_else(|| {
@@ -223,6 +228,7 @@ impl Kinds {
             .delete(lsn, key)
             .or_else(|| self.orders.delete(lsn, key))
             .or_else(|| self.carts.delete(lsn, key))
+            .or_else(|| self.categories.delete(lsn, key))
     }
 }
 
@@ -430,6 +436,7 @@ pub fn recover(
         drops: kinds.drops.finish(),
         orders: kinds.orders.finish(),
         carts: kinds.carts.finish(),
+        categories: kinds.categories.finish(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

@@ -23,6 +23,7 @@ use crate::persistence::{
     self, EntityKey, ProductVersions, RecordBody, RetiredSkus, SnapshotBody, WalHandle, WalRecord,
 };
 
+use super::categories::{category_of, Categories};
 use super::inventory::{Inventory, InventoryError};
 use super::OpenLines;
 
@@ -50,6 +51,9 @@ pub enum CatalogError {
     /// A variant to remove still has stock in play.
     #[error("variant {sku} cannot be removed: {why}")]
     VariantInUse { sku: String, why: InUse },
+    /// The product names a category id the tree does not have.
+    #[error("no category {0}")]
+    NoSuchCategory(u64),
     #[error("the engine cannot serve this request now")]
     Unavailable,
 }
@@ -89,6 +93,8 @@ pub struct CatalogDeps {
     pub open_orders: Arc<OpenLines>,
     /// Markers of removed SKUs whose stock is not forgotten yet.
     pub retired: RetiredSkus,
+    /// The category tree products are filed in.
+    pub categories: Arc<Categories>,
     pub wal: WalHandle,
     pub versions: ProductVersions,
     pub clock: Arc<dyn Clock>,
@@ -119,6 +125,9 @@ impl Catalog {
         let mut max_sku = 0;
         for product in recovered {
             max_sku = product.skus.iter().map(|s| s.id).fold(max_sku, u64::max);
+            if let Err(error) = deps.categories.refile(None, category_of(&product.category)) {
+                tracing::warn!(%error, product = %uuid::Uuid::from_u128(product.id), "a product names no category");
+            }
             *tenant_products.entry(product.tenant.clone()).or_default() += 1;
             products.insert(product.id, product);
         }
@@ -183,7 +192,7 @@ impl Catalog {
                 product.clone(),
             );
             let product = Arc::new(product);
-            let rx = self.log(entry, Vec::new())?;
+            let rx = self.filed_and_logged(None, &product, entry, Vec::new())?;
             // Registered after the record is queued, so any stock record of these
             // SKUs is ordered after the product's in the WAL.
             for (index, sku) in ids.iter().enumerate() {
@@ -359,7 +368,7 @@ impl Catalog {
                 Some(&before),
                 (*after).clone(),
             );
-            let rx = self.log(entry, retiring.skus.clone())?;
+            let rx = self.filed_and_logged(Some(&before), &after, entry, retiring.skus.clone())?;
             retiring.logged = true;
             for index in fresh {
                 self.deps.inventory.register(SkuInfo {
@@ -457,6 +466,29 @@ impl Catalog {
             .map_err(|_| CatalogError::Unavailable)?;
         metrics::counter!("flashdrop_variants_removed_total").increment(1);
         Ok(())
+    }
+
+    /// Files the product (as `after`, moved from `before`) under its
+    /// category, then logs `entry` (see `log`); a category the tree lacks
+    /// is refused before anything is logged, and a failed log files it back.
+    fn filed_and_logged(
+        &self,
+        before: Option<&Product>,
+        after: &Product,
+        entry: ProductVersion,
+        removed: Vec<SkuId>,
+    ) -> Result<oneshot::Receiver<()>, CatalogError> {
+        let from = before.and_then(|p| category_of(&p.category));
+        let to = category_of(&after.category);
+        self.deps
+            .categories
+            .refile(from, to)
+            .map_err(|_| CatalogError::NoSuchCategory(to.map_or(0, |c| c.0)))?;
+        let logged = self.log(entry, removed);
+        if logged.is_err() {
+            let _ = self.deps.categories.refile(to, from);
+        }
+        logged
     }
 
     /// Queues a product version's record, its snapshot (a record carries

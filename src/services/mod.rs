@@ -1,14 +1,16 @@
 //! Services that are not actors: identity (accounts, sessions, stores and
-//! staff, follows, audit), inventory (SKU routing and stock), the catalog and
-//! the count of unsettled orders per SKU,
-//! each built from the dependencies it names.
+//! staff, follows, audit), inventory (SKU routing and stock), the catalog,
+//! the category tree and the count of unsettled orders per SKU, each built
+//! from the dependencies it names.
 
 pub mod catalog;
+pub mod categories;
 pub mod identity;
 pub mod inventory;
 pub mod open_lines;
 
 pub use catalog::{Catalog, CatalogDeps, CatalogError};
+pub use categories::{Categories, CategoriesError};
 pub use identity::DirectoryService;
 pub use inventory::{Inventory, InventoryDeps, InventoryError, StockFuture, StockPort};
 pub use open_lines::OpenLines;

@@ -642,6 +642,38 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         .as_str()
         .unwrap()
         .to_owned();
+    let created = walk
+        .call(
+            "POST /v1/categories",
+            "/v1/categories",
+            Some(&root),
+            Some(json!({"name": "Walk category"})),
+            "category.create",
+            Some(&root_user),
+            "category:",
+        )
+        .await;
+    let category = created.body["id"].as_str().unwrap().to_owned();
+    walk.call(
+        "PATCH /v1/categories/{id}",
+        &format!("/v1/categories/{category}"),
+        Some(&root),
+        Some(json!({"name": "Walk category, renamed"})),
+        "category.update",
+        Some(&root_user),
+        &format!("category:{category}"),
+    )
+    .await;
+    walk.call(
+        "DELETE /v1/categories/{id}",
+        &format!("/v1/categories/{category}"),
+        Some(&root),
+        None,
+        "category.delete",
+        Some(&root_user),
+        &format!("category:{category}"),
+    )
+    .await;
     walk.call(
         "POST /v1/admin/skus/{sku}/restart",
         "/v1/admin/skus/WALK-1/restart",

@@ -269,6 +269,9 @@ cell!(other_store_staff_cannot_remove_variants: OtherStaff "DELETE" "/v1/product
 cell!(buyer_cannot_replace_products: Buyer "PUT" "/v1/products/{b_product}" Some(json!({"title": "Taken over", "skus": [{"sku": "B-1", "price": {"amount": 1, "currency": "USD"}}]})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_add_variants: Buyer "POST" "/v1/products/{b_product}/variants" Some(json!({"sku": "B-TAKEN", "price": {"amount": 1, "currency": "USD"}})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_remove_variants: Buyer "DELETE" "/v1/products/{b_product}/variants/B-1" None => FORBIDDEN "forbidden");
+cell!(store_admin_cannot_create_categories: OtherAdmin "POST" "/v1/categories" Some(json!({"name": "Taken over"})) => FORBIDDEN "forbidden");
+cell!(store_staff_cannot_create_categories: OtherStaff "POST" "/v1/categories" Some(json!({"name": "Taken over"})) => FORBIDDEN "forbidden");
+cell!(buyer_cannot_create_categories: Buyer "POST" "/v1/categories" Some(json!({"name": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_create_products: Buyer "POST" "/v1/products" Some(json!({"title": "x", "skus": [{"sku": "BUY-1", "price": {"amount": 1, "currency": "USD"}}]})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_change_products: Buyer "PATCH" "/v1/products/{b_product}" Some(json!({"title": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_product_history: Buyer "GET" "/v1/products/{b_product}/versions" None => FORBIDDEN "forbidden");

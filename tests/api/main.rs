@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod cart;
+mod categories;
 mod contention;
 mod crash;
 mod drops;
