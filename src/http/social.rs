@@ -140,15 +140,12 @@ pub async fn creator_products(
         Some(c) => Some(parse_id(c).ok_or_else(|| InvalidField::new("cursor", "is not valid"))?),
         None => None,
     };
-    let products: Vec<_> = engine
+    let products = engine
         .0
         .catalog()
-        .products_of(&id_text(id))
-        .into_iter()
-        .filter(|p| after.is_none_or(|a| p.id > a))
-        .filter(|p| policy::lists_product(who.as_ref(), id, p.status))
-        .take(limit)
-        .collect();
+        .products_of(&id_text(id), after, limit, |p| {
+            policy::lists_product(who.as_ref(), id, p.status)
+        });
     let mut items = Vec::with_capacity(products.len());
     for product in &products {
         let stock = engine.0.inventory().product_stock(product).await?;

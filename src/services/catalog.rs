@@ -7,7 +7,8 @@
 //! no unsettled order, and its stock is forgotten once the version is
 //! durable.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -106,7 +107,9 @@ pub struct Catalog {
     deps: CatalogDeps,
     products: DashMap<u128, Arc<Product>>,
     /// Products per store (tenant id text), for the plan's product quota.
-    tenant_products: DashMap<String, u32>,
+    /// Each store's products (tenant id text → product ids, oldest first:
+    /// ids are time-ordered UUIDs); its size is the plan's product count.
+    by_tenant: DashMap<String, BTreeSet<u128>>,
     /// Serialises product creation so SKU codes stay unique.
     create_lock: parking_lot::Mutex<()>,
     /// Serialises product changes from version check to publication, which
@@ -121,20 +124,23 @@ impl Catalog {
     /// already); new SKU ids continue after the highest one.
     pub fn new(recovered: Vec<Arc<Product>>, deps: CatalogDeps) -> Arc<Self> {
         let products = DashMap::new();
-        let tenant_products: DashMap<String, u32> = DashMap::new();
+        let by_tenant: DashMap<String, BTreeSet<u128>> = DashMap::new();
         let mut max_sku = 0;
         for product in recovered {
             max_sku = product.skus.iter().map(|s| s.id).fold(max_sku, u64::max);
             if let Err(error) = deps.categories.refile(None, category_of(&product.category)) {
                 tracing::warn!(%error, product = %uuid::Uuid::from_u128(product.id), "a product names no category");
             }
-            *tenant_products.entry(product.tenant.clone()).or_default() += 1;
+            by_tenant
+                .entry(product.tenant.clone())
+                .or_default()
+                .insert(product.id);
             products.insert(product.id, product);
         }
         Arc::new(Self {
             deps,
             products,
-            tenant_products,
+            by_tenant,
             create_lock: parking_lot::Mutex::new(()),
             edit_lock: tokio::sync::Mutex::new(()),
             next_sku_id: AtomicU64::new(max_sku + 1),
@@ -152,7 +158,7 @@ impl Catalog {
     ) -> Result<Arc<Product>, CatalogError> {
         let (durable, product) = {
             let _creating = self.create_lock.lock();
-            let owned = self.tenant_products.get(tenant.as_str()).map_or(0, |n| *n);
+            let owned = self.product_count_of(tenant.as_str());
             if owned >= max_products {
                 return Err(CatalogError::ProductQuota(max_products));
             }
@@ -202,10 +208,10 @@ impl Catalog {
                     index,
                 });
             }
-            *self
-                .tenant_products
+            self.by_tenant
                 .entry(tenant.as_str().to_owned())
-                .or_default() += 1;
+                .or_default()
+                .insert(product.id);
             (rx, product)
         };
         durable.await.map_err(|_| CatalogError::Unavailable)?;
@@ -548,22 +554,32 @@ impl Catalog {
         self.products.len()
     }
 
-    /// A store's products, oldest first (a scan of every product: fine for
-    /// creator pages today, an index once catalogs grow).
-    pub fn products_of(&self, tenant: &str) -> Vec<Arc<Product>> {
-        let mut out: Vec<Arc<Product>> = self
-            .products
-            .iter()
-            .filter(|p| p.tenant == tenant)
-            .map(|p| p.clone())
-            .collect();
-        out.sort_unstable_by_key(|p| p.id);
-        out
+    /// A page of a store's products, oldest first: after the id `after`,
+    /// those `shown` keeps, at most `limit` (from the store's index; a
+    /// product not durable yet is not shown).
+    pub fn products_of(
+        &self,
+        tenant: &str,
+        after: Option<u128>,
+        limit: usize,
+        shown: impl Fn(&Product) -> bool,
+    ) -> Vec<Arc<Product>> {
+        let Some(ids) = self.by_tenant.get(tenant) else {
+            return Vec::new();
+        };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        ids.range((from, Bound::Unbounded))
+            .filter_map(|id| self.product(*id))
+            .filter(|p| shown(p))
+            .take(limit)
+            .collect()
     }
 
     /// How many products a store owns (kept as products are created).
     pub fn product_count_of(&self, tenant: &str) -> u32 {
-        self.tenant_products.get(tenant).map_or(0, |n| *n)
+        self.by_tenant
+            .get(tenant)
+            .map_or(0, |ids| u32::try_from(ids.len()).unwrap_or(u32::MAX))
     }
 }
 
