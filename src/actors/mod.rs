@@ -5,8 +5,10 @@ pub mod carts;
 pub mod drops;
 pub mod holds;
 pub mod host;
+pub mod in_stock;
 pub mod orders;
 pub mod registry;
 pub mod sku;
 
+pub use in_stock::InStock;
 pub use registry::{Registry, SendError, SkuInfo};

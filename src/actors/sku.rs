@@ -17,6 +17,8 @@ use crate::domain::stock::{
 };
 use crate::domain::{DropId, SkuId, WarehouseId};
 use crate::events::FeedBody;
+
+use super::InStock;
 use crate::persistence::{
     load_ledger, rebuild_ledger, EntityKey, RecordBody, SnapshotBody, Store, WalHandle, WalOp,
     WalRecord,
@@ -179,6 +181,8 @@ pub struct SkuDeps {
     pub watched: Arc<crate::events::Watched>,
     /// Open holds per buyer across SKUs, counted from what each actor logs.
     pub holds: Arc<super::holds::HoldBook>,
+    /// Which SKUs have units available, for browsing.
+    pub in_stock: Arc<InStock>,
 }
 
 /// How a new actor gets its ledger.
@@ -208,6 +212,9 @@ pub struct SkuActor {
     expiry_timer: Option<(u64, SpawnHandle)>,
     /// Available units last announced on the event feed.
     announced: Option<u64>,
+    /// Whether units were available at the last change sent to the WAL, as
+    /// `in_stock` will show it once durable.
+    in_stock: Option<bool>,
     /// The hold-book place of the reservation being answered, if it has one.
     place: Option<super::holds::HoldPlace>,
     /// Being removed from its product: no snapshot, no parking.
@@ -237,6 +244,7 @@ impl SkuActor {
             last_activity: Instant::now(),
             expiry_timer: None,
             announced: None,
+            in_stock: None,
             place: None,
             retired: false,
         }
@@ -385,10 +393,14 @@ impl SkuActor {
             unacked.fetch_add(1, Ordering::AcqRel);
             self.records_since_snapshot += 1;
             let publish = self.announcement();
+            let in_stock = self.in_stock_change();
             self.deps.wal.append_published(
                 &record,
                 Some(Box::new(move || {
                     unacked.fetch_sub(1, Ordering::AcqRel);
+                    if let Some((levels, sku, available)) = in_stock {
+                        levels.set(sku, available);
+                    }
                     if let Some(ack) = ack {
                         ack();
                     }
@@ -445,6 +457,17 @@ impl SkuActor {
         deps.wal
             .snapshot(EntityKey::Sku(sku.0), &body, ack)
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether units are available after the change being logged, when
+    /// that differs from the last change (shown once durable).
+    fn in_stock_change(&mut self) -> Option<(Arc<InStock>, SkuId, bool)> {
+        let available = self.ledger.as_ref()?.available() > 0;
+        if self.in_stock == Some(available) {
+            return None;
+        }
+        self.in_stock = Some(available);
+        Some((self.deps.in_stock.clone(), self.sku, available))
     }
 
     /// The feed item for the ledger's available units, if they changed since
@@ -609,6 +632,7 @@ impl Supervised for SkuActor {
         self.expiry_timer = None;
         // The rebuilt ledger announces itself afresh.
         self.announced = None;
+        self.in_stock = None;
         self.init = Some(Init::Rebuild);
     }
 }

@@ -14,6 +14,7 @@ use crate::actors::holds::HoldBook;
 use crate::actors::orders::{OrderDeps, Orders};
 use crate::actors::registry::{Registry, SkuInfo};
 use crate::actors::sku::{SkuDeps, SkuHome};
+use crate::actors::InStock;
 use crate::auth::{PasswordHasher, PasswordParams, TokenKeys};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -67,6 +68,7 @@ pub(super) async fn start(
     );
     let inventory = Inventory::new(InventoryDeps {
         registry: stock.registry.clone(),
+        in_stock: stock.in_stock.clone(),
         holds: stock.holds.clone(),
         drops: drops.clone(),
         directory: identity.clone(),
@@ -90,6 +92,7 @@ pub(super) async fn start(
             versions: open_histories(&config, &store, &stock)?,
             clock: clock.clone(),
             low_stock_threshold: config.stock.low_stock_threshold,
+            browse_scan_max: config.catalog.browse_scan_max,
         },
     );
     let sandbox = start_payments(&config, &store, &threads)?;
@@ -338,6 +341,7 @@ struct Stock {
     registry: Arc<Registry>,
     holds: Arc<HoldBook>,
     watched: Arc<Watched>,
+    in_stock: Arc<InStock>,
     products: Vec<Arc<Product>>,
     /// SKUs with open holds: their actors start at once, to expire them.
     open_reservations: Vec<SkuId>,
@@ -376,6 +380,7 @@ fn start_stock(
     recovered: &mut Recovered,
 ) -> Result<Stock, StartError> {
     let watched = Arc::new(Watched::default());
+    let in_stock = Arc::new(InStock::default());
     let holds = HoldBook::new();
     for ledger in recovered.ledgers.values() {
         for buyer in ledger.open_buyers() {
@@ -384,7 +389,7 @@ fn start_stock(
     }
     let deps = {
         let (wal, store, clock) = (wal.clone(), store.clone(), clock.clone());
-        let (watched, holds) = (watched.clone(), holds.clone());
+        let (watched, holds, in_stock) = (watched.clone(), holds.clone(), in_stock.clone());
         let limits = config.ledger_limits();
         let snapshots = config.snapshots.clone();
         let idle_timeout = Duration::from_secs(config.actors.idle_timeout_s);
@@ -400,6 +405,7 @@ fn start_stock(
             registry,
             watched,
             holds,
+            in_stock,
         }
     };
     let registry = Registry::new(
@@ -416,6 +422,7 @@ fn start_stock(
             let sku_id = SkuId(sku.id);
             let ledger = ledgers.remove(&sku_id);
             if let Some(ledger) = &ledger {
+                in_stock.set(sku_id, ledger.available() > 0);
                 let weak = Arc::downgrade(&registry);
                 let ack: persistence::Ack = Box::new(move || {
                     if let Some(registry) = weak.upgrade() {
@@ -463,6 +470,7 @@ fn start_stock(
         registry,
         holds,
         watched,
+        in_stock,
         products,
         open_reservations,
     })

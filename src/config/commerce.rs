@@ -1,9 +1,37 @@
-//! `[cart]`, `[orders]` and `[payments]`: carts, the checkout saga and the payment provider.
+//! `[catalog]`, `[cart]`, `[orders]` and `[payments]`: browsing, carts, the
+//! checkout saga and the payment provider.
 
 use serde::{Deserialize, Serialize};
 
 use super::{check_secret, Secret};
 use super::{invalid, range, ConfigError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// A browsing question looks at this many products at most; past it the
+    /// page is short and its cursor goes on from where the walk stopped.
+    pub browse_scan_max: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            browse_scan_max: 20_000,
+        }
+    }
+}
+
+impl CatalogConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        range(
+            "catalog.browse_scan_max",
+            self.browse_scan_max,
+            100,
+            10_000_000,
+        )
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -18,7 +18,7 @@ mod server;
 mod stock;
 mod storage;
 
-pub use commerce::{CartConfig, OrdersConfig, PaymentsConfig};
+pub use commerce::{CartConfig, CatalogConfig, OrdersConfig, PaymentsConfig};
 pub use events::{NotificationsConfig, OutboundConfig, WsConfig};
 pub use identity::{AuthConfig, TenantConfig, JWT_SECRET_MIN_BYTES};
 use secret::PUBLISHED_SECRETS;
@@ -42,6 +42,7 @@ pub struct Config {
     pub drops: DropsConfig,
     pub ws: WsConfig,
     pub admission: AdmissionConfig,
+    pub catalog: CatalogConfig,
     pub cart: CartConfig,
     pub orders: OrdersConfig,
     pub payments: PaymentsConfig,
@@ -222,6 +223,7 @@ impl Config {
             self.auth.access_ttl_s,
             10 * 366 * 86_400,
         )?;
+        self.catalog.validate()?;
         self.cart.validate()?;
         self.orders.validate()?;
         self.payments.validate()?;

@@ -1,6 +1,7 @@
 //! The rules of flashdrop as plain Rust: no I/O, no actix, no async.
 //! Everything here is deterministic given its inputs (time is passed in).
 
+pub mod browse;
 pub mod cart;
 pub mod category;
 pub mod drop;

@@ -129,6 +129,19 @@ pub fn lists_product(who: Option<&Principal>, owner: TenantId, status: ProductSt
     status.on_sale() || who.is_some_and(|w| sees_store(w, owner))
 }
 
+/// Whether browsing shows `who` a product in `status` of store `owner`:
+/// what `lists_product` lists, and of a suspended store only to its own
+/// sellers and platform admins.
+pub fn browses_product(
+    who: Option<&Principal>,
+    owner: TenantId,
+    status: ProductStatus,
+    owner_suspended: bool,
+) -> bool {
+    lists_product(who, owner, status)
+        && (!owner_suspended || who.is_some_and(|w| sees_store(w, owner)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +314,14 @@ mod tests {
             assert_eq!(lists_product(who, STORE, Draft), draft, "{name}");
             assert!(reads_product(who, STORE, Active) && reads_product(who, STORE, Archived));
             assert!(lists_product(who, STORE, Active), "{name}");
+            // Browsing: the same, and a suspended store's products only to
+            // those who see the store (the ones who list its drafts).
+            assert_eq!(browses_product(who, STORE, Draft, false), draft, "{name}");
+            assert!(browses_product(who, STORE, Active, false), "{name}");
+            assert_eq!(browses_product(who, STORE, Active, true), draft, "{name}");
         }
+        assert!(!browses_product(None, STORE, Active, true));
+        assert!(browses_product(None, STORE, Active, false));
         assert!(!reads_product(None, STORE, Draft));
         assert!(reads_product(None, STORE, Archived));
         assert!(!lists_product(None, STORE, Archived));

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod browse;
 pub mod cart;
 pub mod categories;
 pub mod drops;
@@ -113,7 +114,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
                 .route(web::patch().to(categories::update))
                 .route(web::delete().to(categories::delete)),
         )
-        .service(resource("/v1/products").route(web::post().to(products::create_product)))
+        .service(
+            resource("/v1/products")
+                .route(web::get().to(browse::browse_products))
+                .route(web::post().to(products::create_product)),
+        )
         .service(
             resource("/v1/products/{id}")
                 .route(web::get().to(products::get_product))

@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, cart, categories, drops, error, notifications, ops, orders, product_variants,
-    product_versions, products, reservations, social, stock, tenants, ws,
+    audit, auth, browse, cart, categories, drops, error, notifications, ops, orders,
+    product_variants, product_versions, products, reservations, social, stock, tenants, ws,
 };
 
 /// The problems every route of a kind can answer, added to each operation
@@ -151,6 +151,7 @@ impl Modify for BearerAuth {
         social::get_creator,
         social::creator_products,
         audit::list_audit,
+        browse::browse_products,
         products::create_product,
         products::get_product,
         products::replace_product,

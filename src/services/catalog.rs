@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::registry::SkuInfo;
 use crate::clock::Clock;
+use crate::domain::browse::BrowseQuery;
 use crate::domain::product::{Product, Sku, ValidProduct};
 use crate::domain::product_version::{self, ProductVersion, RollbackError, VersionCause};
 use crate::domain::{DropId, SkuId, StockError, TenantKey};
@@ -26,6 +27,7 @@ use crate::persistence::{
 
 use super::categories::{category_of, Categories};
 use super::inventory::{Inventory, InventoryError};
+use super::listings::{Listings, Page, Scope};
 use super::OpenLines;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +103,8 @@ pub struct CatalogDeps {
     pub clock: Arc<dyn Clock>,
     /// `stock.low_stock_threshold`: a new SKU's first threshold.
     pub low_stock_threshold: u64,
+    /// `catalog.browse_scan_max`: products a browsing question looks at.
+    pub browse_scan_max: usize,
 }
 
 pub struct Catalog {
@@ -110,6 +114,8 @@ pub struct Catalog {
     /// Each store's products (tenant id text → product ids, oldest first:
     /// ids are time-ordered UUIDs); its size is the plan's product count.
     by_tenant: DashMap<String, BTreeSet<u128>>,
+    /// Durable products as browsing finds them.
+    listings: Listings,
     /// Serialises product creation so SKU codes stay unique.
     create_lock: parking_lot::Mutex<()>,
     /// Serialises product changes from version check to publication, which
@@ -125,6 +131,7 @@ impl Catalog {
     pub fn new(recovered: Vec<Arc<Product>>, deps: CatalogDeps) -> Arc<Self> {
         let products = DashMap::new();
         let by_tenant: DashMap<String, BTreeSet<u128>> = DashMap::new();
+        let listings = Listings::new(deps.browse_scan_max);
         let mut max_sku = 0;
         for product in recovered {
             max_sku = product.skus.iter().map(|s| s.id).fold(max_sku, u64::max);
@@ -135,12 +142,14 @@ impl Catalog {
                 .entry(product.tenant.clone())
                 .or_default()
                 .insert(product.id);
+            listings.put(product.clone());
             products.insert(product.id, product);
         }
         Arc::new(Self {
             deps,
             products,
             by_tenant,
+            listings,
             create_lock: parking_lot::Mutex::new(()),
             edit_lock: tokio::sync::Mutex::new(()),
             next_sku_id: AtomicU64::new(max_sku + 1),
@@ -216,6 +225,7 @@ impl Catalog {
         };
         durable.await.map_err(|_| CatalogError::Unavailable)?;
         self.products.insert(product.id, product.clone());
+        self.listings.put(product.clone());
         metrics::counter!("flashdrop_products_created_total").increment(1);
         Ok(product)
     }
@@ -388,6 +398,7 @@ impl Catalog {
         let (rx, after) = durable;
         rx.await.map_err(|_| CatalogError::Unavailable)?;
         self.products.insert(id, after.clone());
+        self.listings.put(after.clone());
         self.deps.inventory.update_product(&after);
         for sku in std::mem::take(&mut retiring.skus) {
             self.forget_sku(sku)?;
@@ -573,6 +584,38 @@ impl Catalog {
             .filter(|p| shown(p))
             .take(limit)
             .collect()
+    }
+
+    /// A page of the products that answer `query` and that `visible` shows
+    /// the caller, from the browsing index; a category is taken with its
+    /// descendants as the tree is now.
+    pub fn browse(
+        &self,
+        query: &BrowseQuery,
+        visible: impl Fn(&Product) -> bool,
+    ) -> Result<Page, CatalogError> {
+        let categories = match query.category {
+            Some(id) => Some(
+                self.deps
+                    .categories
+                    .descendants_and_self(id)
+                    .map_err(|_| CatalogError::NoSuchCategory(id.0))?
+                    .into_iter()
+                    .collect::<HashSet<_>>(),
+            ),
+            None => None,
+        };
+        let store = query.store.map(TenantKey::of_store);
+        let scope = Scope {
+            categories: categories.as_ref(),
+            store: store.as_ref().map(TenantKey::as_str),
+        };
+        let inventory = &self.deps.inventory;
+        let page = self
+            .listings
+            .page(query, &scope, visible, |sku| inventory.has_stock(sku));
+        metrics::histogram!("flashdrop_browse_scanned").record(page.scanned as f64);
+        Ok(page)
     }
 
     /// How many products a store owns (kept as products are created).

@@ -15,6 +15,7 @@ use crate::actors::drops::{DropEntry, Drops, DropsError};
 use crate::actors::holds::{HoldBook, HoldPlace, TooManyHolds};
 use crate::actors::registry::{Registry, SendError, SkuInfo};
 use crate::actors::sku::{Reply, SkuCommand};
+use crate::actors::InStock;
 use crate::clock::Clock;
 use crate::domain::product::Product;
 use crate::domain::stock::{
@@ -101,6 +102,8 @@ pub trait StockPort: Send + Sync {
 /// What the inventory service is built from.
 pub struct InventoryDeps {
     pub registry: Arc<Registry>,
+    /// Which SKUs have units available (kept by the SKU actors).
+    pub in_stock: Arc<InStock>,
     pub holds: Arc<HoldBook>,
     pub drops: Arc<Drops>,
     pub directory: Arc<DirectoryService>,
@@ -111,6 +114,7 @@ pub struct InventoryDeps {
 
 pub struct Inventory {
     registry: Arc<Registry>,
+    in_stock: Arc<InStock>,
     holds: Arc<HoldBook>,
     drops: Arc<Drops>,
     directory: Arc<DirectoryService>,
@@ -122,6 +126,7 @@ impl Inventory {
     pub fn new(deps: InventoryDeps) -> Arc<Self> {
         Arc::new(Self {
             registry: deps.registry,
+            in_stock: deps.in_stock,
             holds: deps.holds,
             drops: deps.drops,
             directory: deps.directory,
@@ -199,6 +204,13 @@ impl Inventory {
     /// (the caller logs its `Deleted` record).
     pub fn forget(&self, sku: SkuId) {
         self.registry.remove(sku);
+        self.in_stock.set(sku, false);
+    }
+
+    /// Whether `sku` had units available at its last durable change (read
+    /// without asking its actor).
+    pub fn has_stock(&self, sku: SkuId) -> bool {
+        self.in_stock.get(sku)
     }
 
     /// How many SKUs exist.

@@ -1,12 +1,14 @@
 //! Services that are not actors: identity (accounts, sessions, stores and
 //! staff, follows, audit), inventory (SKU routing and stock), the catalog,
-//! the category tree and the count of unsettled orders per SKU, each built
+//! the browsing index, the category tree and the count of unsettled orders
+//! per SKU, each built
 //! from the dependencies it names.
 
 pub mod catalog;
 pub mod categories;
 pub mod identity;
 pub mod inventory;
+pub mod listings;
 pub mod open_lines;
 
 pub use catalog::{Catalog, CatalogDeps, CatalogError};

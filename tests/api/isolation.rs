@@ -353,3 +353,49 @@ async fn only_platform_admins_see_every_store() {
     assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
     world.app.stop().await;
 }
+
+#[actix_web::test]
+async fn browsing_shows_a_stores_drafts_only_to_its_own_sellers() {
+    let world = World::new().await;
+    let draft = world
+        .call(
+            "POST",
+            "/v1/products",
+            &world.b_admin,
+            Some(json!({"status": "draft", "title": "B secret", "skus": [{"sku": "B-DRAFT", "price": {"amount": 1, "currency": "USD"}}]})),
+        )
+        .await;
+    assert_eq!(draft.status, StatusCode::CREATED, "{:?}", draft.body);
+    let titles = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = world.path("/v1/products?store={b_tenant}");
+    for who in [Who::OtherAdmin, Who::OtherStaff, Who::Buyer] {
+        for query in ["", "&status=draft"] {
+            let seen = world
+                .call("GET", &format!("{path}{query}"), world.token(who), None)
+                .await;
+            assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+            assert!(
+                !titles(&seen.body).contains(&"B secret".to_owned()),
+                "{query}: {:?}",
+                seen.body
+            );
+        }
+    }
+    let own = world
+        .call(
+            "GET",
+            &format!("{path}&status=draft"),
+            &world.own_staff,
+            None,
+        )
+        .await;
+    assert_eq!(titles(&own.body), vec!["B secret".to_owned()]);
+    world.app.stop().await;
+}

@@ -5,6 +5,7 @@ mod admission;
 mod audit;
 mod auth;
 mod bad_input;
+mod browse;
 mod cart;
 mod categories;
 mod contention;
