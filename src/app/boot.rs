@@ -30,7 +30,10 @@ use crate::persistence::{
     self, EntityKey, Recovered, RecoveryMode, SnapshotBody, Store, WalHandle, WalSettings,
 };
 use crate::services::identity::{DirectoryDeps, DirectoryService};
-use crate::services::{Catalog, CatalogDeps, Categories, Inventory, InventoryDeps, OpenLines};
+use crate::services::{
+    Catalog, CatalogDeps, Categories, ImportDeps, ImportSettings, Imports, Inventory,
+    InventoryDeps, OpenLines,
+};
 
 use super::{Externals, Node, Runtime, Services, StartError};
 
@@ -52,7 +55,7 @@ pub(super) async fn start(
     let dirty_products = wal_only_products(&recovered);
     let (wal, wal_thread) = start_wal_writer(&store, &config, feed, &mut recovered);
     snapshot_wal_only_state(&wal, &recovered).await?;
-    let threads = Threads::new(&config, arbiters);
+    let mut threads = Threads::new(&config, arbiters);
     let identity = start_identity(&config, &wal, &store, &clock, &mut recovered)?;
     let stock = start_stock(&config, &wal, &store, &clock, &threads, &mut recovered)?;
     let hub = start_hub(&config, &stock, &identity);
@@ -95,6 +98,15 @@ pub(super) async fn start(
             browse_scan_max: config.catalog.browse_scan_max,
         },
     );
+    let imports = start_imports(
+        &config,
+        &store,
+        &wal,
+        &clock,
+        &catalog,
+        &identity,
+        &mut threads,
+    )?;
     let sandbox = start_payments(&config, &store, &threads)?;
     let outbound = Outbound::new(
         crate::domain::outbound::OutboundPolicy::new(config.outbound_allowed()),
@@ -139,6 +151,7 @@ pub(super) async fn start(
         inventory,
         catalog,
         categories,
+        imports,
         drops,
         carts,
         orders,
@@ -517,6 +530,42 @@ fn start_drops(
         threads.events.clone(),
         Duration::from_millis(config.drops.room_tick_ms),
     )
+}
+
+/// Import jobs, their runner on a thread of its own (reading a file must
+/// not delay the event loop) and the jobs a restart interrupted, resumed.
+fn start_imports(
+    config: &Config,
+    store: &Arc<Store>,
+    wal: &WalHandle,
+    clock: &Arc<dyn Clock>,
+    catalog: &Arc<Catalog>,
+    identity: &Arc<DirectoryService>,
+    threads: &mut Threads,
+) -> Result<Arc<Imports>, StartError> {
+    let jobs = persistence::ImportJobs::open(store, &config.storage.data_dir)
+        .map_err(StartError::Recovery)?;
+    let directory = identity.clone();
+    let c = &config.catalog;
+    let (imports, queue) = Imports::new(ImportDeps {
+        catalog: catalog.clone(),
+        quota: Arc::new(move |tenant| directory.max_products(tenant)),
+        jobs,
+        wal: wal.clone(),
+        clock: clock.clone(),
+        limits: config.edit_limits(),
+        settings: ImportSettings {
+            max_bytes: c.import_max_bytes,
+            errors_kept: c.import_errors_kept,
+            batch_products: c.import_batch_products,
+            unfinished_per_store: c.imports_per_store,
+        },
+    })
+    .map_err(|e| StartError::Internal(format!("import jobs: {e}")))?;
+    let runner = Arbiter::new();
+    runner.spawn(imports.clone().run(queue));
+    threads.own.push(runner);
+    Ok(imports)
 }
 
 /// The sandbox payment provider, and the loop that sends its webhooks.

@@ -25,7 +25,7 @@ use crate::events::Hub;
 use crate::payments::{PaymentGateway, SandboxGateway};
 use crate::persistence::{self, RecoveryStats, Store, WalHandle, WalOp};
 use crate::services::identity::DirectoryService;
-use crate::services::{Catalog, Categories, Inventory};
+use crate::services::{Catalog, Categories, Imports, Inventory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -73,6 +73,7 @@ pub struct Services {
     pub inventory: Arc<Inventory>,
     pub catalog: Arc<Catalog>,
     pub categories: Arc<Categories>,
+    pub imports: Arc<Imports>,
     pub drops: Arc<Drops>,
     pub carts: Arc<Carts>,
     pub orders: Arc<Orders>,
@@ -150,6 +151,11 @@ impl Node {
 
     pub fn categories(&self) -> &Arc<Categories> {
         &self.services.categories
+    }
+
+    /// Bulk import jobs.
+    pub fn imports(&self) -> &Arc<Imports> {
+        &self.services.imports
     }
 
     pub fn drops(&self) -> &Arc<Drops> {

@@ -12,12 +12,24 @@ pub struct CatalogConfig {
     /// A browsing question looks at this many products at most; past it the
     /// page is short and its cursor goes on from where the walk stopped.
     pub browse_scan_max: usize,
+    /// An import file is at most this many bytes (413 past it).
+    pub import_max_bytes: u64,
+    /// Row errors kept per import job; all of them are counted.
+    pub import_errors_kept: u64,
+    /// Products an import creates or replaces at once, between two kept positions.
+    pub import_batch_products: usize,
+    /// Import jobs of one store queued or running at once; past it 409 `imports_busy`.
+    pub imports_per_store: usize,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
         Self {
             browse_scan_max: 20_000,
+            import_max_bytes: 64 * 1024 * 1024,
+            import_errors_kept: 10_000,
+            import_batch_products: 512,
+            imports_per_store: 2,
         }
     }
 }
@@ -29,7 +41,26 @@ impl CatalogConfig {
             self.browse_scan_max,
             100,
             10_000_000,
-        )
+        )?;
+        range(
+            "catalog.import_max_bytes",
+            self.import_max_bytes,
+            1024,
+            16 * 1024 * 1024 * 1024,
+        )?;
+        range(
+            "catalog.import_errors_kept",
+            self.import_errors_kept,
+            10,
+            10_000_000,
+        )?;
+        range(
+            "catalog.import_batch_products",
+            self.import_batch_products,
+            1,
+            10_000,
+        )?;
+        range("catalog.imports_per_store", self.imports_per_store, 1, 64)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod category;
 pub mod drop;
 pub mod identity;
 pub mod ids;
+pub mod import;
 pub mod limiter;
 pub mod order;
 pub mod outbound;

@@ -21,7 +21,7 @@ use crate::domain::waiting_room::{CloseReason, QueueError};
 use crate::domain::{InvalidField, NotLive, StockError};
 use crate::services::catalog::InUse;
 use crate::services::identity::{IdentityError, Missing};
-use crate::services::{CatalogError, CategoriesError, InventoryError};
+use crate::services::{CatalogError, CategoriesError, ImportError, InventoryError};
 
 /// Every error kind, its code, status and title. Codes never change once shipped.
 macro_rules! error_table {
@@ -91,6 +91,8 @@ error_table! {
     CategoryNotEmpty => ("category_not_empty", CONFLICT, "The category still holds categories or products"),
     LastVariant => ("last_variant", CONFLICT, "A product keeps at least one variant"),
     VariantInUse => ("variant_in_use", CONFLICT, "The variant has open holds, unsettled orders or an open drop"),
+    ImportNotFound => ("import_not_found", NOT_FOUND, "No such import job"),
+    ImportsBusy => ("imports_busy", CONFLICT, "The store has as many import jobs queued or running as allowed"),
     DropNotFound => ("drop_not_found", NOT_FOUND, "No such drop"),
     DropNotLive => ("drop_not_live", CONFLICT, "The drop is not live"),
     PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
@@ -354,6 +356,20 @@ impl From<CategoriesError> for ApiError {
                     .with("products", Value::from(products))
             }
             CategoryError::TooMany { .. } => ApiError::new(ErrorKind::LimitExceeded, detail),
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(error: ImportError) -> Self {
+        let detail = error.to_string();
+        match error {
+            ImportError::NotFound => ApiError::new(ErrorKind::ImportNotFound, detail),
+            ImportError::Busy(open) => {
+                ApiError::new(ErrorKind::ImportsBusy, detail).with("unfinished", json!(open))
+            }
+            ImportError::TooLarge(_) => ApiError::new(ErrorKind::PayloadTooLarge, detail),
+            ImportError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod categories;
 pub mod drops;
 pub mod error;
 pub mod extract;
+pub mod imports;
 pub mod input;
 pub mod notifications;
 pub mod openapi;
@@ -119,6 +120,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
                 .route(web::get().to(browse::browse_products))
                 .route(web::post().to(products::create_product)),
         )
+        .service(resource("/v1/products/import").route(web::post().to(imports::import_products)))
+        .service(resource("/v1/imports/{id}").route(web::get().to(imports::get_import)))
         .service(
             resource("/v1/products/{id}")
                 .route(web::get().to(products::get_product))

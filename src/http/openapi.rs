@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
 use super::{
-    audit, auth, browse, cart, categories, drops, error, notifications, ops, orders,
+    audit, auth, browse, cart, categories, drops, error, imports, notifications, ops, orders,
     product_variants, product_versions, products, reservations, social, stock, tenants, ws,
 };
 
@@ -153,6 +153,8 @@ impl Modify for BearerAuth {
         audit::list_audit,
         browse::browse_products,
         products::create_product,
+        imports::import_products,
+        imports::get_import,
         products::get_product,
         products::replace_product,
         products::patch_product,

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod book;
+pub mod imports;
 pub mod kinds;
 pub mod orders;
 pub mod queue;
@@ -14,6 +15,7 @@ pub mod versions;
 pub mod wal;
 
 pub use book::Book;
+pub use imports::ImportJobs;
 pub use kinds::Snapshots;
 pub use orders::{OrderArchive, OrderIndex};
 pub use queue::JobQueue;

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::domain::browse::BrowseQuery;
 use crate::domain::product::{Product, Sku, ValidProduct};
 use crate::domain::product_version::{self, ProductVersion, RollbackError, VersionCause};
-use crate::domain::{DropId, SkuId, StockError, TenantKey};
+use crate::domain::{DropId, SkuCode, SkuId, StockError, TenantKey};
 use crate::persistence::{
     self, EntityKey, ProductVersions, RecordBody, RetiredSkus, SnapshotBody, WalHandle, WalRecord,
 };
@@ -559,6 +559,12 @@ impl Catalog {
 
     pub fn product(&self, id: u128) -> Option<Arc<Product>> {
         self.products.get(&id).map(|p| p.clone())
+    }
+
+    /// The product a SKU code belongs to, if any (of any store).
+    pub fn product_of_code(&self, code: &SkuCode) -> Option<Arc<Product>> {
+        let info = self.deps.inventory.sku(code).ok()?;
+        self.product(info.product.id)
     }
 
     pub fn product_count(&self) -> usize {

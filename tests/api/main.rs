@@ -15,6 +15,8 @@ mod expiry;
 mod helpers;
 mod holds;
 mod idempotency;
+mod import_crash;
+mod imports;
 mod isolation;
 mod lifecycle;
 mod live;

@@ -96,3 +96,24 @@ pub async fn send(req: awc::ClientRequest, body: Option<Value>) -> Response {
         body,
     }
 }
+
+/// Sends `body` as it is, with `content_type`.
+pub async fn send_raw(req: awc::ClientRequest, content_type: &str, body: String) -> Response {
+    let mut response = req
+        .insert_header(("content-type", content_type))
+        .send_body(body)
+        .await
+        .expect("request sent");
+    let bytes = response.body().limit(8 << 20).await.expect("body read");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Response {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body,
+    }
+}

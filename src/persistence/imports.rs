@@ -1,0 +1,118 @@
+//! Import jobs on disk: each job's state (JSON, in a tree of its own, keyed
+//! by job id) and its row errors (keyed by job id then line), and the files
+//! being imported, spooled under `imports/` in the data directory until the
+//! job ends. A job's state and the errors of the rows it has read are filed
+//! by the WAL writer (`WalOp::File`) after the records of the products those
+//! rows made, so a kept state never claims a row whose product is not
+//! durable.
+
+use std::path::{Path, PathBuf};
+
+use sled::Tree;
+
+use super::store::{corrupt, Store, StoreError};
+use super::wal::WalOp;
+use crate::domain::import::{ImportJob, RowError};
+
+const JOBS: &str = "import_jobs";
+const ERRORS: &str = "import_errors";
+const SPOOL_DIR: &str = "imports";
+
+fn error_key(job: u128, line: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&job.to_be_bytes());
+    key[16..].copy_from_slice(&line.to_be_bytes());
+    key
+}
+
+#[derive(Clone)]
+pub struct ImportJobs {
+    jobs: Tree,
+    errors: Tree,
+    spool: PathBuf,
+}
+
+impl ImportJobs {
+    pub fn open(store: &Store, data_dir: &Path) -> Result<Self, StoreError> {
+        let spool = data_dir.join(SPOOL_DIR);
+        std::fs::create_dir_all(&spool)
+            .map_err(|e| corrupt("import spool directory", e.to_string()))?;
+        Ok(Self {
+            jobs: store.tree(JOBS)?,
+            errors: store.tree(ERRORS)?,
+            spool,
+        })
+    }
+
+    /// Where job `id`'s file is spooled.
+    pub fn file_of(&self, id: u128) -> PathBuf {
+        self.spool.join(format!("{id:032x}.upload"))
+    }
+
+    /// Files `job` and `errors` (each kept only while fewer than
+    /// `errors_kept` are), in the commit of what was sent before.
+    pub fn filing(
+        &self,
+        job: &ImportJob,
+        errors: Vec<RowError>,
+        errors_kept: u64,
+    ) -> Result<WalOp, StoreError> {
+        let value = serde_json::to_vec(job).map_err(|e| corrupt("import job", e.to_string()))?;
+        let mut entries = Vec::new();
+        let first_index = job.errors.saturating_sub(errors.len() as u64);
+        for (i, error) in errors.iter().enumerate() {
+            if first_index + i as u64 >= errors_kept {
+                break;
+            }
+            let bytes =
+                serde_json::to_vec(error).map_err(|e| corrupt("import error", e.to_string()))?;
+            entries.push((error_key(job.id, error.line), bytes));
+        }
+        let (jobs, errors_tree, id) = (self.jobs.clone(), self.errors.clone(), job.id);
+        Ok(WalOp::File(Box::new(move || {
+            for (key, bytes) in entries {
+                errors_tree.insert(key, bytes)?;
+            }
+            jobs.insert(id.to_be_bytes(), value)?;
+            Ok(())
+        })))
+    }
+
+    pub fn get(&self, id: u128) -> Result<Option<ImportJob>, StoreError> {
+        self.jobs
+            .get(id.to_be_bytes())?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("import job", e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// Jobs that have not finished (to resume after a restart), oldest first.
+    pub fn unfinished(&self) -> Result<Vec<ImportJob>, StoreError> {
+        let mut jobs = Vec::new();
+        for entry in self.jobs.iter() {
+            let (_, bytes) = entry?;
+            let job: ImportJob =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("import job", e.to_string()))?;
+            if !job.state.is_finished() {
+                jobs.push(job);
+            }
+        }
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// A job's kept row errors after line `after`, at most `limit`, by line.
+    pub fn errors(&self, id: u128, after: u64, limit: usize) -> Result<Vec<RowError>, StoreError> {
+        let from = error_key(id, after.saturating_add(1));
+        let to = error_key(id, u64::MAX);
+        self.errors
+            .range(from..=to)
+            .take(limit)
+            .map(|entry| {
+                let (_, bytes) = entry?;
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("import error", e.to_string()))
+            })
+            .collect()
+    }
+}
