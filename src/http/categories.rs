@@ -266,7 +266,7 @@ pub async fn create(
         (status = 404, description = "category_not_found: the category or the new parent", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "category_cycle, slug_taken", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a slug is given only with a new name", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update(

@@ -369,6 +369,10 @@ impl From<ImportError> for ApiError {
                 ApiError::new(ErrorKind::ImportsBusy, detail).with("unfinished", json!(open))
             }
             ImportError::TooLarge(_) => ApiError::new(ErrorKind::PayloadTooLarge, detail),
+            ImportError::BadHeader(error) => ApiError::invalid(vec![InvalidField::new(
+                format!("header.{}", error.field),
+                error.reason,
+            )]),
             ImportError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
         }
     }

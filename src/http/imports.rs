@@ -176,7 +176,7 @@ fn format_of(req: &HttpRequest) -> Result<ImportFormat, ApiError> {
         (status = 409, description = "imports_busy: the store has as many jobs unfinished as allowed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large: past catalog.import_max_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "an empty file", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "an empty file, or a CSV header that is not the import layout's (`header.<column>`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn import_products(
@@ -243,6 +243,17 @@ pub async fn import_products(
     let bytes = match written {
         Ok(0) => Err(InvalidField::new("body", "the file is empty").into()),
         other => other,
+    };
+    let bytes = match bytes {
+        Ok(bytes) => {
+            let (checker, spooled) = (imports.clone(), path.clone());
+            web::block(move || checker.check_header(format, &spooled))
+                .await
+                .map_err(|_| ApiError::new(ErrorKind::Unavailable, "the import file was not read"))
+                .and_then(|checked| checked.map_err(ApiError::from))
+                .map(|()| bytes)
+        }
+        error => error,
     };
     let bytes = match bytes {
         Ok(bytes) => bytes,

@@ -175,7 +175,7 @@ pub async fn set_stock(
         (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "insufficient_on_hand or stock_below_reserved", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed, or limit_exceeded: the warehouse's on-hand after the adjustment would pass the per-warehouse bound", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn adjust_stock(

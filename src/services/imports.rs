@@ -49,6 +49,8 @@ pub enum ImportError {
     Busy(usize),
     #[error("the file is larger than {0} bytes (catalog.import_max_bytes)")]
     TooLarge(u64),
+    #[error("the header names no import layout: {} {}", .0.field, .0.reason)]
+    BadHeader(RowError),
     #[error("the engine cannot serve this request now")]
     Unavailable,
 }
@@ -127,6 +129,30 @@ impl Imports {
         }
         let id = uuid::Uuid::now_v7().as_u128();
         Ok((id, self.deps.jobs.file_of(id)))
+    }
+
+    /// Refuses a spooled CSV file whose header is not one of the import
+    /// layout (unknown, repeated or missing columns) before any job is
+    /// made of it; JSON lines have no header.
+    pub fn check_header(
+        &self,
+        format: ImportFormat,
+        path: &std::path::Path,
+    ) -> Result<(), ImportError> {
+        if format != ImportFormat::Csv {
+            return Ok(());
+        }
+        let file = std::fs::File::open(path).map_err(|error| {
+            tracing::error!(%error, "reading an import file");
+            ImportError::Unavailable
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(1 << 12, file));
+        read_header(&mut reader)
+            .map(drop)
+            .map_err(ImportError::BadHeader)
     }
 
     /// Queues job `id` for its spooled file of `bytes` (already durable);
@@ -524,6 +550,17 @@ fn refused(
     Ok((Outcome::Failed, errors))
 }
 
+/// The layout a CSV file's first record (its header) names: the check
+/// an upload gets before its job is accepted, and a job before its rows.
+pub fn read_header<R: std::io::Read>(reader: &mut csv::Reader<R>) -> Result<Layout, RowError> {
+    let mut header = csv::StringRecord::new();
+    match reader.read_record(&mut header) {
+        Ok(true) => Layout::from_header(&header.iter().collect::<Vec<_>>()),
+        Ok(false) => Err(RowError::new(1, "row", "the file is empty")),
+        Err(e) => Err(RowError::new(1, "row", e.to_string())),
+    }
+}
+
 /// A file's rows, from a job's kept position.
 struct RowReader {
     kind: Kind,
@@ -560,16 +597,7 @@ impl RowReader {
                     .from_reader(BufReader::with_capacity(1 << 16, file));
                 // A job kept before its first product still reads its header.
                 let layout = if job.offset == 0 {
-                    let mut header = csv::StringRecord::new();
-                    match reader.read_record(&mut header) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            return Err(Some(RowError::new(1, "row", "the file is empty")))
-                        }
-                        Err(e) => return Err(Some(RowError::new(1, "row", e.to_string()))),
-                    }
-                    let names: Vec<&str> = header.iter().collect();
-                    let layout = Layout::from_header(&names).map_err(Some)?;
+                    let layout = read_header(&mut reader).map_err(Some)?;
                     job.header = layout.names();
                     layout
                 } else {

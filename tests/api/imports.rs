@@ -283,7 +283,7 @@ async fn json_lines_import_alike_and_bad_uploads_are_refused() {
     let tee = app.stock("JL-M").await;
     assert_eq!(tee["sku"], "JL-M");
 
-    // A bad header fails the job and says why; nothing is created.
+    // A bad header is refused before a job is made, and says why.
     let header = upload(
         &app.client,
         &app.base,
@@ -292,17 +292,23 @@ async fn json_lines_import_alike_and_bad_uploads_are_refused() {
         "handle,sku,price,currency,colour\nx,X-1,1,EUR,red\n".into(),
     )
     .await;
-    let job = finished(
-        &app.client,
-        &app.base,
-        &token,
-        header.body["id"].as_str().unwrap(),
-    )
-    .await;
-    assert_eq!(job["state"], "failed");
-    assert!(
-        job["failure"].as_str().unwrap().contains("colour"),
-        "{job:?}"
+    assert_eq!(
+        header.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        header.body
+    );
+    assert_eq!(
+        header.body["errors"][0]["field"], "header.colour",
+        "{:?}",
+        header.body
+    );
+    let missing = upload(&app.client, &app.base, &token, "text/csv", "{}".into()).await;
+    assert_eq!(
+        missing.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        missing.body
     );
     assert_eq!(
         app.get_as("/v1/skus/X-1/stock", None).await.status,
