@@ -197,7 +197,8 @@ pub async fn import_products(
     if declared.is_some_and(|n| n > max) {
         return Err(crate::services::ImportError::TooLarge(max).into());
     }
-    let (id, path) = imports.reserve(seller.tenant)?;
+    let upload = imports.reserve(seller.tenant)?;
+    let (id, path) = (upload.id, upload.path.clone());
     let spool = path.clone();
     let written = async {
         let mut file = Some(
@@ -263,7 +264,9 @@ pub async fn import_products(
         }
     };
     let by = author_of(&seller);
-    let job = imports.start(id, seller.tenant, &by, format, bytes).await?;
+    let job = imports
+        .start(upload, seller.tenant, &by, format, bytes)
+        .await?;
     engine
         .0
         .directory()

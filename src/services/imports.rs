@@ -78,7 +78,59 @@ pub struct Imports {
     deps: ImportDeps,
     /// Jobs queued or running, as they are now (fresher than the kept state).
     live: Mutex<HashMap<u128, ImportJob>>,
+    /// Uploads being received, per store: counted with its unfinished jobs.
+    uploads: Uploads,
     queue: mpsc::UnboundedSender<u128>,
+}
+
+/// Uploads under way per store (tenant id → count). A store's unfinished
+/// jobs include them, so two uploads at once cannot both pass
+/// `unfinished_per_store`. Lock order: this map, then `Imports::live`.
+#[derive(Debug, Default, Clone)]
+struct Uploads(Arc<Mutex<HashMap<u128, usize>>>);
+
+impl Uploads {
+    /// One more upload of `tenant` when it and the store's `jobs()` stay
+    /// within `max`; `Err` with how many are unfinished otherwise.
+    fn take(&self, tenant: u128, max: usize, jobs: impl FnOnce() -> usize) -> Result<(), usize> {
+        let mut uploads = self.0.lock();
+        let open = jobs() + uploads.get(&tenant).copied().unwrap_or(0);
+        if open >= max {
+            return Err(open);
+        }
+        *uploads.entry(tenant).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// `tenant`'s upload ended (as a job made under the lock, or not at all).
+    fn give_back(&self, tenant: u128, then: impl FnOnce()) {
+        let mut uploads = self.0.lock();
+        then();
+        if let Some(n) = uploads.get_mut(&tenant) {
+            *n -= 1;
+            if *n == 0 {
+                uploads.remove(&tenant);
+            }
+        }
+    }
+}
+
+/// A store's place for one upload, with the job id and file it is for;
+/// given back when dropped unless `Imports::start` made a job of it.
+#[derive(Debug)]
+pub struct Upload {
+    pub id: u128,
+    pub path: std::path::PathBuf,
+    tenant: u128,
+    uploads: Option<Uploads>,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(uploads) = self.uploads.take() {
+            uploads.give_back(self.tenant, || {});
+        }
+    }
 }
 
 /// What reading a file gives: a row, or a row that is not one, with the
@@ -98,6 +150,7 @@ impl Imports {
         let imports = Arc::new(Self {
             deps,
             live: Mutex::new(HashMap::new()),
+            uploads: Uploads::default(),
             queue,
         });
         for mut job in imports.deps.jobs.unfinished()? {
@@ -115,20 +168,27 @@ impl Imports {
         self.deps.settings
     }
 
-    /// Where an upload for a new job goes, and the job's id; refused when
-    /// the store has too many jobs unfinished.
-    pub fn reserve(&self, tenant: TenantId) -> Result<(u128, std::path::PathBuf), ImportError> {
-        let open = self
-            .live
-            .lock()
-            .values()
-            .filter(|j| j.tenant_id == tenant.0)
-            .count();
-        if open >= self.deps.settings.unfinished_per_store {
-            return Err(ImportError::Busy(open));
-        }
+    /// A place for an upload of `tenant`: the new job's id and where its
+    /// file goes; refused when the store's unfinished jobs and uploads
+    /// under way reach `catalog.imports_per_store`.
+    pub fn reserve(&self, tenant: TenantId) -> Result<Upload, ImportError> {
+        let jobs = || {
+            self.live
+                .lock()
+                .values()
+                .filter(|j| j.tenant_id == tenant.0)
+                .count()
+        };
+        self.uploads
+            .take(tenant.0, self.deps.settings.unfinished_per_store, jobs)
+            .map_err(ImportError::Busy)?;
         let id = uuid::Uuid::now_v7().as_u128();
-        Ok((id, self.deps.jobs.file_of(id)))
+        Ok(Upload {
+            id,
+            path: self.deps.jobs.file_of(id),
+            tenant: tenant.0,
+            uploads: Some(self.uploads.clone()),
+        })
     }
 
     /// Refuses a spooled CSV file whose header is not one of the import
@@ -155,16 +215,17 @@ impl Imports {
             .map_err(ImportError::BadHeader)
     }
 
-    /// Queues job `id` for its spooled file of `bytes` (already durable);
+    /// Queues `upload`'s job for its spooled file of `bytes` (already durable);
     /// answers once the job itself is kept.
     pub async fn start(
         &self,
-        id: u128,
+        mut upload: Upload,
         tenant: TenantId,
         by: &str,
         format: ImportFormat,
         bytes: u64,
     ) -> Result<ImportJob, ImportError> {
+        let id = upload.id;
         let job = ImportJob {
             id,
             tenant_id: tenant.0,
@@ -186,7 +247,12 @@ impl Imports {
             resumed: 0,
         };
         self.keep(&job, Vec::new()).await?;
-        self.live.lock().insert(id, job.clone());
+        // The upload becomes the job under the uploads' lock: counted once.
+        if let Some(uploads) = upload.uploads.take() {
+            uploads.give_back(tenant.0, || {
+                self.live.lock().insert(id, job.clone());
+            });
+        }
         self.queue.send(id).map_err(|_| ImportError::Unavailable)?;
         metrics::counter!("flashdrop_imports_started_total").increment(1);
         Ok(job)
@@ -710,5 +776,44 @@ impl RowReader {
             Kind::Csv { reader, .. } => self.base.1 + reader.position().line() - 1,
             Kind::Lines { line, .. } => *line,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_under_way_count_with_a_stores_jobs_and_are_given_back() {
+        let uploads = Uploads::default();
+        // One job running, room for two: one upload may start, not a second.
+        assert_eq!(uploads.take(7, 2, || 1), Ok(()));
+        assert_eq!(uploads.take(7, 2, || 1), Err(2));
+        // Another store is not held up.
+        assert_eq!(uploads.take(8, 2, || 0), Ok(()));
+        // The upload becomes a job: counted once, as the job.
+        let mut jobs = 1;
+        uploads.give_back(7, || jobs += 1);
+        assert_eq!(uploads.take(7, 2, || jobs), Err(2));
+        // The first job finishes: room for one upload again.
+        assert_eq!(uploads.take(7, 2, || jobs - 1), Ok(()));
+        uploads.give_back(7, || {});
+        uploads.give_back(8, || {});
+        assert!(uploads.0.lock().is_empty(), "no count is left behind");
+    }
+
+    #[test]
+    fn an_upload_dropped_before_its_job_gives_its_place_back() {
+        let uploads = Uploads::default();
+        uploads.take(3, 1, || 0).unwrap();
+        let upload = Upload {
+            id: 1,
+            path: std::path::PathBuf::from("unused"),
+            tenant: 3,
+            uploads: Some(uploads.clone()),
+        };
+        assert_eq!(uploads.take(3, 1, || 0), Err(1));
+        drop(upload);
+        assert_eq!(uploads.take(3, 1, || 0), Ok(()));
     }
 }
