@@ -92,7 +92,7 @@ pub(super) async fn start(
             retired: persistence::RetiredSkus::open(&store).map_err(StartError::Recovery)?,
             categories: categories.clone(),
             wal: wal.clone(),
-            versions: open_histories(&config, &store, &stock)?,
+            versions: open_histories(&config, &store, &stock, &recovered.products_from_wal)?,
             clock: clock.clone(),
             low_stock_threshold: config.stock.low_stock_threshold,
             browse_scan_max: config.catalog.browse_scan_max,
@@ -361,11 +361,13 @@ struct Stock {
 }
 
 /// The products' version histories, started from the current versions for
-/// data written before histories.
+/// data written before histories, and given back the entries a torn last
+/// commit lost of the products replayed from the WAL (`from_wal`).
 fn open_histories(
     config: &Config,
     store: &Arc<Store>,
     stock: &Stock,
+    from_wal: &[u128],
 ) -> Result<persistence::ProductVersions, StartError> {
     let versions = persistence::ProductVersions::open(store, config.retention.product_versions)
         .map_err(StartError::Recovery)?;
@@ -376,6 +378,22 @@ fn open_histories(
         tracing::info!(
             products = backfilled,
             "product histories started from current versions"
+        );
+    }
+    let from_wal: std::collections::HashSet<u128> = from_wal.iter().copied().collect();
+    let repaired = versions
+        .repair(
+            stock
+                .products
+                .iter()
+                .filter(|p| from_wal.contains(&p.id))
+                .map(|p| p.as_ref()),
+        )
+        .map_err(StartError::Recovery)?;
+    if repaired > 0 {
+        tracing::warn!(
+            products = repaired,
+            "product versions whose history entry a crash lost were filed again"
         );
     }
     Ok(versions)

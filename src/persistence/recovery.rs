@@ -47,6 +47,10 @@ impl RecoveryStats {
 
 pub struct Recovered {
     pub products: HashMap<u128, Product>,
+    /// Products whose state came from a WAL record replayed here (not only a
+    /// snapshot): the ones a torn last commit may have left without the
+    /// history entry filed after their record.
+    pub products_from_wal: Vec<u128>,
     /// Every account, store, session, invitation and follow (audit entries stay on disk).
     pub directory: Vec<Entity>,
     /// Directory entities (audit entries included) whose latest state is only
@@ -260,6 +264,7 @@ pub fn recover(
     let mut from_wal: std::collections::HashSet<EntityKey> = std::collections::HashSet::new();
     stats.snapshots_loaded = (products.len() + directory.len()) as u64;
     let mut thresholds = initial_thresholds(products.values().map(|(_, p)| p));
+    let mut products_from_wal = std::collections::HashSet::new();
     let mut ledgers: HashMap<SkuId, (u64, StockLedger)> = HashMap::new();
     let mut first_seen: HashMap<EntityKey, u64> = HashMap::new();
     let mut retained = VecDeque::new();
@@ -343,6 +348,7 @@ pub fn recover(
                         let product = Product::from(*old);
                         thresholds.extend(initial_thresholds(std::iter::once(&product)));
                         products.insert(id, (lsn, product));
+                        products_from_wal.insert(id);
                         stats.applied += 1;
                     }
                 }
@@ -351,6 +357,7 @@ pub fn recover(
                     if newer {
                         thresholds.extend(initial_thresholds(std::iter::once(&*product)));
                         products.insert(id, (lsn, *product));
+                        products_from_wal.insert(id);
                         stats.applied += 1;
                     }
                 }
@@ -437,6 +444,10 @@ pub fn recover(
         orders: kinds.orders.finish(),
         carts: kinds.carts.finish(),
         categories: kinds.categories.finish(),
+        products_from_wal: products_from_wal
+            .into_iter()
+            .filter(|id| products.contains_key(id))
+            .collect(),
         products: products.into_iter().map(|(id, (_, p))| (id, p)).collect(),
         directory: directory_states,
         directory_unsnapshotted,

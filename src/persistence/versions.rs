@@ -22,6 +22,9 @@ const FORMAT: u8 = 1;
 const TREE: &str = "product_versions";
 /// In `meta`: present once every product recovered had its current version filed.
 const BACKFILLED: &[u8] = b"product_versions_backfilled";
+/// The correlation id of an entry filed at start-up for a version whose
+/// own entry a crash lost (see `repair`).
+pub const RECOVERED: &str = "recovered";
 
 fn key(product: u128, version: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
@@ -98,23 +101,55 @@ impl ProductVersions {
         if self.meta.get(BACKFILLED)?.is_some() {
             return Ok(0);
         }
-        let mut filed = 0;
-        for product in products {
-            let at = key(product.id, product.version);
-            if self.tree.get(at)?.is_none() {
-                let cause = if product.version == 1 {
-                    VersionCause::Created
-                } else {
-                    VersionCause::Changed
-                };
-                let entry = ProductVersion::new(cause, "", None, product.clone());
-                self.tree.insert(at, encode(&entry)?)?;
-                filed += 1;
-            }
-        }
+        let filed = self.file_missing(products, "")?;
         self.tree.flush()?;
         self.meta.insert(BACKFILLED, &[])?;
         self.meta.flush()?;
+        Ok(filed)
+    }
+
+    /// Files the current version of each of `products` whose history
+    /// lacks it: the products a torn last commit left with their record
+    /// durable and the entry filed after it not (a crash inside the WAL
+    /// writer's commit; nothing of it was acknowledged). The entry's
+    /// correlation id is `RECOVERED`; its diff is from the version before
+    /// when that one is kept. Answers how many were filed.
+    pub fn repair<'a>(
+        &self,
+        products: impl Iterator<Item = &'a Product>,
+    ) -> Result<usize, StoreError> {
+        let filed = self.file_missing(products, RECOVERED)?;
+        if filed > 0 {
+            self.tree.flush()?;
+        }
+        Ok(filed)
+    }
+
+    fn file_missing<'a>(
+        &self,
+        products: impl Iterator<Item = &'a Product>,
+        correlation_id: &str,
+    ) -> Result<usize, StoreError> {
+        let mut filed = 0;
+        for product in products {
+            let at = key(product.id, product.version);
+            if self.tree.get(at)?.is_some() {
+                continue;
+            }
+            let cause = if product.version == 1 {
+                VersionCause::Created
+            } else {
+                VersionCause::Changed
+            };
+            let before = match product.version {
+                0 | 1 => None,
+                n => self.get(product.id, n - 1)?.map(|e| e.product),
+            };
+            let entry =
+                ProductVersion::new(cause, correlation_id, before.as_ref(), product.clone());
+            self.tree.insert(at, encode(&entry)?)?;
+            filed += 1;
+        }
         Ok(filed)
     }
 
@@ -282,5 +317,46 @@ mod tests {
         );
         // Done once: a later start files nothing.
         assert_eq!(versions.backfill(products.iter()).unwrap(), 0);
+    }
+
+    #[test]
+    fn repair_files_only_the_current_versions_a_crash_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            1 << 20,
+            super::super::SyncMode::None,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let versions = ProductVersions::open(&store, 10).unwrap();
+        // Product 1 has its version 1; product 2's version 2 and product 3's
+        // version 1 were lost after their records.
+        let first = product(2, 1, "old");
+        file(
+            &versions,
+            &ProductVersion::new(VersionCause::Created, "req-1", None, product(1, 1, "a")),
+        );
+        file(
+            &versions,
+            &ProductVersion::new(VersionCause::Created, "req-2", None, first),
+        );
+        let replayed = [product(1, 1, "a"), product(2, 2, "new"), product(3, 1, "c")];
+        assert_eq!(versions.repair(replayed.iter()).unwrap(), 2);
+        assert_eq!(versions.get(1, 1).unwrap().unwrap().correlation_id, "req-1");
+        let second = versions.get(2, 2).unwrap().unwrap();
+        assert_eq!(
+            (second.cause, second.correlation_id.as_str()),
+            (VersionCause::Changed, RECOVERED)
+        );
+        assert_eq!(
+            second.changes[0].field, "title",
+            "a diff from the kept version 1"
+        );
+        let third = versions.get(3, 1).unwrap().unwrap();
+        assert_eq!(third.cause, VersionCause::Created);
+        assert!(third.changes.is_empty());
+        // Nothing is missing any more.
+        assert_eq!(versions.repair(replayed.iter()).unwrap(), 0);
     }
 }

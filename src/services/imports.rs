@@ -22,8 +22,8 @@ use crate::domain::import::{
     Tally,
 };
 use crate::domain::product::{EditLimits, Product, SKUS_PER_PRODUCT_MAX};
-use crate::domain::product_version::VersionCause;
 use crate::domain::{SkuCode, TenantId, TenantKey};
+use crate::persistence::versions::RECOVERED;
 use crate::persistence::{ImportJobs, StoreError, WalHandle, WalOp};
 
 use super::catalog::{Author, Catalog, CatalogError};
@@ -425,7 +425,8 @@ impl Imports {
     ) -> Result<(), ImportError> {
         let tenant_id = TenantId(job.tenant_id);
         let tenant = TenantKey::of_store(tenant_id);
-        let resumed = job.resumed > 0;
+        // A resumed job, since when it first started.
+        let resumed_since = (job.resumed > 0).then(|| job.started_at_ms.unwrap_or(0));
         let by = job.by.clone();
         let mut pending: FuturesUnordered<_> = batch
             .into_iter()
@@ -435,7 +436,7 @@ impl Imports {
                     let n = rows.len() as u64;
                     let outcome = match plan(&rows, self.deps.limits.low_stock_threshold_max) {
                         Ok(planned) => {
-                            self.put(tenant, tenant_id, planned, by, correlation, resumed)
+                            self.put(tenant, tenant_id, planned, by, correlation, resumed_since)
                                 .await
                         }
                         Err(errors) => Ok((Outcome::Failed, errors)),
@@ -477,7 +478,7 @@ impl Imports {
         planned: Planned,
         by: &str,
         correlation: &str,
-        resumed: bool,
+        resumed_since: Option<u64>,
     ) -> Result<(Outcome, Vec<RowError>), ImportError> {
         let row_errors = |field: &str, reason: String| -> Vec<RowError> {
             planned
@@ -549,20 +550,27 @@ impl Imports {
                     Ok(Ok(changed)) if changed.after.version == changed.before.version => {
                         // Read again after a restart: this job's own change
                         // counts as what it was.
-                        if resumed {
-                            if let Ok((_, version)) =
-                                catalog.version(owner.id, changed.after.version)
-                            {
-                                if version.correlation_id == correlation {
-                                    let outcome = if matches!(version.cause, VersionCause::Created)
-                                    {
-                                        Outcome::Created
-                                    } else {
-                                        Outcome::Updated
-                                    };
-                                    return Ok((outcome, Vec::new()));
-                                }
-                            }
+                        let current = &changed.after;
+                        let own = resumed_since.is_some_and(|since| {
+                            catalog
+                                .version(owner.id, current.version)
+                                .is_ok_and(|(_, v)| {
+                                    v.correlation_id == correlation
+                                    // Its entry was lost by the crash and filed
+                                    // again at start: the version's author and
+                                    // time say whose it is.
+                                    || (v.correlation_id == RECOVERED
+                                        && current.updated_by == by
+                                        && current.updated_at_ms >= since)
+                                })
+                        });
+                        if own {
+                            let outcome = if current.version == 1 {
+                                Outcome::Created
+                            } else {
+                                Outcome::Updated
+                            };
+                            return Ok((outcome, Vec::new()));
                         }
                         Ok((Outcome::Unchanged, Vec::new()))
                     }
