@@ -75,35 +75,27 @@ pub fn client() -> awc::Client {
 }
 
 pub async fn send(req: awc::ClientRequest, body: Option<Value>) -> Response {
-    let mut response = match body {
-        Some(body) => req
-            .insert_header(("content-type", "application/json"))
-            .send_body(body.to_string())
-            .await
-            .expect("request sent"),
-        None => req.send().await.expect("request sent"),
-    };
-    let bytes = response.body().limit(8 << 20).await.expect("body read");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Response {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body,
+    match body {
+        Some(body) => send_raw(req, "application/json", body.to_string()).await,
+        None => read(req.send().await.expect("request sent")).await,
     }
 }
 
 /// Sends `body` as it is, with `content_type`.
 pub async fn send_raw(req: awc::ClientRequest, content_type: &str, body: String) -> Response {
-    let mut response = req
+    let response = req
         .insert_header(("content-type", content_type))
         .send_body(body)
         .await
         .expect("request sent");
+    read(response).await
+}
+
+/// The answer, its body as JSON (or as a string when it is not JSON).
+async fn read<S>(mut response: awc::ClientResponse<S>) -> Response
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
     let bytes = response.body().limit(8 << 20).await.expect("body read");
     let body = if bytes.is_empty() {
         Value::Null
