@@ -369,6 +369,18 @@ pub const SERIES: &[Series] = &[
         &[("to", &["live", "sold_out", "ended", "cancelled"])],
     ),
     series(
+        "flashdrop_drop_edits_total",
+        Counter,
+        "Scheduled drops edited by their sellers",
+        &[],
+    ),
+    series(
+        "flashdrop_drop_skus_released_total",
+        Counter,
+        "Ended after_drop=sell drops whose SKUs went back to normal sale",
+        &[],
+    ),
+    series(
         "flashdrop_waiting_room_admitted_total",
         Counter,
         "Shoppers admitted from waiting rooms",

@@ -19,7 +19,9 @@ use serde_json::json;
 use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::clock::{rfc3339_ms, Clock};
-use crate::domain::drop::{DropError, DropEvent, DropSku, DropSpec, DropState, FlashDrop, NewDrop};
+use crate::domain::drop::{
+    DropError, DropEvent, DropLimits, DropPatch, DropSku, DropSpec, DropState, FlashDrop, NewDrop,
+};
 use crate::domain::identity::id_text;
 use crate::domain::stock::{DropGate, StockError};
 use crate::domain::waiting_room::{CloseReason, QueueError, Standing, WaitingRoom};
@@ -62,11 +64,17 @@ pub struct DropDeps {
     pub snapshots: Snapshots,
     /// Ended and cancelled drops kept in memory at most.
     pub resident_max: usize,
+    /// What a seller may schedule, and edit a drop into.
+    pub limits: DropLimits,
 }
 
 /// A drop as the rest of the engine sees it, without asking its actor.
 pub struct DropEntry {
-    pub spec: Arc<DropSpec>,
+    pub id: DropId,
+    /// The store that runs it.
+    pub tenant: TenantId,
+    /// Its spec as of its last durable edit (a reservation reads it).
+    spec: RwLock<Arc<DropSpec>>,
     /// The drop as of its last durable change.
     view: RwLock<FlashDrop>,
     addr: Mutex<Option<Addr<DropActor>>>,
@@ -95,6 +103,10 @@ impl Hosted for DropEntry {
 }
 
 impl DropEntry {
+    pub fn spec(&self) -> Arc<DropSpec> {
+        self.spec.read().clone()
+    }
+
     pub fn view(&self) -> FlashDrop {
         self.view.read().clone()
     }
@@ -123,6 +135,11 @@ enum DropMessage {
     /// Stock levels changed.
     Levels,
     Cancel(oneshot::Sender<Result<FlashDrop, DropsError>>),
+    Edit {
+        patch: DropPatch,
+        by: UserId,
+        reply: oneshot::Sender<Result<FlashDrop, DropsError>>,
+    },
 }
 
 impl Message for DropMessage {
@@ -133,6 +150,9 @@ pub struct DropActor {
     entry: Arc<DropEntry>,
     drop: FlashDrop,
     deps: Arc<DropDeps>,
+    /// The registry's map of SKUs to the drop that gates them: an ended
+    /// `sell` drop lets go of its SKUs there once they are released.
+    by_sku: Arc<DashMap<SkuId, DropId>>,
 }
 
 impl DropActor {
@@ -153,6 +173,7 @@ impl DropActor {
         let (tx, rx) = oneshot::channel();
         let mut ack = Some(tx);
         let count = events.len();
+        let edited = events.iter().any(|e| matches!(e, DropEvent::Edited(_)));
         for (i, event) in events.into_iter().enumerate() {
             let publish = match &event {
                 DropEvent::Moved { to, .. } => Some(FeedBody::Drop {
@@ -160,7 +181,9 @@ impl DropActor {
                     tenant,
                     state: *to,
                 }),
-                DropEvent::Created(_) => None,
+                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusReleased { .. } => {
+                    None
+                }
             };
             let record = WalRecord {
                 entity: EntityKey::Drop(id),
@@ -198,11 +221,48 @@ impl DropActor {
                     ctx.stop();
                     return;
                 }
+                if edited {
+                    *act.entry.spec.write() = Arc::new(state.spec.clone());
+                }
                 *act.entry.view.write() = state;
                 act.after_move();
-                // A cancelled drop retires once its SKUs are told (`Cancel`).
+                // A cancelled drop retires once its SKUs are told (`Cancel`);
+                // an ended `sell` drop once they are back on sale.
                 if act.drop.state == DropState::Ended {
-                    act.retire(ctx);
+                    if act.drop.owes_release() {
+                        act.release_skus(ctx);
+                    } else {
+                        act.retire(ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Puts the SKUs of an ended `after_drop: "sell"` drop back on normal
+    /// sale, then records that they are (retried until every SKU answers).
+    fn release_skus(&self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        let spec = self.entry.spec();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(async move {
+                for_each_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
+            })
+            .map(|released, act, ctx| match released {
+                Ok(()) => {
+                    let id = act.drop.spec.id;
+                    for sku in &act.drop.spec.skus {
+                        act.by_sku.remove_if(&SkuId(sku.id), |_, d| *d == id);
+                    }
+                    metrics::counter!("flashdrop_drop_skus_released_total")
+                        .increment(act.drop.spec.skus.len() as u64);
+                    let now = act.deps.clock.now_ms();
+                    let events: Vec<DropEvent> = act.drop.released(now).into_iter().collect();
+                    act.commit(ctx, events);
+                }
+                Err(error) => {
+                    tracing::warn!(drop = %id_text(act.drop.spec.id), %error, "drop SKUs not released; retrying");
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.release_skus(ctx));
                 }
             }),
         );
@@ -250,6 +310,10 @@ impl Actor for DropActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
+        // A restart came between the drop ending and its SKUs going back on sale.
+        if self.drop.owes_release() {
+            self.release_skus(ctx);
+        }
     }
 }
 
@@ -277,7 +341,7 @@ impl Handler<DropMessage> for DropActor {
                 Ok(event) => {
                     self.commit(ctx, vec![event]);
                     let deps = self.deps.clone();
-                    let spec = self.entry.spec.clone();
+                    let spec = self.entry.spec();
                     let view = self.drop.clone();
                     // After the move is durable (the mailbox is paused until then).
                     ctx.spawn(
@@ -294,6 +358,37 @@ impl Handler<DropMessage> for DropActor {
                     let _ = reply.send(Err(error.into()));
                 }
             },
+            DropMessage::Edit { patch, by, reply } => {
+                let before = self.drop.spec.clone();
+                match self.drop.edit(&patch, by, now, &self.deps.limits) {
+                    Ok(None) => {
+                        let _ = reply.send(Ok(self.drop.clone()));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                    Ok(Some(event)) => {
+                        let regate = match &event {
+                            DropEvent::Edited(edit) => edit.regates(&before),
+                            _ => false,
+                        };
+                        self.commit(ctx, vec![event]);
+                        let deps = self.deps.clone();
+                        let view = self.drop.clone();
+                        // After the edit is durable (the mailbox is paused
+                        // until then): the SKUs take the new window and
+                        // limit, each buyer's count kept.
+                        ctx.spawn(actix::fut::wrap_future::<_, Self>(async move {
+                            let gated = if regate {
+                                attach_gates(&deps.registry, &view.spec).await
+                            } else {
+                                Ok(())
+                            };
+                            let _ = reply.send(gated.map(|()| view));
+                        }));
+                    }
+                }
+            }
         }
     }
 }
@@ -380,7 +475,9 @@ pub struct Drops {
     entries: EntityHost<DropId, DropEntry>,
     /// Drops recovered at start, which `reconcile` visits once.
     recovered: Mutex<Vec<DropId>>,
-    by_sku: DashMap<SkuId, DropId>,
+    /// Which drop gates each SKU: open drops, and ended `close` ones until
+    /// a restart (their SKUs refuse through their own gate either way).
+    by_sku: Arc<DashMap<SkuId, DropId>>,
     /// Creation checks and claims SKUs atomically.
     creating: tokio::sync::Mutex<()>,
     /// Serialises one buyer's reservations in a multi-SKU drop with a limit.
@@ -404,7 +501,7 @@ impl Drops {
         let drops = Arc::new(Self {
             entries: EntityHost::new("drop", resident_max, vec![arbiter.clone()]),
             recovered: Mutex::new(recovered.iter().map(|d| d.spec.id).collect()),
-            by_sku: DashMap::new(),
+            by_sku: Arc::new(DashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             buyer_locks: DashMap::new(),
             deps: Arc::new(deps),
@@ -428,7 +525,9 @@ impl Drops {
             .filter(|_| drop.state.is_open())
             .map(|spec| Mutex::new(WaitingRoom::new(spec, now)));
         DropEntry {
-            spec: Arc::new(drop.spec.clone()),
+            id: drop.spec.id,
+            tenant: drop.spec.tenant,
+            spec: RwLock::new(Arc::new(drop.spec.clone())),
             view: RwLock::new(drop.clone()),
             addr: Mutex::new(None),
             levels: Mutex::new(HashMap::new()),
@@ -443,21 +542,25 @@ impl Drops {
     /// and its SKUs.
     fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
         let entry = Arc::new(self.entry_of(&drop));
-        if drop.state.is_open() {
+        if drop.state.is_open() || drop.owes_release() {
             for sku in &drop.spec.skus {
                 self.by_sku.insert(SkuId(sku.id), drop.spec.id);
-                self.deps.watched.watch(SkuId(sku.id));
+                if drop.state.is_open() {
+                    self.deps.watched.watch(SkuId(sku.id));
+                }
             }
             let actor_entry = entry.clone();
             let deps = self.deps.clone();
+            let by_sku = self.by_sku.clone();
             let addr = Supervisor::start_in_arbiter(&self.arbiter, move |_| DropActor {
                 entry: actor_entry,
                 drop,
                 deps,
+                by_sku,
             });
             *entry.addr.lock() = Some(addr);
         }
-        self.entries.insert_if_absent(entry.spec.id, entry)
+        self.entries.insert_if_absent(entry.id, entry)
     }
 
     /// The drop `id`, from memory or, if it ended and left, from its
@@ -518,14 +621,17 @@ impl Drops {
             };
             let state = entry.state();
             let result = if state.is_open() {
-                attach_gates(&self.deps.registry, &entry.spec).await
+                attach_gates(&self.deps.registry, &entry.spec()).await
             } else if state == DropState::Cancelled {
-                for_each_sku(&self.deps.registry, &entry.spec, |_| SkuCommand::CancelDrop).await
+                for_each_sku(&self.deps.registry, &entry.spec(), |_| {
+                    SkuCommand::CancelDrop
+                })
+                .await
             } else {
                 Ok(())
             };
             if let Err(error) = result {
-                tracing::warn!(drop = %id_text(entry.spec.id), %error, "drop gates not reconciled");
+                tracing::warn!(drop = %id_text(entry.id), %error, "drop gates not reconciled");
             }
             if state.is_open() {
                 self.refresh_levels(&entry);
@@ -535,7 +641,7 @@ impl Drops {
 
     /// Asks each SKU of the drop to announce its level on the feed.
     fn refresh_levels(&self, entry: &DropEntry) {
-        for sku in &entry.spec.skus {
+        for sku in &entry.spec().skus {
             let (reply, _) = oneshot::channel();
             let _ = self
                 .deps
@@ -593,6 +699,7 @@ impl Drops {
             waiting_room: new.waiting_room,
             created_at_ms: self.deps.clock.now_ms(),
             created_by,
+            after_drop: new.after_drop,
         };
         let drop = FlashDrop::new(spec.clone());
         let (tx, rx) = oneshot::channel();
@@ -639,10 +746,44 @@ impl Drops {
             .await
             .map_err(|_| DropsError::Unavailable)?;
         let cancelled = rx.await.map_err(|_| DropsError::Unavailable)??;
-        for sku in &entry.spec.skus {
+        for sku in &entry.spec().skus {
             self.by_sku.remove_if(&SkuId(sku.id), |_, d| *d == id);
         }
         Ok(cancelled)
+    }
+
+    /// Applies a seller's patch (see `FlashDrop::edit`); answers once the
+    /// edit is durable and, when the window or limit changed, every SKU
+    /// enforces the new ones.
+    pub async fn edit(
+        &self,
+        id: DropId,
+        patch: DropPatch,
+        by: UserId,
+    ) -> Result<FlashDrop, DropsError> {
+        let entry = self.lookup(id)?;
+        let addr = entry.addr.lock().clone();
+        let Some(addr) = addr else {
+            // No actor: it ended or was cancelled, and nothing changes.
+            let mut drop = entry.view();
+            return match drop.edit(&patch, by, self.deps.clock.now_ms(), &self.deps.limits)? {
+                None => Ok(drop),
+                Some(_) => Err(DropsError::Unavailable),
+            };
+        };
+        let (tx, rx) = oneshot::channel();
+        addr.send(DropMessage::Edit {
+            patch,
+            by,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| DropsError::Unavailable)?;
+        let edited = rx.await.map_err(|_| DropsError::Unavailable)??;
+        metrics::counter!("flashdrop_drop_edits_total").increment(1);
+        // The scheduler may sleep towards the old deadline.
+        self.wake.notify_one();
+        Ok(edited)
     }
 
     /// Whether `buyer` may reserve `sku` now as far as its drop's waiting room
@@ -651,7 +792,7 @@ impl Drops {
         let Some(room) = &entry.room else {
             return true;
         };
-        let spec = &entry.spec;
+        let spec = entry.spec();
         if now_ms < spec.starts_at_ms || now_ms >= spec.ends_at_ms {
             return true;
         }
@@ -663,7 +804,7 @@ impl Drops {
         let entry = self.lookup(id)?;
         let room = entry.room.as_ref().ok_or(DropsError::NoWaitingRoom)?;
         let now = self.deps.clock.now_ms();
-        let admitting = entry.state() == DropState::Live && now >= entry.spec.starts_at_ms;
+        let admitting = entry.state() == DropState::Live && now >= entry.spec().starts_at_ms;
         let standing = room.lock().join(buyer, admitting, now)?;
         if matches!(standing, Standing::Waiting { .. }) {
             self.wake.notify_one();
@@ -708,12 +849,12 @@ impl Drops {
         except: SkuId,
     ) -> Result<u64, SendError> {
         let mut total = 0;
-        for sku in entry.spec.skus.iter().filter(|s| s.id != except.0) {
+        for sku in entry.spec().skus.iter().filter(|s| s.id != except.0) {
             let (tx, rx) = oneshot::channel();
             self.deps.registry.send(
                 SkuId(sku.id),
                 SkuCommand::DropUsage {
-                    drop: entry.spec.id,
+                    drop: entry.id,
                     buyer: buyer.to_owned(),
                     reply: tx,
                 },
@@ -820,7 +961,7 @@ impl Drops {
 
     fn admit(&self, entry: &DropEntry, now: u64, next: &mut u64) {
         let Some(room) = &entry.room else { return };
-        let live = entry.state() == DropState::Live && now >= entry.spec.starts_at_ms;
+        let live = entry.state() == DropState::Live && now >= entry.spec().starts_at_ms;
         let (admitted, waiting) = {
             let mut room = room.lock();
             let admitted = if live { room.advance(now) } else { Vec::new() };
@@ -829,7 +970,7 @@ impl Drops {
         for (buyer, standing) in &admitted {
             self.deps
                 .hub
-                .tell_users(&[*buyer], &queue_frame(entry.spec.id, standing));
+                .tell_users(&[*buyer], &queue_frame(entry.id, standing));
         }
         metrics::counter!("flashdrop_waiting_room_admitted_total").increment(admitted.len() as u64);
         if waiting > 0 && live {

@@ -59,6 +59,8 @@ pub enum SkuCommand {
     },
     AttachDrop(DropGate, Reply<Result<(), StockError>>),
     CancelDrop(DropId, Reply<Result<(), StockError>>),
+    /// The drop ended with `after_drop: "sell"`: back to normal sale.
+    ReleaseDrop(DropId, Reply<Result<(), StockError>>),
     /// Announce the current available units on the event feed (for a new
     /// watcher, or after a watcher lost its place).
     Publish(Reply<Result<(), StockError>>),
@@ -732,6 +734,10 @@ impl Handler<SkuCommand> for SkuActor {
             }
             SkuCommand::CancelDrop(drop, reply) => {
                 let (result, events) = self.run(|l, _, out| l.cancel_drop(drop, out));
+                self.answer(ctx, events, reply, result);
+            }
+            SkuCommand::ReleaseDrop(drop, reply) => {
+                let (result, events) = self.run(|l, _, out| l.release_drop(drop, out));
                 self.answer(ctx, events, reply, result);
             }
             SkuCommand::Publish(reply) => {

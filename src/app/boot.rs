@@ -544,6 +544,7 @@ fn start_drops(
             watched: stock.watched.clone(),
             snapshots: persistence::Snapshots::new(store.clone()),
             resident_max: config.drops.resident_max,
+            limits: config.drops.limits(),
         },
         threads.events.clone(),
         Duration::from_millis(config.drops.room_tick_ms),

@@ -220,6 +220,18 @@ impl Default for DropsConfig {
 }
 
 impl DropsConfig {
+    /// What a seller may schedule, and edit a drop into.
+    pub fn limits(&self) -> crate::domain::drop::DropLimits {
+        crate::domain::drop::DropLimits {
+            title_max_chars: self.title_max_chars,
+            skus_max: self.skus_max,
+            duration_max_ms: self.duration_max_s * 1000,
+            horizon_max_ms: self.horizon_max_s * 1000,
+            per_buyer_limit_max: self.per_buyer_limit_max,
+            waiting_room_capacity_max: self.waiting_room_capacity_max,
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let d = self;
         range("drops.title_max_chars", d.title_max_chars, 1, 10_000)?;

@@ -1,6 +1,8 @@
 //! Drops: a scheduled release of some SKUs. The lifecycle (scheduled → live →
 //! sold_out ⇄ live → ended, or cancelled) as a pure state machine; time and
 //! stock levels are passed in, and every change is an event for the WAL.
+//! A scheduled drop may be edited until it starts; what happens to its SKUs
+//! once its window ends (`AfterDrop`) may change until it ends.
 
 use serde::Serialize;
 
@@ -76,6 +78,47 @@ pub struct WaitingRoomSpec {
     pub capacity: u32,
 }
 
+/// What a drop's SKUs do once its window ends.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterDrop {
+    /// They go back to normal sale (the drop's per-buyer limit lifts).
+    Sell,
+    /// They stay closed until another drop takes them (what every drop
+    /// did before this choice existed).
+    #[default]
+    Close,
+}
+
+impl AfterDrop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterDrop::Sell => "sell",
+            AfterDrop::Close => "close",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "sell" => Some(AfterDrop::Sell),
+            "close" => Some(AfterDrop::Close),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a seller fixes when scheduling a drop.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DropSpec {
@@ -91,19 +134,149 @@ pub struct DropSpec {
     pub waiting_room: Option<WaitingRoomSpec>,
     pub created_at_ms: u64,
     pub created_by: UserId,
+    /// What its SKUs do once the window ends (format 4 on; older drops close).
+    pub after_drop: AfterDrop,
+}
+
+/// A seller's edit of a drop: the fields it may change, each as it is to be.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DropEdit {
+    pub title: String,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub per_buyer_limit: u32,
+    pub after_drop: AfterDrop,
+    pub at_ms: u64,
+    pub by: UserId,
+}
+
+impl DropEdit {
+    /// The edit that changes nothing of `spec`, to be amended field by field.
+    pub fn of(spec: &DropSpec, at_ms: u64, by: UserId) -> Self {
+        Self {
+            title: spec.title.clone(),
+            starts_at_ms: spec.starts_at_ms,
+            ends_at_ms: spec.ends_at_ms,
+            per_buyer_limit: spec.per_buyer_limit,
+            after_drop: spec.after_drop,
+            at_ms,
+            by,
+        }
+    }
+
+    /// Whether it changes what the drop's SKUs enforce (window or limit).
+    pub fn regates(&self, spec: &DropSpec) -> bool {
+        (self.starts_at_ms, self.ends_at_ms, self.per_buyer_limit)
+            != (spec.starts_at_ms, spec.ends_at_ms, spec.per_buyer_limit)
+    }
+
+    /// Checks the edited drop as a new one would be checked (every problem
+    /// reported), and that a changed start is not in the past.
+    pub fn validate(
+        &self,
+        spec: &DropSpec,
+        now_ms: u64,
+        limits: &DropLimits,
+    ) -> Result<(), Vec<InvalidField>> {
+        let as_new = NewDrop {
+            title: self.title.clone(),
+            sku_codes: spec.skus.iter().map(|s| s.code.clone()).collect(),
+            starts_at_ms: self.starts_at_ms,
+            ends_at_ms: self.ends_at_ms,
+            per_buyer_limit: self.per_buyer_limit,
+            waiting_room: spec.waiting_room,
+            after_drop: self.after_drop,
+        };
+        let mut errors = as_new.validate(now_ms, limits).err().unwrap_or_default();
+        if self.starts_at_ms != spec.starts_at_ms && self.starts_at_ms < now_ms {
+            errors.push(InvalidField::new(
+                "starts_at",
+                "a drop is rescheduled to now or later",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The fields whose values differ from `spec`'s, by their API names.
+    pub fn changed(&self, spec: &DropSpec) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.title != spec.title {
+            changed.push("title");
+        }
+        if self.starts_at_ms != spec.starts_at_ms {
+            changed.push("starts_at");
+        }
+        if self.ends_at_ms != spec.ends_at_ms {
+            changed.push("ends_at");
+        }
+        if self.per_buyer_limit != spec.per_buyer_limit {
+            changed.push("per_buyer_limit");
+        }
+        if self.after_drop != spec.after_drop {
+            changed.push("after_drop");
+        }
+        changed
+    }
 }
 
 /// Everything that changes a drop. Written to the WAL, replayed on recovery.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum DropEvent {
     Created(DropSpec),
-    Moved { to: DropState, at_ms: u64 },
+    Moved {
+        to: DropState,
+        at_ms: u64,
+    },
+    Edited(DropEdit),
+    /// Every SKU of an ended `after_drop: "sell"` drop is back on normal
+    /// sale (so a restart need not tell them again).
+    SkusReleased {
+        at_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DropError {
     #[error("a {from} drop cannot become {to}")]
     Transition { from: DropState, to: DropState },
+    /// An edit of fields that are fixed once the drop started (or of any
+    /// field once it ended or was cancelled).
+    #[error("a {state} drop's {} can no longer change", .fields.join(", "))]
+    Started {
+        state: DropState,
+        fields: Vec<&'static str>,
+    },
+    #[error("invalid drop edit")]
+    Invalid(Vec<InvalidField>),
+}
+
+/// The fields a seller's `PATCH` names; the rest stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropPatch {
+    pub title: Option<String>,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: Option<u64>,
+    pub per_buyer_limit: Option<u32>,
+    pub after_drop: Option<AfterDrop>,
+}
+
+impl DropPatch {
+    /// The edit this patch makes of `spec`.
+    pub fn onto(&self, spec: &DropSpec, at_ms: u64, by: UserId) -> DropEdit {
+        let mut edit = DropEdit::of(spec, at_ms, by);
+        if let Some(title) = &self.title {
+            edit.title = title.trim().to_owned();
+        }
+        edit.starts_at_ms = self.starts_at_ms.unwrap_or(edit.starts_at_ms);
+        edit.ends_at_ms = self.ends_at_ms.unwrap_or(edit.ends_at_ms);
+        edit.per_buyer_limit = self.per_buyer_limit.unwrap_or(edit.per_buyer_limit);
+        edit.after_drop = self.after_drop.unwrap_or(edit.after_drop);
+        edit
+    }
 }
 
 impl std::fmt::Display for DropState {
@@ -119,6 +292,11 @@ pub struct FlashDrop {
     pub state: DropState,
     /// Every state it was in, with the time it got there (oldest first).
     pub history: Vec<(DropState, u64)>,
+    /// Edits so far, and when the last was made (its creation before any).
+    pub edits: u32,
+    pub updated_at_ms: u64,
+    /// When its SKUs went back to normal sale (ended `sell` drops only).
+    pub skus_released_at_ms: Option<u64>,
 }
 
 impl FlashDrop {
@@ -128,6 +306,9 @@ impl FlashDrop {
             spec,
             state: DropState::Scheduled,
             history: vec![(DropState::Scheduled, at)],
+            edits: 0,
+            updated_at_ms: at,
+            skus_released_at_ms: None,
         }
     }
 
@@ -140,7 +321,91 @@ impl FlashDrop {
                 d.history.push((*to, *at_ms));
                 d
             }),
+            DropEvent::Edited(edit) => drop.map(|mut d| {
+                d.take_edit(edit);
+                d
+            }),
+            DropEvent::SkusReleased { at_ms } => drop.map(|mut d| {
+                d.skus_released_at_ms = Some(*at_ms);
+                d
+            }),
         }
+    }
+
+    /// Whether its SKUs are due to go back to normal sale and have not yet.
+    pub fn owes_release(&self) -> bool {
+        self.state == DropState::Ended
+            && self.spec.after_drop == AfterDrop::Sell
+            && self.skus_released_at_ms.is_none()
+    }
+
+    /// Records that every SKU is back on normal sale (once).
+    pub fn released(&mut self, at_ms: u64) -> Option<DropEvent> {
+        if !self.owes_release() {
+            return None;
+        }
+        self.skus_released_at_ms = Some(at_ms);
+        Some(DropEvent::SkusReleased { at_ms })
+    }
+
+    fn take_edit(&mut self, edit: &DropEdit) {
+        let spec = &mut self.spec;
+        spec.title.clone_from(&edit.title);
+        spec.starts_at_ms = edit.starts_at_ms;
+        spec.ends_at_ms = edit.ends_at_ms;
+        spec.per_buyer_limit = edit.per_buyer_limit;
+        spec.after_drop = edit.after_drop;
+        self.edits += 1;
+        self.updated_at_ms = edit.at_ms;
+    }
+
+    /// Applies a seller's patch at `now_ms`. The window and the per-buyer
+    /// limit change only before the drop starts (a scheduled drop whose
+    /// start has passed has started, even before its tick); the title and
+    /// `after_drop` until it ends. The edited drop is checked as a new one
+    /// would be. A patch that changes nothing is `None`.
+    pub fn edit(
+        &mut self,
+        patch: &DropPatch,
+        by: UserId,
+        now_ms: u64,
+        limits: &DropLimits,
+    ) -> Result<Option<DropEvent>, DropError> {
+        let edit = patch.onto(&self.spec, now_ms, by);
+        let changed = edit.changed(&self.spec);
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let started = self.state != DropState::Scheduled || now_ms >= self.spec.starts_at_ms;
+        let fixed: Vec<&'static str> = if !self.state.is_open() {
+            changed
+        } else if started {
+            changed
+                .into_iter()
+                .filter(|f| !matches!(*f, "title" | "after_drop"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !fixed.is_empty() {
+            return Err(DropError::Started {
+                state: self.state,
+                fields: fixed,
+            });
+        }
+        if started {
+            // Only the title and `after_drop` changed: the window is the
+            // one the drop already runs in, whatever the clock says now.
+            if let Err(error) = super::ids::check_line("title", &edit.title, limits.title_max_chars)
+            {
+                return Err(DropError::Invalid(vec![error]));
+            }
+        } else {
+            edit.validate(&self.spec, now_ms, limits)
+                .map_err(DropError::Invalid)?;
+        }
+        self.take_edit(&edit);
+        Ok(Some(DropEvent::Edited(edit)))
     }
 
     fn moved(&mut self, to: DropState, at_ms: u64) -> Result<DropEvent, DropError> {
@@ -216,6 +481,7 @@ pub struct NewDrop {
     pub ends_at_ms: u64,
     pub per_buyer_limit: u32,
     pub waiting_room: Option<WaitingRoomSpec>,
+    pub after_drop: AfterDrop,
 }
 
 impl NewDrop {
@@ -286,6 +552,83 @@ impl NewDrop {
     }
 }
 
+/// Drops as formats 0..=3 wrote them, before `after_drop` and edits:
+/// they read as drops that close their SKUs and were never edited.
+pub mod legacy {
+    use super::{
+        AfterDrop, DropEvent, DropId, DropSku, DropSpec, DropState, FlashDrop, TenantId, UserId,
+        WaitingRoomSpec,
+    };
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct DropSpecV1 {
+        pub id: DropId,
+        pub tenant: TenantId,
+        pub title: String,
+        pub skus: Vec<DropSku>,
+        pub starts_at_ms: u64,
+        pub ends_at_ms: u64,
+        pub per_buyer_limit: u32,
+        pub waiting_room: Option<WaitingRoomSpec>,
+        pub created_at_ms: u64,
+        pub created_by: UserId,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub enum DropEventV1 {
+        Created(DropSpecV1),
+        Moved { to: DropState, at_ms: u64 },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct FlashDropV1 {
+        pub spec: DropSpecV1,
+        pub state: DropState,
+        pub history: Vec<(DropState, u64)>,
+    }
+
+    impl From<DropSpecV1> for DropSpec {
+        fn from(old: DropSpecV1) -> Self {
+            DropSpec {
+                id: old.id,
+                tenant: old.tenant,
+                title: old.title,
+                skus: old.skus,
+                starts_at_ms: old.starts_at_ms,
+                ends_at_ms: old.ends_at_ms,
+                per_buyer_limit: old.per_buyer_limit,
+                waiting_room: old.waiting_room,
+                created_at_ms: old.created_at_ms,
+                created_by: old.created_by,
+                after_drop: AfterDrop::Close,
+            }
+        }
+    }
+
+    impl From<DropEventV1> for DropEvent {
+        fn from(old: DropEventV1) -> Self {
+            match old {
+                DropEventV1::Created(spec) => DropEvent::Created(spec.into()),
+                DropEventV1::Moved { to, at_ms } => DropEvent::Moved { to, at_ms },
+            }
+        }
+    }
+
+    impl From<FlashDropV1> for FlashDrop {
+        fn from(old: FlashDropV1) -> Self {
+            let updated_at_ms = old.spec.created_at_ms;
+            FlashDrop {
+                spec: old.spec.into(),
+                state: old.state,
+                history: old.history,
+                edits: 0,
+                updated_at_ms,
+                skus_released_at_ms: None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +648,7 @@ mod tests {
             waiting_room: None,
             created_at_ms: 0,
             created_by: UserId(9),
+            after_drop: AfterDrop::Close,
         }
     }
 
@@ -313,7 +657,9 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 DropEvent::Moved { to, .. } => Some(*to),
-                DropEvent::Created(_) => None,
+                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusReleased { .. } => {
+                    None
+                }
             })
             .collect()
     }
@@ -392,6 +738,7 @@ mod tests {
             starts_at_ms: 500_000,
             ends_at_ms: 400_000,
             per_buyer_limit: 6,
+            after_drop: AfterDrop::Close,
             waiting_room: Some(WaitingRoomSpec {
                 admit_per_s: 0,
                 pass_ttl_s: 0,
@@ -419,7 +766,205 @@ mod tests {
             ends_at_ms: 5_000,
             per_buyer_limit: 1,
             waiting_room: None,
+            after_drop: AfterDrop::Sell,
         };
         assert_eq!(good.validate(1_000, &limits), Ok(()));
+    }
+
+    fn limits() -> DropLimits {
+        DropLimits {
+            title_max_chars: 20,
+            skus_max: 4,
+            duration_max_ms: 100_000,
+            horizon_max_ms: 1_000_000,
+            per_buyer_limit_max: 5,
+            waiting_room_capacity_max: 10,
+        }
+    }
+
+    fn patch() -> DropPatch {
+        DropPatch::default()
+    }
+
+    #[test]
+    fn a_scheduled_drop_is_rescheduled_before_it_starts_and_not_after() {
+        let mut drop = FlashDrop::new(spec(10_000, 20_000));
+        let moved = DropPatch {
+            starts_at_ms: Some(12_000),
+            ends_at_ms: Some(30_000),
+            per_buyer_limit: Some(1),
+            ..patch()
+        };
+        let event = drop
+            .edit(&moved, UserId(3), 5_000, &limits())
+            .unwrap()
+            .unwrap();
+        let DropEvent::Edited(edit) = &event else {
+            panic!("{event:?}")
+        };
+        assert_eq!((edit.at_ms, edit.by), (5_000, UserId(3)));
+        assert_eq!(
+            (drop.spec.starts_at_ms, drop.spec.ends_at_ms),
+            (12_000, 30_000)
+        );
+        assert_eq!(drop.spec.per_buyer_limit, 1);
+        assert_eq!((drop.edits, drop.updated_at_ms), (1, 5_000));
+        assert_eq!(drop.next_deadline_ms(), Some(12_000));
+
+        // Its start has passed, before any tick: the window is fixed now,
+        // the title and after_drop are not.
+        let late = DropPatch {
+            ends_at_ms: Some(40_000),
+            title: Some("Late".into()),
+            ..patch()
+        };
+        assert_eq!(
+            drop.edit(&late, UserId(3), 12_000, &limits()),
+            Err(DropError::Started {
+                state: DropState::Scheduled,
+                fields: vec!["ends_at"],
+            })
+        );
+        assert_eq!(drop.spec.title, "t", "a refused edit changes nothing");
+        let renamed = DropPatch {
+            title: Some("  Late  ".into()),
+            after_drop: Some(AfterDrop::Sell),
+            ..patch()
+        };
+        drop.tick(12_000, false);
+        assert!(drop
+            .edit(&renamed, UserId(3), 13_000, &limits())
+            .unwrap()
+            .is_some());
+        assert_eq!(drop.spec.title, "Late");
+        assert_eq!(drop.spec.after_drop, AfterDrop::Sell);
+
+        // Ended: nothing changes any more.
+        drop.tick(30_000, false);
+        assert_eq!(
+            drop.edit(
+                &DropPatch {
+                    after_drop: Some(AfterDrop::Close),
+                    ..patch()
+                },
+                UserId(3),
+                31_000,
+                &limits()
+            ),
+            Err(DropError::Started {
+                state: DropState::Ended,
+                fields: vec!["after_drop"],
+            })
+        );
+    }
+
+    #[test]
+    fn an_edit_is_checked_as_a_new_drop_and_a_no_op_is_none() {
+        let mut drop = FlashDrop::new(spec(10_000, 20_000));
+        let same = DropPatch {
+            title: Some(" t ".into()),
+            starts_at_ms: Some(10_000),
+            ..patch()
+        };
+        assert_eq!(drop.edit(&same, UserId(3), 5_000, &limits()), Ok(None));
+        assert_eq!(drop.edits, 0);
+
+        let bad = DropPatch {
+            title: Some(" ".into()),
+            starts_at_ms: Some(4_000),
+            ends_at_ms: Some(3_000),
+            per_buyer_limit: Some(9),
+            ..patch()
+        };
+        let Err(DropError::Invalid(errors)) = drop.edit(&bad, UserId(3), 5_000, &limits()) else {
+            panic!("accepted")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_ref()).collect();
+        for field in ["title", "ends_at", "starts_at", "per_buyer_limit"] {
+            assert!(fields.contains(&field), "{field} missing from {fields:?}");
+        }
+        assert_eq!(drop, FlashDrop::new(spec(10_000, 20_000)));
+    }
+
+    #[test]
+    fn edits_and_the_release_replay_to_the_same_drop() {
+        let mut drop = FlashDrop::new(spec(10_000, 20_000));
+        let mut events = vec![DropEvent::Created(drop.spec.clone())];
+        let sell = DropPatch {
+            after_drop: Some(AfterDrop::Sell),
+            ends_at_ms: Some(25_000),
+            ..patch()
+        };
+        events.extend(drop.edit(&sell, UserId(3), 1_000, &limits()).unwrap());
+        events.extend(drop.tick(10_000, false));
+        assert!(!drop.owes_release(), "live drops owe nothing");
+        assert_eq!(drop.released(10_500), None);
+        events.extend(drop.tick(25_000, false));
+        assert!(drop.owes_release());
+        events.extend(drop.released(25_100));
+        assert_eq!(drop.released(25_200), None, "released once");
+        assert!(!drop.owes_release());
+        assert_eq!(drop.skus_released_at_ms, Some(25_100));
+
+        let replayed = events.iter().fold(None, FlashDrop::apply).unwrap();
+        assert_eq!(replayed, drop);
+        assert_eq!(replayed.edits, 1);
+    }
+
+    #[test]
+    fn a_close_or_cancelled_drop_owes_no_release() {
+        let mut closing = FlashDrop::new(spec(10_000, 20_000));
+        closing.tick(20_000, false);
+        assert_eq!(closing.state, DropState::Ended);
+        assert!(!closing.owes_release());
+
+        let mut cancelled = FlashDrop::new(spec(10_000, 20_000));
+        cancelled.spec.after_drop = AfterDrop::Sell;
+        cancelled.cancel(11_000).unwrap();
+        assert!(!cancelled.owes_release());
+    }
+
+    #[test]
+    fn drops_of_older_formats_read_as_closing_unedited_drops() {
+        use legacy::{DropEventV1, DropSpecV1, FlashDropV1};
+        let old_spec = DropSpecV1 {
+            id: DropId(7),
+            tenant: TenantId(1),
+            title: "t".into(),
+            skus: vec![DropSku {
+                id: 1,
+                code: "A".into(),
+            }],
+            starts_at_ms: 10_000,
+            ends_at_ms: 20_000,
+            per_buyer_limit: 2,
+            waiting_room: None,
+            created_at_ms: 0,
+            created_by: UserId(9),
+        };
+        let old = FlashDropV1 {
+            spec: old_spec.clone(),
+            state: DropState::Ended,
+            history: vec![(DropState::Scheduled, 0), (DropState::Ended, 20_000)],
+        };
+        let drop = FlashDrop::from(old);
+        assert_eq!(drop.spec, spec(10_000, 20_000));
+        assert_eq!(drop.spec.after_drop, AfterDrop::Close);
+        assert_eq!((drop.edits, drop.updated_at_ms), (0, 0));
+        assert!(!drop.owes_release());
+        assert_eq!(
+            DropEvent::from(DropEventV1::Created(old_spec)),
+            DropEvent::Created(spec(10_000, 20_000))
+        );
+        assert_eq!(
+            DropEvent::from(DropEventV1::Moved {
+                to: DropState::Live,
+                at_ms: 5
+            }),
+            DropEvent::Moved {
+                to: DropState::Live,
+                at_ms: 5
+            }
+        );
     }
 }

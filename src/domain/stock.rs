@@ -122,6 +122,10 @@ pub enum StockEvent {
     DropAttached(DropGate),
     /// The drop was cancelled: the SKU stays closed until another drop takes it.
     DropCancelled { drop: DropId },
+    /// The drop ended and its seller chose `after_drop: "sell"`: the SKU is
+    /// back on normal sale, its per-buyer counts forgotten (format 4 on;
+    /// appended, so older events keep their tags).
+    DropReleased { drop: DropId },
 }
 
 /// Typed refusals; `http/error.rs` maps each to a status and a stable code.
@@ -600,17 +604,34 @@ impl StockLedger {
         self.reserve_in_drop(cmd, 0, now_ms, out)
     }
 
-    /// Makes this SKU sell only through `gate`'s drop. Attaching the same drop
-    /// again changes nothing; another drop replaces it and starts a fresh count.
+    /// Makes this SKU sell only through `gate`'s drop. The same gate again
+    /// changes nothing; the same drop with another window or limit (an
+    /// edit) replaces it and keeps each buyer's count; another drop replaces
+    /// it and starts a fresh count. A cancelled drop never reopens.
     pub fn attach_drop(
         &mut self,
         gate: DropGate,
         out: &mut Vec<StockEvent>,
     ) -> Result<(), StockError> {
-        if self.gate.as_ref().is_some_and(|g| g.drop == gate.drop) {
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.drop == gate.drop && (g.cancelled || *g == gate))
+        {
             return Ok(());
         }
         self.emit(StockEvent::DropAttached(gate), out)
+    }
+
+    /// The drop ended with `after_drop: "sell"`: this SKU goes back to
+    /// normal sale. Nothing happens unless `drop` still gates it (a repeat,
+    /// or a later drop that took it, is left alone).
+    pub fn release_drop(
+        &mut self,
+        drop: DropId,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<(), StockError> {
+        self.if_gated_by(drop, StockEvent::DropReleased { drop }, out)
     }
 
     /// The drop was cancelled: this SKU stops selling through it.
@@ -619,10 +640,18 @@ impl StockLedger {
         drop: DropId,
         out: &mut Vec<StockEvent>,
     ) -> Result<(), StockError> {
+        self.if_gated_by(drop, StockEvent::DropCancelled { drop }, out)
+    }
+
+    /// Emits `event` only while `drop` (not cancelled) gates this SKU.
+    fn if_gated_by(
+        &mut self,
+        drop: DropId,
+        event: StockEvent,
+        out: &mut Vec<StockEvent>,
+    ) -> Result<(), StockError> {
         match &self.gate {
-            Some(gate) if gate.drop == drop && !gate.cancelled => {
-                self.emit(StockEvent::DropCancelled { drop }, out)
-            }
+            Some(gate) if gate.drop == drop && !gate.cancelled => self.emit(event, out),
             _ => Ok(()),
         }
     }
@@ -1086,6 +1115,18 @@ impl StockLedger {
             StockEvent::DropCancelled { drop } => match &mut self.gate {
                 Some(gate) if gate.drop == *drop => gate.cancelled = true,
                 _ => return Err(violation(format!("cancel of drop {} not attached", drop.0))),
+            },
+            StockEvent::DropReleased { drop } => match &self.gate {
+                Some(gate) if gate.drop == *drop => {
+                    self.gate = None;
+                    self.drop_usage.clear();
+                }
+                _ => {
+                    return Err(violation(format!(
+                        "release of drop {} not attached",
+                        drop.0
+                    )))
+                }
             },
         }
         Ok(())

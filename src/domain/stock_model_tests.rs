@@ -685,6 +685,56 @@ fn the_per_buyer_count_follows_holds_sales_and_releases_and_survives_replay() {
     );
 }
 
+#[test]
+fn an_edited_window_keeps_each_buyers_count_and_a_release_lifts_the_gate() {
+    let (mut ledger, mut events) = gated(2);
+    ledger.reserve(one("ana", 2), 1_000, &mut events).unwrap();
+
+    // The same drop, rescheduled later with a higher limit: a new gate,
+    // the same count.
+    let edited = DropGate {
+        ends_at_ms: 8_000,
+        per_buyer_limit: 3,
+        ..ledger.gate().unwrap().clone()
+    };
+    let before = events.len();
+    ledger.attach_drop(edited.clone(), &mut events).unwrap();
+    assert_eq!(events.len(), before + 1);
+    assert_eq!(ledger.gate(), Some(&edited));
+    assert_eq!(ledger.drop_usage(DropId(7), "ana"), 2, "the count stays");
+    assert_eq!(
+        ledger.reserve(one("ana", 2), 6_000, &mut events),
+        Err(StockError::PurchaseLimitExceeded { limit: 3, used: 2 })
+    );
+    ledger.reserve(one("ana", 1), 6_000, &mut events).unwrap();
+
+    // Released after its end: normal sale, no limit, no window; a repeat
+    // or another drop's release changes nothing.
+    assert!(ledger.reserve(one("bo", 1), 9_000, &mut events).is_err());
+    ledger.release_drop(DropId(7), &mut events).unwrap();
+    assert_eq!(ledger.gate(), None);
+    assert_eq!(ledger.drop_usage(DropId(7), "ana"), 0);
+    let after = events.len();
+    ledger.release_drop(DropId(7), &mut events).unwrap();
+    ledger.release_drop(DropId(8), &mut events).unwrap();
+    assert_eq!(events.len(), after, "nothing to release twice");
+    ledger.reserve(one("ana", 4), 9_000, &mut events).unwrap();
+
+    // A cancelled drop is not released (it stays closed).
+    let (mut cancelled, mut more) = gated(0);
+    cancelled.cancel_drop(DropId(7), &mut more).unwrap();
+    let n = more.len();
+    cancelled.release_drop(DropId(7), &mut more).unwrap();
+    assert_eq!(more.len(), n);
+    assert!(cancelled.gate().is_some_and(|g| g.cancelled));
+
+    let mut replayed = StockLedger::new(SkuId(1), LedgerLimits::default());
+    for event in &events {
+        replayed.apply(event).unwrap();
+    }
+    assert_eq!(replayed, ledger);
+}
+
 fn stocked(units: u64) -> (StockLedger, Vec<StockEvent>) {
     let mut ledger = StockLedger::new(SkuId(1), LedgerLimits::default());
     let mut events = Vec::new();

@@ -1,5 +1,6 @@
-//! Drop routes: a seller schedules and cancels drops of its SKUs; anyone reads
-//! them; shoppers join a drop's waiting room and ask where they stand.
+//! Drop routes: a seller schedules, edits and cancels drops of its SKUs;
+//! anyone reads them; shoppers join a drop's waiting room and ask where they
+//! stand.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -9,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::actors::drops::standing_json;
 use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
-use crate::domain::drop::{DropLimits, FlashDrop, NewDrop, WaitingRoomSpec};
+use crate::domain::drop::{AfterDrop, DropPatch, FlashDrop, NewDrop, WaitingRoomSpec};
 use crate::domain::identity::id_text;
 use crate::domain::{DropId, InvalidField};
 use crate::services::identity::actor_of_caller;
@@ -35,6 +36,34 @@ pub struct WaitingRoomBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: Option<u32>,
+}
+
+/// What a drop's SKUs do once its window ends: `sell` puts them back on
+/// normal sale (the per-buyer limit lifts); `close` keeps them closed until
+/// another drop takes them. A cancelled drop closes its SKUs either way.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterDropBody {
+    Sell,
+    Close,
+}
+
+impl From<AfterDropBody> for AfterDrop {
+    fn from(body: AfterDropBody) -> Self {
+        match body {
+            AfterDropBody::Sell => AfterDrop::Sell,
+            AfterDropBody::Close => AfterDrop::Close,
+        }
+    }
+}
+
+impl From<AfterDrop> for AfterDropBody {
+    fn from(after: AfterDrop) -> Self {
+        match after {
+            AfterDrop::Sell => AfterDropBody::Sell,
+            AfterDrop::Close => AfterDropBody::Close,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,6 +94,34 @@ pub struct NewDropBody {
     /// Optional waiting room: past `admit_per_s`, shoppers queue first come, first served.
     #[serde(default)]
     pub waiting_room: Option<WaitingRoomBody>,
+    /// What its SKUs do once the window ends (default `close`).
+    #[serde(default)]
+    pub after_drop: Option<AfterDropBody>,
+}
+
+/// A seller's edit: only the fields named change. Before the drop starts
+/// every field may change (the result is checked as a new drop is); once
+/// it started, only `title` and `after_drop`, until it ends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DropPatchBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub title: Option<String>,
+    /// RFC 3339; a new start is now or later, within `drops.horizon_max_s`.
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+    /// RFC 3339, after the start and in the future, at most
+    /// `drops.duration_max_s` after it.
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    /// 0 = no limit. Each buyer's count so far is kept.
+    #[schema(maximum = 1000)]
+    pub per_buyer_limit: Option<u32>,
+    pub after_drop: Option<AfterDropBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,6 +156,12 @@ pub struct DropBody {
     /// Every state it was in, oldest first.
     pub history: Vec<TransitionBody>,
     pub waiting_room: Option<DropWaitingRoomBody>,
+    pub after_drop: AfterDropBody,
+    /// Edits so far, and when the drop last changed (created, if never edited).
+    pub edits: u32,
+    pub updated_at: String,
+    /// When an ended `sell` drop's SKUs went back on normal sale.
+    pub skus_released_at: Option<String>,
     pub created_at: String,
 }
 
@@ -128,6 +191,10 @@ impl DropBody {
                 capacity: room.capacity,
                 waiting,
             }),
+            after_drop: spec.after_drop.into(),
+            edits: drop.edits,
+            updated_at: rfc3339_ms(drop.updated_at_ms),
+            skus_released_at: drop.skus_released_at_ms.map(rfc3339_ms),
             created_at: rfc3339_ms(spec.created_at_ms),
         }
     }
@@ -211,16 +278,9 @@ pub async fn create_drop(
             pass_ttl_s: room.pass_ttl_s.unwrap_or(300),
             capacity: room.capacity.unwrap_or(100_000),
         }),
+        after_drop: body.after_drop.map(AfterDrop::from).unwrap_or_default(),
     };
-    let limits = DropLimits {
-        title_max_chars: c.title_max_chars,
-        skus_max: c.skus_max,
-        duration_max_ms: c.duration_max_s * 1000,
-        horizon_max_ms: c.horizon_max_s * 1000,
-        per_buyer_limit_max: c.per_buyer_limit_max,
-        waiting_room_capacity_max: c.waiting_room_capacity_max,
-    };
-    new.validate(engine.0.clock().now_ms(), &limits)
+    new.validate(engine.0.clock().now_ms(), &c.limits())
         .map_err(ApiError::invalid)?;
     let drop = engine
         .0
@@ -239,7 +299,8 @@ pub async fn create_drop(
         .tenant(Some(seller.tenant))
         .after(
             serde_json::json!({"title": body.title, "skus": body.skus, "starts_at": body.starts_at,
-                               "ends_at": body.ends_at, "per_buyer_limit": body.per_buyer_limit})
+                               "ends_at": body.ends_at, "per_buyer_limit": body.per_buyer_limit,
+                               "after_drop": body.after_drop})
             .to_string(),
         )
         .correlation(correlation.0)])
@@ -335,7 +396,7 @@ pub async fn cancel_drop(
     let id = drop_id(&path)?;
     let drops = engine.0.drops();
     let entry = Some(drops.lookup(id)?)
-        .filter(|e| e.spec.tenant == seller.tenant)
+        .filter(|e| e.tenant == seller.tenant)
         .ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))?;
     let before = entry.state();
     let drop = drops.cancel(id).await?;
@@ -353,6 +414,83 @@ pub async fn cancel_drop(
         .correlation(correlation.0)])
         .await?;
     Ok(HttpResponse::Ok().json(DropBody::new(&drop, 0)))
+}
+
+/// Edit or reschedule a drop (its seller): before it starts, its title,
+/// window, per-buyer limit and `after_drop`; once it started, its title and
+/// `after_drop` until it ends. Its SKUs enforce a new window or limit before
+/// the answer; each buyer's count so far is kept. An edit that changes
+/// nothing answers the drop as it is.
+#[utoipa::path(
+    patch, path = "/v1/drops/{id}", tag = "drops",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)),
+    request_body = DropPatchBody,
+    responses(
+        (status = 200, body = DropBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such drop, or another store's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "drop_started: a field fixed once the drop started (`fields` lists them)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the drop or its SKUs did not answer; retry shortly", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn edit_drop(
+    seller: Seller,
+    engine: Live,
+    correlation: Correlation,
+    path: web::Path<String>,
+    body: Json<DropPatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = drop_id(&path)?;
+    let body = body.into_inner();
+    let mut errors = Vec::new();
+    let mut time = |field: &'static str, raw: &Option<String>| {
+        raw.as_deref()
+            .and_then(|raw| time_field(field, raw).map_err(|e| errors.push(e)).ok())
+    };
+    let starts_at_ms = time("starts_at", &body.starts_at);
+    let ends_at_ms = time("ends_at", &body.ends_at);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let patch = DropPatch {
+        title: body.title,
+        starts_at_ms,
+        ends_at_ms,
+        per_buyer_limit: body.per_buyer_limit,
+        after_drop: body.after_drop.map(AfterDrop::from),
+    };
+    let drops = engine.0.drops();
+    let entry = Some(drops.lookup(id)?)
+        .filter(|e| e.tenant == seller.tenant)
+        .ok_or_else(|| ApiError::new(ErrorKind::DropNotFound, "no such drop"))?;
+    let before = DropBody::new(&entry.view(), 0);
+    let drop = drops.edit(id, patch, seller.caller.user).await?;
+    let after = DropBody::new(&drop, entry.waiting());
+    if after.edits != before.edits {
+        let fields = |b: &DropBody| {
+            serde_json::json!({"title": b.title, "starts_at": b.starts_at, "ends_at": b.ends_at,
+                               "per_buyer_limit": b.per_buyer_limit, "after_drop": b.after_drop})
+            .to_string()
+        };
+        engine
+            .0
+            .directory()
+            .audit(vec![AuditDraft::new(
+                Some(actor_of_caller(&seller.caller)),
+                "drop.update",
+                format!("drop:{}", id_text(id)),
+            )
+            .tenant(Some(seller.tenant))
+            .before(fields(&before))
+            .after(fields(&after))
+            .correlation(correlation.0)])
+            .await?;
+    }
+    Ok(HttpResponse::Ok().json(after))
 }
 
 fn standing_body(drop: DropId, value: Value) -> StandingBody {

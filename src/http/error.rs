@@ -98,6 +98,7 @@ error_table! {
     PurchaseLimitExceeded => ("purchase_limit_exceeded", CONFLICT, "The drop's per-buyer limit would be exceeded"),
     SkuInDrop => ("sku_in_drop", CONFLICT, "A SKU already belongs to an open drop"),
     InvalidTransition => ("invalid_transition", CONFLICT, "The state transition is not allowed"),
+    DropStarted => ("drop_started", CONFLICT, "The drop started: its window and limit are fixed"),
     QueuePassRequired => ("queue_pass_required", CONFLICT, "The drop admits shoppers through its waiting room"),
     WaitingRoomNotFound => ("waiting_room_not_found", NOT_FOUND, "The drop has no waiting room"),
     TicketNotFound => ("ticket_not_found", NOT_FOUND, "No ticket in this waiting room"),
@@ -575,6 +576,14 @@ impl From<DropsError> for ApiError {
                 ApiError::new(ErrorKind::InvalidTransition, detail)
                     .with("state", Value::from(from.as_str()))
                     .with("allowed", json!(allowed))
+            }
+            DropsError::Transition(crate::domain::drop::DropError::Started { state, fields }) => {
+                ApiError::new(ErrorKind::DropStarted, detail)
+                    .with("state", Value::from(state.as_str()))
+                    .with("fields", json!(fields))
+            }
+            DropsError::Transition(crate::domain::drop::DropError::Invalid(fields)) => {
+                ApiError::invalid(fields)
             }
             DropsError::NoWaitingRoom => ApiError::new(ErrorKind::WaitingRoomNotFound, detail),
             DropsError::Queue(QueueError::Full) => {

@@ -68,7 +68,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(resource("/v1/ws").route(web::get().to(ws::connect)))
         .service(resource("/v1/drops").route(web::post().to(drops::create_drop)))
         .service(resource("/v1/drops/upcoming").route(web::get().to(drops::upcoming)))
-        .service(resource("/v1/drops/{id}").route(web::get().to(drops::get_drop)))
+        .service(
+            resource("/v1/drops/{id}")
+                .route(web::get().to(drops::get_drop))
+                .route(web::patch().to(drops::edit_drop)),
+        )
         .service(resource("/v1/drops/{id}/cancel").route(web::post().to(drops::cancel_drop)))
         .service(
             resource("/v1/drops/{id}/queue")

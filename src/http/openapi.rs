@@ -180,6 +180,7 @@ impl Modify for BearerAuth {
         drops::upcoming,
         drops::get_drop,
         drops::cancel_drop,
+        drops::edit_drop,
         drops::join_queue,
         drops::queue_standing,
         cart::get_cart,

@@ -9,7 +9,7 @@ use std::hash::Hash;
 
 use crate::domain::cart::Cart;
 use crate::domain::category::{Category, CategoryId};
-use crate::domain::drop::FlashDrop;
+use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::order::Order;
 use crate::domain::{DropId, OrderId};
 
@@ -150,6 +150,7 @@ impl Recoverable for FlashDrop {
     fn from_snapshot(body: SnapshotBody) -> Option<Self> {
         match body {
             SnapshotBody::Drop(drop) => Some(drop),
+            SnapshotBody::DropV1(old) => Some(old.into()),
             _ => None,
         }
     }
@@ -161,6 +162,8 @@ impl Recoverable for FlashDrop {
             RecordBody::Drop(event) => {
                 FlashDrop::apply(before, &event).ok_or_else(|| "moved before it was created".into())
             }
+            RecordBody::DropV1(old) => FlashDrop::apply(before, &DropEvent::from(*old))
+                .ok_or_else(|| "moved before it was created".into()),
             _ => Err("not a drop record".into()),
         }
     }
@@ -379,5 +382,54 @@ mod tests {
         assert!(carts.is_empty());
         assert_eq!(carts.delete(22, EntityKey::Drop(DropId(3))), None);
         assert!(carts.finish().unsnapshotted.is_empty());
+    }
+
+    #[test]
+    fn a_drop_of_format_3_reads_as_a_closing_drop_and_takes_new_events() {
+        use crate::domain::drop::legacy::{DropEventV1, DropSpecV1, FlashDropV1};
+        use crate::domain::drop::{AfterDrop, DropEdit, DropState};
+        use crate::domain::ids::{TenantId, UserId};
+        use crate::persistence::record::{decode_snapshot, encode_snapshot};
+        let spec = DropSpecV1 {
+            id: DropId(4),
+            tenant: TenantId(2),
+            title: "Old".into(),
+            skus: Vec::new(),
+            starts_at_ms: 10,
+            ends_at_ms: 20,
+            per_buyer_limit: 1,
+            waiting_room: None,
+            created_at_ms: 5,
+            created_by: UserId(1),
+        };
+        // A snapshot written in format 3 decodes through its old tag.
+        let old = SnapshotBody::DropV1(FlashDropV1 {
+            spec: spec.clone(),
+            state: DropState::Scheduled,
+            history: vec![(DropState::Scheduled, 5)],
+        });
+        let bytes = encode_snapshot(&old).unwrap();
+        let body = decode_snapshot(&bytes, 3).unwrap();
+        let drop = <FlashDrop as Recoverable>::from_snapshot(body).unwrap();
+        assert_eq!(drop.spec.after_drop, AfterDrop::Close);
+        assert_eq!(drop.edits, 0);
+
+        // Old records, then a new edit, replay into one drop.
+        let created = RecordBody::DropV1(Box::new(DropEventV1::Created(spec)));
+        let replayed = <FlashDrop as Recoverable>::apply(None, created).unwrap();
+        let mut edit = DropEdit::of(&replayed.spec, 7, UserId(1));
+        edit.after_drop = AfterDrop::Sell;
+        let edited = <FlashDrop as Recoverable>::apply(
+            Some(replayed),
+            RecordBody::Drop(Box::new(DropEvent::Edited(edit))),
+        )
+        .unwrap();
+        assert_eq!(edited.spec.after_drop, AfterDrop::Sell);
+        assert_eq!((edited.edits, edited.updated_at_ms), (1, 7));
+        assert!(<FlashDrop as Recoverable>::apply(
+            None,
+            RecordBody::Drop(Box::new(DropEvent::SkusReleased { at_ms: 1 }))
+        )
+        .is_err());
     }
 }

@@ -6,6 +6,7 @@ use rkyv::util::AlignedVec;
 
 use crate::domain::cart::Cart;
 use crate::domain::category::Category;
+use crate::domain::drop::legacy::{DropEventV1, FlashDropV1};
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
 use crate::domain::order::Order;
@@ -187,8 +188,8 @@ pub enum RecordBody {
     ProductCreatedV1(Box<ProductV1>),
     /// The new full state of an account, store, session, invitation, follow or audit entry.
     Directory(Box<Entity>),
-    /// A drop was scheduled or moved.
-    Drop(Box<DropEvent>),
+    /// A drop as formats 0..=3 wrote its creation and moves (never written now).
+    DropV1(Box<DropEventV1>),
     /// The new full state of an order (written before and after every saga step).
     Order(Box<Order>),
     /// The new full state of a cart.
@@ -200,6 +201,8 @@ pub enum RecordBody {
     Product(Box<Product>),
     /// The new full state of a category (format 3 on).
     Category(Box<Category>),
+    /// A drop was scheduled, moved, edited or let go of its SKUs (format 4 on).
+    Drop(Box<DropEvent>),
 }
 
 /// The full state of one entity at some LSN.
@@ -209,7 +212,8 @@ pub enum SnapshotBody {
     /// A product as formats 0 and 1 wrote it (never written now).
     ProductV1(ProductV1),
     Directory(Entity),
-    Drop(FlashDrop),
+    /// A drop as formats 0..=3 wrote it (never written now).
+    DropV1(FlashDropV1),
     Order(Order),
     Cart(Cart),
     /// A product's latest version (format 2 on); appended, so older
@@ -217,6 +221,8 @@ pub enum SnapshotBody {
     Product(Box<Product>),
     /// A category (format 3 on).
     Category(Category),
+    /// A drop with its `after_drop` and edits (format 4 on).
+    Drop(FlashDrop),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +240,11 @@ pub struct CodecError(String);
 /// keep their variants and layout (`product::legacy`), so formats 0..=2 all
 /// read with these types. Format 3 added categories (`EntityKey::Category`,
 /// `RecordBody::Category`, `SnapshotBody::Category`), again after the older
-/// variants, so formats 0..=3 read with these types too.
-pub const FORMAT: u16 = 3;
+/// variants, so formats 0..=3 read with these types too. Format 4 changed
+/// drops (`after_drop`, edits): older drops keep their layout and tags as
+/// `DropV1` (`drop::legacy`) and the new ones were appended; it also
+/// appended `StockEvent::DropReleased`.
+pub const FORMAT: u16 = 4;
 
 /// Refuses data written by a newer build: reading it as ours would be
 /// reading garbage, and writing over it would lose what it says.

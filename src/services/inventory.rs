@@ -166,8 +166,8 @@ impl Inventory {
     /// `forget` or `keep`. Refused while it has open holds or sells through
     /// a drop that has not ended (the SKU takes commands again then).
     pub async fn retire(&self, sku: SkuId) -> Result<(), InventoryError> {
-        if let Some(drop) = self.drops.drop_of(sku) {
-            return Err(StockError::InOpenDrop { drop: drop.spec.id }.into());
+        if let Some(drop) = self.drops.drop_of(sku).filter(|d| d.state().is_open()) {
+            return Err(StockError::InOpenDrop { drop: drop.id }.into());
         }
         let (tx, rx) = oneshot::channel();
         self.registry.retire(
@@ -373,15 +373,16 @@ impl Inventory {
         let account = UserId::parse(cmd.buyer.as_str());
         let now = self.clock.now_ms();
         if !account.is_some_and(|buyer| self.drops.admits(drop, buyer, now)) {
-            return Err(InventoryError::QueuePassRequired(drop.spec.id));
+            return Err(InventoryError::QueuePassRequired(drop.id));
         }
-        if drop.spec.skus.len() < 2 || drop.spec.per_buyer_limit == 0 {
+        let spec = drop.spec();
+        if spec.skus.len() < 2 || spec.per_buyer_limit == 0 {
             return self
                 .call(info.id, |reply| SkuCommand::Reserve(cmd, None, reply))
                 .await;
         }
         let buyer = cmd.buyer.as_str().to_owned();
-        let lock = self.drops.buyer_lock(drop.spec.id, &buyer);
+        let lock = self.drops.buyer_lock(drop.id, &buyer);
         let result = {
             let _one_at_a_time = lock.lock().await;
             match self.drops.usage_elsewhere(drop, &buyer, info.id).await {
@@ -396,7 +397,7 @@ impl Inventory {
                 Err(error) => Err(error.into()),
             }
         };
-        self.drops.release_buyer_lock(drop.spec.id, &buyer, lock);
+        self.drops.release_buyer_lock(drop.id, &buyer, lock);
         result
     }
 

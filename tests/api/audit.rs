@@ -497,6 +497,19 @@ async fn every_state_changing_route_leaves_an_audit_entry() {
         .await;
     assert_eq!(ticket.body["state"], "waiting");
     walk.walked.insert("POST /v1/drops/{id}/queue".to_owned());
+    let edited = walk
+        .call(
+            "PATCH /v1/drops/{id}",
+            &format!("/v1/drops/{drop_id}"),
+            Some(&seller),
+            Some(json!({"title": "Walk drop, later", "after_drop": "sell",
+                        "ends_at": flashdrop::clock::rfc3339_ms(now + 180_000)})),
+            "drop.update",
+            Some(&user),
+            &format!("drop:{drop_id}"),
+        )
+        .await;
+    assert_eq!(edited.body["edits"], 1, "{:?}", edited.body);
     walk.call(
         "POST /v1/drops/{id}/cancel",
         &format!("/v1/drops/{drop_id}/cancel"),

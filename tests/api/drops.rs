@@ -1,7 +1,8 @@
 //! Drops over HTTP and WebSocket on an injected clock: nothing sells before
 //! the start or after the end, transitions arrive in order, a sold-out drop
 //! comes back when reservations expire, per-buyer limits hold under
-//! concurrency, cancellation, and bad requests.
+//! concurrency, cancellation, edits and rescheduling before the start,
+//! `after_drop` (back to normal sale or closed), and bad requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use serde_json::{json, Value};
 use flashdrop::clock::{rfc3339_ms, ManualClock};
 
 use crate::helpers::{
-    bearer, create_drop, eventually, minted_buyer, reserve_as, scheduled, send, spawn_app,
-    spawn_clocked, test_config, Response, TestApp, WsClient,
+    bearer, create_drop, edit_drop, eventually, minted_buyer, reserve_as, scheduled, send,
+    spawn_app, spawn_clocked, test_config, Response, TestApp, WsClient,
 };
 
 const T0: u64 = 1_800_000_000_000;
@@ -572,5 +573,271 @@ async fn announcements_reach_drops_watchers_and_connected_followers_only() {
         .until(Duration::from_millis(500), |m| m["type"] == "drop")
         .await;
     assert!(heard.is_none(), "a stranger hears nothing: {heard:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_drop_is_rescheduled_before_it_starts_and_sells_on_after_it_ends() {
+    let (app, clock) = clocked_app().await;
+    app.stocked_sku("resched", "RES-1", 10).await;
+    let id = scheduled(
+        &app,
+        "resched",
+        &["RES-1"],
+        T0 + 60_000,
+        T0 + 120_000,
+        json!({"per_buyer_limit": 1}),
+    )
+    .await;
+    let seller = app.seller("resched").await.access_token;
+    let before = drop_state(&app, &id).await;
+    assert_eq!(before["after_drop"], "close", "the default");
+    assert_eq!(before["edits"], 0);
+
+    // Earlier, shorter, a higher limit: the SKU enforces it before the answer.
+    let moved = edit_drop(
+        &app,
+        &seller,
+        &id,
+        json!({"title": "Moved up", "starts_at": rfc3339_ms(T0 + 30_000),
+               "ends_at": rfc3339_ms(T0 + 90_000), "per_buyer_limit": 2}),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(moved.body["title"], "Moved up");
+    assert_eq!(moved.body["starts_at"], rfc3339_ms(T0 + 30_000));
+    assert_eq!(moved.body["per_buyer_limit"], 2);
+    assert_eq!(moved.body["edits"], 1);
+    assert_eq!(moved.body["state"], "scheduled");
+    assert_eq!(
+        drop_state(&app, &id).await,
+        moved.body,
+        "the answer is the drop"
+    );
+    let (ana, _) = minted_buyer(&app.engine, 1);
+    let early = reserve_as(&app, &ana, "RES-1", json!({"quantity": 1})).await;
+    assert_eq!(early.code(), "drop_not_live", "{:?}", early.body);
+    assert_eq!(early.body["starts_at"], rfc3339_ms(T0 + 30_000));
+    let same = edit_drop(&app, &seller, &id, json!({"per_buyer_limit": 2})).await;
+    assert_eq!(
+        same.body["edits"], 1,
+        "an edit that changes nothing is none"
+    );
+
+    clock.advance_ms(30_000);
+    let live = eventually(Duration::from_secs(10), || async {
+        (drop_state(&app, &id).await["state"] == "live").then_some(())
+    })
+    .await;
+    assert!(live.is_some(), "the drop opens at its new start");
+    let two = reserve_as(&app, &ana, "RES-1", json!({"quantity": 2})).await;
+    assert_eq!(two.status, StatusCode::CREATED, "{:?}", two.body);
+    let third = reserve_as(&app, &ana, "RES-1", json!({"quantity": 1})).await;
+    assert_eq!(third.code(), "purchase_limit_exceeded", "{:?}", third.body);
+    assert_eq!(third.body["limit"], 2, "the new limit");
+
+    // Started: the window and the limit are fixed, the rest may change.
+    let fixed = edit_drop(
+        &app,
+        &seller,
+        &id,
+        json!({"per_buyer_limit": 5, "ends_at": rfc3339_ms(T0 + 100_000), "title": "Late"}),
+    )
+    .await;
+    assert_eq!(fixed.status, StatusCode::CONFLICT, "{:?}", fixed.body);
+    assert_eq!(fixed.code(), "drop_started");
+    assert_eq!(fixed.body["fields"], json!(["ends_at", "per_buyer_limit"]));
+    assert_eq!(
+        drop_state(&app, &id).await["title"],
+        "Moved up",
+        "nothing changed"
+    );
+    let sell = edit_drop(&app, &seller, &id, json!({"after_drop": "sell"})).await;
+    assert_eq!(sell.status, StatusCode::OK, "{:?}", sell.body);
+    assert_eq!(sell.body["after_drop"], "sell");
+    assert_eq!(sell.body["edits"], 2);
+
+    // It ends: the SKU is back on normal sale, the limit lifted.
+    clock.advance_ms(60_000);
+    let released = eventually(Duration::from_secs(10), || async {
+        let view = drop_state(&app, &id).await;
+        view["skus_released_at"].is_string().then_some(view)
+    })
+    .await
+    .expect("the ended drop lets go of its SKUs");
+    assert_eq!(released["state"], "ended");
+    let more = reserve_as(&app, &ana, "RES-1", json!({"quantity": 1})).await;
+    assert_eq!(more.status, StatusCode::CREATED, "{:?}", more.body);
+    let ended = edit_drop(&app, &seller, &id, json!({"title": "Over"})).await;
+    assert_eq!(ended.code(), "drop_started", "{:?}", ended.body);
+    assert_eq!(ended.body["state"], "ended");
+    let stock = app.stock("RES-1").await;
+    assert_eq!(
+        (stock["reserved"].clone(), stock["available"].clone()),
+        (json!(3), json!(7))
+    );
+
+    // The SKU is free for another drop, which gates it afresh.
+    let again = scheduled(
+        &app,
+        "resched",
+        &["RES-1"],
+        T0 + 200_000,
+        T0 + 300_000,
+        json!({}),
+    )
+    .await;
+    let gated = reserve_as(&app, &ana, "RES-1", json!({"quantity": 1})).await;
+    assert_eq!(gated.code(), "drop_not_live", "{:?}", gated.body);
+    assert_ne!(again, id);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn after_drop_and_edits_survive_a_restart_and_a_drop_that_ended_meanwhile_releases() {
+    let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let app = spawn_clocked(config.clone(), None, Arc::new(clock.clone())).await;
+    app.stocked_sku("keepsell", "KS-1", 5).await;
+    app.stocked_sku("keepsell", "KS-2", 5).await;
+    let sells = scheduled(
+        &app,
+        "keepsell",
+        &["KS-1"],
+        T0 + 10_000,
+        T0 + 20_000,
+        json!({"after_drop": "sell"}),
+    )
+    .await;
+    let closes = scheduled(
+        &app,
+        "keepsell",
+        &["KS-2"],
+        T0 + 10_000,
+        T0 + 20_000,
+        json!({}),
+    )
+    .await;
+    let seller = app.seller("keepsell").await.access_token;
+    let edited = edit_drop(
+        &app,
+        &seller,
+        &sells,
+        json!({"ends_at": rfc3339_ms(T0 + 30_000)}),
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::OK, "{:?}", edited.body);
+    let identities = app.identities();
+    app.stop().await;
+
+    // Both end while the server is down.
+    clock.advance_ms(40_000);
+    let app = spawn_clocked(config, Some(dir), Arc::new(clock.clone())).await;
+    app.adopt(identities);
+    let (token, _) = minted_buyer(&app.engine, 1);
+    let on_sale = eventually(Duration::from_secs(10), || async {
+        let r = reserve_as(&app, &token, "KS-1", json!({"quantity": 1})).await;
+        (r.status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    assert!(on_sale.is_some(), "the ended sell drop's SKU sells again");
+    let view = drop_state(&app, &sells).await;
+    assert_eq!(
+        (view["state"].as_str(), view["after_drop"].as_str()),
+        (Some("ended"), Some("sell"))
+    );
+    assert_eq!(
+        view["ends_at"],
+        rfc3339_ms(T0 + 30_000),
+        "the edit was kept"
+    );
+    assert_eq!(view["edits"], 1);
+    let closed = eventually(Duration::from_secs(10), || async {
+        (drop_state(&app, &closes).await["state"] == "ended").then_some(())
+    })
+    .await;
+    assert!(closed.is_some());
+    let refused = reserve_as(&app, &token, "KS-2", json!({"quantity": 1})).await;
+    assert_eq!(
+        refused.code(),
+        "drop_not_live",
+        "a close drop keeps its SKU closed"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_drop_edits_get_the_documented_codes_and_change_nothing() {
+    let app = spawn_app().await;
+    app.stocked_sku("edits", "ED-1", 5).await;
+    let now = app.engine.clock().now_ms();
+    let id = scheduled(
+        &app,
+        "edits",
+        &["ED-1"],
+        now + 600_000,
+        now + 1_200_000,
+        json!({}),
+    )
+    .await;
+    let seller = app.seller("edits").await.access_token;
+    let at = |ms: u64| rfc3339_ms(ms);
+    let before = drop_state(&app, &id).await;
+    let cases = [
+        (
+            json!({"starts_at": "soon"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"ends_at": at(now + 300_000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"starts_at": at(now - 60_000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"title": "   "}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"per_buyer_limit": 1_000_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"ends_at": at(now + 400 * 86_400_000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"after_drop": "maybe"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"skus": ["ED-1"]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, status) in cases {
+        let response = edit_drop(&app, &seller, &id, body.clone()).await;
+        assert_eq!(response.status, status, "{body}: {:?}", response.body);
+    }
+    let missing = edit_drop(&app, &seller, &uuid_like(), json!({"title": "x"})).await;
+    assert_eq!(missing.code(), "drop_not_found");
+    let intruder = app.seller("not-edits").await.access_token;
+    let foreign = edit_drop(&app, &intruder, &id, json!({"title": "mine now"})).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{:?}", foreign.body);
+    let (buyer, _) = minted_buyer(&app.engine, 1);
+    let shopper = edit_drop(&app, &buyer, &id, json!({"title": "x"})).await;
+    assert_eq!(shopper.status, StatusCode::FORBIDDEN);
+    let anonymous = send(
+        app.client.patch(app.url(&format!("/v1/drops/{id}"))),
+        Some(json!({"title": "x"})),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(drop_state(&app, &id).await, before, "nothing changed");
+
+    // A cancelled drop is no longer edited.
+    let cancel = app
+        .post_json(&format!("/v1/drops/{id}/cancel"), Some(&seller), json!({}))
+        .await;
+    assert_eq!(cancel.status, StatusCode::OK);
+    let late = edit_drop(&app, &seller, &id, json!({"after_drop": "sell"})).await;
+    assert_eq!(late.code(), "drop_started", "{:?}", late.body);
     app.stop().await;
 }

@@ -22,6 +22,7 @@ struct World {
     b_staff_id: String,
     b_reservation: String,
     b_product: String,
+    b_drop: String,
 }
 
 #[derive(Clone, Copy)]
@@ -61,8 +62,20 @@ impl World {
             .as_str()
             .unwrap_or_else(|| panic!("store B's product: {:?}", products.body))
             .to_owned();
+        app.stocked_sku("store-b", "B-2", 5).await;
+        let now = app.engine.clock().now_ms();
+        let b_drop = crate::helpers::scheduled(
+            &app,
+            "store-b",
+            &["B-2"],
+            now + 600_000,
+            now + 1_200_000,
+            json!({}),
+        )
+        .await;
         Self {
             b_product,
+            b_drop,
             buyer: app.buyer("shopper").await.access_token,
             a_admin: a_admin.access_token,
             a_staff: a_staff.0,
@@ -91,6 +104,7 @@ impl World {
             .replace("{b_staff}", &self.b_staff_id)
             .replace("{b_reservation}", &self.b_reservation)
             .replace("{b_product}", &self.b_product)
+            .replace("{b_drop}", &self.b_drop)
     }
 
     async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Response {
@@ -155,6 +169,19 @@ impl World {
             (&json!(1), &json!("Drop tee")),
             "{:?}",
             product.body
+        );
+        let drop = self
+            .call("GET", &self.path("/v1/drops/{b_drop}"), admin, None)
+            .await;
+        assert_eq!(
+            (
+                &drop.body["state"],
+                &drop.body["title"],
+                &drop.body["edits"]
+            ),
+            (&json!("scheduled"), &json!("Sneaker drop"), &json!(0)),
+            "{:?}",
+            drop.body
         );
     }
 }
@@ -257,6 +284,9 @@ cell!(other_store_cannot_roll_back_products: OtherAdmin "POST" "/v1/products/{b_
 cell!(other_store_staff_cannot_roll_back_products: OtherStaff "POST" "/v1/products/{b_product}/rollback" Some(json!({"version": 1})) => NOT_FOUND "product_not_found");
 cell!(other_store_cannot_archive_products: OtherAdmin "POST" "/v1/products/{b_product}/archive" None => NOT_FOUND "product_not_found");
 cell!(other_store_staff_cannot_archive_products: OtherStaff "POST" "/v1/products/{b_product}/archive" None => NOT_FOUND "product_not_found");
+cell!(other_store_cannot_edit_drops: OtherAdmin "PATCH" "/v1/drops/{b_drop}" Some(json!({"title": "Taken over"})) => NOT_FOUND "drop_not_found");
+cell!(other_store_staff_cannot_edit_drops: OtherStaff "PATCH" "/v1/drops/{b_drop}" Some(json!({"after_drop": "sell"})) => NOT_FOUND "drop_not_found");
+cell!(other_store_cannot_cancel_drops: OtherAdmin "POST" "/v1/drops/{b_drop}/cancel" None => NOT_FOUND "drop_not_found");
 cell!(other_store_staff_cannot_read_settings: OtherStaff "GET" "/v1/tenants/{b_tenant}" None => NOT_FOUND "tenant_not_found");
 
 // A buyer on seller routes: 403.
@@ -277,6 +307,7 @@ cell!(buyer_cannot_change_products: Buyer "PATCH" "/v1/products/{b_product}" Som
 cell!(buyer_cannot_read_product_history: Buyer "GET" "/v1/products/{b_product}/versions" None => FORBIDDEN "forbidden");
 cell!(buyer_cannot_roll_back_products: Buyer "POST" "/v1/products/{b_product}/rollback" Some(json!({"version": 1})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_archive_products: Buyer "POST" "/v1/products/{b_product}/archive" None => FORBIDDEN "forbidden");
+cell!(buyer_cannot_edit_drops: Buyer "PATCH" "/v1/drops/{b_drop}" Some(json!({"title": "Taken over"})) => FORBIDDEN "forbidden");
 cell!(buyer_cannot_set_stock: Buyer "PUT" "/v1/skus/B-1/stock" stock_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_adjust_stock: Buyer "POST" "/v1/skus/B-1/stock/adjust" adjust_body() => FORBIDDEN "forbidden");
 cell!(buyer_cannot_read_store_settings: Buyer "GET" "/v1/tenants/{b_tenant}" None => FORBIDDEN "forbidden");

@@ -1,4 +1,4 @@
-//! Drops over HTTP: creating one, a scheduled drop, reserving in one.
+//! Drops over HTTP: creating one, a scheduled drop, editing one, reserving in one.
 
 use actix_web::http::StatusCode;
 use flashdrop::clock::rfc3339_ms;
@@ -11,6 +11,17 @@ pub async fn create_drop(app: &TestApp, store: &str, body: Value) -> Response {
     let seller = app.seller(store).await;
     app.post_json("/v1/drops", Some(&seller.access_token), body)
         .await
+}
+
+/// `PATCH /v1/drops/{id}` as `token`.
+pub async fn edit_drop(app: &TestApp, token: &str, id: &str, body: Value) -> Response {
+    send(
+        app.client
+            .patch(app.url(&format!("/v1/drops/{id}")))
+            .insert_header(bearer(token)),
+        Some(body),
+    )
+    .await
 }
 
 /// A drop of `skus` from `start_ms` to `end_ms`; returns its id.
