@@ -241,6 +241,7 @@ async fn orders(node: &Arc<Node>, codes: &Arc<Vec<SkuCode>>, from: u64, to: u64,
                 shipping_address: "1 Bench Street".into(),
                 payment_method: "pm_card_visa".into(),
                 idempotency: None,
+                shipping: Vec::new(),
             };
             let (order, _) = node.orders().place(draft).await.expect("placed");
             let settled = node

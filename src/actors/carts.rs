@@ -53,6 +53,8 @@ pub struct Checkout {
     pub shipping_address: String,
     pub payment_method: String,
     pub idempotency: Option<(String, u64)>,
+    /// The shipping method picked per store.
+    pub shipping: Vec<(TenantId, String)>,
     /// A guest cart to merge first (the buyer signed in after shopping).
     pub merge: Option<u128>,
 }
@@ -522,6 +524,7 @@ async fn apply(
                 shipping_address: checkout.shipping_address,
                 payment_method: checkout.payment_method,
                 idempotency: checkout.idempotency,
+                shipping: checkout.shipping,
             };
             match deps.orders.place(draft).await {
                 Ok((order, _)) => {

@@ -16,10 +16,11 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::identity::id_text;
+use crate::domain::identity::{id_text, ShippingSettings, TaxSettings};
 use crate::domain::order::{
     FulfilError, Order, OrderLine, OrderState, PaymentStatus, SagaStep, TransitionError,
 };
+use crate::domain::pricing::{self, PricingError, SellerCharges};
 use crate::domain::{
     BuyerId, CommitOutcome, IdempotencyKey, OrderId, ReservationId, ReserveCmd, SkuCode, SkuId,
     StockError, TenantId, TenantKey, UserId,
@@ -52,6 +53,10 @@ pub enum OrdersError {
     Overloaded,
     #[error("the engine cannot serve this request now")]
     Unavailable,
+    /// A shipping choice the order cannot take: a method its store does
+    /// not list, or a store with no line in the order.
+    #[error("shipping for store {store}: {reason}")]
+    Shipping { store: TenantId, reason: String },
 }
 
 impl From<FulfilError> for OrdersError {
@@ -81,6 +86,26 @@ pub struct OrderDraft {
     pub payment_method: String,
     /// `(key, fingerprint of the request)`.
     pub idempotency: Option<(String, u64)>,
+    /// The shipping method picked per store (a store left out gets its
+    /// default, the first it lists).
+    pub shipping: Vec<(TenantId, String)>,
+}
+
+/// A store's checkout settings, as the saga prices an order with them. An
+/// interface, so a saga runs in a test without the identity service.
+pub trait StorePricing: Send + Sync {
+    /// The store's shipping methods and tax; `None` for an unknown store
+    /// (its lines are charged as they are).
+    fn pricing(&self, store: TenantId) -> Option<(ShippingSettings, TaxSettings)>;
+}
+
+/// No store prices anything: orders cost their lines.
+pub struct LinesOnly;
+
+impl StorePricing for LinesOnly {
+    fn pricing(&self, _: TenantId) -> Option<(ShippingSettings, TaxSettings)> {
+        None
+    }
 }
 
 /// Who hears of an order's moves: the buyer's live connections, the e-mail
@@ -105,12 +130,20 @@ pub struct OrderDeps {
     pub listener: Arc<dyn OrderListener>,
     /// Unsettled orders, in all and per SKU (the catalog reads them too).
     pub open: Arc<OpenLines>,
+    /// Shipping and tax per store (`LinesOnly` until `with_pricing`).
+    pub stores: Arc<dyn StorePricing>,
     /// Sagas wait (as a transient failure) until `Orders::start` has
     /// announced again what a crash may have lost.
     started: AtomicBool,
 }
 
 impl OrderDeps {
+    /// Prices checkouts with each store's shipping methods and tax.
+    pub fn with_pricing(mut self, stores: Arc<dyn StorePricing>) -> Self {
+        self.stores = stores;
+        self
+    }
+
     pub fn new(
         wal: WalHandle,
         clock: Arc<dyn Clock>,
@@ -128,6 +161,7 @@ impl OrderDeps {
             stock,
             listener,
             open,
+            stores: Arc::new(LinesOnly),
             started: AtomicBool::new(false),
         }
     }
@@ -422,6 +456,59 @@ impl Orders {
         Some(self.get(id).ok_or(OrdersError::Unavailable))
     }
 
+    /// Each seller's charges for `lines`, with the shipping methods the
+    /// buyer picked (`domain::pricing::price`).
+    fn price(
+        &self,
+        lines: &[OrderLine],
+        chosen: &[(TenantId, String)],
+    ) -> Result<Vec<(TenantId, SellerCharges)>, OrdersError> {
+        if let Some((store, _)) = chosen
+            .iter()
+            .find(|(store, _)| !lines.iter().any(|l| l.seller == *store))
+        {
+            return Err(OrdersError::Shipping {
+                store: *store,
+                reason: "the order has no line of this store".into(),
+            });
+        }
+        let mut charges: Vec<(TenantId, SellerCharges)> = Vec::new();
+        for line in lines {
+            if charges.iter().any(|(seller, _)| *seller == line.seller) {
+                continue;
+            }
+            let seller = line.seller;
+            let subtotal = lines
+                .iter()
+                .filter(|l| l.seller == seller)
+                .map(OrderLine::total_minor)
+                .sum();
+            let picked = chosen
+                .iter()
+                .find(|(store, _)| *store == seller)
+                .map(|(_, code)| code.as_str());
+            let priced = match self.deps.stores.pricing(seller) {
+                Some((shipping, tax)) => pricing::price(subtotal, &shipping, &tax, picked)
+                    .map_err(|error| OrdersError::Shipping {
+                        store: seller,
+                        reason: match error {
+                            PricingError::UnknownMethod { chosen, available } => format!(
+                                "no method {chosen:?}; the store ships by {}",
+                                if available.is_empty() {
+                                    "none (shipping is free)".to_owned()
+                                } else {
+                                    available.join(", ")
+                                }
+                            ),
+                        },
+                    })?,
+                None => SellerCharges::lines_only(subtotal),
+            };
+            charges.push((seller, priced));
+        }
+        Ok(charges)
+    }
+
     /// Places an order: checks its lines, logs it, starts its saga. Answers
     /// once the order is durable (the saga runs on); the same key and body
     /// answer the same order again.
@@ -463,6 +550,7 @@ impl Orders {
         if !unknown.is_empty() {
             return Err(OrdersError::UnknownSkus(unknown));
         }
+        let charges = self.price(&lines, &draft.shipping)?;
         let now = self.deps.clock.now_ms();
         let cfg = &self.deps.config.orders;
         let id = OrderId(uuid::Uuid::now_v7().as_u128());
@@ -476,6 +564,7 @@ impl Orders {
             now_ms: now,
             payment_deadline_ms: now + cfg.payment_deadline_s * 1000,
             idempotency: draft.idempotency.clone(),
+            charges,
         });
         // The creation record also starts the first step.
         let mut order = order;
@@ -693,7 +782,7 @@ async fn persist(entry: &Arc<OrderEntry>, wal: &WalHandle, order: &Order) -> Res
     });
     wal.append(&record, Some(ack)).map_err(|_| ())?;
     if order.pending.is_none() {
-        let snapshot = SnapshotBody::Order(order.clone());
+        let snapshot = SnapshotBody::Order(Box::new(order.clone()));
         let covered = Arc::downgrade(entry);
         let ack: crate::persistence::Ack = Box::new(move || {
             if let Some(entry) = covered.upgrade() {

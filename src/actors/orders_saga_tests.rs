@@ -396,6 +396,7 @@ fn draft(method: &str) -> OrderDraft {
         shipping_address: "1 Main St".into(),
         payment_method: method.into(),
         idempotency: None,
+        shipping: Vec::new(),
     }
 }
 

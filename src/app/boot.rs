@@ -132,7 +132,8 @@ pub(super) async fn start(
                 hub: hub.clone(),
             }),
             open_orders,
-        ),
+        )
+        .with_pricing(identity.clone()),
         archive,
         threads.placement.clone(),
     )

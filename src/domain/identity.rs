@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::pricing::ShippingMethod;
 use super::{InvalidField, TenantId, UserId};
 
 /// A 128-bit id (UUIDv7 when minted), shown as a hyphenated UUID.
@@ -240,8 +241,12 @@ pub struct ShippingSettings {
     pub origin_country: Option<String>,
     pub ships_to: Vec<String>,
     pub handling_days: u32,
-    /// Orders at or above this amount (minor units) ship free.
+    /// Orders at or above this amount (minor units) ship free, with any
+    /// method that names no threshold of its own.
     pub free_shipping_over_minor: Option<u64>,
+    /// The ways it ships, the first being the default (format 5 on; older
+    /// stores have none and ship free).
+    pub methods: Vec<ShippingMethod>,
 }
 
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -414,6 +419,9 @@ impl ShippingSettings {
                 "shipping.handling_days",
                 "must be 0..=60",
             ));
+        }
+        if let Err(mut errors) = super::pricing::check_methods(&self.methods) {
+            return Err(errors.swap_remove(0));
         }
         Ok(())
     }
@@ -627,11 +635,80 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Entity {
     User(User),
-    Tenant(Tenant),
+    /// A store as formats 0..=4 wrote it (never written now).
+    TenantV1(legacy::TenantV1),
     Session(Session),
     Invitation(Invitation),
     Follow(Follow),
     Audit(AuditEntry),
+    /// A store with its shipping methods (format 5 on); boxed, so the
+    /// archived enum keeps its size and older snapshots keep their layout.
+    Tenant(Box<Tenant>),
+}
+
+impl Entity {
+    /// The entity in this build's types (a store of an older format gets
+    /// the fields added since, empty).
+    pub fn current(self) -> Entity {
+        match self {
+            Entity::TenantV1(old) => Entity::Tenant(Box::new(old.into())),
+            other => other,
+        }
+    }
+}
+
+/// Stores as formats 0..=4 wrote them, before shipping methods.
+pub mod legacy {
+    use super::{Branding, Plan, ShippingSettings, TaxSettings, Tenant, TenantStatus};
+    use crate::domain::{TenantId, UserId};
+
+    #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct ShippingSettingsV1 {
+        pub origin_country: Option<String>,
+        pub ships_to: Vec<String>,
+        pub handling_days: u32,
+        pub free_shipping_over_minor: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct TenantV1 {
+        pub id: TenantId,
+        pub name: String,
+        pub branding: Branding,
+        pub tax: TaxSettings,
+        pub shipping: ShippingSettingsV1,
+        pub status: TenantStatus,
+        pub plan: Plan,
+        pub webhook_url: String,
+        pub created_by: UserId,
+        pub created_at_ms: u64,
+        pub updated_at_ms: u64,
+    }
+
+    impl From<TenantV1> for Tenant {
+        fn from(old: TenantV1) -> Self {
+            let s = old.shipping;
+            Tenant {
+                id: old.id,
+                name: old.name,
+                branding: old.branding,
+                tax: old.tax,
+                shipping: ShippingSettings {
+                    origin_country: s.origin_country,
+                    ships_to: s.ships_to,
+                    handling_days: s.handling_days,
+                    free_shipping_over_minor: s.free_shipping_over_minor,
+                    methods: Vec::new(),
+                },
+                status: old.status,
+                plan: old.plan,
+                webhook_url: old.webhook_url,
+                created_by: old.created_by,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: old.updated_at_ms,
+            }
+        }
+    }
 }
 
 /// Every account, store, session, invitation and follow, in memory. The audit
@@ -692,7 +769,10 @@ impl Directory {
                 self.users.insert(user.id, user.clone());
             }
             Entity::Tenant(tenant) => {
-                self.tenants.insert(tenant.id, tenant.clone());
+                self.tenants.insert(tenant.id, (**tenant).clone());
+            }
+            Entity::TenantV1(old) => {
+                self.tenants.insert(old.id, old.clone().into());
             }
             Entity::Session(session) => {
                 self.sessions.insert(session.id, session.clone());
@@ -887,7 +967,7 @@ impl Directory {
                     self.unfollowed_at.remove(&pair);
                 }
             }
-            Entity::User(_) | Entity::Tenant(_) | Entity::Audit(_) => {}
+            Entity::User(_) | Entity::Tenant(_) | Entity::TenantV1(_) | Entity::Audit(_) => {}
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod order;
 pub mod outbound;
 pub mod policy;
+pub mod pricing;
 pub mod product;
 pub mod product_version;
 pub mod stock;

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::pricing::SellerCharges;
 use super::{OrderId, TenantId, UserId};
 
 /// Where an order, or one seller's part of it, is.
@@ -220,6 +221,9 @@ pub struct SubOrder {
     /// Refunded with restock; the units are not back in stock yet.
     pub restock_pending: bool,
     pub refunded_minor: i64,
+    /// Subtotal, shipping and tax, fixed at checkout (format 5 on; older
+    /// orders read as their lines only).
+    pub charges: SellerCharges,
 }
 
 #[derive(
@@ -314,6 +318,9 @@ pub struct NewOrder {
     pub now_ms: u64,
     pub payment_deadline_ms: u64,
     pub idempotency: Option<(String, u64)>,
+    /// Each seller's shipping and tax, priced at checkout; a seller left
+    /// out is charged its lines only.
+    pub charges: Vec<(TenantId, SellerCharges)>,
 }
 
 /// Saga log entries an order keeps (the newest), so a payment retried many
@@ -334,11 +341,23 @@ impl Order {
             now_ms,
             payment_deadline_ms,
             idempotency,
+            charges,
         } = new;
         let mut sub_orders: Vec<SubOrder> = Vec::new();
         for line in &lines {
             if !sub_orders.iter().any(|s| s.seller == line.seller) {
+                let subtotal = lines
+                    .iter()
+                    .filter(|l| l.seller == line.seller)
+                    .map(OrderLine::total_minor)
+                    .sum();
+                let charges = charges
+                    .iter()
+                    .find(|(seller, _)| *seller == line.seller)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_else(|| SellerCharges::lines_only(subtotal));
                 sub_orders.push(SubOrder {
+                    charges,
                     seller: line.seller,
                     state: OrderState::Created,
                     tracking: None,
@@ -382,15 +401,37 @@ impl Order {
         }
     }
 
+    /// What the buyer pays: every seller's subtotal, shipping and added tax.
     pub fn total_minor(&self) -> i64 {
+        self.sub_orders
+            .iter()
+            .map(|s| s.charges.total_minor())
+            .sum()
+    }
+
+    /// The lines' prices times quantities, of every seller.
+    pub fn subtotal_minor(&self) -> i64 {
         self.lines.iter().map(OrderLine::total_minor).sum()
     }
 
-    pub fn seller_total_minor(&self, seller: TenantId) -> i64 {
-        self.lines
+    pub fn shipping_minor(&self) -> i64 {
+        self.sub_orders
             .iter()
-            .filter(|l| l.seller == seller)
-            .map(OrderLine::total_minor)
+            .map(|s| s.charges.shipping_minor)
+            .sum()
+    }
+
+    /// The tax in the total, added or included.
+    pub fn tax_minor(&self) -> i64 {
+        self.sub_orders.iter().map(|s| s.charges.tax_minor).sum()
+    }
+
+    /// What the buyer pays one seller (what refunding its part gives back).
+    pub fn seller_total_minor(&self, seller: TenantId) -> i64 {
+        self.sub_orders
+            .iter()
+            .filter(|s| s.seller == seller)
+            .map(|s| s.charges.total_minor())
             .sum()
     }
 
@@ -820,11 +861,108 @@ pub fn status_text(status: PaymentStatus) -> &'static str {
     }
 }
 
+/// Orders as formats 0..=4 wrote them, before checkout pricing: they read
+/// as orders charged their lines only (no shipping, no tax).
+pub mod legacy {
+    use super::{
+        CancelReason, Order, OrderId, OrderLine, OrderState, Payment, SagaEntry, SagaStep,
+        SellerCharges, SubOrder, TenantId, UserId,
+    };
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct SubOrderV1 {
+        pub seller: TenantId,
+        pub state: OrderState,
+        pub tracking: Option<String>,
+        pub history: Vec<(OrderState, u64)>,
+        pub restock: bool,
+        pub return_reason: Option<String>,
+        pub refund_pending: bool,
+        pub restock_pending: bool,
+        pub refunded_minor: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct OrderV1 {
+        pub id: OrderId,
+        pub buyer: UserId,
+        pub currency: String,
+        pub lines: Vec<OrderLine>,
+        pub sub_orders: Vec<SubOrderV1>,
+        pub shipping_address: String,
+        pub state: OrderState,
+        pub history: Vec<(OrderState, u64)>,
+        pub pending: Option<SagaStep>,
+        pub saga_log: Vec<SagaEntry>,
+        pub payment: Payment,
+        pub created_at_ms: u64,
+        pub payment_deadline_ms: u64,
+        pub cancelling: Option<CancelReason>,
+        pub cancel_reason: Option<CancelReason>,
+        pub rejection: Option<String>,
+        pub idempotency: Option<(String, u64)>,
+        pub retry_at_ms: u64,
+    }
+
+    impl From<OrderV1> for Order {
+        fn from(old: OrderV1) -> Self {
+            let lines = old.lines;
+            let sub_orders = old
+                .sub_orders
+                .into_iter()
+                .map(|s| {
+                    let subtotal = lines
+                        .iter()
+                        .filter(|l| l.seller == s.seller)
+                        .map(OrderLine::total_minor)
+                        .sum();
+                    SubOrder {
+                        seller: s.seller,
+                        state: s.state,
+                        tracking: s.tracking,
+                        history: s.history,
+                        restock: s.restock,
+                        return_reason: s.return_reason,
+                        refund_pending: s.refund_pending,
+                        restock_pending: s.restock_pending,
+                        refunded_minor: s.refunded_minor,
+                        charges: SellerCharges::lines_only(subtotal),
+                    }
+                })
+                .collect();
+            Order {
+                id: old.id,
+                buyer: old.buyer,
+                currency: old.currency,
+                lines,
+                sub_orders,
+                shipping_address: old.shipping_address,
+                state: old.state,
+                history: old.history,
+                pending: old.pending,
+                saga_log: old.saga_log,
+                payment: old.payment,
+                created_at_ms: old.created_at_ms,
+                payment_deadline_ms: old.payment_deadline_ms,
+                cancelling: old.cancelling,
+                cancel_reason: old.cancel_reason,
+                rejection: old.rejection,
+                idempotency: old.idempotency,
+                retry_at_ms: old.retry_at_ms,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn order(sellers: &[u128]) -> Order {
+        Order::new(order_parts(sellers))
+    }
+
+    fn order_parts(sellers: &[u128]) -> NewOrder {
         let lines = sellers
             .iter()
             .enumerate()
@@ -838,7 +976,7 @@ mod tests {
                 adopted: false,
             })
             .collect();
-        Order::new(NewOrder {
+        NewOrder {
             id: OrderId(9),
             buyer: UserId(7),
             currency: "EUR".into(),
@@ -848,7 +986,73 @@ mod tests {
             now_ms: 1_000,
             payment_deadline_ms: 61_000,
             idempotency: None,
-        })
+            charges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_order_costs_each_sellers_charges_and_older_orders_their_lines() {
+        let mut new = NewOrder {
+            charges: vec![(
+                TenantId(2),
+                SellerCharges {
+                    subtotal_minor: 1_000,
+                    shipping_method: Some("express".into()),
+                    shipping_minor: 300,
+                    tax_rate_bp: 1_000,
+                    tax_minor: 130,
+                    tax_included: false,
+                },
+            )],
+            ..order_parts(&[1, 2])
+        };
+        new.now_ms = 1_000;
+        let o = Order::new(new);
+        assert_eq!(o.subtotal_minor(), 2_000);
+        assert_eq!(o.seller_total_minor(TenantId(1)), 1_000, "lines only");
+        assert_eq!(o.seller_total_minor(TenantId(2)), 1_430);
+        assert_eq!(
+            (o.shipping_minor(), o.tax_minor(), o.total_minor()),
+            (300, 130, 2_430)
+        );
+
+        let old = legacy::OrderV1 {
+            id: o.id,
+            buyer: o.buyer,
+            currency: o.currency.clone(),
+            lines: o.lines.clone(),
+            sub_orders: o
+                .sub_orders
+                .iter()
+                .map(|s| legacy::SubOrderV1 {
+                    seller: s.seller,
+                    state: s.state,
+                    tracking: None,
+                    history: s.history.clone(),
+                    restock: false,
+                    return_reason: None,
+                    refund_pending: false,
+                    restock_pending: false,
+                    refunded_minor: 0,
+                })
+                .collect(),
+            shipping_address: o.shipping_address.clone(),
+            state: o.state,
+            history: o.history.clone(),
+            pending: None,
+            saga_log: Vec::new(),
+            payment: o.payment.clone(),
+            created_at_ms: o.created_at_ms,
+            payment_deadline_ms: o.payment_deadline_ms,
+            cancelling: None,
+            cancel_reason: None,
+            rejection: None,
+            idempotency: None,
+            retry_at_ms: 0,
+        };
+        let read = Order::from(old);
+        assert_eq!(read.total_minor(), 2_000);
+        assert_eq!(read.sub_orders[1].charges, SellerCharges::lines_only(1_000));
     }
 
     fn run_to_paid(o: &mut Order) {

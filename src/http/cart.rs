@@ -278,6 +278,11 @@ pub struct CheckoutBody {
     pub shipping_address: String,
     #[schema(schema_with = super::schemas::payment_method)]
     pub payment_method: String,
+    /// The shipping method picked per store (store id → method code), as
+    /// on `POST /v1/orders`.
+    #[serde(default)]
+    #[schema(schema_with = super::schemas::shipping_choices)]
+    pub shipping: std::collections::BTreeMap<String, String>,
 }
 
 /// Check out the signed-in shopper's cart (merged first with the guest cart
@@ -322,15 +327,21 @@ pub async fn checkout(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    let shipping = super::orders::shipping_choices(&body.shipping)?;
     let merge = cart_token(&req)?;
     state
         .admission
         .charge_buyer(caller_id, engine.0.clock().now_ms())?;
-    let fingerprint = stable_hash(&[
-        b"checkout",
-        body.shipping_address.as_bytes(),
-        body.payment_method.as_bytes(),
-    ]);
+    let fingerprint = {
+        let mut parts = vec![
+            b"checkout".to_vec(),
+            body.shipping_address.as_bytes().to_vec(),
+            body.payment_method.as_bytes().to_vec(),
+        ];
+        super::orders::fingerprint_shipping(&mut parts, &shipping);
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        stable_hash(&refs)
+    };
     let idempotency = key.0.map(|k| (k.into_inner(), fingerprint));
     let orders = engine.0.orders();
     if let Some((key, fingerprint)) = &idempotency {
@@ -342,6 +353,7 @@ pub async fn checkout(
         shipping_address: body.shipping_address.trim().to_owned(),
         payment_method: body.payment_method.clone(),
         idempotency,
+        shipping,
         merge,
     });
     match engine.0.carts().apply(caller_id.0, false, op).await? {

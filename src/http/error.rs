@@ -556,6 +556,10 @@ impl From<OrdersError> for ApiError {
             }
             OrdersError::Overloaded => ApiError::new(ErrorKind::Overloaded, detail),
             OrdersError::Unavailable => ApiError::new(ErrorKind::Unavailable, detail),
+            OrdersError::Shipping { store, reason } => ApiError::invalid(vec![InvalidField::new(
+                format!("shipping.{}", crate::domain::identity::id_text(store)),
+                reason,
+            )]),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! moves its part through fulfilment; the payment provider's webhooks land
 //! here, verified and reconciled with each order's saga.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -48,6 +49,57 @@ pub struct NewOrderBody {
     /// `pm_card_declined`, `pm_async`, `pm_no_response`, ...).
     #[schema(schema_with = super::schemas::payment_method)]
     pub payment_method: String,
+    /// The shipping method picked per store: store id → method code (one
+    /// of the store's `shipping.methods`). A store left out ships by its
+    /// first method; a store that lists none ships free.
+    #[serde(default)]
+    #[schema(schema_with = super::schemas::shipping_choices)]
+    pub shipping: BTreeMap<String, String>,
+}
+
+/// Parses the shipping choices of a checkout: each key a store id, each
+/// value a method code; what the store lists is checked when the order is
+/// priced.
+pub fn shipping_choices(
+    raw: &BTreeMap<String, String>,
+) -> Result<Vec<(TenantId, String)>, ApiError> {
+    if raw.len() > SHIPPING_CHOICES_MAX {
+        return Err(ApiError::invalid(vec![InvalidField::new(
+            "shipping",
+            format!("may name at most {SHIPPING_CHOICES_MAX} stores"),
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut choices = Vec::with_capacity(raw.len());
+    for (store, code) in raw {
+        match TenantId::parse(store) {
+            Some(id) if !code.is_empty() && code.len() <= 32 => choices.push((id, code.clone())),
+            Some(_) => errors.push(InvalidField::new(
+                format!("shipping.{store}"),
+                "must be a method code of 1..=32 characters",
+            )),
+            None => errors.push(InvalidField::new(
+                format!("shipping.{store}"),
+                "is not a store id",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(choices)
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// The most stores one checkout may pick shipping for (an order has at
+/// most `orders.lines_max` lines, so at most as many stores).
+pub const SHIPPING_CHOICES_MAX: usize = 50;
+
+/// Adds the shipping choices to a request fingerprint's parts.
+pub fn fingerprint_shipping(parts: &mut Vec<Vec<u8>>, choices: &[(TenantId, String)]) {
+    for (store, code) in choices {
+        parts.push([&store.0.to_le_bytes()[..], code.as_bytes()].concat());
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,6 +125,19 @@ pub struct SubOrderBody {
     /// paid, packed, shipped, delivered, return_requested, refunded, closed, ...
     pub state: String,
     pub tracking: Option<String>,
+    /// Its lines' prices times quantities.
+    pub subtotal: i64,
+    /// The shipping method picked (none: the store lists none).
+    pub shipping_method: Option<String>,
+    /// What shipping costs (0 when free over the store's threshold).
+    pub shipping: i64,
+    /// The store's rate in basis points, and the tax it makes of subtotal
+    /// plus shipping (rounded half up).
+    pub tax_rate_bp: u32,
+    pub tax: i64,
+    /// The tax is inside the prices (`prices_include_tax`), not added.
+    pub tax_included: bool,
+    /// What the buyer pays this store: subtotal + shipping (+ tax when not included).
     pub total: i64,
     pub refunded: i64,
     pub return_reason: Option<String>,
@@ -108,6 +173,13 @@ pub struct OrderBody {
     #[schema(example = "payment_pending")]
     pub state: String,
     pub currency: String,
+    /// Every line's price times quantity.
+    pub subtotal: i64,
+    /// Shipping of every store.
+    pub shipping: i64,
+    /// The tax in `total`, added or included.
+    pub tax: i64,
+    /// What the buyer pays: the sum of the sub-orders' totals.
     pub total: i64,
     pub lines: Vec<LineBody>,
     pub sub_orders: Vec<SubOrderBody>,
@@ -153,6 +225,9 @@ impl OrderBody {
             buyer_id: id_text(order.buyer),
             state: order.state.as_str().to_owned(),
             currency: order.currency.clone(),
+            subtotal: order.subtotal_minor(),
+            shipping: order.shipping_minor(),
+            tax: order.tax_minor(),
             total: order.total_minor(),
             lines: order
                 .lines
@@ -184,7 +259,13 @@ impl OrderBody {
                     seller_id: id_text(s.seller),
                     state: s.state.as_str().to_owned(),
                     tracking: s.tracking.clone(),
-                    total: order.seller_total_minor(s.seller),
+                    subtotal: s.charges.subtotal_minor,
+                    shipping_method: s.charges.shipping_method.clone(),
+                    shipping: s.charges.shipping_minor,
+                    tax_rate_bp: s.charges.tax_rate_bp,
+                    tax: s.charges.tax_minor,
+                    tax_included: s.charges.tax_included,
+                    total: s.charges.total_minor(),
                     refunded: s.refunded_minor,
                     return_reason: s.return_reason.clone(),
                     history: states(&s.history),
@@ -368,6 +449,7 @@ pub async fn create_order(
         .map(|i| (i.sku.clone(), i.quantity))
         .collect();
     let parsed = validate_order(&state, &items, &body.shipping_address, &body.payment_method)?;
+    let shipping = shipping_choices(&body.shipping)?;
     state
         .admission
         .charge_buyer(shopper.caller.user, engine.0.clock().now_ms())?;
@@ -378,6 +460,7 @@ pub async fn create_order(
             .collect();
         parts.push(body.shipping_address.as_bytes().to_vec());
         parts.push(body.payment_method.as_bytes().to_vec());
+        fingerprint_shipping(&mut parts, &shipping);
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         stable_hash(&refs)
     };
@@ -387,6 +470,7 @@ pub async fn create_order(
         shipping_address: body.shipping_address.trim().to_owned(),
         payment_method: body.payment_method.clone(),
         idempotency: key.0.map(|k| (k.into_inner(), fingerprint)),
+        shipping,
     };
     let orders = engine.0.orders();
     let (order, replayed) = orders.place(draft).await?;

@@ -68,6 +68,20 @@ pub fn warehouses() -> Schema {
         .into()
 }
 
+/// Shipping picked per store at checkout: store id (a UUID) → method code,
+/// at most 50 stores.
+pub fn shipping_choices() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(string().format(Some(
+            utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid),
+        ))))
+        .additional_properties(Some(string().pattern(Some("^[a-z0-9_-]{1,32}$"))))
+        .max_properties(Some(50))
+        .examples([serde_json::json!({"0190f3a2-7c1e-7d4b-9a51-2f6f1e0c9b10": "express"})])
+        .into()
+}
+
 /// Free-form attributes: at most 32, names 1..=64 characters, values at most
 /// 256, no control characters but tabs and new lines.
 pub fn attributes() -> Schema {

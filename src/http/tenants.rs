@@ -10,6 +10,7 @@ use crate::clock::rfc3339_ms;
 use crate::domain::identity::{
     id_text, Branding, Plan, Role, ShippingSettings, TaxSettings, Tenant, TenantPatch, TenantStatus,
 };
+use crate::domain::pricing::ShippingMethod;
 use crate::domain::{InvalidField, TenantId, UserId};
 use crate::services::identity::IdentityError;
 use crate::services::identity::NewTenant;
@@ -63,10 +64,34 @@ pub struct ShippingBody {
     #[serde(default)]
     #[schema(maximum = 60)]
     pub handling_days: u32,
-    /// Orders at or above this amount (minor units) ship free.
+    /// Orders at or above this amount (minor units) ship free, with any
+    /// method that names no threshold of its own.
     #[serde(default)]
     #[schema(maximum = 1_000_000_000_000_i64)]
     pub free_shipping_over_minor: Option<u64>,
+    /// The ways the store ships, at most 20, codes unique; the first is the
+    /// default a checkout uses when the shopper names none. None: shipping
+    /// is free. Tax (`tax.default_rate_bp`) applies to shipping too.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub methods: Vec<ShippingMethodBody>,
+}
+
+/// One shipping method of a store, priced in the store's currency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingMethodBody {
+    /// What a shopper names at checkout.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
+    pub code: String,
+    #[schema(min_length = 1, max_length = 80)]
+    pub name: String,
+    #[schema(maximum = 1_000_000_000_000_i64)]
+    pub price_minor: u64,
+    /// Free for a seller's subtotal at or above this (minor units).
+    #[serde(default)]
+    #[schema(maximum = 1_000_000_000_000_i64)]
+    pub free_over_minor: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -173,6 +198,17 @@ impl TenantBody {
                 ships_to: t.shipping.ships_to.clone(),
                 handling_days: t.shipping.handling_days,
                 free_shipping_over_minor: t.shipping.free_shipping_over_minor,
+                methods: t
+                    .shipping
+                    .methods
+                    .iter()
+                    .map(|m| ShippingMethodBody {
+                        code: m.code.clone(),
+                        name: m.name.clone(),
+                        price_minor: m.price_minor,
+                        free_over_minor: m.free_over_minor,
+                    })
+                    .collect(),
             },
             webhook_url: (!t.webhook_url.is_empty()).then(|| t.webhook_url.clone()),
             webhook_secret: None,
@@ -293,6 +329,16 @@ impl From<ShippingBody> for ShippingSettings {
             ships_to: s.ships_to,
             handling_days: s.handling_days,
             free_shipping_over_minor: s.free_shipping_over_minor,
+            methods: s
+                .methods
+                .into_iter()
+                .map(|m| ShippingMethod {
+                    code: m.code,
+                    name: m.name.trim().to_owned(),
+                    price_minor: m.price_minor,
+                    free_over_minor: m.free_over_minor,
+                })
+                .collect(),
         }
     }
 }

@@ -53,16 +53,18 @@ impl Recoverable for Order {
     }
     fn from_snapshot(body: SnapshotBody) -> Option<Self> {
         match body {
-            SnapshotBody::Order(order) => Some(order),
+            SnapshotBody::Order(order) => Some(*order),
+            SnapshotBody::OrderV1(old) => Some(old.into()),
             _ => None,
         }
     }
     fn to_snapshot(&self) -> SnapshotBody {
-        SnapshotBody::Order(self.clone())
+        SnapshotBody::Order(Box::new(self.clone()))
     }
     fn apply(_: Option<Self>, body: RecordBody) -> Result<Self, String> {
         match body {
             RecordBody::Order(order) => Ok(*order),
+            RecordBody::OrderV1(old) => Ok((*old).into()),
             _ => Err("not an order record".into()),
         }
     }

@@ -9,6 +9,7 @@ use crate::domain::category::Category;
 use crate::domain::drop::legacy::{DropEventV1, FlashDropV1};
 use crate::domain::drop::{DropEvent, FlashDrop};
 use crate::domain::identity::Entity;
+use crate::domain::order::legacy::OrderV1;
 use crate::domain::order::Order;
 use crate::domain::product::legacy::ProductV1;
 use crate::domain::product::Product;
@@ -139,6 +140,7 @@ impl EntityKey {
         match entity {
             Entity::User(u) => EntityKey::User(u.id),
             Entity::Tenant(t) => EntityKey::Tenant(t.id),
+            Entity::TenantV1(t) => EntityKey::Tenant(t.id),
             Entity::Session(s) => EntityKey::Session(s.id),
             Entity::Invitation(i) => EntityKey::Invitation(i.id),
             Entity::Follow(f) => EntityKey::Follow(f.id),
@@ -190,8 +192,8 @@ pub enum RecordBody {
     Directory(Box<Entity>),
     /// A drop as formats 0..=3 wrote its creation and moves (never written now).
     DropV1(Box<DropEventV1>),
-    /// The new full state of an order (written before and after every saga step).
-    Order(Box<Order>),
+    /// An order as formats 0..=4 wrote it (never written now).
+    OrderV1(Box<OrderV1>),
     /// The new full state of a cart.
     Cart(Box<Cart>),
     /// The entity ends: replay forgets it, and its snapshot is deleted once
@@ -203,6 +205,9 @@ pub enum RecordBody {
     Category(Box<Category>),
     /// A drop was scheduled, moved, edited or let go of its SKUs (format 4 on).
     Drop(Box<DropEvent>),
+    /// The new full state of an order, written before and after every saga
+    /// step (format 5 on: with each seller's shipping and tax).
+    Order(Box<Order>),
 }
 
 /// The full state of one entity at some LSN.
@@ -214,7 +219,8 @@ pub enum SnapshotBody {
     Directory(Entity),
     /// A drop as formats 0..=3 wrote it (never written now).
     DropV1(FlashDropV1),
-    Order(Order),
+    /// An order as formats 0..=4 wrote it (never written now).
+    OrderV1(OrderV1),
     Cart(Cart),
     /// A product's latest version (format 2 on); appended, so older
     /// snapshots keep their tags.
@@ -223,6 +229,9 @@ pub enum SnapshotBody {
     Category(Category),
     /// A drop with its `after_drop` and edits (format 4 on).
     Drop(FlashDrop),
+    /// An order with each seller's charges (format 5 on); boxed so the
+    /// archived enum keeps the size older snapshots were written with.
+    Order(Box<Order>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,8 +252,11 @@ pub struct CodecError(String);
 /// variants, so formats 0..=3 read with these types too. Format 4 changed
 /// drops (`after_drop`, edits): older drops keep their layout and tags as
 /// `DropV1` (`drop::legacy`) and the new ones were appended; it also
-/// appended `StockEvent::DropReleased`.
-pub const FORMAT: u16 = 4;
+/// appended `StockEvent::DropReleased`. Format 5 priced checkouts: orders
+/// (`SubOrder::charges`) and stores (`ShippingSettings::methods`) changed,
+/// their older layouts kept as `OrderV1` (`order::legacy`) and
+/// `Entity::TenantV1` (`identity::legacy`), the new ones appended boxed.
+pub const FORMAT: u16 = 5;
 
 /// Refuses data written by a newer build: reading it as ours would be
 /// reading garbage, and writing over it would lose what it says.

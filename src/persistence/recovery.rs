@@ -134,7 +134,7 @@ fn load_directory(store: &Store) -> Result<HashMap<EntityKey, (u64, Entity)>, St
                 EntityKey::from_bytes(&key).ok_or_else(|| corrupt("snapshot key", "bad"))?;
             match store.read_snapshot(entity)? {
                 Some((covers, SnapshotBody::Directory(state))) => {
-                    out.insert(entity, (covers, state));
+                    out.insert(entity, (covers, state.current()));
                 }
                 Some(_) => return Err(corrupt("snapshot", format!("{entity:?} has another body"))),
                 None => {}
@@ -375,7 +375,7 @@ pub fn recover(
                         next_audit_seq = next_audit_seq.max(seq + 1);
                     }
                     if lsn > covers {
-                        directory.insert(key, (lsn, *state));
+                        directory.insert(key, (lsn, state.current()));
                         from_wal.insert(key);
                         stats.applied += 1;
                     }

@@ -580,6 +580,7 @@ mod tests {
                 now_ms: 1_700_000_000_000,
                 payment_deadline_ms: 1_700_000_900_000,
                 idempotency: None,
+                charges: Vec::new(),
             });
             order.begin(SagaStep::Reserve, 1_700_000_000_100);
             order.reserved(&vec![Some(1); lines as usize], 1_700_000_000_200);
@@ -595,7 +596,7 @@ mod tests {
             order.captured(1_700_000_000_600);
             order.begin(SagaStep::Commit, 1_700_000_000_700);
             order.committed(1_700_000_000_800);
-            SnapshotBody::Order(order)
+            SnapshotBody::Order(Box::new(order))
         };
         for (n, body) in [order(1), order(2_000)].into_iter().enumerate() {
             let entity = EntityKey::Sku(n as u64 + 1);

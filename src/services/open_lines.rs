@@ -80,6 +80,7 @@ mod tests {
             now_ms: 1_000,
             payment_deadline_ms: 61_000,
             idempotency: None,
+            charges: Vec::new(),
         })
     }
 

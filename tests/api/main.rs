@@ -23,6 +23,7 @@ mod live;
 mod notifications;
 mod operations;
 mod orders;
+mod pricing;
 mod process;
 mod products;
 mod recovery;

@@ -180,7 +180,29 @@ async fn a_data_directory_of_the_previous_format_recovers_to_identical_state() {
         );
     }
     // Fields added since the fixture read as what the old data meant: a
-    // product written before versions is version 1, active.
+    // product written before versions is version 1, active; an order made
+    // before checkout pricing cost its lines (no shipping, no tax); a store
+    // of then lists no shipping methods.
+    let mut priced = 0;
+    for (key, now) in seen.as_object().unwrap() {
+        if let Some(subs) = now["sub_orders"].as_array() {
+            for sub in subs {
+                assert_eq!(
+                    (&sub["shipping"], &sub["tax"]),
+                    (&json!(0), &json!(0)),
+                    "{key}"
+                );
+                assert_eq!(sub["subtotal"], sub["total"], "{key}");
+                assert_eq!(sub["shipping_method"], Value::Null, "{key}");
+                priced += 1;
+            }
+            assert_eq!(now["subtotal"], now["total"], "{key}");
+        }
+        if let Some(methods) = now["shipping"]["methods"].as_array() {
+            assert!(methods.is_empty(), "{key}");
+        }
+    }
+    assert!(priced > 0, "the fixture's orders were read");
     for (key, now) in seen.as_object().unwrap() {
         if key.ends_with("/products") {
             for product in now["items"].as_array().unwrap() {

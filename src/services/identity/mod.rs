@@ -333,7 +333,10 @@ pub(super) fn tenant_summary(t: &Tenant) -> String {
                 "default_rate_bp": t.tax.default_rate_bp, "tax_id": t.tax.tax_id},
         "shipping": {"origin_country": t.shipping.origin_country, "ships_to": t.shipping.ships_to,
                      "handling_days": t.shipping.handling_days,
-                     "free_shipping_over_minor": t.shipping.free_shipping_over_minor},
+                     "free_shipping_over_minor": t.shipping.free_shipping_over_minor,
+                     "methods": t.shipping.methods.iter().map(|m| serde_json::json!({
+                         "code": m.code, "name": m.name, "price_minor": m.price_minor,
+                         "free_over_minor": m.free_over_minor})).collect::<Vec<_>>()},
     })
     .to_string()
 }

@@ -103,7 +103,7 @@ impl DirectoryService {
             ];
             let acks = self.write(
                 vec![
-                    Entity::Tenant(tenant.clone()),
+                    Entity::Tenant(Box::new(tenant.clone())),
                     Entity::User(promoted.clone()),
                 ],
                 audit,
@@ -182,7 +182,7 @@ impl DirectoryService {
             .after(tenant_summary(&next))
             .correlation(correlation);
             (
-                self.write(vec![Entity::Tenant(next.clone())], vec![audit])?,
+                self.write(vec![Entity::Tenant(Box::new(next.clone()))], vec![audit])?,
                 next,
             )
         };
@@ -438,5 +438,15 @@ impl DirectoryService {
             self.write(changes, vec![audit])?
         };
         Self::durable(acks).await
+    }
+}
+
+/// Checkouts are priced with the store's settings as they are when the
+/// order is placed.
+impl crate::actors::orders::StorePricing for DirectoryService {
+    fn pricing(&self, store: TenantId) -> Option<(ShippingSettings, TaxSettings)> {
+        let state = self.state.read();
+        let tenant = state.tenant(store)?;
+        Some((tenant.shipping.clone(), tenant.tax.clone()))
     }
 }
