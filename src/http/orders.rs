@@ -51,7 +51,9 @@ pub struct NewOrderBody {
     pub payment_method: String,
     /// The shipping method picked per store: store id → method code (one
     /// of the store's `shipping.methods`). A store left out ships by its
-    /// first method; a store that lists none ships free.
+    /// first method; a store that lists none ships free. A store with no
+    /// line in the order, or a method its store does not list, is 422
+    /// (`shipping.<store id>`).
     #[serde(default)]
     #[schema(schema_with = super::schemas::shipping_choices)]
     pub shipping: BTreeMap<String, String>,

@@ -69,7 +69,8 @@ pub struct ShippingBody {
     #[serde(default)]
     #[schema(maximum = 1_000_000_000_000_i64)]
     pub free_shipping_over_minor: Option<u64>,
-    /// The ways the store ships, at most 20, codes unique; the first is the
+    /// The ways the store ships, at most 20, each code once (a repeated
+    /// code is 422 `shipping.methods[i].code`); the first is the
     /// default a checkout uses when the shopper names none. None: shipping
     /// is free. Tax (`tax.default_rate_bp`) applies to shipping too.
     #[serde(default)]
