@@ -256,13 +256,8 @@ pub async fn import_products(
         }
         error => error,
     };
-    let bytes = match bytes {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            let _ = std::fs::remove_file(&path);
-            return Err(error);
-        }
-    };
+    // On an error the upload, dropped, takes its file with it.
+    let bytes = bytes?;
     let by = author_of(&seller);
     let job = imports
         .start(upload, seller.tenant, &by, format, bytes)

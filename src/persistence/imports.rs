@@ -49,6 +49,36 @@ impl ImportJobs {
         self.spool.join(format!("{id:032x}.upload"))
     }
 
+    /// Removes spooled files of no job in `keep` (uploads cut off by a
+    /// crash before their job was kept); answers how many went. Other files
+    /// in the directory are left alone.
+    pub fn remove_orphans(
+        &self,
+        keep: &std::collections::HashSet<u128>,
+    ) -> Result<usize, StoreError> {
+        let listing = std::fs::read_dir(&self.spool)
+            .map_err(|e| corrupt("import spool directory", e.to_string()))?;
+        let mut removed = 0;
+        for entry in listing {
+            let entry = entry.map_err(|e| corrupt("import spool directory", e.to_string()))?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".upload"))
+                .filter(|hex| hex.len() == 32)
+                .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+            else {
+                continue;
+            };
+            if !keep.contains(&id) {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| corrupt("import spool file", e.to_string()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Files `job` and `errors` (each kept only while fewer than
     /// `errors_kept` are), in the commit of what was sent before.
     pub fn filing(
@@ -114,5 +144,37 @@ impl ImportJobs {
                 serde_json::from_slice(&bytes).map_err(|e| corrupt("import error", e.to_string()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_of_no_kept_job_are_removed_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            1 << 20,
+            super::super::SyncMode::None,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let jobs = ImportJobs::open(&store, dir.path()).unwrap();
+        for id in [1u128, 2] {
+            std::fs::write(jobs.file_of(id), b"title\n").unwrap();
+        }
+        let foreign = dir.path().join(SPOOL_DIR).join("notes.txt");
+        std::fs::write(&foreign, b"kept").unwrap();
+        let keep = std::collections::HashSet::from([2u128]);
+        assert_eq!(jobs.remove_orphans(&keep).unwrap(), 1);
+        assert!(!jobs.file_of(1).exists());
+        assert!(jobs.file_of(2).exists(), "an unfinished job keeps its file");
+        assert!(
+            foreign.exists(),
+            "files not named as uploads are left alone"
+        );
+        assert_eq!(jobs.remove_orphans(&keep).unwrap(), 0);
     }
 }

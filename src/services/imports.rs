@@ -123,12 +123,25 @@ pub struct Upload {
     pub path: std::path::PathBuf,
     tenant: u128,
     uploads: Option<Uploads>,
+    /// Whether its file is a job's now (from the moment `start` keeps it).
+    handed_over: bool,
 }
 
+/// An upload that never became a job (refused, failed, or its request
+/// dropped mid-way by a client that went away) takes its file with it.
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(uploads) = self.uploads.take() {
             uploads.give_back(self.tenant, || {});
+        }
+        if !self.handed_over {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(%error, path = %self.path.display(), "an abandoned import file was not removed")
+                }
+            }
         }
     }
 }
@@ -153,7 +166,16 @@ impl Imports {
             uploads: Uploads::default(),
             queue,
         });
-        for mut job in imports.deps.jobs.unfinished()? {
+        let unfinished = imports.deps.jobs.unfinished()?;
+        let keep: std::collections::HashSet<u128> = unfinished.iter().map(|j| j.id).collect();
+        let orphans = imports.deps.jobs.remove_orphans(&keep)?;
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "removed import files of uploads that never became jobs"
+            );
+        }
+        for mut job in unfinished {
             job.resumed += 1;
             job.state = JobState::Queued;
             tracing::info!(job = %uuid::Uuid::from_u128(job.id), line = job.line, "resuming an import");
@@ -188,6 +210,7 @@ impl Imports {
             path: self.deps.jobs.file_of(id),
             tenant: tenant.0,
             uploads: Some(self.uploads.clone()),
+            handed_over: false,
         })
     }
 
@@ -246,6 +269,11 @@ impl Imports {
             failure: None,
             resumed: 0,
         };
+        // From here the file is the job's: were this request dropped while
+        // the job is being kept, a kept job resumes with it at the next
+        // start, and a job that was not kept leaves an orphan that start
+        // removes.
+        upload.handed_over = true;
         self.keep(&job, Vec::new()).await?;
         // The upload becomes the job under the uploads' lock: counted once.
         if let Some(uploads) = upload.uploads.take() {
@@ -811,17 +839,34 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_dropped_before_its_job_gives_its_place_back() {
+    fn an_upload_dropped_before_its_job_gives_its_place_back_and_takes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::default();
         uploads.take(3, 1, || 0).unwrap();
+        let path = dir.path().join("one.upload");
+        std::fs::write(&path, b"title\n").unwrap();
         let upload = Upload {
             id: 1,
-            path: std::path::PathBuf::from("unused"),
+            path: path.clone(),
             tenant: 3,
             uploads: Some(uploads.clone()),
+            handed_over: false,
         };
         assert_eq!(uploads.take(3, 1, || 0), Err(1));
         drop(upload);
         assert_eq!(uploads.take(3, 1, || 0), Ok(()));
+        assert!(!path.exists(), "an upload that is no job leaves no file");
+
+        // A file handed to its job stays.
+        let kept = dir.path().join("two.upload");
+        std::fs::write(&kept, b"title\n").unwrap();
+        drop(Upload {
+            id: 2,
+            path: kept.clone(),
+            tenant: 3,
+            uploads: None,
+            handed_over: true,
+        });
+        assert!(kept.exists());
     }
 }

@@ -375,5 +375,56 @@ async fn json_lines_import_alike_and_bad_uploads_are_refused() {
         "{:?}",
         audit.body
     );
+
+    // Refused uploads left no file, and neither does a client that goes
+    // away mid-upload; the finished job's file went with it.
+    let spool = dir.path().join("imports");
+    assert_eq!(spooled(&spool), Vec::<String>::new());
+    abandon_upload(&app, &token).await;
+    let emptied = crate::helpers::eventually(Duration::from_secs(10), || async {
+        spooled(&spool).is_empty().then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "left behind: {:?}", spooled(&spool));
+
+    // An upload a crash cut off (its file, no job) goes at the next start.
+    let identities = app.identities();
     app.stop().await;
+    let orphan = spool.join(format!("{:032x}.upload", 0x0190_a1b2_u128 << 96));
+    std::fs::write(&orphan, format!("{HEADER}\n")).unwrap();
+    let mut config = test_config(dir.path());
+    config.catalog.import_max_bytes = 4_096;
+    let app = spawn_config(config, Some(dir)).await;
+    app.adopt(identities);
+    assert!(!orphan.exists(), "the orphan was removed at start-up");
+    app.stop().await;
+}
+
+/// The names of the files spooled in `dir`.
+fn spooled(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Starts an upload of a declared 4,000 bytes, sends a few hundred, and
+/// hangs up.
+async fn abandon_upload(app: &TestApp, token: &str) {
+    use tokio::io::AsyncWriteExt;
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/products/import HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/csv\r\nContent-Length: 4000\r\n\r\n{HEADER}\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all("h,T,,S-1,1,EUR,\n".repeat(20).as_bytes())
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    // Let the server spool what it got before the client goes.
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
 }
