@@ -499,6 +499,12 @@ pub const SERIES: &[Series] = &[
         &[],
     ),
     series(
+        "flashdrop_import_jobs_purged_total",
+        Counter,
+        "Finished import jobs forgotten after retention.import_jobs_s",
+        &[],
+    ),
+    series(
         "flashdrop_notification_dead_letters_dropped_total",
         Counter,
         "Oldest dead letters dropped past notifications.dead_letters_max",

@@ -653,6 +653,8 @@ fn start_background_tasks(
     let marks = services.notifier.clone();
     let keyed = Arc::downgrade(&services.orders);
     let marks_keep_ms = config.retention.notification_keys_s * 1000;
+    let imported = Arc::downgrade(&services.imports);
+    let jobs_keep_ms = config.retention.import_jobs_s * 1000;
     events.spawn(async move {
         let mut every = tokio::time::interval(sweep_every);
         loop {
@@ -686,6 +688,16 @@ fn start_background_tasks(
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "order idempotency keys not purged");
+                        break;
+                    }
+                }
+            }
+            while let Some(imports) = imported.upgrade() {
+                match imports.purge_finished(jobs_keep_ms, purge_batch) {
+                    Ok(n) if n >= purge_batch => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "finished import jobs not purged");
                         break;
                     }
                 }

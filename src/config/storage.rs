@@ -140,6 +140,9 @@ pub struct RetentionConfig {
     /// Versions kept in each product's history, newest first (older ones
     /// are forgotten as new ones are made; 1..=10,000).
     pub product_versions: u64,
+    /// A finished import job, with its row errors, this long after it
+    /// finished; then `GET /v1/imports/{id}` answers 404.
+    pub import_jobs_s: u64,
 }
 
 impl Default for RetentionConfig {
@@ -153,6 +156,7 @@ impl Default for RetentionConfig {
             notification_keys_s: 30 * 86_400,
             order_keys_s: 86_400,
             product_versions: 100,
+            import_jobs_s: 30 * 86_400,
         }
     }
 }
@@ -182,6 +186,12 @@ impl RetentionConfig {
             10 * 366 * 86_400,
         )?;
         range("retention.product_versions", r.product_versions, 1, 10_000)?;
+        range(
+            "retention.import_jobs_s",
+            r.import_jobs_s,
+            60,
+            10 * 366 * 86_400,
+        )?;
         Ok(())
     }
 }

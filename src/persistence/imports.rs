@@ -132,6 +132,40 @@ impl ImportJobs {
         Ok(jobs)
     }
 
+    /// Forgets finished jobs that finished at or before `cutoff_ms`, with
+    /// their row errors, at most `max` of them, oldest first; answers how
+    /// many went. Jobs are keyed by UUIDv7, so in the order they were made:
+    /// the scan stops at the first job made after `cutoff_ms` (none after it
+    /// can have finished by then). Unfinished jobs are never forgotten.
+    pub fn purge_finished(&self, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for entry in self.jobs.iter() {
+            if purged >= max {
+                break;
+            }
+            let (key, bytes) = entry?;
+            let job: ImportJob =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("import job", e.to_string()))?;
+            if job.created_at_ms > cutoff_ms {
+                break;
+            }
+            let ended = job.finished_at_ms.filter(|_| job.state.is_finished());
+            if ended.is_none_or(|at| at > cutoff_ms) {
+                continue;
+            }
+            let from = error_key(job.id, 0);
+            let to = error_key(job.id, u64::MAX);
+            let mut batch = sled::Batch::default();
+            for error in self.errors.range(from..=to) {
+                batch.remove(error?.0);
+            }
+            self.errors.apply_batch(batch)?;
+            self.jobs.remove(key)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
     /// A job's kept row errors after line `after`, at most `limit`, by line.
     pub fn errors(&self, id: u128, after: u64, limit: usize) -> Result<Vec<RowError>, StoreError> {
         let from = error_key(id, after.saturating_add(1));
@@ -176,5 +210,90 @@ mod tests {
             "files not named as uploads are left alone"
         );
         assert_eq!(jobs.remove_orphans(&keep).unwrap(), 0);
+    }
+
+    fn job(id: u128, created: u64, finished: Option<u64>) -> ImportJob {
+        use crate::domain::import::{ImportFormat, JobState, Tally};
+        ImportJob {
+            id,
+            tenant_id: 1,
+            tenant: "t".into(),
+            by: "user:1".into(),
+            format: ImportFormat::Csv,
+            state: if finished.is_some() {
+                JobState::Completed
+            } else {
+                JobState::Running
+            },
+            bytes: 10,
+            created_at_ms: created,
+            started_at_ms: Some(created),
+            finished_at_ms: finished,
+            header: Vec::new(),
+            offset: 0,
+            line: 1,
+            rows: Tally::default(),
+            products: Tally::default(),
+            errors: 0,
+            failure: None,
+            resumed: 0,
+        }
+    }
+
+    fn file(jobs: &ImportJobs, job: &ImportJob, lines: &[u64]) {
+        let errors = lines
+            .iter()
+            .map(|line| RowError {
+                line: *line,
+                field: "price".into(),
+                reason: "bad".into(),
+            })
+            .collect::<Vec<_>>();
+        let mut job = job.clone();
+        job.errors = errors.len() as u64;
+        match jobs.filing(&job, errors, 100).unwrap() {
+            WalOp::File(filing) => filing().unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn finished_jobs_past_retention_go_with_their_errors_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            1 << 20,
+            super::super::SyncMode::None,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let jobs = ImportJobs::open(&store, dir.path()).unwrap();
+        let old_done = job(1, 100, Some(200));
+        let old_running = job(2, 150, None);
+        let done_late = job(3, 300, Some(2_000));
+        let new_done = job(4, 1_500, Some(1_600));
+        for (j, lines) in [
+            (&old_done, &[3u64, 9][..]),
+            (&old_running, &[4][..]),
+            (&done_late, &[5][..]),
+            (&new_done, &[6][..]),
+        ] {
+            file(&jobs, j, lines);
+        }
+        assert_eq!(jobs.purge_finished(1_000, 10).unwrap(), 1);
+        assert!(jobs.get(1).unwrap().is_none());
+        assert!(
+            jobs.errors(1, 0, 10).unwrap().is_empty(),
+            "its errors went too"
+        );
+        for kept in [2, 3, 4] {
+            assert!(jobs.get(kept).unwrap().is_some(), "job {kept}");
+            assert_eq!(jobs.errors(kept, 0, 10).unwrap().len(), 1);
+        }
+        assert_eq!(jobs.purge_finished(1_000, 10).unwrap(), 0);
+        // Later, the bound of one a call holds.
+        assert_eq!(jobs.purge_finished(5_000, 1).unwrap(), 1);
+        assert_eq!(jobs.purge_finished(5_000, 10).unwrap(), 1);
+        assert!(jobs.get(2).unwrap().is_some(), "an unfinished job stays");
     }
 }

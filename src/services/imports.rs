@@ -286,6 +286,15 @@ impl Imports {
         Ok(job)
     }
 
+    /// Forgets up to `max` jobs that finished more than `keep_ms` ago, with
+    /// their row errors (`retention.import_jobs_s`); answers how many went.
+    pub fn purge_finished(&self, keep_ms: u64, max: usize) -> Result<usize, ImportError> {
+        let cutoff = self.deps.clock.now_ms().saturating_sub(keep_ms);
+        let purged = self.deps.jobs.purge_finished(cutoff, max)?;
+        metrics::counter!("flashdrop_import_jobs_purged_total").increment(purged as u64);
+        Ok(purged)
+    }
+
     /// A job as it is now, if it belongs to `tenant` (any store's for `None`).
     pub fn job(&self, id: u128, tenant: Option<TenantId>) -> Result<ImportJob, ImportError> {
         let live = self.live.lock().get(&id).cloned();

@@ -428,3 +428,56 @@ async fn abandon_upload(app: &TestApp, token: &str) {
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     drop(stream);
 }
+
+/// A finished job is kept for `retention.import_jobs_s`, then forgotten
+/// with its row errors; a job of the same store made later stays.
+#[actix_web::test]
+async fn finished_jobs_are_forgotten_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.retention.import_jobs_s = 600;
+    config.retention.sweep_interval_s = 1;
+    let clock = flashdrop::clock::ManualClock::new(1_800_000_000_000);
+    let app =
+        crate::helpers::spawn_clocked(config, Some(dir), std::sync::Arc::new(clock.clone())).await;
+    let token = app.seller("kept").await.access_token;
+    let file = |sku: &str| format!("{HEADER}\nh,T,,{sku},100,EUR,\nbad,T,,{sku}-X,1x,EUR,\n");
+    let run = |body: String| {
+        let (client, base, token) = (app.client.clone(), app.base.clone(), token.clone());
+        async move {
+            let started = upload(&client, &base, &token, "text/csv", body).await;
+            assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+            let id = started.body["id"].as_str().unwrap().to_owned();
+            finished(&client, &base, &token, &id).await;
+            id
+        }
+    };
+    let old = run(file("RET-1")).await;
+    clock.advance_ms(300_000);
+    let newer = run(file("RET-2")).await;
+    let errors = row_errors(&app.client, &app.base, &token, &old).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+
+    // The first job finished 10 minutes ago, the second 5 (within the
+    // access token's life, so the seller's token still works).
+    clock.advance_ms(300_001);
+    let gone = crate::helpers::eventually(Duration::from_secs(10), || async {
+        let job = app
+            .get_as(&format!("/v1/imports/{old}"), Some(&token))
+            .await;
+        (job.status == StatusCode::NOT_FOUND).then_some(job)
+    })
+    .await
+    .expect("the old job is forgotten");
+    assert_eq!(gone.code(), "import_not_found");
+    let kept = app
+        .get_as(&format!("/v1/imports/{newer}"), Some(&token))
+        .await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+    assert_eq!(
+        app.stock("RET-1").await["sku"],
+        "RET-1",
+        "its products stay"
+    );
+    app.stop().await;
+}
