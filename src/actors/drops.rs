@@ -20,7 +20,8 @@ use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::clock::{rfc3339_ms, Clock};
 use crate::domain::drop::{
-    DropError, DropEvent, DropLimits, DropPatch, DropSku, DropSpec, DropState, FlashDrop, NewDrop,
+    AfterDrop, DropError, DropEvent, DropLimits, DropPatch, DropSku, DropSpec, DropState,
+    FlashDrop, NewDrop,
 };
 use crate::domain::identity::id_text;
 use crate::domain::stock::{DropGate, StockError};
@@ -150,9 +151,11 @@ pub struct DropActor {
     entry: Arc<DropEntry>,
     drop: FlashDrop,
     deps: Arc<DropDeps>,
-    /// The registry's map of SKUs to the drop that gates them: an ended
-    /// `sell` drop lets go of its SKUs there once they are released.
+    /// The registry's map of SKUs to the drop that gates them: a drop lets
+    /// go of its SKUs there once they are settled.
     by_sku: Arc<DashMap<SkuId, DropId>>,
+    /// The seller's cancel, answered once every SKU is closed.
+    cancelling: Option<oneshot::Sender<Result<FlashDrop, DropsError>>>,
 }
 
 impl DropActor {
@@ -181,7 +184,7 @@ impl DropActor {
                     tenant,
                     state: *to,
                 }),
-                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusReleased { .. } => {
+                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusSettled { .. } => {
                     None
                 }
             };
@@ -226,11 +229,11 @@ impl DropActor {
                 }
                 *act.entry.view.write() = state;
                 act.after_move();
-                // A cancelled drop retires once its SKUs are told (`Cancel`);
-                // an ended `sell` drop once they are back on sale.
-                if act.drop.state == DropState::Ended {
-                    if act.drop.owes_release() {
-                        act.release_skus(ctx);
+                // An ended or cancelled drop retires once its SKUs are told
+                // how it ended (and that is recorded), when they need telling.
+                if !act.drop.state.is_open() {
+                    if act.drop.owes_settling().is_some() {
+                        act.settle_skus(ctx);
                     } else {
                         act.retire(ctx);
                     }
@@ -239,30 +242,54 @@ impl DropActor {
         );
     }
 
-    /// Puts the SKUs of an ended `after_drop: "sell"` drop back on normal
-    /// sale, then records that they are (retried until every SKU answers).
-    fn release_skus(&self, ctx: &mut Context<Self>) {
+    /// Tells every SKU how the drop ended: back on normal sale (an ended
+    /// `after_drop: "sell"` drop) or closed (a cancelled one); then records
+    /// that they were told, so a restart does not tell them again. Retried
+    /// until every SKU answers; a waiting cancel is answered with the first
+    /// outcome.
+    fn settle_skus(&mut self, ctx: &mut Context<Self>) {
+        let Some(how) = self.drop.owes_settling() else {
+            return;
+        };
         let deps = self.deps.clone();
         let spec = self.entry.spec();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(async move {
-                for_each_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
-            })
-            .map(|released, act, ctx| match released {
-                Ok(()) => {
-                    let id = act.drop.spec.id;
-                    for sku in &act.drop.spec.skus {
-                        act.by_sku.remove_if(&SkuId(sku.id), |_, d| *d == id);
+                match how {
+                    AfterDrop::Sell => {
+                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
                     }
-                    metrics::counter!("flashdrop_drop_skus_released_total")
-                        .increment(act.drop.spec.skus.len() as u64);
-                    let now = act.deps.clock.now_ms();
-                    let events: Vec<DropEvent> = act.drop.released(now).into_iter().collect();
-                    act.commit(ctx, events);
+                    AfterDrop::Close => {
+                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(drop = %id_text(act.drop.spec.id), %error, "drop SKUs not released; retrying");
-                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.release_skus(ctx));
+            })
+            .map(move |told, act, ctx| {
+                if let Some(reply) = act.cancelling.take() {
+                    let answer = match &told {
+                        Ok(()) => Ok(act.drop.clone()),
+                        Err(_) => Err(DropsError::Unavailable),
+                    };
+                    let _ = reply.send(answer);
+                }
+                match told {
+                    Ok(()) => {
+                        let id = act.drop.spec.id;
+                        for sku in &act.drop.spec.skus {
+                            act.by_sku.remove_if(&SkuId(sku.id), |_, d| *d == id);
+                        }
+                        if how == AfterDrop::Sell {
+                            metrics::counter!("flashdrop_drop_skus_released_total")
+                                .increment(act.drop.spec.skus.len() as u64);
+                        }
+                        let now = act.deps.clock.now_ms();
+                        let events: Vec<DropEvent> = act.drop.settled(now).into_iter().collect();
+                        act.commit(ctx, events);
+                    }
+                    Err(error) => {
+                        tracing::warn!(drop = %id_text(act.drop.spec.id), %error, "drop SKUs not settled; retrying");
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.settle_skus(ctx));
+                    }
                 }
             }),
         );
@@ -310,9 +337,10 @@ impl Actor for DropActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
-        // A restart came between the drop ending and its SKUs going back on sale.
-        if self.drop.owes_release() {
-            self.release_skus(ctx);
+        // A restart came between the drop ending or being cancelled and its
+        // SKUs being told.
+        if self.drop.owes_settling().is_some() {
+            self.settle_skus(ctx);
         }
     }
 }
@@ -339,20 +367,10 @@ impl Handler<DropMessage> for DropActor {
             }
             DropMessage::Cancel(reply) => match self.drop.cancel(now) {
                 Ok(event) => {
+                    // Once the move is durable its SKUs are closed
+                    // (`settle_skus`), and then the cancel is answered.
+                    self.cancelling = Some(reply);
                     self.commit(ctx, vec![event]);
-                    let deps = self.deps.clone();
-                    let spec = self.entry.spec();
-                    let view = self.drop.clone();
-                    // After the move is durable (the mailbox is paused until then).
-                    ctx.spawn(
-                        actix::fut::wrap_future::<_, Self>(async move {
-                            let closed =
-                                for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop)
-                                    .await;
-                            let _ = reply.send(closed.map(|()| view));
-                        })
-                        .map(|(), act, ctx| act.retire(ctx)),
-                    );
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
@@ -500,7 +518,16 @@ impl Drops {
         let resident_max = deps.resident_max;
         let drops = Arc::new(Self {
             entries: EntityHost::new("drop", resident_max, vec![arbiter.clone()]),
-            recovered: Mutex::new(recovered.iter().map(|d| d.spec.id).collect()),
+            // Only open drops have gates to check again; an ended or
+            // cancelled drop whose SKUs are still to be told does that
+            // itself (`settle_skus`), and the rest need nothing.
+            recovered: Mutex::new(
+                recovered
+                    .iter()
+                    .filter(|d| d.state.is_open())
+                    .map(|d| d.spec.id)
+                    .collect(),
+            ),
             by_sku: Arc::new(DashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             buyer_locks: DashMap::new(),
@@ -542,7 +569,7 @@ impl Drops {
     /// and its SKUs.
     fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
         let entry = Arc::new(self.entry_of(&drop));
-        if drop.state.is_open() || drop.owes_release() {
+        if drop.state.is_open() || drop.owes_settling().is_some() {
             for sku in &drop.spec.skus {
                 self.by_sku.insert(SkuId(sku.id), drop.spec.id);
                 if drop.state.is_open() {
@@ -557,6 +584,7 @@ impl Drops {
                 drop,
                 deps,
                 by_sku,
+                cancelling: None,
             });
             *entry.addr.lock() = Some(addr);
         }
@@ -619,23 +647,13 @@ impl Drops {
                     continue;
                 }
             };
-            let state = entry.state();
-            let result = if state.is_open() {
-                attach_gates(&self.deps.registry, &entry.spec()).await
-            } else if state == DropState::Cancelled {
-                for_each_sku(&self.deps.registry, &entry.spec(), |_| {
-                    SkuCommand::CancelDrop
-                })
-                .await
-            } else {
-                Ok(())
-            };
-            if let Err(error) = result {
+            if !entry.state().is_open() {
+                continue;
+            }
+            if let Err(error) = attach_gates(&self.deps.registry, &entry.spec()).await {
                 tracing::warn!(drop = %id_text(entry.id), %error, "drop gates not reconciled");
             }
-            if state.is_open() {
-                self.refresh_levels(&entry);
-            }
+            self.refresh_levels(&entry);
         }
     }
 

@@ -2,7 +2,8 @@
 //! sold_out ⇄ live → ended, or cancelled) as a pure state machine; time and
 //! stock levels are passed in, and every change is an event for the WAL.
 //! A scheduled drop may be edited until it starts; what happens to its SKUs
-//! once its window ends (`AfterDrop`) may change until it ends.
+//! once its window ends (`AfterDrop`) may change until it ends; an ended
+//! `sell` drop or a cancelled one records when its SKUs were told.
 
 use serde::Serialize;
 
@@ -232,9 +233,10 @@ pub enum DropEvent {
         at_ms: u64,
     },
     Edited(DropEdit),
-    /// Every SKU of an ended `after_drop: "sell"` drop is back on normal
-    /// sale (so a restart need not tell them again).
-    SkusReleased {
+    /// Every SKU was told how the drop ended: back on normal sale (an
+    /// ended `after_drop: "sell"` drop) or closed (a cancelled one), so a
+    /// restart need not tell them again.
+    SkusSettled {
         at_ms: u64,
     },
 }
@@ -295,8 +297,9 @@ pub struct FlashDrop {
     /// Edits so far, and when the last was made (its creation before any).
     pub edits: u32,
     pub updated_at_ms: u64,
-    /// When its SKUs went back to normal sale (ended `sell` drops only).
-    pub skus_released_at_ms: Option<u64>,
+    /// When every SKU was told how it ended (ended `sell` drops and
+    /// cancelled drops; an ended `close` drop's window closes by itself).
+    pub skus_settled_at_ms: Option<u64>,
 }
 
 impl FlashDrop {
@@ -308,7 +311,7 @@ impl FlashDrop {
             history: vec![(DropState::Scheduled, at)],
             edits: 0,
             updated_at_ms: at,
-            skus_released_at_ms: None,
+            skus_settled_at_ms: None,
         }
     }
 
@@ -325,27 +328,39 @@ impl FlashDrop {
                 d.take_edit(edit);
                 d
             }),
-            DropEvent::SkusReleased { at_ms } => drop.map(|mut d| {
-                d.skus_released_at_ms = Some(*at_ms);
+            DropEvent::SkusSettled { at_ms } => drop.map(|mut d| {
+                d.skus_settled_at_ms = Some(*at_ms);
                 d
             }),
         }
     }
 
-    /// Whether its SKUs are due to go back to normal sale and have not yet.
-    pub fn owes_release(&self) -> bool {
-        self.state == DropState::Ended
-            && self.spec.after_drop == AfterDrop::Sell
-            && self.skus_released_at_ms.is_none()
-    }
-
-    /// Records that every SKU is back on normal sale (once).
-    pub fn released(&mut self, at_ms: u64) -> Option<DropEvent> {
-        if !self.owes_release() {
+    /// What its SKUs are due to be told and have not been yet: to go back
+    /// to normal sale (`Sell`, an ended `sell` drop) or to close (`Close`,
+    /// a cancelled drop). An ended `close` drop owes nothing: its window
+    /// closes its SKUs by itself.
+    pub fn owes_settling(&self) -> Option<AfterDrop> {
+        if self.skus_settled_at_ms.is_some() {
             return None;
         }
-        self.skus_released_at_ms = Some(at_ms);
-        Some(DropEvent::SkusReleased { at_ms })
+        match self.state {
+            DropState::Cancelled => Some(AfterDrop::Close),
+            DropState::Ended if self.spec.after_drop == AfterDrop::Sell => Some(AfterDrop::Sell),
+            _ => None,
+        }
+    }
+
+    /// When its SKUs went back to normal sale (ended `sell` drops only).
+    pub fn skus_released_at_ms(&self) -> Option<u64> {
+        self.skus_settled_at_ms
+            .filter(|_| self.state == DropState::Ended && self.spec.after_drop == AfterDrop::Sell)
+    }
+
+    /// Records that every SKU was told (once).
+    pub fn settled(&mut self, at_ms: u64) -> Option<DropEvent> {
+        self.owes_settling()?;
+        self.skus_settled_at_ms = Some(at_ms);
+        Some(DropEvent::SkusSettled { at_ms })
     }
 
     fn take_edit(&mut self, edit: &DropEdit) {
@@ -623,7 +638,7 @@ pub mod legacy {
                 history: old.history,
                 edits: 0,
                 updated_at_ms,
-                skus_released_at_ms: None,
+                skus_settled_at_ms: None,
             }
         }
     }
@@ -657,7 +672,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 DropEvent::Moved { to, .. } => Some(*to),
-                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusReleased { .. } => {
+                DropEvent::Created(_) | DropEvent::Edited(_) | DropEvent::SkusSettled { .. } => {
                     None
                 }
             })
@@ -897,14 +912,14 @@ mod tests {
         };
         events.extend(drop.edit(&sell, UserId(3), 1_000, &limits()).unwrap());
         events.extend(drop.tick(10_000, false));
-        assert!(!drop.owes_release(), "live drops owe nothing");
-        assert_eq!(drop.released(10_500), None);
+        assert_eq!(drop.owes_settling(), None, "live drops owe nothing");
+        assert_eq!(drop.settled(10_500), None);
         events.extend(drop.tick(25_000, false));
-        assert!(drop.owes_release());
-        events.extend(drop.released(25_100));
-        assert_eq!(drop.released(25_200), None, "released once");
-        assert!(!drop.owes_release());
-        assert_eq!(drop.skus_released_at_ms, Some(25_100));
+        assert_eq!(drop.owes_settling(), Some(AfterDrop::Sell));
+        events.extend(drop.settled(25_100));
+        assert_eq!(drop.settled(25_200), None, "settled once");
+        assert_eq!(drop.owes_settling(), None);
+        assert_eq!(drop.skus_released_at_ms(), Some(25_100));
 
         let replayed = events.iter().fold(None, FlashDrop::apply).unwrap();
         assert_eq!(replayed, drop);
@@ -912,16 +927,30 @@ mod tests {
     }
 
     #[test]
-    fn a_close_or_cancelled_drop_owes_no_release() {
+    fn an_ended_close_drop_owes_nothing_and_a_cancelled_one_owes_closing_once() {
         let mut closing = FlashDrop::new(spec(10_000, 20_000));
         closing.tick(20_000, false);
         assert_eq!(closing.state, DropState::Ended);
-        assert!(!closing.owes_release());
+        assert_eq!(closing.owes_settling(), None);
 
         let mut cancelled = FlashDrop::new(spec(10_000, 20_000));
         cancelled.spec.after_drop = AfterDrop::Sell;
         cancelled.cancel(11_000).unwrap();
-        assert!(!cancelled.owes_release());
+        assert_eq!(
+            cancelled.owes_settling(),
+            Some(AfterDrop::Close),
+            "cancelled closes whatever after_drop says"
+        );
+        assert_eq!(
+            cancelled.settled(11_500),
+            Some(DropEvent::SkusSettled { at_ms: 11_500 })
+        );
+        assert_eq!(cancelled.owes_settling(), None);
+        assert_eq!(
+            cancelled.skus_released_at_ms(),
+            None,
+            "closed, not released"
+        );
     }
 
     #[test]
@@ -951,7 +980,11 @@ mod tests {
         assert_eq!(drop.spec, spec(10_000, 20_000));
         assert_eq!(drop.spec.after_drop, AfterDrop::Close);
         assert_eq!((drop.edits, drop.updated_at_ms), (0, 0));
-        assert!(!drop.owes_release());
+        assert_eq!(
+            drop.owes_settling(),
+            None,
+            "an ended close drop owes nothing"
+        );
         assert_eq!(
             DropEvent::from(DropEventV1::Created(old_spec)),
             DropEvent::Created(spec(10_000, 20_000))

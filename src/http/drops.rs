@@ -194,7 +194,7 @@ impl DropBody {
             after_drop: spec.after_drop.into(),
             edits: drop.edits,
             updated_at: rfc3339_ms(drop.updated_at_ms),
-            skus_released_at: drop.skus_released_at_ms.map(rfc3339_ms),
+            skus_released_at: drop.skus_released_at_ms().map(rfc3339_ms),
             created_at: rfc3339_ms(spec.created_at_ms),
         }
     }

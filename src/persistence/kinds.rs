@@ -430,7 +430,7 @@ mod tests {
         assert_eq!((edited.edits, edited.updated_at_ms), (1, 7));
         assert!(<FlashDrop as Recoverable>::apply(
             None,
-            RecordBody::Drop(Box::new(DropEvent::SkusReleased { at_ms: 1 }))
+            RecordBody::Drop(Box::new(DropEvent::SkusSettled { at_ms: 1 }))
         )
         .is_err());
     }
