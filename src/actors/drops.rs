@@ -177,6 +177,7 @@ impl DropActor {
         let mut ack = Some(tx);
         let count = events.len();
         let edited = events.iter().any(|e| matches!(e, DropEvent::Edited(_)));
+        let moved = events.iter().any(|e| matches!(e, DropEvent::Moved { .. }));
         for (i, event) in events.into_iter().enumerate() {
             let publish = match &event {
                 DropEvent::Moved { to, .. } => Some(FeedBody::Drop {
@@ -228,7 +229,11 @@ impl DropActor {
                     *act.entry.spec.write() = Arc::new(state.spec.clone());
                 }
                 *act.entry.view.write() = state;
-                act.after_move();
+                // Only a move changes what the room and the watched SKUs
+                // follow (an edit or a settling record must not unwatch twice).
+                if moved {
+                    act.after_move();
+                }
                 // An ended or cancelled drop retires once its SKUs are told
                 // how it ended (and that is recorded), when they need telling.
                 if !act.drop.state.is_open() {
@@ -256,11 +261,12 @@ impl DropActor {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(async move {
                 match how {
+                    // A SKU removed since has nothing left to tell.
                     AfterDrop::Sell => {
-                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
+                        each_present_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
                     }
                     AfterDrop::Close => {
-                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await
+                        each_present_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await
                     }
                 }
             })
@@ -293,6 +299,30 @@ impl DropActor {
                 }
             }),
         );
+    }
+
+    /// Gives every SKU the drop's current window and limit again in a
+    /// second, and again until they all have them (an edit is durable
+    /// before its SKUs are told, so a failed telling must not be final).
+    fn regate_later(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(Duration::from_secs(1), |act, ctx| {
+            if !act.drop.state.is_open() {
+                return;
+            }
+            let deps = act.deps.clone();
+            let spec = act.entry.spec();
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(async move {
+                    attach_gates(&deps.registry, &spec).await
+                })
+                .map(|gated, act, ctx| {
+                    if let Err(error) = gated {
+                        tracing::warn!(drop = %id_text(act.drop.spec.id), %error, "edited drop gates not attached; retrying");
+                        act.regate_later(ctx);
+                    }
+                }),
+            );
+        });
     }
 
     /// An ended or cancelled drop needs no actor: with its address gone
@@ -395,15 +425,25 @@ impl Handler<DropMessage> for DropActor {
                         let view = self.drop.clone();
                         // After the edit is durable (the mailbox is paused
                         // until then): the SKUs take the new window and
-                        // limit, each buyer's count kept.
-                        ctx.spawn(actix::fut::wrap_future::<_, Self>(async move {
-                            let gated = if regate {
-                                attach_gates(&deps.registry, &view.spec).await
-                            } else {
-                                Ok(())
-                            };
-                            let _ = reply.send(gated.map(|()| view));
-                        }));
+                        // limit, each buyer's count kept. A failure is
+                        // answered and retried until every SKU has them.
+                        ctx.spawn(
+                            actix::fut::wrap_future::<_, Self>(async move {
+                                let gated = if regate {
+                                    attach_gates(&deps.registry, &view.spec).await
+                                } else {
+                                    Ok(())
+                                };
+                                let failed = gated.is_err();
+                                let _ = reply.send(gated.map(|()| view));
+                                failed
+                            })
+                            .map(|failed, act, ctx| {
+                                if failed {
+                                    act.regate_later(ctx);
+                                }
+                            }),
+                        );
                     }
                 }
             }
@@ -420,21 +460,47 @@ async fn for_each_sku<F>(
 where
     F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
 {
+    fan_out(registry, spec, make, false).await
+}
+
+/// As `for_each_sku`, passing over SKUs that no longer exist.
+async fn each_present_sku<F>(
+    registry: &Registry,
+    spec: &DropSpec,
+    make: impl Fn(&DropSpec) -> F,
+) -> Result<(), DropsError>
+where
+    F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
+{
+    fan_out(registry, spec, make, true).await
+}
+
+/// Tells every SKU, even past one that fails, and answers whether all did.
+async fn fan_out<F>(
+    registry: &Registry,
+    spec: &DropSpec,
+    make: impl Fn(&DropSpec) -> F,
+    skip_unknown: bool,
+) -> Result<(), DropsError>
+where
+    F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
+{
     let mut replies = Vec::with_capacity(spec.skus.len());
+    let mut all = Ok(());
     for sku in &spec.skus {
         let (tx, rx) = oneshot::channel();
-        registry
-            .send(SkuId(sku.id), make(spec)(spec.id, tx))
-            .map_err(|_| DropsError::Unavailable)?;
-        replies.push(rx);
-    }
-    for reply in replies {
-        match reply.await {
-            Ok(Ok(())) => {}
-            _ => return Err(DropsError::Unavailable),
+        match registry.send(SkuId(sku.id), make(spec)(spec.id, tx)) {
+            Ok(()) => replies.push(rx),
+            Err(SendError::UnknownSku) if skip_unknown => {}
+            Err(_) => all = Err(DropsError::Unavailable),
         }
     }
-    Ok(())
+    for reply in replies {
+        if !matches!(reply.await, Ok(Ok(()))) {
+            all = Err(DropsError::Unavailable);
+        }
+    }
+    all
 }
 
 /// The gate a drop puts on each of its SKUs.
@@ -570,9 +636,11 @@ impl Drops {
     fn register(&self, drop: FlashDrop) -> Arc<DropEntry> {
         let entry = Arc::new(self.entry_of(&drop));
         if drop.state.is_open() || drop.owes_settling().is_some() {
-            for sku in &drop.spec.skus {
-                self.by_sku.insert(SkuId(sku.id), drop.spec.id);
-                if drop.state.is_open() {
+            // Only an open drop gates its SKUs: a closed one still settling
+            // must not take a SKU's entry from an open drop that took it since.
+            if drop.state.is_open() {
+                for sku in &drop.spec.skus {
+                    self.by_sku.insert(SkuId(sku.id), drop.spec.id);
                     self.deps.watched.watch(SkuId(sku.id));
                 }
             }

@@ -502,7 +502,18 @@ impl Orders {
                             ),
                         },
                     })?,
-                None => SellerCharges::lines_only(subtotal),
+                None => match picked {
+                    // A store the directory does not know has no methods.
+                    Some(code) => {
+                        return Err(OrdersError::Shipping {
+                            store: seller,
+                            reason: format!(
+                                "no method {code:?}; the store ships by none (shipping is free)"
+                            ),
+                        })
+                    }
+                    None => SellerCharges::lines_only(subtotal),
+                },
             };
             charges.push((seller, priced));
         }

@@ -377,7 +377,7 @@ impl FlashDrop {
     /// Applies a seller's patch at `now_ms`. The window and the per-buyer
     /// limit change only before the drop starts (a scheduled drop whose
     /// start has passed has started, even before its tick); the title and
-    /// `after_drop` until it ends. The edited drop is checked as a new one
+    /// `after_drop` until it ends (its end having passed, likewise). The edited drop is checked as a new one
     /// would be. A patch that changes nothing is `None`.
     pub fn edit(
         &mut self,
@@ -392,7 +392,9 @@ impl FlashDrop {
             return Ok(None);
         }
         let started = self.state != DropState::Scheduled || now_ms >= self.spec.starts_at_ms;
-        let fixed: Vec<&'static str> = if !self.state.is_open() {
+        // Past its end it has ended, even before the tick that says so.
+        let ended = !self.state.is_open() || now_ms >= self.spec.ends_at_ms;
+        let fixed: Vec<&'static str> = if ended {
             changed
         } else if started {
             changed
@@ -854,6 +856,19 @@ mod tests {
         assert_eq!(drop.spec.title, "Late");
         assert_eq!(drop.spec.after_drop, AfterDrop::Sell);
 
+        // Past its end, before the tick: nothing changes any more.
+        assert!(matches!(
+            drop.edit(
+                &DropPatch {
+                    title: Some("Too late".into()),
+                    ..patch()
+                },
+                UserId(3),
+                30_000,
+                &limits()
+            ),
+            Err(DropError::Started { .. })
+        ));
         // Ended: nothing changes any more.
         drop.tick(30_000, false);
         assert_eq!(

@@ -75,6 +75,10 @@ pub fn shipping_choices(
     let mut choices = Vec::with_capacity(raw.len());
     for (store, code) in raw {
         match TenantId::parse(store) {
+            // Ids parse in either case: two spellings of one store are one too many.
+            Some(id) if choices.iter().any(|(seen, _)| *seen == id) => errors.push(
+                InvalidField::new(format!("shipping.{store}"), "names a store already named"),
+            ),
             Some(id) if !code.is_empty() && code.len() <= 32 => choices.push((id, code.clone())),
             Some(_) => errors.push(InvalidField::new(
                 format!("shipping.{store}"),

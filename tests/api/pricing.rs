@@ -207,6 +207,27 @@ async fn bad_shipping_choices_and_methods_are_refused_and_change_nothing() {
             refused.body
         );
     }
+    // One store named twice (ids parse in either case) is refused.
+    let twice = checkout(
+        &app,
+        &buyer,
+        json!({ north_id.clone(): "standard", north_id.to_uppercase(): "express" }),
+        None,
+    )
+    .await;
+    assert_eq!(
+        twice.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        twice.body
+    );
+    assert!(
+        twice.body["errors"][0]["field"]
+            .as_str()
+            .is_some_and(|f| f.to_lowercase() == format!("shipping.{north_id}")),
+        "{:?}",
+        twice.body
+    );
     let orders = app.get_as("/v1/orders", Some(&buyer)).await;
     assert_eq!(orders.body["items"], json!([]), "no order was placed");
     let tee = app.stock("N-TEE").await;
