@@ -263,10 +263,10 @@ impl DropActor {
                 match how {
                     // A SKU removed since has nothing left to tell.
                     AfterDrop::Sell => {
-                        each_present_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop).await
+                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::ReleaseDrop, true).await
                     }
                     AfterDrop::Close => {
-                        each_present_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop).await
+                        for_each_sku(&deps.registry, &spec, |_| SkuCommand::CancelDrop, true).await
                     }
                 }
             })
@@ -451,32 +451,10 @@ impl Handler<DropMessage> for DropActor {
     }
 }
 
-/// Sends every SKU of the drop the command `make(gate)` builds and waits for all.
+/// Sends every SKU of the drop the command `make(gate)` builds, even past
+/// one that fails, and answers whether all took it; with `skip_unknown`,
+/// SKUs that no longer exist are passed over.
 async fn for_each_sku<F>(
-    registry: &Registry,
-    spec: &DropSpec,
-    make: impl Fn(&DropSpec) -> F,
-) -> Result<(), DropsError>
-where
-    F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
-{
-    fan_out(registry, spec, make, false).await
-}
-
-/// As `for_each_sku`, passing over SKUs that no longer exist.
-async fn each_present_sku<F>(
-    registry: &Registry,
-    spec: &DropSpec,
-    make: impl Fn(&DropSpec) -> F,
-) -> Result<(), DropsError>
-where
-    F: FnOnce(DropId, oneshot::Sender<Result<(), StockError>>) -> SkuCommand,
-{
-    fan_out(registry, spec, make, true).await
-}
-
-/// Tells every SKU, even past one that fails, and answers whether all did.
-async fn fan_out<F>(
     registry: &Registry,
     spec: &DropSpec,
     make: impl Fn(&DropSpec) -> F,
@@ -516,10 +494,15 @@ fn gate_of(spec: &DropSpec) -> DropGate {
 
 async fn attach_gates(registry: &Registry, spec: &DropSpec) -> Result<(), DropsError> {
     let gate = gate_of(spec);
-    for_each_sku(registry, spec, |_| {
-        let gate = gate.clone();
-        move |_, reply| SkuCommand::AttachDrop(gate, reply)
-    })
+    for_each_sku(
+        registry,
+        spec,
+        |_| {
+            let gate = gate.clone();
+            move |_, reply| SkuCommand::AttachDrop(gate, reply)
+        },
+        false,
+    )
     .await
 }
 

@@ -419,7 +419,8 @@ pub async fn cancel_drop(
 /// Edit or reschedule a drop (its seller): before it starts, its title,
 /// window, per-buyer limit and `after_drop`; once it started, its title and
 /// `after_drop` until it ends. Its SKUs enforce a new window or limit before
-/// the answer; each buyer's count so far is kept. An edit that changes
+/// the answer; each buyer's count so far is kept. A 503 after the edit was
+/// kept means not every SKU answered yet: they are told again until they do. An edit that changes
 /// nothing answers the drop as it is.
 #[utoipa::path(
     patch, path = "/v1/drops/{id}", tag = "drops",

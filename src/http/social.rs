@@ -21,6 +21,12 @@ pub struct CreatorBody {
     pub branding: BrandingBody,
     pub followers: usize,
     pub products: u32,
+    /// What a checkout may name for this store in `shipping` (the first is
+    /// the default; none: it ships free).
+    pub shipping_methods: Vec<super::tenants::ShippingMethodBody>,
+    /// Whether its prices include tax, and its rate in basis points.
+    pub prices_include_tax: bool,
+    pub tax_rate_bp: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -112,6 +118,9 @@ pub async fn get_creator(engine: Live, path: web::Path<String>) -> Result<HttpRe
         },
         followers,
         products: engine.0.catalog().product_count_of(&id_text(id)),
+        shipping_methods: tenant.shipping.methods.iter().map(Into::into).collect(),
+        prices_include_tax: tenant.tax.prices_include_tax,
+        tax_rate_bp: tenant.tax.default_rate_bp,
     }))
 }
 

@@ -95,6 +95,17 @@ pub struct ShippingMethodBody {
     pub free_over_minor: Option<u64>,
 }
 
+impl From<&ShippingMethod> for ShippingMethodBody {
+    fn from(m: &ShippingMethod) -> Self {
+        Self {
+            code: m.code.clone(),
+            name: m.name.clone(),
+            price_minor: m.price_minor,
+            free_over_minor: m.free_over_minor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
@@ -199,17 +210,7 @@ impl TenantBody {
                 ships_to: t.shipping.ships_to.clone(),
                 handling_days: t.shipping.handling_days,
                 free_shipping_over_minor: t.shipping.free_shipping_over_minor,
-                methods: t
-                    .shipping
-                    .methods
-                    .iter()
-                    .map(|m| ShippingMethodBody {
-                        code: m.code.clone(),
-                        name: m.name.clone(),
-                        price_minor: m.price_minor,
-                        free_over_minor: m.free_over_minor,
-                    })
-                    .collect(),
+                methods: t.shipping.methods.iter().map(Into::into).collect(),
             },
             webhook_url: (!t.webhook_url.is_empty()).then(|| t.webhook_url.clone()),
             webhook_secret: None,

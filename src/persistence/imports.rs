@@ -185,8 +185,8 @@ impl ImportJobs {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_files_of_no_kept_job_are_removed_at_start_up() {
+    /// Jobs in a fresh store, with the directory that holds it.
+    fn opened() -> (tempfile::TempDir, ImportJobs) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             dir.path(),
@@ -196,6 +196,12 @@ mod tests {
         )
         .unwrap();
         let jobs = ImportJobs::open(&store, dir.path()).unwrap();
+        (dir, jobs)
+    }
+
+    #[test]
+    fn only_files_of_no_kept_job_are_removed_at_start_up() {
+        let (dir, jobs) = opened();
         for id in [1u128, 2] {
             std::fs::write(jobs.file_of(id), b"title\n").unwrap();
         }
@@ -259,15 +265,7 @@ mod tests {
 
     #[test]
     fn finished_jobs_past_retention_go_with_their_errors_and_nothing_else_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            1 << 20,
-            super::super::SyncMode::None,
-            std::time::Duration::from_secs(1),
-        )
-        .unwrap();
-        let jobs = ImportJobs::open(&store, dir.path()).unwrap();
+        let (_dir, jobs) = opened();
         let old_done = job(1, 100, Some(200));
         let old_running = job(2, 150, None);
         let done_late = job(3, 300, Some(2_000));

@@ -380,7 +380,7 @@ async fn json_lines_import_alike_and_bad_uploads_are_refused() {
     // away mid-upload; the finished job's file went with it.
     let spool = dir.path().join("imports");
     assert_eq!(spooled(&spool), Vec::<String>::new());
-    abandon_upload(&app, &token).await;
+    abandon_upload(&app, &token, &spool).await;
     let emptied = crate::helpers::eventually(Duration::from_secs(10), || async {
         spooled(&spool).is_empty().then_some(())
     })
@@ -408,9 +408,9 @@ fn spooled(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts an upload of a declared 4,000 bytes, sends a few hundred, and
-/// hangs up.
-async fn abandon_upload(app: &TestApp, token: &str) {
+/// Starts an upload of a declared 4,000 bytes, sends a few hundred, waits
+/// until the server spools them into `spool`, and hangs up.
+async fn abandon_upload(app: &TestApp, token: &str, spool: &std::path::Path) {
     use tokio::io::AsyncWriteExt;
     let address = app.base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -424,8 +424,13 @@ async fn abandon_upload(app: &TestApp, token: &str) {
         .await
         .unwrap();
     stream.flush().await.unwrap();
-    // Let the server spool what it got before the client goes.
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // The server has started spooling before the client goes.
+    let spool = spool.to_path_buf();
+    let started = crate::helpers::eventually(Duration::from_secs(10), || async {
+        (!spooled(&spool).is_empty()).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the upload was never spooled");
     drop(stream);
 }
 

@@ -91,6 +91,27 @@ fn part<'a>(order: &'a Value, store: &Identity) -> &'a Value {
 async fn a_checkout_charges_each_stores_picked_shipping_and_its_tax() {
     let app = spawn_app().await;
     let (north, south) = two_priced_stores(&app).await;
+    // A shopper reads what it may pick on the store's public profile.
+    let profile = app
+        .get_as(
+            &format!("/v1/creators/{}", north.tenant_id.as_deref().unwrap()),
+            None,
+        )
+        .await;
+    let codes: Vec<&str> = profile.body["shipping_methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["standard", "express"], "{:?}", profile.body);
+    assert_eq!(
+        (
+            &profile.body["tax_rate_bp"],
+            &profile.body["prices_include_tax"]
+        ),
+        (&json!(2000), &json!(false))
+    );
     let buyer = app.buyer("ada").await.access_token;
     add(&app, &buyer, "N-TEE", 2).await;
     add(&app, &buyer, "S-CAP", 1).await;
