@@ -3,15 +3,16 @@
 //! holding them in memory (by buyer, by seller, by idempotency key), each a
 //! sled tree of its own.
 //!
-//! The buyer index keeps a buyer's order ids in buckets of up to
-//! `BUCKET_IDS` sorted ids, one sled key per bucket, not one per order.
-//! Buyers' orders arrive scattered over the key space, and sled holds about
-//! 100 to 170 bytes of memory for every small key inserted at a scattered
-//! place, whatever its cache size (measured: 1M such keys grew RSS by 80 MiB
-//! per 500k with a 32 MiB cache, 48 MiB with a 4 MiB one; the same ids in
-//! per-buyer values grew it by 13 MiB). A seller's orders arrive in id
-//! order at the end of its range, which sled stores compactly, so the
-//! seller index keeps one key per order.
+//! The buyer and seller indexes keep an owner's order ids in buckets of up
+//! to `BUCKET_IDS` sorted ids, one sled key per bucket, not one per order.
+//! sled holds memory for every key it stores, whatever its cache size: about
+//! 100 to 170 bytes for a small key inserted at a scattered place, as a
+//! buyer's orders arrive (measured: 1M such keys grew RSS by 80 MiB per
+//! 500k with a 32 MiB cache, 48 MiB with a 4 MiB one; the same ids in
+//! per-buyer values grew it by 13 MiB), and about 24 bytes for one inserted
+//! in order, as a seller's orders arrive. A settled order's history is
+//! three keys (its snapshot, the sandbox ledger's two); with buckets its
+//! indexes add a key per 64 orders instead of one per order.
 //!
 //! Index entries are written once the order's first WAL record is durable,
 //! so they never name a lost order. Start-up indexes every order it
@@ -43,23 +44,144 @@ pub const BUCKET_IDS: usize = 64;
 
 /// The per-order buyer index of data written before buckets.
 const LEGACY_BY_BUYER: &str = "orders_by_buyer";
+/// The per-order seller index of data written before buckets.
+const LEGACY_BY_SELLER: &str = "orders_by_seller";
 
 /// Stripes of the lock that makes a bucket's read-modify-write atomic.
 const BUCKET_LOCKS: usize = 64;
 
+/// An owner's order ids in buckets of up to `BUCKET_IDS` ascending ids, one
+/// sled key per bucket: owner (16 bytes BE) ++ the bucket's first order id
+/// (16 bytes BE) → its order ids, ascending, 16 bytes BE each. A bucket
+/// keyed `k` holds the owner's ids from `k` up to the next bucket's key.
+struct Buckets {
+    tree: Tree,
+    /// Serialise changes to one owner's buckets (striped by owner).
+    locks: Vec<parking_lot::Mutex<()>>,
+}
+
+impl Buckets {
+    fn open(store: &Store, name: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: store.tree(name)?,
+            locks: (0..BUCKET_LOCKS)
+                .map(|_| parking_lot::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    fn lock(&self, owner: u128) -> parking_lot::MutexGuard<'_, ()> {
+        let stripe = (owner ^ (owner >> 64)) as usize % BUCKET_LOCKS;
+        self.locks[stripe].lock()
+    }
+
+    /// The bucket that holds `id` if the owner has it: the one with the
+    /// greatest key at or below `id`.
+    fn bucket_of(
+        &self,
+        owner: u128,
+        id: OrderId,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        Ok(self
+            .tree
+            .range(pair(owner, OrderId(0))..=pair(owner, id))
+            .next_back()
+            .transpose()?)
+    }
+
+    /// Adds `id` to its owner's buckets; answers false when it was there.
+    fn file(&self, owner: u128, id: OrderId) -> Result<bool, StoreError> {
+        let _filing = self.lock(owner);
+        let Some((key, ids)) = self.bucket_of(owner, id)? else {
+            // Older than every bucket: it joins the oldest bucket, re-keyed
+            // under it, when that has room, else opens a bucket of its own.
+            let first = self
+                .tree
+                .range(pair(owner, OrderId(0))..=pair(owner, OrderId(u128::MAX)))
+                .next()
+                .transpose()?;
+            let mut batch = sled::Batch::default();
+            match first {
+                Some((key, ids)) if ids.len() / 16 < BUCKET_IDS => {
+                    let mut grown = Vec::with_capacity(ids.len() + 16);
+                    grown.extend_from_slice(&id.0.to_be_bytes());
+                    grown.extend_from_slice(&ids);
+                    batch.remove(key);
+                    batch.insert(&pair(owner, id)[..], grown);
+                }
+                _ => batch.insert(&pair(owner, id)[..], &id.0.to_be_bytes()[..]),
+            }
+            self.tree.apply_batch(batch)?;
+            return Ok(true);
+        };
+        let at = match find_in(&ids, id)? {
+            Ok(_) => return Ok(false),
+            Err(at) => at,
+        };
+        if at == ids.len() / 16 && at >= BUCKET_IDS {
+            // Newer than a full bucket's newest: the next bucket opens.
+            self.tree.insert(pair(owner, id), &id.0.to_be_bytes())?;
+        } else {
+            let mut grown = Vec::with_capacity(ids.len() + 16);
+            grown.extend_from_slice(&ids[..at * 16]);
+            grown.extend_from_slice(&id.0.to_be_bytes());
+            grown.extend_from_slice(&ids[at * 16..]);
+            self.tree.insert(key, grown)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether `id` is filed under `owner`.
+    fn filed(&self, owner: u128, id: OrderId) -> Result<bool, StoreError> {
+        match self.bucket_of(owner, id)? {
+            Some((_, ids)) => Ok(find_in(&ids, id)?.is_ok()),
+            None => Ok(false),
+        }
+    }
+
+    /// A page: the buckets that start below `before`, newest first, each
+    /// read newest first (a bucket starting below `before` may also hold
+    /// ids at or above it, which are skipped).
+    fn page(
+        &self,
+        owner: u128,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, StoreError> {
+        let before = before.unwrap_or(OrderId(u128::MAX));
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self
+            .tree
+            .range(pair(owner, OrderId(0))..pair(owner, before))
+            .rev()
+        {
+            let (_, ids) = item?;
+            check_bucket(&ids)?;
+            for index in (0..ids.len() / 16).rev() {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                let id = id_at(&ids, index);
+                if id < before {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 pub struct OrderArchive {
-    /// buyer (16 bytes BE) ++ the bucket's first order id (16 bytes BE) →
-    /// its order ids, ascending, 16 bytes BE each. A bucket keyed `k` holds
-    /// the buyer's ids from `k` up to the next bucket's key.
-    by_buyer: Tree,
-    /// Serialise changes to one buyer's buckets (striped by buyer).
-    bucket_locks: Vec<parking_lot::Mutex<()>>,
+    by_buyer: Buckets,
     /// The per-order buyer index of older data directories. Never read:
     /// start-up files every recovered order in the buckets, then
     /// `retire_legacy` empties it and the next start drops it.
     legacy_by_buyer: Option<Tree>,
-    /// seller ++ order id → nothing
-    by_seller: Tree,
+    by_seller: Buckets,
+    /// The per-order seller index of older data directories (seller ++
+    /// order id → nothing): `retire_legacy` files its entries in the
+    /// buckets, then empties it, and the next start drops it.
+    legacy_by_seller: Option<Tree>,
     /// buyer ++ Idempotency-Key → order id ++ request fingerprint (8 bytes BE)
     keys: Tree,
     /// placed at (ms, 8 bytes BE) ++ order id → buyer ++ Idempotency-Key:
@@ -97,18 +219,22 @@ fn claim_value(id: OrderId, fingerprint: u64) -> [u8; 24] {
     value
 }
 
+/// The `N` bytes of `value` at `at`, or corruption of `what`.
+fn field<const N: usize>(
+    value: &[u8],
+    at: usize,
+    what: &'static str,
+) -> Result<[u8; N], StoreError> {
+    value
+        .get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt(what, "short"))
+}
+
 fn parse_claim(value: &[u8]) -> Result<(OrderId, u64), StoreError> {
-    let id: [u8; 16] = value
-        .get(..16)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("order key claim", "short"))?;
-    let fingerprint: [u8; 8] = value
-        .get(16..24)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("order key claim", "short"))?;
     Ok((
-        OrderId(u128::from_be_bytes(id)),
-        u64::from_be_bytes(fingerprint),
+        OrderId(u128::from_be_bytes(field(value, 0, "order key claim")?)),
+        u64::from_be_bytes(field(value, 16, "order key claim")?),
     ))
 }
 
@@ -141,23 +267,34 @@ fn find_in(ids: &[u8], id: OrderId) -> Result<Result<usize, usize>, StoreError> 
     Ok(Err(low))
 }
 
+/// The tree `name` of an older layout if it holds anything; an empty one
+/// is dropped.
+fn legacy(store: &Store, name: &str) -> Result<Option<Tree>, StoreError> {
+    match store.existing_tree(name)? {
+        Some(tree) if tree.is_empty() => {
+            drop(tree);
+            store.drop_tree(name)?;
+            Ok(None)
+        }
+        tree => Ok(tree),
+    }
+}
+
+/// The owner and order id of an index key made by `pair`.
+fn unpair(key: &[u8]) -> Result<(u128, OrderId), StoreError> {
+    Ok((
+        u128::from_be_bytes(field(key, 0, "order index key")?),
+        OrderId(u128::from_be_bytes(field(key, 16, "order index key")?)),
+    ))
+}
+
 impl OrderArchive {
     pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
-        let legacy_by_buyer = match store.existing_tree(LEGACY_BY_BUYER)? {
-            Some(legacy) if legacy.is_empty() => {
-                drop(legacy);
-                store.drop_tree(LEGACY_BY_BUYER)?;
-                None
-            }
-            legacy => legacy,
-        };
         Ok(Self {
-            by_buyer: store.tree("orders_by_buyer_buckets")?,
-            bucket_locks: (0..BUCKET_LOCKS)
-                .map(|_| parking_lot::Mutex::new(()))
-                .collect(),
-            legacy_by_buyer,
-            by_seller: store.tree("orders_by_seller")?,
+            by_buyer: Buckets::open(&store, "orders_by_buyer_buckets")?,
+            legacy_by_buyer: legacy(&store, LEGACY_BY_BUYER)?,
+            by_seller: Buckets::open(&store, "orders_by_seller_buckets")?,
+            legacy_by_seller: legacy(&store, LEGACY_BY_SELLER)?,
             keys: store.tree("order_idempotency_keys")?,
             key_ages: store.tree("order_idempotency_key_ages")?,
             snapshots: Snapshots::new(store),
@@ -170,89 +307,34 @@ impl OrderArchive {
         self.snapshots.load::<Order>(id)
     }
 
-    /// Files the order under its buyer and each of its sellers (idempotent).
+    /// Files the order under each of its sellers, then its buyer
+    /// (idempotent). The buyer's entry comes last: start-up takes it to
+    /// mean the order is filed everywhere.
     pub fn index(&self, order: &Order) -> Result<(), StoreError> {
-        self.file_under_buyer(order.buyer, order.id)?;
         for seller in order.sellers() {
-            self.by_seller.insert(pair(seller.0, order.id), &[])?;
+            self.by_seller.file(seller.0, order.id)?;
         }
+        self.by_buyer.file(order.buyer.0, order.id)?;
         Ok(())
     }
 
-    fn bucket_lock(&self, buyer: UserId) -> parking_lot::MutexGuard<'_, ()> {
-        let stripe = (buyer.0 ^ (buyer.0 >> 64)) as usize % BUCKET_LOCKS;
-        self.bucket_locks[stripe].lock()
-    }
-
-    /// The bucket that holds `id` if the buyer has it: the one with the
-    /// greatest key at or below `id`.
-    fn bucket_of(
-        &self,
-        buyer: UserId,
-        id: OrderId,
-    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
-        Ok(self
-            .by_buyer
-            .range(pair(buyer.0, OrderId(0))..=pair(buyer.0, id))
-            .next_back()
-            .transpose()?)
-    }
-
-    /// Adds `id` to its buyer's buckets; answers false when it was there.
-    fn file_under_buyer(&self, buyer: UserId, id: OrderId) -> Result<bool, StoreError> {
-        let _filing = self.bucket_lock(buyer);
-        let Some((key, ids)) = self.bucket_of(buyer, id)? else {
-            // Older than every bucket: it joins the oldest bucket, re-keyed
-            // under it, when that has room, else opens a bucket of its own.
-            let first = self
-                .by_buyer
-                .range(pair(buyer.0, OrderId(0))..=pair(buyer.0, OrderId(u128::MAX)))
-                .next()
-                .transpose()?;
-            let mut batch = sled::Batch::default();
-            match first {
-                Some((key, ids)) if ids.len() / 16 < BUCKET_IDS => {
-                    let mut grown = Vec::with_capacity(ids.len() + 16);
-                    grown.extend_from_slice(&id.0.to_be_bytes());
-                    grown.extend_from_slice(&ids);
-                    batch.remove(key);
-                    batch.insert(&pair(buyer.0, id)[..], grown);
-                }
-                _ => batch.insert(&pair(buyer.0, id)[..], &id.0.to_be_bytes()[..]),
-            }
-            self.by_buyer.apply_batch(batch)?;
-            return Ok(true);
-        };
-        let at = match find_in(&ids, id)? {
-            Ok(_) => return Ok(false),
-            Err(at) => at,
-        };
-        if at == ids.len() / 16 && at >= BUCKET_IDS {
-            // Newer than a full bucket's newest: the next bucket opens.
-            self.by_buyer
-                .insert(pair(buyer.0, id), &id.0.to_be_bytes())?;
-        } else {
-            let mut grown = Vec::with_capacity(ids.len() + 16);
-            grown.extend_from_slice(&ids[..at * 16]);
-            grown.extend_from_slice(&id.0.to_be_bytes());
-            grown.extend_from_slice(&ids[at * 16..]);
-            self.by_buyer.insert(key, grown)?;
-        }
-        Ok(true)
-    }
-
-    /// Whether `id` is filed under `buyer`.
-    fn filed_under_buyer(&self, buyer: UserId, id: OrderId) -> Result<bool, StoreError> {
-        match self.bucket_of(buyer, id)? {
-            Some((_, ids)) => Ok(find_in(&ids, id)?.is_ok()),
-            None => Ok(false),
-        }
-    }
-
-    /// Drops the per-order buyer index of an older data directory once
-    /// start-up has filed every recovered order in the buckets.
+    /// Empties the per-order indexes of an older data directory once
+    /// start-up has filed every recovered order in the buckets (the seller
+    /// index's entries are filed from the index itself); the next start
+    /// drops them.
     pub fn retire_legacy(&self) -> Result<(), StoreError> {
-        if let Some(legacy) = &self.legacy_by_buyer {
+        if let Some(legacy) = &self.legacy_by_seller {
+            for item in legacy.iter() {
+                let (key, _) = item?;
+                let (seller, id) = unpair(&key)?;
+                self.by_seller.file(seller, id)?;
+            }
+            self.by_seller.tree.flush()?;
+        }
+        for legacy in [&self.legacy_by_buyer, &self.legacy_by_seller]
+            .into_iter()
+            .flatten()
+        {
             legacy.clear()?;
             legacy.flush()?;
         }
@@ -289,7 +371,7 @@ impl OrderArchive {
                 self.key_ages.remove(aged)?;
             }
         }
-        if self.filed_under_buyer(order.buyer, order.id)? {
+        if self.by_buyer.filed(order.buyer.0, order.id)? {
             return Ok(filed);
         }
         self.index(order)?;
@@ -337,11 +419,8 @@ impl OrderArchive {
             .take(max)
         {
             let (aged, slot) = item?;
-            let id: [u8; 16] = aged
-                .get(8..24)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt("order key age", "short"))?;
-            self.forget_claim(&slot, OrderId(u128::from_be_bytes(id)))?;
+            let id = u128::from_be_bytes(field(&aged, 8, "order key age")?);
+            self.forget_claim(&slot, OrderId(id))?;
             self.key_ages.remove(aged)?;
             purged += 1;
         }
@@ -376,53 +455,10 @@ impl OrderArchive {
         before: Option<OrderId>,
         limit: usize,
     ) -> Result<Vec<OrderId>, StoreError> {
-        let (tree, owner) = match index {
-            OrderIndex::Buyer(buyer) => return self.buyer_page(buyer, before, limit),
-            OrderIndex::Seller(seller) => (&self.by_seller, seller.0),
-        };
-        let start = pair(owner, OrderId(0));
-        let end = pair(owner, before.unwrap_or(OrderId(u128::MAX)));
-        let mut ids = Vec::with_capacity(limit.min(1024));
-        for item in tree.range(start..end).rev().take(limit) {
-            let (key, _) = item?;
-            let id: [u8; 16] = key
-                .get(16..32)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt("order index key", "short"))?;
-            ids.push(OrderId(u128::from_be_bytes(id)));
+        match index {
+            OrderIndex::Buyer(buyer) => self.by_buyer.page(buyer.0, before, limit),
+            OrderIndex::Seller(seller) => self.by_seller.page(seller.0, before, limit),
         }
-        Ok(ids)
-    }
-
-    /// A buyer's page: the buckets that start below `before`, newest first,
-    /// each read newest first (a bucket starting below `before` may also
-    /// hold ids at or above it, which are skipped).
-    fn buyer_page(
-        &self,
-        buyer: UserId,
-        before: Option<OrderId>,
-        limit: usize,
-    ) -> Result<Vec<OrderId>, StoreError> {
-        let before = before.unwrap_or(OrderId(u128::MAX));
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self
-            .by_buyer
-            .range(pair(buyer.0, OrderId(0))..pair(buyer.0, before))
-            .rev()
-        {
-            let (_, ids) = item?;
-            check_bucket(&ids)?;
-            for index in (0..ids.len() / 16).rev() {
-                if out.len() == limit {
-                    return Ok(out);
-                }
-                let id = id_at(&ids, index);
-                if id < before {
-                    out.push(id);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -469,7 +505,7 @@ mod tests {
             let mut model: std::collections::BTreeMap<u128, std::collections::BTreeSet<u128>> =
                 Default::default();
             for (buyer, id) in &ids {
-                let fresh = archive.file_under_buyer(UserId(*buyer), OrderId(*id)).unwrap();
+                let fresh = archive.by_buyer.file(*buyer, OrderId(*id)).unwrap();
                 proptest::prop_assert_eq!(fresh, model.entry(*buyer).or_default().insert(*id));
             }
             for buyer in 0..3u128 {
@@ -489,7 +525,7 @@ mod tests {
                     .unwrap();
                 proptest::prop_assert_eq!(page, below);
                 for id in &expected {
-                    proptest::prop_assert!(archive.filed_under_buyer(UserId(buyer), *id).unwrap());
+                    proptest::prop_assert!(archive.by_buyer.filed(buyer, *id).unwrap());
                 }
             }
         }
@@ -498,6 +534,7 @@ mod tests {
     fn bucket_sizes(archive: &OrderArchive) -> Vec<usize> {
         archive
             .by_buyer
+            .tree
             .iter()
             .map(|item| item.unwrap().1.len() / 16)
             .collect()
@@ -507,7 +544,7 @@ mod tests {
     fn ids_filed_newest_first_fill_buckets_too() {
         let (_dir, archive) = archive();
         for id in (1..=(BUCKET_IDS * 2) as u128).rev() {
-            assert!(archive.file_under_buyer(UserId(9), OrderId(id)).unwrap());
+            assert!(archive.by_buyer.file(9, OrderId(id)).unwrap());
         }
         assert_eq!(bucket_sizes(&archive), vec![BUCKET_IDS, BUCKET_IDS]);
         assert_eq!(all_pages(&archive, UserId(9), 7).len(), BUCKET_IDS * 2);
@@ -518,7 +555,7 @@ mod tests {
         let (_dir, archive) = archive();
         let total = BUCKET_IDS * 3 + 5;
         for id in 1..=total as u128 {
-            assert!(archive.file_under_buyer(UserId(9), OrderId(id)).unwrap());
+            assert!(archive.by_buyer.file(9, OrderId(id)).unwrap());
         }
         assert_eq!(
             bucket_sizes(&archive),
@@ -545,6 +582,51 @@ mod tests {
         let archive = OrderArchive::open(store.clone()).unwrap();
         assert!(archive.legacy_by_buyer.is_none());
         assert!(store.existing_tree(LEGACY_BY_BUYER).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_per_order_seller_index_of_older_data_is_filed_in_buckets_then_dropped() {
+        let (_dir, store) = temporary();
+        let store = Arc::new(store);
+        let legacy = store.tree(LEGACY_BY_SELLER).unwrap();
+        let total = BUCKET_IDS as u128 + 3;
+        for id in 1..=total {
+            legacy.insert(pair(5, OrderId(id)), &[]).unwrap();
+        }
+        legacy.insert(pair(6, OrderId(99)), &[]).unwrap();
+        drop(legacy);
+        let archive = OrderArchive::open(store.clone()).unwrap();
+        assert!(archive.legacy_by_seller.is_some());
+        assert_eq!(
+            archive
+                .page(OrderIndex::Seller(TenantId(5)), None, 10)
+                .unwrap(),
+            Vec::<OrderId>::new(),
+            "nothing is read from the old index"
+        );
+        archive.retire_legacy().unwrap();
+        let listed = archive
+            .page(OrderIndex::Seller(TenantId(5)), None, 1_000)
+            .unwrap();
+        let expected: Vec<OrderId> = (1..=total).rev().map(OrderId).collect();
+        assert_eq!(listed, expected);
+        assert_eq!(
+            archive
+                .page(OrderIndex::Seller(TenantId(6)), None, 10)
+                .unwrap(),
+            vec![OrderId(99)]
+        );
+        assert_eq!(archive.by_seller.tree.len(), 3, "two buckets and one");
+        drop(archive);
+        let archive = OrderArchive::open(store.clone()).unwrap();
+        assert!(archive.legacy_by_seller.is_none());
+        assert!(store.existing_tree(LEGACY_BY_SELLER).unwrap().is_none());
+        assert_eq!(
+            archive
+                .page(OrderIndex::Seller(TenantId(5)), Some(OrderId(3)), 10)
+                .unwrap(),
+            vec![OrderId(2), OrderId(1)]
+        );
     }
 
     #[test]
