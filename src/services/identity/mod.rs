@@ -9,7 +9,7 @@
 //! across an await.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -91,6 +91,11 @@ pub struct DirectoryService {
     next_audit_seq: AtomicU64,
     /// Sessions revoked while their access tokens may be unexpired: id -> revoked at (ms).
     revoked: DashMap<u128, u64>,
+    /// `revoked` is pruned of revocations older than the access-token
+    /// lifetime when it grows past this size, which then doubles what is
+    /// left (at least `REVOKED_PRUNE_MIN`): pruning costs O(1) per
+    /// revocation over time, not a scan of every revocation each time.
+    revoked_prune_at: AtomicUsize,
     /// Stores that are suspended (id text), checked on every reservation.
     suspended: DashMap<String, ()>,
     any_suspended: AtomicBool,
@@ -153,6 +158,7 @@ impl DirectoryService {
             hasher,
             next_audit_seq: AtomicU64::new(next_audit_seq.max(1)),
             revoked: DashMap::new(),
+            revoked_prune_at: AtomicUsize::new(sessions::REVOKED_PRUNE_MIN),
             suspended: DashMap::new(),
             any_suspended: AtomicBool::new(false),
             config,

@@ -13,6 +13,10 @@ pub struct IssuedTokens {
     pub user: User,
 }
 
+/// Revocations held before the first prune of those past the access-token
+/// lifetime.
+pub(super) const REVOKED_PRUNE_MIN: usize = 1024;
+
 impl DirectoryService {
     /// Whether an access token of this session must be refused.
     pub fn session_revoked(&self, session: u128) -> bool {
@@ -21,9 +25,11 @@ impl DirectoryService {
 
     pub(super) fn remember_revoked(&self, session: u128, at_ms: u64) {
         self.revoked.insert(session, at_ms);
-        let horizon = at_ms.saturating_sub(self.config.auth.access_ttl_s * 1000);
-        if self.revoked.len() > 1024 {
+        if self.revoked.len() > self.revoked_prune_at.load(Ordering::Relaxed) {
+            let horizon = at_ms.saturating_sub(self.config.auth.access_ttl_s * 1000);
             self.revoked.retain(|_, at| *at >= horizon);
+            let next = (self.revoked.len() * 2).max(REVOKED_PRUNE_MIN);
+            self.revoked_prune_at.store(next, Ordering::Relaxed);
         }
     }
 
