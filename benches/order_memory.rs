@@ -10,8 +10,9 @@
 //! engine's database; `PSP=outside` charges a stand-in for a provider
 //! outside the process instead, which keeps a fixed number of recent
 //! payments, to measure the engine alone).
-//! RSS is read at rest after each quarter: the median of 15 readings over
-//! 3 s after sled flushed (and once the moment the quarter ended).
+//! RSS is read at rest after each quarter: the median of readings every
+//! 200 ms over REST_S seconds (default 20) after sled flushed (and once the
+//! moment the quarter ended).
 //! The WAL does not sync (`wal.sync = none`): this measures memory, not disks.
 //! With `--features system-allocator` the bench also counts the live heap
 //! (bytes allocated and not freed), which tells memory in use from memory
@@ -99,9 +100,10 @@ const SKUS: usize = 100;
 const EMAIL: &str = "memory-shopper@bench.example";
 const PASSWORD: &str = "memory-Bench-7-battery";
 
-/// After each quarter, RSS is read this many times over `REST`.
-const REST: Duration = Duration::from_secs(3);
-const REST_READINGS: u32 = 15;
+/// After each quarter, RSS is read every `REST_READING_EVERY` for REST_S
+/// seconds (default 20: sled's segment work after the flush lifts RSS for
+/// the first several seconds, which a 3 s rest read as growth).
+const REST_READING_EVERY: Duration = Duration::from_millis(200);
 
 /// A payment provider outside the process, as in production: it approves
 /// every charge and remembers only its latest `RECENT_PAYMENTS` payments
@@ -216,7 +218,7 @@ struct Row {
     logins: u64,
     /// RSS the moment the quarter's last order settled.
     busy_rss: u64,
-    /// The median RSS over `REST`, after sled flushed ...
+    /// The median RSS over the rest (REST_S), after sled flushed ...
     rss: u64,
     /// ... and the lowest and highest reading.
     rss_range: (u64, u64),
@@ -329,6 +331,8 @@ fn main() {
     let logged = AtomicU64::new(0);
     let mut rows = Vec::new();
     let quarters = 4;
+    let rest_readings =
+        (knob("REST_S", 20) as u32 * 1000 / REST_READING_EVERY.as_millis() as u32).max(3);
     for q in 0..quarters {
         let (from, to) = (total * q / quarters, total * (q + 1) / quarters);
         let (login_from, login_to) = (login_total * q / quarters, login_total * (q + 1) / quarters);
@@ -342,15 +346,22 @@ fn main() {
         let resident = node.directory().resident();
         let busy_rss = rss_bytes();
         // Read at rest: sled's write buffers (up to a 16 MiB segment each)
-        // are written out, and the median of readings over `REST` is taken,
+        // are written out, and the median of readings over the rest (REST_S) is taken,
         // so what is in flight at one instant does not decide the figure.
         node.store().sync(SyncMode::Flush).expect("flushed");
-        let mut readings: Vec<u64> = (0..REST_READINGS)
+        let mut readings: Vec<u64> = (0..rest_readings)
             .map(|_| {
-                std::thread::sleep(REST / REST_READINGS);
+                std::thread::sleep(REST_READING_EVERY);
                 rss_bytes()
             })
             .collect();
+        let third = readings.len() / 3;
+        eprintln!(
+            "order_memory: {to} orders, RSS over the rest by thirds (MiB): {:.0} {:.0} {:.0}",
+            mib(median(&readings[..third])),
+            mib(median(&readings[third..2 * third])),
+            mib(median(&readings[2 * third..]))
+        );
         readings.sort_unstable();
         rows.push(Row {
             orders: to,
@@ -429,6 +440,12 @@ fn main() {
             bytes as f64 / total.max(1) as f64
         );
     }
+}
+
+fn median(readings: &[u64]) -> u64 {
+    let mut sorted = readings.to_vec();
+    sorted.sort_unstable();
+    sorted[sorted.len() / 2]
 }
 
 /// Keys and key + value bytes per sled tree in the data directory (the default
