@@ -349,7 +349,7 @@ fn main() {
         // are written out, and the median of readings over the rest (REST_S) is taken,
         // so what is in flight at one instant does not decide the figure.
         node.store().sync(SyncMode::Flush).expect("flushed");
-        let mut readings: Vec<u64> = (0..rest_readings)
+        let readings: Vec<u64> = (0..rest_readings)
             .map(|_| {
                 std::thread::sleep(REST_READING_EVERY);
                 rss_bytes()
@@ -362,13 +362,15 @@ fn main() {
             mib(median(&readings[third..2 * third])),
             mib(median(&readings[2 * third..]))
         );
-        readings.sort_unstable();
         rows.push(Row {
             orders: to,
             logins: logged.load(Ordering::Relaxed),
             busy_rss,
-            rss: readings[readings.len() / 2],
-            rss_range: (readings[0], readings[readings.len() - 1]),
+            rss: median(&readings),
+            rss_range: (
+                readings.iter().copied().min().unwrap_or(0),
+                readings.iter().copied().max().unwrap_or(0),
+            ),
             live: heap::live_bytes(),
             resident_orders: node.orders().count(),
             sessions: resident.sessions,
