@@ -16,7 +16,11 @@
 //! The WAL does not sync (`wal.sync = none`): this measures memory, not disks.
 //! With `--features system-allocator` the bench also counts the live heap
 //! (bytes allocated and not freed), which tells memory in use from memory
-//! the allocator keeps after it was freed.
+//! the allocator keeps after it was freed. `HARD_EXIT=1` ends the process
+//! after the last reading without shutting down, so a heap profiler run
+//! around it (`heaptrack target/release/deps/order_memory-* --bench` on the
+//! system-allocator build) reports what was live then as not freed,
+//! instead of what is left after shutdown.
 
 mod support;
 
@@ -376,6 +380,11 @@ fn main() {
             sessions: resident.sessions,
             at: started.elapsed(),
         });
+    }
+    if std::env::var("HARD_EXIT").is_ok_and(|v| v == "1") {
+        // For a heap profiler: what is live now is reported as not freed.
+        eprintln!("order_memory: HARD_EXIT=1, exiting without shutdown");
+        std::process::exit(0);
     }
     system.block_on(node.shutdown());
     drop(node);
