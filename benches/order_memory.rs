@@ -17,7 +17,8 @@
 //! With `--features system-allocator` the bench also counts the live heap
 //! (bytes allocated and not freed), which tells memory in use from memory
 //! the allocator keeps after it was freed. `HARD_EXIT=1` ends the process
-//! after the last reading without shutting down, so a heap profiler run
+//! after the RSS table without shutting down (and without the per-tree
+//! table, which needs the engine stopped), so a heap profiler run
 //! around it (`heaptrack target/release/deps/order_memory-* --bench` on the
 //! system-allocator build) reports what was live then as not freed,
 //! instead of what is left after shutdown.
@@ -381,14 +382,6 @@ fn main() {
             at: started.elapsed(),
         });
     }
-    if std::env::var("HARD_EXIT").is_ok_and(|v| v == "1") {
-        // For a heap profiler: what is live now is reported as not freed.
-        eprintln!("order_memory: HARD_EXIT=1, exiting without shutdown");
-        std::process::exit(0);
-    }
-    system.block_on(node.shutdown());
-    drop(node);
-    let stored = stored_bytes(dir.path());
 
     println!(
         "\nOrder history in memory on {} (sled cache capacity {cache_mib} MiB, wal.sync = none, payments: {})",
@@ -441,6 +434,17 @@ fn main() {
         end as f64 / half as f64,
         end.saturating_sub(half) as f64 / (total / 2).max(1) as f64
     );
+    if std::env::var("HARD_EXIT").is_ok_and(|v| v == "1") {
+        // For a heap profiler: what is live now is reported as not freed.
+        // The data directory goes (its files stay open until the exit), as
+        // `exit` skips the destructor that would remove it.
+        eprintln!("order_memory: HARD_EXIT=1, exiting without shutdown");
+        let _ = std::fs::remove_dir_all(dir.path());
+        std::process::exit(0);
+    }
+    system.block_on(node.shutdown());
+    drop(node);
+    let stored = stored_bytes(dir.path());
     println!("\nWhat the data directory holds per settled order, by sled tree (prefixes of the default tree apart):");
     println!("| tree | keys | keys per order | key + value bytes per order |");
     println!("|---|---:|---:|---:|");
