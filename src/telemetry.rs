@@ -188,7 +188,13 @@ pub const SERIES: &[Series] = &[
     series(
         "flashdrop_wal_retained_bytes",
         Gauge,
-        "Bytes of the WAL batches kept (SKUs snapshot early over snapshots.wal_max_mb)",
+        "Bytes of the WAL batches kept, pinned ones included (SKUs snapshot early while the bytes snapshots have yet to cover are over snapshots.wal_max_mb)",
+        &[],
+    ),
+    series(
+        "flashdrop_wal_pinned_bytes",
+        Gauge,
+        "WAL bytes kept only because a durable subscriber has yet to read them",
         &[],
     ),
     series(
@@ -303,6 +309,30 @@ pub const SERIES: &[Series] = &[
         "flashdrop_feed_events_total",
         Counter,
         "Changes published on the event feed",
+        &[],
+    ),
+    series(
+        "flashdrop_feed_subscriber_applied_total",
+        Counter,
+        "WAL records a durable feed subscriber applied, by subscriber",
+        &[],
+    ),
+    series(
+        "flashdrop_feed_subscriber_lag_records",
+        Gauge,
+        "Durable records a subscriber had yet to apply after its last step, by subscriber",
+        &[],
+    ),
+    series(
+        "flashdrop_feed_subscriber_rebuilds_total",
+        Counter,
+        "Times a durable subscriber was rebuilt from current state, by subscriber",
+        &[],
+    ),
+    series(
+        "flashdrop_feed_subscriber_failures_total",
+        Counter,
+        "Failed durable subscriber steps (each replays from the checkpoint), by subscriber and step",
         &[],
     ),
     series(

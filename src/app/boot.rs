@@ -20,12 +20,14 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::product::Product;
 use crate::domain::SkuId;
+use crate::events::durable::FeedSource;
 use crate::events::hub::HubSettings;
 use crate::events::notify::Notifier;
 use crate::events::order_news::OrderNews;
 use crate::events::outbound::Outbound;
 use crate::events::{EventFeed, Hub, Watched};
 use crate::payments::SandboxGateway;
+use crate::persistence::checkpoints::{Checkpoints, Pins};
 use crate::persistence::{
     self, EntityKey, Recovered, RecoveryMode, SnapshotBody, Store, WalHandle, WalSettings,
 };
@@ -53,7 +55,7 @@ pub(super) async fn start(
     let hub_feed = feed.subscribe();
     let drops_feed = feed.subscribe();
     let dirty_products = wal_only_products(&recovered);
-    let (wal, wal_thread) = start_wal_writer(&store, &config, feed, &mut recovered);
+    let (wal, wal_thread, feed_source) = start_wal_writer(&store, &config, feed, &mut recovered)?;
     snapshot_wal_only_state(&wal, &recovered).await?;
     let mut threads = Threads::new(&config, arbiters);
     let identity = start_identity(&config, &wal, &store, &clock, &mut recovered)?;
@@ -162,6 +164,10 @@ pub(super) async fn start(
         sandbox,
     };
     start_background_tasks(&config, &services, &threads.events, hub_feed, drops_feed);
+    // Every durable subscriber of this build is running by now.
+    feed_source
+        .release_unclaimed()
+        .map_err(StartError::Recovery)?;
     checkpoint_products(&wal, &services.catalog, &dirty_products).await?;
     bootstrap_admin(&config, &services.identity).await?;
     let app = Arc::new(Node {
@@ -247,19 +253,28 @@ fn wal_only_products(recovered: &Recovered) -> Vec<u128> {
         .collect()
 }
 
-/// The WAL writer thread, publishing what becomes durable to `feed`.
+/// The WAL writer thread, publishing what becomes durable to `feed` and
+/// keeping the batches durable subscribers still need (their checkpoints
+/// pin the WAL from its first commit on, before they start).
 fn start_wal_writer(
     store: &Arc<Store>,
     config: &Config,
     feed: EventFeed,
     recovered: &mut Recovered,
-) -> (WalHandle, std::thread::JoinHandle<()>) {
+) -> Result<(WalHandle, std::thread::JoinHandle<()>, FeedSource), StartError> {
+    let checkpoints = Checkpoints::open(store).map_err(StartError::Recovery)?;
+    let pins = Arc::new(Pins::from_checkpoints(
+        &checkpoints.all().map_err(StartError::Recovery)?,
+    ));
     let settings = WalSettings {
         feed: Some(feed),
+        pins: Some(pins.clone()),
         ..config.wal_settings()
     };
     let start = std::mem::take(&mut recovered.start);
-    persistence::wal::start(store.clone(), settings, start)
+    let (wal, thread) = persistence::wal::start(store.clone(), settings, start);
+    let source = FeedSource::new(store.clone(), wal.stats().clone(), checkpoints, pins);
+    Ok((wal, thread, source))
 }
 
 /// Entities whose latest state recovery found only in the WAL get a

@@ -268,6 +268,8 @@ impl Config {
             batch_bytes_max: self.wal.batch_bytes_max,
             channel_capacity: self.wal.channel_capacity,
             feed: None,
+            pins: None,
+            pinned_bytes_max: self.wal.subscriber_retain_max_mb << 20,
         }
     }
 

@@ -52,6 +52,11 @@ pub struct WalConfig {
     pub batch_records_max: usize,
     pub batch_bytes_max: usize,
     pub channel_capacity: usize,
+    /// Batches that snapshots already cover are kept while a durable feed
+    /// subscriber (the search indexer, ...) has yet to read them, up to this
+    /// many MiB; past it the oldest go and that subscriber rebuilds from
+    /// current state instead of holding the WAL.
+    pub subscriber_retain_max_mb: u64,
 }
 
 impl Default for WalConfig {
@@ -63,6 +68,7 @@ impl Default for WalConfig {
             batch_records_max: wal.batch_records_max,
             batch_bytes_max: wal.batch_bytes_max,
             channel_capacity: wal.channel_capacity,
+            subscriber_retain_max_mb: wal.pinned_bytes_max >> 20,
         }
     }
 }
@@ -79,6 +85,12 @@ impl WalConfig {
             BATCH_BYTES_HARD_MAX,
         )?;
         range("wal.channel_capacity", w.channel_capacity, 16, 1 << 22)?;
+        range(
+            "wal.subscriber_retain_max_mb",
+            w.subscriber_retain_max_mb,
+            1,
+            1 << 20,
+        )?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod book;
+pub mod checkpoints;
 pub mod imports;
 pub mod kinds;
 pub mod orders;

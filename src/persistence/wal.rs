@@ -5,12 +5,14 @@
 //! cover. A snapshot is written in two steps: its chunks in one commit, the
 //! header that makes them current in the next, once the chunks are durable.
 //! Batches are deleted once every entity with records in them has a durable
-//! snapshot past those records. An entity is forgotten by a `Deleted` record:
-//! from then on it needs none of its records, and its snapshot goes in the
-//! commit after the record is durable. Any write or sync failure ends the process.
+//! snapshot past those records and no durable subscriber (`events::durable`)
+//! still needs to read them back, within a bound. An entity is forgotten by a
+//! `Deleted` record: from then on it needs none of its records, and its
+//! snapshot goes in the commit after the record is durable. Any write or sync
+//! failure ends the process.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use rkyv::util::AlignedVec;
 
 use super::batch::BatchBuilder;
+use super::checkpoints::{Pins, NEEDS_NOTHING};
 use super::record::{
     encode_record, encode_snapshot, EntityKey, RecordBody, SnapshotBody, WalRecord,
 };
@@ -77,6 +80,12 @@ pub struct WalSettings {
     pub channel_capacity: usize,
     /// Where durable changes are announced (none: nobody listens).
     pub feed: Option<EventFeed>,
+    /// What durable subscribers still need to read back (none: nobody reads
+    /// the WAL back): batches at or past the lowest pin are kept.
+    pub pins: Option<Arc<Pins>>,
+    /// Bytes of batches kept only for subscribers, at most. Past it the
+    /// oldest go, and a subscriber that still needed them rebuilds.
+    pub pinned_bytes_max: u64,
 }
 
 impl Default for WalSettings {
@@ -88,6 +97,8 @@ impl Default for WalSettings {
             batch_bytes_max: 128 * 1024,
             channel_capacity: 65_536,
             feed: None,
+            pins: None,
+            pinned_bytes_max: 256 * 1024 * 1024,
         }
     }
 }
@@ -119,10 +130,45 @@ pub struct WalStats {
     pub durable_lsn: AtomicU64,
     pub commits: AtomicU64,
     pub retained_batches: AtomicU64,
-    /// Bytes of the batches in the WAL: what snapshots have yet to cover.
+    /// Bytes of the batches in the WAL that snapshots have yet to cover.
     /// SKU actors snapshot early while it is over `snapshots.wal_max_mb`.
     pub retained_bytes: AtomicU64,
+    /// Bytes of batches snapshots cover, kept for durable subscribers.
+    pub pinned_bytes: AtomicU64,
     pub stopped: AtomicBool,
+    /// Threads in `wait_durable_past`; the writer wakes them only if any.
+    durable_waiters: AtomicUsize,
+    durable_lock: parking_lot::Mutex<()>,
+    durable_moved: parking_lot::Condvar,
+}
+
+impl WalStats {
+    /// Blocks until a record past `lsn` is durable or `timeout` passed, and
+    /// returns the durable LSN then. For readers of the WAL off the async
+    /// runtime (durable subscribers).
+    pub fn wait_durable_past(&self, lsn: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.durable_lock.lock();
+        self.durable_waiters.fetch_add(1, Ordering::SeqCst);
+        while self.durable_lsn.load(Ordering::SeqCst) <= lsn
+            && !self.stopped.load(Ordering::Acquire)
+            && !self
+                .durable_moved
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+        {}
+        self.durable_waiters.fetch_sub(1, Ordering::SeqCst);
+        self.durable_lsn.load(Ordering::SeqCst)
+    }
+
+    /// Publishes a new durable LSN and wakes the readers waiting for it.
+    fn set_durable(&self, lsn: u64) {
+        self.durable_lsn.store(lsn, Ordering::SeqCst);
+        if self.durable_waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.durable_lock.lock();
+            self.durable_moved.notify_all();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +349,9 @@ struct Writer {
     retained: VecDeque<RetainedBatch>,
     /// The sum of `retained`'s bytes.
     retained_bytes: u64,
+    /// The bytes of the front of `retained` that snapshots cover, kept for
+    /// durable subscribers.
+    pinned_bytes: u64,
     shutdown_acks: Vec<Ack>,
     stopping: bool,
     deletes_written: bool,
@@ -357,6 +406,7 @@ impl Writer {
             dirty_order,
             retained_bytes: start.retained.iter().map(|b| b.bytes).sum(),
             retained: start.retained,
+            pinned_bytes: 0,
             shutdown_acks: Vec::new(),
             stopping: false,
             deletes_written: false,
@@ -654,9 +704,7 @@ impl Writer {
         }
 
         // Durable from here on.
-        self.stats
-            .durable_lsn
-            .store(self.cursor.next_lsn - 1, Ordering::Release);
+        self.stats.set_durable(self.cursor.next_lsn - 1);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         for pending in &headers {
             self.snapshot_durable(pending.entity, pending.snapshot.header.covers_lsn);
@@ -691,27 +739,52 @@ impl Writer {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("flashdrop_wal_retained_batches").set(self.retained.len() as f64);
         metrics::gauge!("flashdrop_wal_retained_bytes").set(self.retained_bytes as f64);
+        metrics::gauge!("flashdrop_wal_pinned_bytes").set(self.pinned_bytes as f64);
         metrics::gauge!("flashdrop_wal_dirty_entities").set(self.dirty.len() as f64);
         self.stats
             .retained_batches
             .store(self.retained.len() as u64, Ordering::Relaxed);
         self.stats
             .retained_bytes
-            .store(self.retained_bytes, Ordering::Relaxed);
+            .store(self.retained_bytes - self.pinned_bytes, Ordering::Relaxed);
+        self.stats
+            .pinned_bytes
+            .store(self.pinned_bytes, Ordering::Relaxed);
     }
 
-    /// Deletes batches whose every record is covered by a durable snapshot.
+    /// Deletes batches whose every record is covered by a durable snapshot,
+    /// unless a durable subscriber still needs them and the batches kept for
+    /// subscribers stay within `pinned_bytes_max`.
     fn truncate(&mut self) -> bool {
         let needed_from = self
             .dirty_order
             .first()
             .map(|&(lsn, _)| lsn)
             .unwrap_or(self.cursor.next_lsn);
+        let pinned_from = self
+            .settings
+            .pins
+            .as_ref()
+            .map_or(NEEDS_NOTHING, |pins| pins.needed_from());
+        self.pinned_bytes = if pinned_from == NEEDS_NOTHING {
+            0
+        } else {
+            self.retained
+                .iter()
+                .take_while(|batch| batch.last_lsn < needed_from)
+                .map(|batch| batch.bytes)
+                .sum()
+        };
         let mut truncated = false;
         while let Some(&batch) = self.retained.front() {
             if batch.last_lsn >= needed_from {
                 break;
             }
+            if batch.last_lsn >= pinned_from && self.pinned_bytes <= self.settings.pinned_bytes_max
+            {
+                break;
+            }
+            self.pinned_bytes = self.pinned_bytes.saturating_sub(batch.bytes);
             truncated = true;
             self.store
                 .wal
