@@ -209,13 +209,12 @@ pub enum StatusFilter {
     Only(ProductStatus),
 }
 
-/// A browsing question, read from a query string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrowseQuery {
+/// The filters browsing and search share.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Filters {
     /// A category and its descendants.
     pub category: Option<CategoryId>,
     pub store: Option<TenantId>,
-    pub status: StatusFilter,
     /// Inclusive bounds on the list price, in minor units.
     pub min_price: Option<i64>,
     pub max_price: Option<i64>,
@@ -226,6 +225,103 @@ pub struct BrowseQuery {
     /// `attr.NAME=VALUE`: the product or one of its variants has the
     /// attribute (names and values compared without regard to ASCII case).
     pub attributes: Vec<(String, String)>,
+}
+
+impl Filters {
+    /// Reads `name=value` when it is one of these filters; `Ok(false)` when
+    /// it is not. A value out of its bounds is refused with its name.
+    pub fn read(&mut self, name: &str, value: &str) -> Result<bool, InvalidField> {
+        match name {
+            "category" => {
+                self.category = Some(
+                    number(value, 1, u64::MAX)
+                        .map(CategoryId)
+                        .ok_or_else(|| InvalidField::new("category", "must be a category id"))?,
+                );
+            }
+            "store" => {
+                self.store = Some(
+                    TenantId::parse(value)
+                        .ok_or_else(|| InvalidField::new("store", "must be a store id"))?,
+                );
+            }
+            "min_price" | "max_price" => {
+                let price = number(value, 0, PRICE_MAX_MINOR as u64)
+                    .map(|p| p as i64)
+                    .ok_or_else(|| {
+                        InvalidField::new(
+                            name.to_owned(),
+                            format!("must be 0..={PRICE_MAX_MINOR} minor units"),
+                        )
+                    })?;
+                if name == "min_price" {
+                    self.min_price = Some(price);
+                } else {
+                    self.max_price = Some(price);
+                }
+            }
+            "currency" => {
+                if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(InvalidField::new(
+                        "currency",
+                        "must be an ISO 4217 code such as EUR",
+                    ));
+                }
+                self.currency = Some(value.to_owned());
+            }
+            "in_stock" => {
+                self.in_stock = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(InvalidField::new("in_stock", "must be true or false")),
+                });
+            }
+            other => {
+                let Some(attribute) = other.strip_prefix("attr.") else {
+                    return Ok(false);
+                };
+                let field = || other.to_owned();
+                if attribute.is_empty() || attribute.chars().count() > 64 {
+                    return Err(InvalidField::new(
+                        field(),
+                        "the name must be 1..=64 characters",
+                    ));
+                }
+                if value.is_empty() || value.chars().count() > 256 {
+                    return Err(InvalidField::new(
+                        field(),
+                        "the value must be 1..=256 characters",
+                    ));
+                }
+                if self.attributes.len() == ATTRIBUTE_FILTERS_MAX {
+                    return Err(InvalidField::new(
+                        field(),
+                        format!("at most {ATTRIBUTE_FILTERS_MAX} attribute filters"),
+                    ));
+                }
+                self.attributes
+                    .push((attribute.to_owned(), value.to_owned()));
+            }
+        }
+        Ok(true)
+    }
+
+    /// What holds across filters: the price bounds are in order.
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let (Some(min), Some(max)) = (self.min_price, self.max_price) {
+            if min > max {
+                return Err(InvalidField::new("min_price", "must not exceed max_price"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A browsing question, read from a query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowseQuery {
+    pub filters: Filters,
+    pub status: StatusFilter,
     pub sort: BrowseSort,
     pub limit: usize,
     pub cursor: Option<Cursor>,
@@ -240,14 +336,8 @@ impl BrowseQuery {
         let mut seen: Vec<String> = Vec::new();
         let mut raw_cursor = None;
         let mut query = Self {
-            category: None,
-            store: None,
+            filters: Filters::default(),
             status: StatusFilter::Visible,
-            min_price: None,
-            max_price: None,
-            currency: None,
-            in_stock: None,
-            attributes: Vec::new(),
             sort: BrowseSort::Newest,
             limit: PAGE_DEFAULT,
             cursor: None,
@@ -257,19 +347,10 @@ impl BrowseQuery {
                 return Err(InvalidField::new(name.into_owned(), "is given twice"));
             }
             seen.push(name.to_string());
+            if query.filters.read(&name, &value)? {
+                continue;
+            }
             match name.as_ref() {
-                "category" => {
-                    query.category =
-                        Some(number(&value, 1, u64::MAX).map(CategoryId).ok_or_else(|| {
-                            InvalidField::new("category", "must be a category id")
-                        })?);
-                }
-                "store" => {
-                    query.store = Some(
-                        TenantId::parse(&value)
-                            .ok_or_else(|| InvalidField::new("store", "must be a store id"))?,
-                    );
-                }
                 "status" => {
                     query.status = StatusFilter::Only(match value.as_ref() {
                         "draft" => ProductStatus::Draft,
@@ -283,37 +364,6 @@ impl BrowseQuery {
                         }
                     });
                 }
-                "min_price" | "max_price" => {
-                    let price = number(&value, 0, PRICE_MAX_MINOR as u64)
-                        .map(|p| p as i64)
-                        .ok_or_else(|| {
-                            InvalidField::new(
-                                name.to_string(),
-                                format!("must be 0..={PRICE_MAX_MINOR} minor units"),
-                            )
-                        })?;
-                    if name == "min_price" {
-                        query.min_price = Some(price);
-                    } else {
-                        query.max_price = Some(price);
-                    }
-                }
-                "currency" => {
-                    if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
-                        return Err(InvalidField::new(
-                            "currency",
-                            "must be an ISO 4217 code such as EUR",
-                        ));
-                    }
-                    query.currency = Some(value.into_owned());
-                }
-                "in_stock" => {
-                    query.in_stock = Some(match value.as_ref() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(InvalidField::new("in_stock", "must be true or false")),
-                    });
-                }
                 "sort" => query.sort = BrowseSort::parse(&value)?,
                 "limit" => {
                     query.limit = number(&value, 1, PAGE_MAX as u64)
@@ -323,45 +373,15 @@ impl BrowseQuery {
                         })?;
                 }
                 "cursor" => raw_cursor = Some(value.into_owned()),
-                other => match other.strip_prefix("attr.") {
-                    Some(attribute) => {
-                        let field = || other.to_owned();
-                        if attribute.is_empty() || attribute.chars().count() > 64 {
-                            return Err(InvalidField::new(
-                                field(),
-                                "the name must be 1..=64 characters",
-                            ));
-                        }
-                        if value.is_empty() || value.chars().count() > 256 {
-                            return Err(InvalidField::new(
-                                field(),
-                                "the value must be 1..=256 characters",
-                            ));
-                        }
-                        if query.attributes.len() == ATTRIBUTE_FILTERS_MAX {
-                            return Err(InvalidField::new(
-                                field(),
-                                format!("at most {ATTRIBUTE_FILTERS_MAX} attribute filters"),
-                            ));
-                        }
-                        query
-                            .attributes
-                            .push((attribute.to_owned(), value.into_owned()));
-                    }
-                    None => {
-                        return Err(InvalidField::new(
-                            other.to_owned(),
-                            "is not a parameter of this route",
-                        ))
-                    }
-                },
+                other => {
+                    return Err(InvalidField::new(
+                        other.to_owned(),
+                        "is not a parameter of this route",
+                    ))
+                }
             }
         }
-        if let (Some(min), Some(max)) = (query.min_price, query.max_price) {
-            if min > max {
-                return Err(InvalidField::new("min_price", "must not exceed max_price"));
-            }
-        }
+        query.filters.check()?;
         query.cursor = raw_cursor
             .map(|raw| Cursor::decode(&raw, query.sort))
             .transpose()?;
@@ -377,25 +397,25 @@ impl BrowseQuery {
                 return false;
             }
         }
-        if self.min_price.is_some() || self.max_price.is_some() {
+        if self.filters.min_price.is_some() || self.filters.max_price.is_some() {
             let price = list_price(product);
-            if self.min_price.is_some_and(|min| price < min)
-                || self.max_price.is_some_and(|max| price > max)
+            if self.filters.min_price.is_some_and(|min| price < min)
+                || self.filters.max_price.is_some_and(|max| price > max)
             {
                 return false;
             }
         }
-        if let Some(currency) = &self.currency {
+        if let Some(currency) = &self.filters.currency {
             if list_currency(product) != currency {
                 return false;
             }
         }
-        if let Some(wanted) = self.in_stock {
+        if let Some(wanted) = self.filters.in_stock {
             if product.skus.iter().any(|s| has_stock(SkuId(s.id))) != wanted {
                 return false;
             }
         }
-        self.attributes.iter().all(|(name, value)| {
+        self.filters.attributes.iter().all(|(name, value)| {
             let matches = |attributes: &[(String, String)]| {
                 attributes
                     .iter()
@@ -430,7 +450,7 @@ fn compare(a: &Place, b: &Place) -> Ordering {
 }
 
 /// A decimal number in `min..=max` with nothing else (no sign, no spaces).
-fn number(raw: &str, min: u64, max: u64) -> Option<u64> {
+pub(super) fn number(raw: &str, min: u64, max: u64) -> Option<u64> {
     if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -484,15 +504,18 @@ mod tests {
     #[test]
     fn a_query_string_reads_into_its_filters() {
         let q = parse("category=7&store=0190a1b2-0000-7000-8000-00000000000c&status=draft&min_price=100&max_price=500&currency=EUR&in_stock=true&attr.size=M&attr.colour=red&sort=-price&limit=10").unwrap();
-        assert_eq!(q.category, Some(CategoryId(7)));
+        assert_eq!(q.filters.category, Some(CategoryId(7)));
         assert_eq!(
-            q.store,
+            q.filters.store,
             Some(TenantId(0x0190a1b2_0000_7000_8000_00000000000c))
         );
         assert_eq!(q.status, StatusFilter::Only(ProductStatus::Draft));
-        assert_eq!((q.min_price, q.max_price), (Some(100), Some(500)));
-        assert_eq!(q.in_stock, Some(true));
-        assert_eq!(q.attributes.len(), 2);
+        assert_eq!(
+            (q.filters.min_price, q.filters.max_price),
+            (Some(100), Some(500))
+        );
+        assert_eq!(q.filters.in_stock, Some(true));
+        assert_eq!(q.filters.attributes.len(), 2);
         assert_eq!((q.sort, q.limit), (BrowseSort::PriceDesc, 10));
         let q = parse("").unwrap();
         assert_eq!(

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod pricing;
 pub mod product;
 pub mod product_version;
+pub mod search;
 pub mod stock;
 pub mod waiting_room;
 

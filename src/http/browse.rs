@@ -108,7 +108,7 @@ pub async fn browse_products(
 ) -> Result<HttpResponse, ApiError> {
     let query = BrowseQuery::parse(form_urlencoded::parse(req.query_string().as_bytes()))?;
     let directory = engine.0.directory();
-    if let Some(store) = query.store {
+    if let Some(store) = query.filters.store {
         if directory.tenant(store).is_none() {
             return Err(InvalidField::new("store", "no such store").into());
         }

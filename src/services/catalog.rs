@@ -600,7 +600,7 @@ impl Catalog {
         query: &BrowseQuery,
         visible: impl Fn(&Product) -> bool,
     ) -> Result<Page, CatalogError> {
-        let categories = match query.category {
+        let categories = match query.filters.category {
             Some(id) => Some(
                 self.deps
                     .categories
@@ -611,7 +611,7 @@ impl Catalog {
             ),
             None => None,
         };
-        let store = query.store.map(TenantKey::of_store);
+        let store = query.filters.store.map(TenantKey::of_store);
         let scope = Scope {
             categories: categories.as_ref(),
             store: store.as_ref().map(TenantKey::as_str),

@@ -268,8 +268,9 @@ fn walk<'a>(orders: &'a Orders, query: &BrowseQuery) -> Walk<'a> {
             )
         }
         BrowseSort::Price | BrowseSort::PriceDesc => {
-            let mut lower = Bound::Included((query.min_price.unwrap_or(i64::MIN), 0));
-            let mut upper = Bound::Included((query.max_price.unwrap_or(i64::MAX), u128::MAX));
+            let mut lower = Bound::Included((query.filters.min_price.unwrap_or(i64::MIN), 0));
+            let mut upper =
+                Bound::Included((query.filters.max_price.unwrap_or(i64::MAX), u128::MAX));
             if let Some(Place::Price { price, id }) = after {
                 let at = (*price, *id);
                 if query.sort == BrowseSort::Price {
