@@ -217,6 +217,19 @@ pub struct SearchQuery {
 }
 
 impl SearchQuery {
+    /// Every product the scope may see, newest first, one default page.
+    pub fn everything() -> Self {
+        Self {
+            text: None,
+            filters: Filters::default(),
+            brand: None,
+            facets: Vec::new(),
+            sort: SearchSort::Newest,
+            limit: PAGE_DEFAULT,
+            offset: 0,
+        }
+    }
+
     /// Reads the parameters of `GET /v1/search`; an unknown or repeated
     /// parameter, or a value out of its bounds, is refused with its name.
     pub fn parse<'a>(
@@ -226,15 +239,7 @@ impl SearchQuery {
         let mut seen: Vec<String> = Vec::new();
         let mut raw_cursor = None;
         let mut raw_sort = None;
-        let mut query = Self {
-            text: None,
-            filters: Filters::default(),
-            brand: None,
-            facets: Vec::new(),
-            sort: SearchSort::Relevance,
-            limit: PAGE_DEFAULT,
-            offset: 0,
-        };
+        let mut query = Self::everything();
         for (name, value) in pairs {
             if seen.iter().any(|s| *s == name) {
                 return Err(InvalidField::new(name.into_owned(), "is given twice"));

@@ -11,6 +11,7 @@ pub mod imports;
 pub mod inventory;
 pub mod listings;
 pub mod open_lines;
+pub mod search;
 
 pub use catalog::{Catalog, CatalogDeps, CatalogError};
 pub use categories::{Categories, CategoriesError};
