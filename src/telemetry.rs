@@ -312,6 +312,18 @@ pub const SERIES: &[Series] = &[
         &[],
     ),
     series(
+        "flashdrop_search_documents",
+        Gauge,
+        "Documents in the search index after its last commit",
+        &[],
+    ),
+    series(
+        "flashdrop_search_documents_written_total",
+        Counter,
+        "Search documents added, replaced or removed by the indexer",
+        &[],
+    ),
+    series(
         "flashdrop_feed_subscriber_applied_total",
         Counter,
         "WAL records a durable feed subscriber applied, by subscriber",

@@ -38,14 +38,15 @@ pub trait DurableSubscriber: Send + 'static {
     /// those after the last checkpoint come again.
     fn apply(&mut self, lsn: u64, record: &WalRecord) -> anyhow::Result<()>;
 
-    /// Makes everything applied so far durable in the subscriber's storage.
-    /// The checkpoint moves past those records only after this returns.
-    fn persist(&mut self) -> anyhow::Result<()>;
+    /// Makes everything applied so far, which covers the WAL up to
+    /// `applied_lsn`, durable in the subscriber's storage. The checkpoint
+    /// moves past those records only after this returns.
+    fn persist(&mut self, applied_lsn: u64) -> anyhow::Result<()>;
 
     /// Replaces the subscriber's state with one built from current state,
-    /// which covers at least every record durable when it is called; the
-    /// records after those are applied next.
-    fn rebuild(&mut self) -> anyhow::Result<()>;
+    /// which covers at least every record up to `covers_lsn` (durable when
+    /// it is called); the records after those are applied next.
+    fn rebuild(&mut self, covers_lsn: u64) -> anyhow::Result<()>;
 }
 
 /// How a subscriber's runner paces itself.
@@ -425,9 +426,10 @@ impl<S: DurableSubscriber> Runner<S> {
     }
 
     fn persist(&mut self) -> anyhow::Result<()> {
-        self.subscriber.persist()?;
+        let applied_lsn = self.next_lsn.saturating_sub(1);
+        self.subscriber.persist(applied_lsn)?;
         let checkpoint = Checkpoint {
-            applied_lsn: self.next_lsn.saturating_sub(1),
+            applied_lsn,
             // The batch holding `next_lsn` is this one or a later one.
             batch_seq: self.seq_hint,
         };
@@ -453,7 +455,7 @@ impl<S: DurableSubscriber> Runner<S> {
             self.pin.store(0, Ordering::Release);
             let durable = self.durable();
             self.pin.store(durable + 1, Ordering::Release);
-            match self.subscriber.rebuild() {
+            match self.subscriber.rebuild(durable) {
                 Ok(()) => {
                     self.next_lsn = durable + 1;
                     self.seq_hint = 0;
@@ -553,11 +555,11 @@ mod tests {
             seen.applied.push(lsn);
             Ok(())
         }
-        fn persist(&mut self) -> anyhow::Result<()> {
+        fn persist(&mut self, _applied_lsn: u64) -> anyhow::Result<()> {
             self.0.lock().persists += 1;
             Ok(())
         }
-        fn rebuild(&mut self) -> anyhow::Result<()> {
+        fn rebuild(&mut self, _covers_lsn: u64) -> anyhow::Result<()> {
             let mut seen = self.0.lock();
             seen.rebuilds += 1;
             seen.applied.clear();

@@ -4,6 +4,7 @@
 //! answers questions within a scope. The embedded tantivy index
 //! (`tantivy`) is the default backend.
 
+pub mod indexer;
 pub mod tantivy;
 
 use crate::domain::search::SearchDoc;
